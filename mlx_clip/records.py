@@ -1,0 +1,364 @@
+"""Read catalogue records (JSON, JSON Lines, CSV) and reach into them with dotted field paths.
+
+The format is detected from the file's content, not its extension:
+
+- a JSON array of objects: ``[{...}, {...}]``
+- a JSON object holding one list of objects: ``{"objects": [{...}, ...], "count": 2}``
+- JSON Lines: one object per line
+- CSV (or TSV / semicolon-separated) with a header row
+
+Every problem raises :class:`~mlx_clip.errors.InputError` with one line naming the file, the
+record or line, and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InputError
+
+__all__ = [
+    "Records",
+    "load_records",
+    "read_records",
+    "get_field",
+    "has_field",
+    "detect_url_field",
+    "record_id",
+    "MISSING",
+]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+"""Pass as ``get_field(..., default=MISSING)`` to get it back for an absent field."""
+_RAISE: Any = object()
+
+
+@dataclass
+class Records:
+    """Records read from one file, with where each one came from (for error messages)."""
+
+    path: Path
+    format: str  # "json", "jsonl" or "csv"
+    records: list[dict] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)  # "record 3" or "line 18", one per record
+
+    def where(self, index: int) -> str:
+        """``"records.json: record 17"``: the file and the record's place in it."""
+        return f"{self.path}: {self.locations[index]}"
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Read the records in ``path`` (JSON, JSON Lines or CSV) as a list of dicts."""
+    return load_records(path).records
+
+
+def load_records(path: str | os.PathLike) -> Records:
+    """Read ``path`` into :class:`Records`, detecting the format from the content."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a records file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: byte {e.start}: not UTF-8 text") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError(f"{path}: file is empty, expected JSON, JSON Lines or CSV records")
+    if stripped[0] in "[{":
+        result = _read_json_or_jsonl(path, text)
+    else:
+        result = _read_csv(path, text)
+    if not result.records:
+        raise InputError(f"{path}: no records found")
+    return result
+
+
+def _read_json_or_jsonl(path: Path, text: str) -> Records:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as whole_error:
+        first_line = text.lstrip().split("\n", 1)[0]
+        try:
+            first = json.loads(first_line)
+        except json.JSONDecodeError:
+            first = None
+        if isinstance(first, dict):
+            return _read_jsonl(path, text)
+        raise InputError(
+            f"{path}: line {whole_error.lineno} column {whole_error.colno}: "
+            f"invalid JSON ({whole_error.msg})"
+        ) from None
+    if isinstance(data, list):
+        return _records_from_list(path, data, "record {}", None)
+    if isinstance(data, dict):
+        return _records_from_object(path, data)
+    raise InputError(f"{path}: expected a JSON array or object of records, got {_kind(data)}")
+
+
+def _read_jsonl(path: Path, text: str) -> Records:
+    result = Records(path=path, format="jsonl")
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"{path}: line {line_number}: invalid JSON at column {e.colno} ({e.msg})"
+            ) from None
+        if not isinstance(record, dict):
+            raise InputError(
+                f"{path}: line {line_number}: expected a JSON object, got {_kind(record)}"
+            )
+        result.records.append(record)
+        result.locations.append(f"line {line_number}")
+    return result
+
+
+def _records_from_list(path: Path, items: list, location: str, key: str | None) -> Records:
+    result = Records(path=path, format="json")
+    prefix = f"key '{key}': " if key else ""
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise InputError(
+                f"{path}: {prefix}record {number}: expected a JSON object, got {_kind(item)}"
+            )
+        result.records.append(item)
+        result.locations.append(prefix + location.format(number))
+    return result
+
+
+def _records_from_object(path: Path, data: dict) -> Records:
+    lists = [
+        key
+        for key, value in data.items()
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+    ]
+    if len(lists) == 1:
+        return _records_from_list(path, data[lists[0]], "record {}", lists[0])
+    if len(lists) > 1:
+        names = ", ".join(f"'{k}'" for k in lists)
+        raise InputError(
+            f"{path}: the JSON object holds several lists of records ({names}); "
+            "keep one, or save the records as a JSON array"
+        )
+    if data and all(isinstance(v, dict) for v in data.values()):
+        raise InputError(
+            f"{path}: the JSON object maps keys to objects (a dict of dicts); expected a list "
+            'of records, e.g. [{...}, ...] or {"objects": [{...}, ...]}'
+        )
+    if any(isinstance(v, list) for v in data.values()):
+        raise InputError(f"{path}: the JSON object holds no list of record objects")
+    # A lone object: one record (a one-line JSON Lines file).
+    return Records(path=path, format="jsonl", records=[data], locations=["line 1"])
+
+
+def _read_csv(path: Path, text: str) -> Records:
+    sample = text[:16384]
+    try:
+        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+    reader = csv.reader(text.splitlines(keepends=True), dialect)
+    result = Records(path=path, format="csv")
+    try:
+        header = next(reader)
+    except StopIteration:  # pragma: no cover - empty text is caught earlier
+        return result
+    header = [name.strip() for name in header]
+    if not any(header):
+        raise InputError(f"{path}: line 1: the CSV header row is empty")
+    for number, name in enumerate(header, start=1):
+        if not name:
+            raise InputError(f"{path}: line 1: CSV column {number} has no name")
+    duplicates = sorted({n for n in header if header.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: line 1: CSV column '{duplicates[0]}' appears more than once")
+    try:
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(
+                    f"{path}: line {reader.line_num}: row has {len(row)} fields, the header "
+                    f"has {len(header)} ('{header[min(len(row), len(header)) - 1]}' is the last "
+                    "column they share)"
+                )
+            result.records.append(dict(zip(header, row)))
+            result.locations.append(f"line {reader.line_num}")
+    except csv.Error as e:
+        raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+    return result
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def get_field(record: Any, path: str, default: Any = _RAISE) -> Any:
+    """The value at a dotted ``path`` such as ``"media.0.url"`` or ``"findspot.lat"``.
+
+    A key that itself contains dots (a CSV column named ``"findspot.lat"``) is matched first.
+    List items are addressed by their index. Returns ``default`` when absent, and raises
+    ``KeyError(path)`` if no default is given.
+    """
+    if isinstance(record, dict) and path in record:
+        return record[path]
+    value = record
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(value, dict):
+            rest = ".".join(parts[i:])
+            if rest in value:
+                return value[rest]
+            if part not in value:
+                break
+            value = value[part]
+        elif isinstance(value, list) and re.fullmatch(r"-?\d+", part):
+            index = int(part)
+            if not -len(value) <= index < len(value):
+                break
+            value = value[index]
+        else:
+            break
+    else:
+        return value
+    if default is _RAISE:
+        raise KeyError(path)
+    return default
+
+
+def has_field(record: Any, path: str) -> bool:
+    """Whether ``record`` has a value (possibly null) at the dotted ``path``."""
+    return get_field(record, path, MISSING) is not MISSING
+
+
+_URL_FIELD_NAMES = [
+    "image_url",
+    "imageUrl",
+    "image_uri",
+    "imageURL",
+    "primaryImage",
+    "image",
+    "img",
+    "img_url",
+    "media.0.url",
+    "images.0.url",
+    "iiif_url",
+    "iiif",
+    "thumbnail_url",
+    "thumbnailUrl",
+    "thumbnail",
+    "primaryImageSmall",
+    "url",
+]
+_IMAGE_URL = re.compile(
+    r"\.(jpe?g|png|gif|webp|tiff?|bmp)(\?.*)?$|/full/[^/]+/[^/]+/(default|color|gray|native)\.\w+",
+    re.IGNORECASE,
+)
+
+
+def _is_http_url(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
+
+
+def _candidate_paths(record: dict) -> list[str]:
+    """Top-level keys, plus one level into nested objects and the first item of lists."""
+    paths = []
+    for key, value in record.items():
+        paths.append(str(key))
+        if isinstance(value, list) and value:
+            value, key = value[0], f"{key}.0"
+            paths.append(key)
+        if isinstance(value, dict):
+            paths.extend(f"{key}.{sub}" for sub in value)
+    return paths
+
+
+def detect_url_field(records: Sequence[dict], source: str = "records") -> str:
+    """The dotted path of the field that holds image URLs, guessed from the first records.
+
+    Fields whose values look like image URLs (an image extension or a IIIF
+    ``.../full/.../0/default.jpg`` link) win; among those, and otherwise, common names such as
+    ``image_url``, ``primaryImage``, ``media.0.url`` or ``url`` decide. Raises
+    :class:`InputError` naming ``source`` when no field holds http(s) URLs.
+    """
+    probe = list(records[:200])
+    paths: dict[str, None] = {}
+    for record in probe:
+        for path in _candidate_paths(record):
+            paths.setdefault(path, None)
+    fields = ", ".join(p for p in list(paths)[:12] if "." not in p)
+    for name in _URL_FIELD_NAMES:
+        paths.setdefault(name, None)
+    best: tuple | None = None
+    best_path = None
+    for path in paths:
+        values = [get_field(r, path, None) for r in probe]
+        urls = [v for v in values if _is_http_url(v)]
+        if not urls or len(urls) * 2 < len(probe):
+            continue
+        image_like = sum(1 for u in urls if _IMAGE_URL.search(u.strip())) * 2 >= len(urls)
+        rank = _URL_FIELD_NAMES.index(path) if path in _URL_FIELD_NAMES else len(_URL_FIELD_NAMES)
+        score = (not image_like, rank, -len(urls))
+        if best is None or score < best:
+            best, best_path = score, path
+    if best_path is None:
+        raise InputError(
+            f"{source}: no field holds http(s) image URLs (fields: {fields}); "
+            "name it with --url-field, or use --path-field for local images"
+        )
+    return best_path
+
+
+_ID_FIELD_NAMES = ("id", "ID", "Id", "identifier", "objectID", "objectId", "object_id", "uuid")
+
+
+def record_id(record: dict, id_field: str | None, index: int) -> str:
+    """The record's identifier as a string.
+
+    With ``id_field`` it is that field (a missing or empty value raises ``KeyError``); without
+    it, a top-level ``id``-like field (``id``, ``identifier``, ``objectID``, ...) if present,
+    and otherwise ``"#<index>"``, the record's position in its file.
+    """
+    if id_field:
+        value = get_field(record, id_field)
+        if value is None or value == "":
+            raise KeyError(id_field)
+        return str(value)
+    for name in _ID_FIELD_NAMES:
+        value = record.get(name)
+        if value is not None and value != "" and not isinstance(value, (dict, list)):
+            return str(value)
+    return f"#{index}"
+
+
+def has_own_id(record_identifier: str) -> bool:
+    """Whether ``record_id`` came from the record itself rather than its position."""
+    return not re.fullmatch(r"#\d+", record_identifier)
