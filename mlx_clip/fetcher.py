@@ -1,0 +1,518 @@
+"""Fetch the images of a sample of records into a clean manifest (asyncio + aiohttp).
+
+``fetch_records(records_path, FetchConfig(out="data"), sample=1566)`` writes:
+
+- ``data/images/ab/abcdef....jpg``: one file per record, named from the SHA-1 of the record's
+  id and URL (of the URL alone when the record has no id), with the extension of the format
+  Pillow detects, never the remote file name. Records that share a URL share one download;
+  each record whose id differs gets its own copy of the file.
+- ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
+  fields plus ``image_path`` (relative to the manifest's folder), ``sha256``, ``width`` and
+  ``height``.
+- ``data/failures.jsonl``: one line per unusable record: ``id``, ``record_index``, ``url`` (or
+  ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
+  ``detail``.
+
+Files are written atomically, stale ``*.part`` files are removed at start, and a second run
+keeps every valid file already there, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+from tqdm import tqdm
+from yarl import URL
+
+from .errors import InputError
+from .image_files import (
+    ImageInfo,
+    ImageProblem,
+    find_image_file,
+    image_file,
+    inspect_image,
+    remove_partial_files,
+    sha256_hex,
+    write_atomic,
+    write_jsonl_atomic,
+)
+from .records import MISSING, Records, detect_url_field, get_field, load_records, record_id
+from .records import has_own_id
+from .sampling import choose_sample
+
+__all__ = [
+    "USER_AGENT",
+    "FetchConfig",
+    "FetchSummary",
+    "fetch_records",
+    "fetch_records_async",
+    "parse_retry_after",
+]
+
+USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-clip-finetune)"
+MANIFEST_NAME = "manifest.jsonl"
+FAILURES_NAME = "failures.jsonl"
+IMAGES_DIR = "images"
+MANIFEST_KEYS = ("image_path", "sha256", "width", "height")
+"""Keys ``fetch`` adds to each record in the manifest (a record's own values are replaced)."""
+
+
+@dataclass
+class FetchConfig:
+    """Where to put the images and how to fetch them."""
+
+    out: Path | str = Path("data")
+    url_field: str | None = None  # dotted path; detected from the records when None
+    path_field: str | None = None  # dotted path of a local image path (relative to the records)
+    id_field: str | None = None  # dotted path; an "id"-like field is used when None
+    concurrency: int = 16  # requests in flight overall
+    per_host: int = 4  # requests in flight per host
+    connect_timeout: float = 10.0  # seconds to open a connection
+    read_timeout: float = 30.0  # seconds without a byte before giving up
+    retries: int = 4  # further tries after connection errors, timeouts, 5xx and 429
+    backoff: float = 0.5  # first retry waits about this long; doubles each time (with jitter)
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0  # cap on a server's Retry-After
+    max_bytes: int = 50_000_000  # bodies larger than this fail as too_large
+    max_redirects: int = 10
+    user_agent: str = USER_AGENT
+    progress: bool = True  # tqdm bar on stderr when it is a terminal
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.concurrency < 1 or self.per_host < 1:
+            raise ValueError("concurrency and per_host must be at least 1")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+        if self.max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+
+
+@dataclass
+class FetchSummary:
+    """What a fetch run did; ``str()`` gives the closing report."""
+
+    records: int  # records in the file
+    sampled: int  # records in the sample
+    fetched: int  # records whose image was downloaded in this run
+    already_present: int  # records whose image an earlier run had fetched
+    local: int  # records whose image was a local file (path_field)
+    failed: dict[str, int]  # failure reason -> records
+    downloads: int  # response bodies downloaded (shared URLs count once)
+    seconds: float
+    manifest_path: Path
+    failures_path: Path
+    sample_explanation: str = ""
+    removed_partial_files: int = 0
+
+    @property
+    def usable(self) -> int:
+        return self.fetched + self.already_present + self.local
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    @property
+    def images_per_second(self) -> float:
+        return self.fetched / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.usable:,} of {self.sampled:,} records usable -> {self.manifest_path}",
+            f"  fetched          {self.fetched:,} ({self.downloads:,} downloads)",
+            f"  already present  {self.already_present:,}",
+        ]
+        if self.local:
+            lines.append(f"  local files      {self.local:,}")
+        lines.append(f"  failed           {self.failed_total:,}" + (
+            f" -> {self.failures_path}" if self.failed_total else ""))
+        for reason, count in sorted(self.failed.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    {reason:<16} {count:,}")
+        lines.append(
+            f"  time             {self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
+        )
+        return "\n".join(lines)
+
+
+@dataclass
+class _Job:
+    """One sampled record and where its image comes from."""
+
+    position: int  # place in the sample
+    index: int  # place in the records file
+    record: dict
+    record_id: str
+    url: str | None = None
+    local_path: Path | None = None
+    key: str = ""  # what the image file name is hashed from
+
+
+@dataclass
+class _Outcome:
+    job: _Job
+    status: str  # "fetched", "already_present", "local" or "failed"
+    entry: dict
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, detail: str = "", retry: bool = False, wait: float | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry, self.wait = reason, detail, retry, wait
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay seconds or an HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def fetch_records(
+    records_path: str | os.PathLike,
+    config: FetchConfig | None = None,
+    *,
+    sample: int | None = None,
+    margin: float | str | None = None,
+    stratify: str | None = None,
+    seed: int = 0,
+    log: Callable[[str], Any] | None = None,
+) -> FetchSummary:
+    """Sample the records in ``records_path``, fetch their images, write the manifest.
+
+    Synchronous wrapper around :func:`fetch_records_async`. ``log`` receives progress lines
+    (how the sample was chosen); the closing summary is returned, not printed.
+    """
+    return asyncio.run(
+        fetch_records_async(
+            records_path, config, sample=sample, margin=margin, stratify=stratify, seed=seed,
+            log=log,
+        )
+    )
+
+
+async def fetch_records_async(
+    records_path: str | os.PathLike,
+    config: FetchConfig | None = None,
+    *,
+    sample: int | None = None,
+    margin: float | str | None = None,
+    stratify: str | None = None,
+    seed: int = 0,
+    log: Callable[[str], Any] | None = None,
+) -> FetchSummary:
+    """Async form of :func:`fetch_records`."""
+    config = config or FetchConfig()
+    started = time.perf_counter()
+    records = load_records(records_path)
+    url_field = _check_fields(records, config)
+    try:
+        indices, explanation = choose_sample(records.records, sample, margin, stratify, seed)
+    except ValueError as e:
+        raise InputError(f"{records.path}: {e}") from None
+    if log:
+        log(explanation)
+    jobs = _plan_jobs(records, indices, config, url_field)
+
+    out = Path(config.out)
+    images_dir = out / IMAGES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    removed = remove_partial_files(images_dir)
+    for stale in out.glob("*.jsonl.*.part"):
+        stale.unlink()
+        removed += 1
+
+    fetch = _Fetcher(config, out.resolve(), images_dir)
+    outcomes = await fetch.run(jobs)
+
+    outcomes.sort(key=lambda o: o.job.position)
+    manifest = [o.entry for o in outcomes if o.status != "failed"]
+    failures = [o.entry for o in outcomes if o.status == "failed"]
+    manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
+    write_jsonl_atomic(manifest_path, manifest)
+    write_jsonl_atomic(failures_path, failures)
+    counts = Counter(o.status for o in outcomes)
+    return FetchSummary(
+        records=len(records.records),
+        sampled=len(jobs),
+        fetched=counts["fetched"],
+        already_present=counts["already_present"],
+        local=counts["local"],
+        failed=dict(Counter(f["reason"] for f in failures)),
+        downloads=fetch.downloads,
+        seconds=time.perf_counter() - started,
+        manifest_path=manifest_path,
+        failures_path=failures_path,
+        sample_explanation=explanation,
+        removed_partial_files=removed,
+    )
+
+
+def _check_fields(records: Records, config: FetchConfig) -> str | None:
+    """The URL field (named or detected); InputError for any record missing a named field.
+
+    Every record is checked, not only the sampled ones, so the error does not depend on the
+    seed. A record may have an empty or null value (it becomes a ``missing_url`` failure), but
+    not lack the field. With both a path field and a URL field, either may be absent.
+    """
+    url_field = config.url_field
+    if url_field is None and config.path_field is None:
+        url_field = detect_url_field(records.records, str(records.path))
+    if config.path_field and url_field:
+        return url_field
+    needed = config.path_field or url_field
+    assert needed is not None
+    for index, record in enumerate(records.records):
+        if get_field(record, needed, MISSING) is MISSING:
+            raise InputError(f"{records.where(index)}: field '{needed}' is missing")
+    return url_field
+
+
+def _plan_jobs(
+    records: Records, indices: list[int], config: FetchConfig, url_field: str | None
+) -> list[_Job]:
+    """One job per sampled record: its id, and its URL or local path."""
+    base = records.path.resolve().parent
+    jobs = []
+    for position, index in enumerate(indices):
+        record = records.records[index]
+        try:
+            rid = record_id(record, config.id_field, index)
+        except KeyError:
+            raise InputError(
+                f"{records.where(index)}: field '{config.id_field}' is missing or empty"
+            ) from None
+        job = _Job(position=position, index=index, record=record, record_id=rid)
+        path_value = get_field(record, config.path_field, None) if config.path_field else None
+        url_value = get_field(record, url_field, None) if url_field else None
+        if path_value not in (None, ""):
+            job.local_path = base / str(path_value)
+        elif url_value not in (None, ""):
+            job.url = str(url_value).strip()
+            own_id = config.id_field is not None or has_own_id(rid)
+            job.key = f"{rid}\n{job.url}" if own_id else job.url
+        jobs.append(job)
+    return jobs
+
+
+class _Fetcher:
+    """Runs the jobs: local files checked, shared URLs downloaded once, files written."""
+
+    def __init__(self, config: FetchConfig, out: Path, images_dir: Path):
+        self.config = config
+        self.out = out
+        self.images_dir = images_dir
+        self.downloads = 0
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.per_host)
+        )
+        self._progress: tqdm | None = None
+
+    async def run(self, jobs: list[_Job]) -> list[_Outcome]:
+        by_url: dict[str, list[_Job]] = defaultdict(list)
+        tasks = []
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            if job.local_path is not None:
+                tasks.append(self._local(job))
+            elif job.url is None:
+                only_paths = self.config.path_field and not self.config.url_field
+                reason = "missing_file" if only_paths else "missing_url"
+                outcomes.append(self._failed(job, reason, "the record has no image URL or path"))
+            else:
+                by_url[job.url].append(job)
+        c = self.config
+        connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=c.connect_timeout, sock_read=c.read_timeout
+        )
+        show = c.progress and sys.stderr.isatty()
+        with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:
+            self._progress = progress
+            progress.update(len(outcomes))
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers={"User-Agent": c.user_agent}
+            ) as session:
+                self._session = session
+                tasks.extend(self._url_group(url, group) for url, group in by_url.items())
+                for group_outcomes in await asyncio.gather(*tasks):
+                    outcomes.extend(group_outcomes)
+        return outcomes
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _done(self, outcomes: list[_Outcome]) -> list[_Outcome]:
+        if self._progress is not None:
+            self._progress.update(len(outcomes))
+        return outcomes
+
+    def _failed(self, job: _Job, reason: str, detail: str) -> _Outcome:
+        entry: dict[str, Any] = {"id": job.record_id, "record_index": job.index}
+        if job.local_path is not None:
+            entry["path"] = str(job.local_path)
+        else:
+            entry["url"] = job.url
+        entry.update(reason=reason, detail=detail)
+        return _Outcome(job, "failed", entry)
+
+    def _usable(self, job: _Job, status: str, path: Path, info: ImageInfo, sha: str) -> _Outcome:
+        entry = dict(job.record)
+        entry.update(
+            image_path=Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
+            sha256=sha,
+            width=info.width,
+            height=info.height,
+        )
+        return _Outcome(job, status, entry)
+
+    # -- local files --------------------------------------------------------------------
+
+    async def _local(self, job: _Job) -> list[_Outcome]:
+        assert job.local_path is not None
+        try:
+            data = await asyncio.to_thread(job.local_path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return self._done([self._failed(job, "missing_file", "no such file")])
+        except OSError as e:
+            return self._done([self._failed(job, "missing_file", e.strerror or str(e))])
+        try:
+            info = await asyncio.to_thread(inspect_image, data)
+        except ImageProblem as e:
+            return self._done([self._failed(job, e.reason, e.detail)])
+        return self._done([self._usable(job, "local", job.local_path, info, sha256_hex(data))])
+
+    # -- downloads ----------------------------------------------------------------------
+
+    async def _url_group(self, url: str, jobs: list[_Job]) -> list[_Outcome]:
+        """All records sharing ``url``: reuse finished files, download once if needed."""
+        outcomes: list[_Outcome] = []
+        by_key: dict[str, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            by_key[job.key].append(job)
+        missing: dict[str, list[_Job]] = {}
+        data: bytes | None = None
+        info: ImageInfo | None = None
+        for key, key_jobs in by_key.items():
+            found = await asyncio.to_thread(self._existing, key)
+            if found is None:
+                missing[key] = key_jobs
+                continue
+            path, found_data, info = found
+            data = found_data
+            sha = sha256_hex(found_data)
+            outcomes.extend(self._usable(j, "already_present", path, info, sha) for j in key_jobs)
+        if missing:
+            if data is None:  # no finished copy from another record: download
+                try:
+                    data = await self._download(url)
+                    info = await asyncio.to_thread(inspect_image, data)
+                except (_Failure, ImageProblem) as e:
+                    failed = [self._failed(j, e.reason, e.detail) for js in missing.values() for j in js]
+                    return self._done(outcomes + failed)
+            assert info is not None
+            sha = sha256_hex(data)
+            for key, key_jobs in missing.items():
+                path = image_file(self.images_dir, key, info.extension)
+                await asyncio.to_thread(write_atomic, path, data)
+                # A copy made from another record's finished file counts as fetched in this run.
+                outcomes.extend(self._usable(j, "fetched", path, info, sha) for j in key_jobs)
+        return self._done(outcomes)
+
+    def _existing(self, key: str) -> tuple[Path, bytes, ImageInfo] | None:
+        """A valid file an earlier run wrote for ``key``; an invalid one is removed."""
+        path = find_image_file(self.images_dir, key)
+        if path is None:
+            return None
+        data = path.read_bytes()
+        try:
+            info = inspect_image(data)
+        except ImageProblem:
+            path.unlink()
+            return None
+        if path.suffix != "." + info.extension:
+            path.unlink()
+            return None
+        return path, data, info
+
+    async def _download(self, url: str) -> bytes:
+        """The body at ``url``, retried on timeouts, connection errors, 5xx and 429."""
+        c = self.config
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError) as e:
+            raise _Failure("bad_url", str(e)[:200]) from None
+        if parsed.scheme not in ("http", "https"):
+            raise _Failure("bad_scheme", f"scheme '{parsed.scheme}' is not http or https")
+        if not parsed.host:
+            raise _Failure("bad_url", "no host")
+        host = parsed.host
+        failure = _Failure("connection_error")
+        for attempt in range(c.retries + 1):
+            try:
+                async with self._hosts[host], self._slots:
+                    return await self._get(url)
+            except _Failure as e:
+                failure = e
+            if not failure.retry or attempt == c.retries:
+                break
+            if failure.wait is not None:
+                delay = min(failure.wait, c.max_retry_after)
+            else:
+                delay = min(c.max_backoff, c.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+            await asyncio.sleep(delay)
+        raise failure
+
+    async def _get(self, url: str) -> bytes:
+        """One GET: the body, or a :class:`_Failure` saying whether to retry."""
+        c = self.config
+        try:
+            async with self._session.get(url, max_redirects=c.max_redirects) as response:
+                status = response.status
+                if status == 429 or status >= 500:
+                    wait = parse_retry_after(response.headers.get("Retry-After"))
+                    raise _Failure(f"http_{status}", response.reason or "", retry=True, wait=wait)
+                if status >= 300:
+                    raise _Failure(f"http_{status}", response.reason or "")
+                length = response.content_length
+                if length is not None and length > c.max_bytes:
+                    raise _Failure("too_large", f"Content-Length {length:,} > {c.max_bytes:,} bytes")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > c.max_bytes:
+                        raise _Failure("too_large", f"body passed {c.max_bytes:,} bytes")
+                self.downloads += 1
+                return bytes(body)
+        except aiohttp.TooManyRedirects:
+            raise _Failure("too_many_redirects", f"more than {c.max_redirects}") from None
+        except aiohttp.RedirectClientError as e:
+            raise _Failure("bad_redirect", str(e)[:200]) from None
+        except aiohttp.InvalidURL as e:
+            raise _Failure("bad_url", str(e)[:200]) from None
+        except asyncio.TimeoutError:
+            raise _Failure("timeout", "no response in time", retry=True) from None
+        except (aiohttp.ClientError, OSError) as e:
+            detail = f"{type(e).__name__}: {e}"[:200]
+            raise _Failure("connection_error", detail, retry=True) from None

@@ -1,0 +1,164 @@
+"""Image files on disk: stable names, Pillow validation, atomic writes, JSON Lines output."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "ImageInfo",
+    "ImageProblem",
+    "inspect_image",
+    "image_stem",
+    "image_file",
+    "find_image_file",
+    "write_atomic",
+    "write_jsonl_atomic",
+    "remove_partial_files",
+    "sha256_hex",
+]
+
+PART_SUFFIX = ".part"
+
+_EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "MPO": "jpg",  # multi-picture JPEG (many camera files) is still a JPEG on disk
+    "JPEG2000": "jp2",
+    "ICO": "ico",
+    "PPM": "ppm",
+    "AVIF": "avif",
+    "HEIF": "heic",
+}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What Pillow found in a decodable image."""
+
+    format: str  # Pillow's name, e.g. "JPEG"
+    extension: str  # file extension without the dot, e.g. "jpg"
+    width: int
+    height: int
+
+
+class ImageProblem(Exception):
+    """Bytes that are not a usable image; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Check that ``data`` decodes fully as an image and say what it is.
+
+    ``Image.verify()`` checks the structure, and a second open with ``load()`` decodes every
+    pixel, which catches truncated files. Raises :class:`ImageProblem` with reason
+    ``not_an_image``, ``truncated_image`` or ``too_large`` (a decompression bomb).
+    """
+    if not data:
+        raise ImageProblem("not_an_image", "empty body")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format or ""
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            width, height = image.size
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        kind = "HTML page" if head.startswith((b"<!doctype html", b"<html")) else "unknown data"
+        raise ImageProblem("not_an_image", f"{kind}, {len(data):,} bytes") from None
+    except Image.DecompressionBombError as e:
+        raise ImageProblem("too_large", str(e).split(".")[0]) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+        raise ImageProblem("truncated_image", f"{type(e).__name__}: {e}"[:200]) from None
+    extension = _EXTENSIONS.get(image_format, image_format.lower() or "img")
+    if not extension.isalnum():
+        extension = "img"
+    return ImageInfo(format=image_format, extension=extension, width=width, height=height)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` as hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_stem(key: str) -> str:
+    """The file name stem for a record key: the SHA-1 hex of the key (never the remote name)."""
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def image_file(images_dir: Path, key: str, extension: str) -> Path:
+    """``images_dir/ab/abcdef....<extension>`` for ``key``, checked to stay in ``images_dir``."""
+    stem = image_stem(key)
+    path = images_dir / stem[:2] / f"{stem}.{extension}"
+    root = images_dir.resolve()
+    if not path.resolve().is_relative_to(root):  # cannot happen with hex names; kept as a guard
+        raise AssertionError(f"{path} leaves {root}")
+    return path
+
+
+def find_image_file(images_dir: Path, key: str) -> Path | None:
+    """The finished file for ``key`` from an earlier run, whatever its extension, if any."""
+    stem = image_stem(key)
+    folder = images_dir / stem[:2]
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob(f"{stem}.*")):
+        if path.suffix != PART_SUFFIX and path.is_file():
+            return path
+    return None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent or complete.
+
+    The bytes go to a ``*.part`` file in the same folder, are fsynced, and are renamed into
+    place with ``os.replace``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=PART_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    """Write ``rows`` as JSON Lines (UTF-8, one object a line) atomically."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_atomic(path, text.encode("utf-8"))
+
+
+def remove_partial_files(folder: Path) -> int:
+    """Delete ``*.part`` files a killed run left under ``folder``; return how many."""
+    removed = 0
+    if folder.is_dir():
+        for path in folder.rglob(f"*{PART_SUFFIX}"):
+            if path.is_file():
+                path.unlink()
+                removed += 1
+    return removed

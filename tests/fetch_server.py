@@ -1,0 +1,221 @@
+"""A local aiohttp image server on 127.0.0.1 for the fetch tests, with routes that fail.
+
+The server runs in a background thread with its own event loop, so both in-process calls and
+``fetch.py`` subprocesses can use it. It counts requests per path (``server.hits``).
+
+Routes (``{name}`` is a key of ``server.images``):
+
+- ``/img/{name}``           the image; waits ``server.delay`` seconds first
+- ``/flaky/{name}``         500 on the first request, then the image
+- ``/ratelimited/{name}``   429 with ``Retry-After: server.retry_after`` first, then the image
+- ``/missing/{name}``       404
+- ``/error500/{name}``      500, every time
+- ``/slow/{name}``          waits ``server.slow_seconds`` before answering
+- ``/truncated/{name}``     the first half of the image's bytes
+- ``/html/{name}``          an HTML error page with status 200
+- ``/redirect/{name}``      302 to ``/img/{name}``
+- ``/redirect-loop``        302 to itself
+- ``/big``                  ``server.big_size`` bytes with a Content-Length
+- ``/big-chunked``          as many bytes, chunked, no Content-Length
+- ``/reset/{name}``         starts the body, then drops the connection, every time
+- ``/reset-once/{name}``    drops the connection the first time, then the image
+- ``/iiif/{name}/full/675,/0/default.jpg``   the image (many URLs end in ``default.jpg``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections import Counter, defaultdict
+
+from aiohttp import web
+from PIL import Image
+
+HOST = "127.0.0.1"
+
+
+def make_image(color: tuple[int, int, int], fmt: str = "PNG", size: tuple[int, int] = (16, 12)) -> bytes:
+    """A small solid-colour image encoded as ``fmt``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def make_noise_png(size: int = 96, seed: int = 0) -> bytes:
+    """A PNG of random pixels (incompressible, so cutting it really truncates pixel data)."""
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FetchServer:
+    """An aiohttp server on 127.0.0.1 (ephemeral port) in a background thread."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, bytes] = {}
+        self.hits: Counter[str] = Counter()
+        self.hit_times: dict[str, list[float]] = defaultdict(list)
+        self.delay = 0.0
+        self.slow_seconds = 3.0
+        self.retry_after = "1"
+        self.big_size = 300_000
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.hits[path]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> "FetchServer":
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True, name="fetch-server")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        try:
+            future.result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._count_middleware])
+        r = app.router
+        r.add_get("/img/{name}", self._image)
+        r.add_get("/flaky/{name}", self._flaky)
+        r.add_get("/ratelimited/{name}", self._ratelimited)
+        r.add_get("/missing/{name}", self._missing)
+        r.add_get("/error500/{name}", self._error500)
+        r.add_get("/slow/{name}", self._slow)
+        r.add_get("/truncated/{name}", self._truncated)
+        r.add_get("/html/{name}", self._html)
+        r.add_get("/redirect/{name}", self._redirect)
+        r.add_get("/redirect-loop", self._redirect_loop)
+        r.add_get("/big", self._big)
+        r.add_get("/big-chunked", self._big_chunked)
+        r.add_get("/reset/{name}", self._reset)
+        r.add_get("/reset-once/{name}", self._reset_once)
+        r.add_get("/iiif/{name}/full/675,/0/default.jpg", self._iiif)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    @web.middleware
+    async def _count_middleware(self, request: web.Request, handler):
+        with self._lock:
+            self.hits[request.path] += 1
+            self.hit_times[request.path].append(time.monotonic())
+        return await handler(request)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def _body(self, request: web.Request) -> bytes:
+        name = request.match_info["name"]
+        if name not in self.images:
+            raise web.HTTPNotFound()
+        return self.images[name]
+
+    def _send(self, data: bytes) -> web.Response:
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _image(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self._send(self._body(request))
+
+    async def _flaky(self, request: web.Request) -> web.Response:
+        if self.count(request.path) == 1:
+            return web.Response(status=500, text="try again")
+        return self._send(self._body(request))
+
+    async def _ratelimited(self, request: web.Request) -> web.Response:
+        if self.count(request.path) == 1:
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
+        return self._send(self._body(request))
+
+    async def _missing(self, request: web.Request) -> web.Response:
+        return web.Response(status=404, text="not found")
+
+    async def _error500(self, request: web.Request) -> web.Response:
+        return web.Response(status=500, text="broken")
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.slow_seconds)
+        return self._send(self._body(request))
+
+    async def _truncated(self, request: web.Request) -> web.Response:
+        data = self._body(request)
+        return self._send(data[: len(data) // 2])
+
+    async def _html(self, request: web.Request) -> web.Response:
+        page = "<!DOCTYPE html><html><body><h1>Service unavailable</h1></body></html>"
+        return web.Response(text=page, content_type="text/html")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/img/{request.match_info['name']}")
+
+    async def _redirect_loop(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/redirect-loop")
+
+    async def _big(self, request: web.Request) -> web.Response:
+        return self._send(b"\0" * self.big_size)
+
+    async def _big_chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"\0" * 16384
+        try:
+            for _ in range(self.big_size // len(chunk) + 1):
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up, as it should
+        return response
+
+    async def _drop(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        await response.write(data[: len(data) // 3])
+        request.transport.abort()
+        return response
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        return await self._drop(request, self._body(request))
+
+    async def _reset_once(self, request: web.Request) -> web.StreamResponse:
+        data = self._body(request)
+        if self.count(request.path) == 1:
+            return await self._drop(request, data)
+        return self._send(data)
+
+    async def _iiif(self, request: web.Request) -> web.Response:
+        return self._send(self._body(request))

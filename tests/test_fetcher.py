@@ -1,0 +1,297 @@
+"""fetcher: downloads against a real aiohttp server on 127.0.0.1 with routes that fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fetch_server import FetchServer, make_image, make_noise_png  # noqa: E402
+
+from mlx_clip.errors import InputError  # noqa: E402
+from mlx_clip.fetcher import FetchConfig, fetch_records, parse_retry_after  # noqa: E402
+from mlx_clip.image_files import ImageProblem, image_file, inspect_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fetch_server():
+    """A FetchServer on 127.0.0.1 for this module's tests."""
+    server = FetchServer().start()
+    yield server
+    server.stop()
+
+
+def fast_config(out: Path, **overrides) -> FetchConfig:
+    """Small timeouts and backoff so failing routes resolve in about a second."""
+    settings = dict(
+        out=out, connect_timeout=1.0, read_timeout=0.3, retries=2, backoff=0.01,
+        max_backoff=0.05, max_retry_after=5.0, max_bytes=100_000, progress=False,
+    )
+    settings.update(overrides)
+    return FetchConfig(**settings)
+
+
+def write_json(path: Path, records: list[dict]) -> Path:
+    path.write_text(json.dumps(records))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200),
+          (200, 30, 200), (120, 60, 10), (10, 60, 120), (250, 250, 250), (5, 5, 5)]
+
+
+class Scenario:
+    """One fetch run over records that hit every route, shared by the tests below."""
+
+    def __init__(self, server: FetchServer, root: Path):
+        self.server = server
+        self.root = root
+        self.records: list[dict] = []
+        self.expected_failures: dict[str, str] = {}
+
+    def add(self, record_id: str, path: str | None, name: str | None = None,
+            color=None, fmt: str = "PNG", fails: str | None = None) -> None:
+        if name is not None and name not in self.server.images:
+            self.server.images[name] = make_image(color, fmt) if color else make_noise_png()
+        url = self.server.url(path) if path and path.startswith("/") else path
+        self.records.append({"id": record_id, "title": f"object {record_id}",
+                             "image_url": url, "name": name, "color": color})
+        if fails:
+            self.expected_failures[record_id] = fails
+
+
+@pytest.fixture(scope="module")
+def scenario(fetch_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenario")
+    s = Scenario(fetch_server, root)
+    formats = ["PNG", "JPEG", "WEBP", "GIF", "PNG"]
+    for i, fmt in enumerate(formats):
+        s.add(f"good{i}", f"/img/good{i}", f"good{i}", COLORS[i], fmt)
+    s.add("flaky", "/flaky/flaky", "flaky", COLORS[5])
+    s.add("ratelimited", "/ratelimited/rl", "rl", COLORS[6])
+    s.add("redirect", "/redirect/redir", "redir", COLORS[7])
+    s.add("reset-once", "/reset-once/ro", "ro", COLORS[8])
+    for i in range(6):  # different images, same last path segment
+        s.add(f"iiif{i}", f"/iiif/iiif{i}/full/675,/0/default.jpg", f"iiif{i}",
+              (40 * i, 255 - 40 * i, 100), "JPEG")
+    s.add("dup-a", "/img/dup", "dup", COLORS[9])
+    s.add("dup-b", "/img/dup", "dup", COLORS[9])
+    s.add("../../escape", "/img/trav1", "trav1", COLORS[0])
+    s.add("/tmp/absolute", "/img/trav2", "trav2", COLORS[1])
+    s.add("..\\..\\windows", "/img/trav3", "trav3", COLORS[2])
+    s.add("missing", "/missing/nothing", fails="http_404")
+    s.add("error500", "/error500/x", fails="http_500")
+    s.add("slow", "/slow/slowimg", "slowimg", COLORS[3], fails="timeout")
+    s.add("truncated", "/truncated/noise", "noise", fails="truncated_image")
+    s.add("html", "/html/page", fails="not_an_image")
+    s.add("redirect-loop", "/redirect-loop", fails="too_many_redirects")
+    s.add("big", "/big", fails="too_large")
+    s.add("big-chunked", "/big-chunked", fails="too_large")
+    s.add("reset", "/reset/resetimg", "resetimg", COLORS[4], fails="connection_error")
+    s.add("ftp", "ftp://127.0.0.1/image.png", fails="bad_scheme")
+    s.add("file", "file:///etc/passwd", fails="bad_scheme")
+    s.add("no-url", None, fails="missing_url")
+
+    records_path = write_json(root / "records.json", s.records)
+    s.out = root / "out"
+    before = files_under(root)
+    s.summary = fetch_records(records_path, fast_config(s.out))
+    s.new_files = files_under(root) - before
+    s.manifest = read_jsonl(s.out / "manifest.jsonl")
+    s.failures = read_jsonl(s.out / "failures.jsonl")
+    return s
+
+
+def test_every_good_image_is_in_the_manifest_with_its_own_pixels(scenario):
+    good_ids = [r["id"] for r in scenario.records if r["id"] not in scenario.expected_failures]
+    assert [e["id"] for e in scenario.manifest] == good_ids  # the records' order is kept
+    for entry in scenario.manifest:
+        path = scenario.out / entry["image_path"]
+        data = path.read_bytes()
+        served = scenario.server.images[entry["name"]]
+        assert data == served
+        assert entry["sha256"] == hashlib.sha256(served).hexdigest()
+        with Image.open(path) as image:
+            assert (entry["width"], entry["height"]) == image.size
+            pixel = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+        assert all(abs(a - b) <= 12 for a, b in zip(pixel, entry["color"])), entry["id"]
+        assert entry["title"] == f"object {entry['id']}"  # the record's metadata travels along
+
+
+def test_every_bad_record_is_in_failures_with_its_reason(scenario):
+    reasons = {f["id"]: f["reason"] for f in scenario.failures}
+    assert reasons == scenario.expected_failures
+    assert scenario.summary.failed_total == len(scenario.expected_failures)
+    for failure in scenario.failures:
+        assert set(failure) >= {"id", "record_index", "url", "reason", "detail"}
+    assert scenario.summary.usable == len(scenario.manifest)
+
+
+def test_file_type_comes_from_the_image_not_the_url(scenario):
+    extensions = {e["id"]: Path(e["image_path"]).suffix for e in scenario.manifest}
+    assert [extensions[f"good{i}"] for i in range(5)] == [".png", ".jpg", ".webp", ".gif", ".png"]
+    assert extensions["iiif0"] == ".jpg"
+
+
+def test_urls_ending_in_the_same_name_do_not_collide(scenario):
+    paths = {e["image_path"] for e in scenario.manifest if e["id"].startswith("iiif")}
+    assert len(paths) == 6
+
+
+def test_duplicate_urls_are_fetched_once_and_kept_for_each_record(scenario):
+    assert scenario.server.count("/img/dup") == 1
+    dups = [e for e in scenario.manifest if e["id"] in ("dup-a", "dup-b")]
+    assert len(dups) == 2
+    assert dups[0]["sha256"] == dups[1]["sha256"]
+
+
+def test_retries_follow_the_rules(scenario):
+    count = scenario.server.count
+    assert count("/flaky/flaky") == 2  # 500 then success
+    assert count("/ratelimited/rl") == 2
+    assert count("/reset-once/ro") == 2
+    assert count("/missing/nothing") == 1  # 404 is not retried
+    assert count("/error500/x") == 3  # 1 + retries=2
+    assert count("/slow/slowimg") == 3
+    assert count("/reset/resetimg") == 3
+
+
+def test_retry_after_is_honoured(scenario):
+    first, second = scenario.server.hit_times["/ratelimited/rl"]
+    assert second - first >= 0.9  # Retry-After: 1
+
+
+def test_nothing_is_written_outside_the_output_folder(scenario):
+    out = scenario.out.resolve()
+    assert scenario.new_files
+    for path in scenario.new_files:
+        assert path.resolve().is_relative_to(out), path
+    for entry in scenario.manifest:
+        assert (scenario.out / entry["image_path"]).resolve().is_relative_to(out / "images")
+    assert not list(scenario.out.rglob("*.part"))
+
+
+def test_summary_counts(scenario):
+    summary = scenario.summary
+    assert summary.fetched == len(scenario.manifest)
+    assert summary.already_present == 0
+    assert summary.failed["too_large"] == 2
+    assert "images/s" in str(summary)
+
+
+def test_rerun_resumes_without_downloading_again(fetch_server, tmp_path):
+    records = []
+    for i in range(6):
+        name = f"resume{i}"
+        fetch_server.images[name] = make_image(COLORS[i])
+        records.append({"id": i, "image_url": fetch_server.url(f"/img/{name}")})
+    records.append({"id": "gone", "image_url": fetch_server.url("/missing/gone")})
+    records_path = write_json(tmp_path / "records.json", records)
+    out = tmp_path / "out"
+    first = fetch_records(records_path, fast_config(out))
+    manifest = (out / "manifest.jsonl").read_text()
+    assert first.fetched == 6
+    # An interrupted run's leftovers: a stale partial file and a damaged image.
+    stale = out / "images" / "00" / "stale.jpg.abc.part"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half")
+    damaged = out / read_jsonl(out / "manifest.jsonl")[0]["image_path"]
+    damaged.write_bytes(damaged.read_bytes()[:20])
+
+    second = fetch_records(records_path, fast_config(out))
+    assert (second.fetched, second.already_present) == (1, 5)
+    assert second.removed_partial_files == 1 and not stale.exists()
+    assert (out / "manifest.jsonl").read_text() == manifest
+    assert fetch_server.count("/img/resume0") == 2  # only the damaged one again
+    assert all(fetch_server.count(f"/img/resume{i}") == 1 for i in range(1, 6))
+    assert read_jsonl(out / "failures.jsonl")[0]["reason"] == "http_404"
+
+
+def test_sample_is_fetched_in_sample_order(fetch_server, tmp_path):
+    records = []
+    for i in range(30):
+        fetch_server.images[f"s{i}"] = make_image((i, i, i))
+        records.append({"id": f"s{i}", "image_url": fetch_server.url(f"/img/s{i}"),
+                        "kind": "a" if i % 3 else "b"})
+    records_path = write_json(tmp_path / "records.json", records)
+    summary = fetch_records(records_path, fast_config(tmp_path / "out"), sample=9,
+                            stratify="kind", seed=3)
+    manifest = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    ids = [int(e["id"][1:]) for e in manifest]
+    assert len(ids) == 9 and ids == sorted(ids)
+    assert sum(e["kind"] == "b" for e in manifest) == 3
+    assert "stratified by 'kind'" in summary.sample_explanation
+
+
+def test_local_images_with_path_field(tmp_path):
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.png").write_bytes(make_image(COLORS[0]))
+    (tmp_path / "pics" / "bad.png").write_text("<html>nope</html>")
+    records = [
+        {"id": "a", "image_path": "pics/a.png"},
+        {"id": "gone", "image_path": "pics/none.png"},
+        {"id": "bad", "image_path": "pics/bad.png"},
+    ]
+    records_path = write_json(tmp_path / "records.json", records)
+    out = tmp_path / "out"
+    summary = fetch_records(records_path, fast_config(out, path_field="image_path"))
+    assert summary.local == 1
+    [entry] = read_jsonl(out / "manifest.jsonl")
+    assert (out / entry["image_path"]).resolve() == (tmp_path / "pics" / "a.png").resolve()
+    assert entry["width"] == 16
+    reasons = {f["id"]: f["reason"] for f in read_jsonl(out / "failures.jsonl")}
+    assert reasons == {"gone": "missing_file", "bad": "not_an_image"}
+    assert not (out / "images").exists() or not any((out / "images").iterdir())
+
+
+def test_missing_url_field_is_an_input_error(tmp_path):
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": 1, "image_url": "http://127.0.0.1:9/a.jpg"},
+        {"id": 2, "title": "no url here"},
+    ])
+    with pytest.raises(InputError) as error:
+        fetch_records(records_path, fast_config(tmp_path / "out"), sample=1)
+    assert str(error.value) == f"{records_path}: record 2: field 'image_url' is missing"
+
+
+def test_parse_retry_after_seconds_and_http_date():
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("7", now) == 7.0
+    later = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(later, now) == 30.0
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_inspect_image_reasons():
+    assert inspect_image(make_image(COLORS[0], "JPEG")).extension == "jpg"
+    with pytest.raises(ImageProblem) as html:
+        inspect_image(b"<!DOCTYPE html><html></html>")
+    assert html.value.reason == "not_an_image"
+    noise = make_noise_png()
+    with pytest.raises(ImageProblem) as cut:
+        inspect_image(noise[: len(noise) // 2])
+    assert cut.value.reason == "truncated_image"
+
+
+def test_image_file_names_stay_inside(tmp_path):
+    for key in ["../../x", "/etc/passwd", "a/../../b", "\0", "é" * 500]:
+        path = image_file(tmp_path / "images", key, "jpg")
+        assert path.resolve().is_relative_to((tmp_path / "images").resolve())
+        assert len(path.name) == 44  # 40 hex + ".jpg"
