@@ -65,6 +65,8 @@ class FetchServer:
         self.retry_after = "1"
         self.big_size = 300_000
         self.port = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests handled at once, over the server's life
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -134,7 +136,13 @@ class FetchServer:
         with self._lock:
             self.hits[request.path] += 1
             self.hit_times[request.path].append(time.monotonic())
-        return await handler(request)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     # -- handlers -------------------------------------------------------------------------
 

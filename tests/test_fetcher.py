@@ -238,6 +238,22 @@ def test_sample_is_fetched_in_sample_order(fetch_server, tmp_path):
     assert "stratified by 'kind'" in summary.sample_explanation
 
 
+def test_requests_in_flight_stay_within_the_per_host_limit(tmp_path):
+    server = FetchServer().start()  # its own server, so other tests' traffic does not count
+    try:
+        server.delay = 0.05
+        records = []
+        for i in range(12):
+            server.images[f"c{i}"] = make_image(COLORS[i % len(COLORS)])
+            records.append({"id": i, "image_url": server.url(f"/img/c{i}")})
+        records_path = write_json(tmp_path / "records.json", records)
+        summary = fetch_records(records_path, fast_config(tmp_path / "out", per_host=3))
+        assert summary.fetched == 12
+        assert server.max_in_flight == 3
+    finally:
+        server.stop()
+
+
 def test_local_images_with_path_field(tmp_path):
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "a.png").write_bytes(make_image(COLORS[0]))
