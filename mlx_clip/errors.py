@@ -1,5 +1,5 @@
-"""Errors shared by the library and its command-line tools."""
+"""The one error type users see: a single clear line naming the file, record and field."""
 
 
 class InputError(ValueError):
-    """Bad user input; its message is one line naming the file, the record or line, and the field."""
+    """Bad input from the user: its message is one line that says what and where."""

@@ -1,0 +1,139 @@
+"""`CLIP`: the MLX model with its tokenizer and image preprocessing, ready to embed and save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from . import weights as W
+from .config import CLIPConfig
+from .errors import InputError
+from .model import CLIPModel, normalize
+from .preprocess import ImageInput, ImageProcessor
+from .tokenizer import CLIPTokenizer
+
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+
+
+def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
+    if dtype is None or isinstance(dtype, mx.Dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype)]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r} (choose float32, bfloat16 or float16)") from None
+
+
+class CLIP(CLIPModel):
+    """CLIP in MLX with its tokenizer and preprocessing; `embed_images`/`embed_texts` give unit vectors."""
+
+    def __init__(self, config: CLIPConfig, tokenizer: CLIPTokenizer | None = None,
+                 image_processor: ImageProcessor | None = None):
+        super().__init__(config)
+        self._tokenizer = tokenizer
+        self.image_processor = image_processor or ImageProcessor.from_dict({}, config.vision.image_size)
+        # inputs=self.state: the compiled functions read the current weights on every call.
+        self._embed_image_fn = mx.compile(lambda pixels: normalize(self.encode_image(pixels)), inputs=self.state)
+        self._embed_text_fn = mx.compile(lambda ids: normalize(self.encode_text(ids)), inputs=self.state)
+
+    @property
+    def tokenizer(self) -> CLIPTokenizer:
+        if self._tokenizer is None:
+            raise InputError("this model has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
+        return self._tokenizer
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.text_projection.weight.dtype
+
+    def embed_pixels(self, pixel_values: np.ndarray | mx.array) -> mx.array:
+        """Preprocessed (N, H, W, 3) pixels -> L2-normalised embeddings (MLX array)."""
+        return self._embed_image_fn(mx.array(pixel_values).astype(self.dtype))
+
+    def embed_tokens(self, input_ids: np.ndarray | mx.array) -> mx.array:
+        """Token ids (N, L) -> L2-normalised embeddings (MLX array)."""
+        return self._embed_text_fn(mx.array(input_ids))
+
+    def embed_images(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """Image paths or PIL images -> (N, projection_dim) float32 unit vectors."""
+        if isinstance(images, (str, Path)) or hasattr(images, "mode"):
+            images = [images]
+        images = list(images)
+        out = []
+        for start in range(0, len(images), batch_size):
+            pixels = self.image_processor(images[start:start + batch_size])
+            out.append(np.array(self.embed_pixels(pixels).astype(mx.float32)))
+        return np.concatenate(out) if out else np.zeros((0, self.config.projection_dim), np.float32)
+
+    def embed_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> (N, projection_dim) float32 unit vectors; long texts are truncated."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids = self.tokenizer(texts[start:start + batch_size])
+            out.append(np.array(self.embed_tokens(ids).astype(mx.float32)))
+        return np.concatenate(out) if out else np.zeros((0, self.config.projection_dim), np.float32)
+
+    def set_dtype_all(self, dtype: mx.Dtype) -> None:
+        """Cast every parameter (the temperature included) to `dtype`."""
+        self.update(tree_unflatten([(k, v.astype(dtype)) for k, v in tree_flatten(self.parameters())]))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the MLX folder: config.json, mlx_model.safetensors, tokenizer and preprocessor files."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = dict(self.config.raw)
+        config["mlx_clip_dtype"] = str(self.dtype).split(".")[-1]
+        write_json(folder / "config.json", config)
+        write_json(folder / "preprocessor_config.json", self.image_processor.to_dict())
+        if self._tokenizer is not None:
+            self._tokenizer.save(folder)
+        weights = dict(tree_flatten(self.parameters()))
+        atomic_save_safetensors(folder / W.MLX_WEIGHTS, weights, {"format": "mlx"})
+        return folder
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def atomic_save_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".part.safetensors")
+    mx.save_safetensors(str(tmp), weights, metadata=metadata)
+    tmp.replace(path)
+
+
+def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP:
+    """Load a CLIP model from an MLX or HF folder, or a hub repo id (downloaded once, then cached).
+
+    `dtype=None` keeps the dtype the weights are stored in; float32 is the right choice on
+    CPUs, bfloat16 or float16 halve memory on Apple GPUs.
+    """
+    folder = W.resolve_model_folder(path_or_repo)
+    config = CLIPConfig.from_file(folder / "config.json")
+    weights, is_mlx = W.read_weights(folder)
+    if not is_mlx:
+        weights = W.hf_to_mlx(weights)
+    tokenizer = None
+    try:
+        tokenizer = CLIPTokenizer.from_folder(folder, config.text.max_position_embeddings)
+    except InputError:
+        pass  # embedding texts then says the tokenizer is missing
+    model = CLIP(config, tokenizer, ImageProcessor.from_folder(folder, config.vision.image_size))
+    W.check_weights(W.parameter_shapes(model), weights, folder)
+    target = parse_dtype(dtype)
+    if target is not None:
+        weights = {k: v.astype(target) for k, v in weights.items()}
+    model.update(tree_unflatten(list(weights.items())))
+    mx.eval(model.parameters())
+    model.eval()
+    return model

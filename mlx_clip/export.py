@@ -1,0 +1,43 @@
+"""Write a fine-tuned MLX model as a Hugging Face folder that transformers, sentence-transformers
+(and so `llm-clip`) load: model.safetensors with HF names and layouts, config.json, tokenizer,
+preprocessor_config.json, and the sentence-transformers module files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlx.utils import tree_flatten
+
+from . import weights as W
+from .clip import CLIP, atomic_save_safetensors, write_json
+
+SENTENCE_TRANSFORMERS_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}
+]
+
+
+def hf_config(model: CLIP) -> dict:
+    config = {k: v for k, v in model.config.raw.items() if k != "mlx_clip_dtype"}
+    config.setdefault("architectures", ["CLIPModel"])
+    config["model_type"] = "clip"
+    dtype = str(model.dtype).split(".")[-1]
+    config["dtype"] = dtype
+    config.pop("torch_dtype", None)
+    return config
+
+
+def export_hf(model: CLIP, path: str | Path) -> Path:
+    """Write `model` as an HF + sentence-transformers folder at `path`; returns the folder."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
+    atomic_save_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
+    write_json(folder / "config.json", hf_config(model))
+    write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
+    if model._tokenizer is not None:
+        model._tokenizer.save(folder)
+    write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
+    write_json(folder / "config_sentence_transformers.json", {
+        "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+    })
+    return folder

@@ -1,0 +1,133 @@
+"""CLIP's byte-level BPE through the `tokenizers` library, ids equal to transformers' CLIPTokenizer.
+
+Reads `tokenizer.json`, or `vocab.json` + `merges.txt`, from a model folder, and pads and
+truncates every text to the model's context length with end-of-text kept last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE
+
+from .errors import InputError
+
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+)
+# transformers' CLIPTokenizer pre-tokenisation pattern (the original CLIP regex).
+_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _from_vocab_and_merges(vocab_path: Path, merges_path: Path) -> Tokenizer:
+    """Build the same pipeline as transformers' CLIPTokenizer from the two classic files."""
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    lines = merges_path.read_text(encoding="utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
+    tokenizer = Tokenizer(
+        BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+            end_of_word_suffix="</w>", fuse_unk=False, unk_token=EOS)
+    )
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in (BOS, EOS)])
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (EOS, vocab[EOS]), (BOS, vocab[BOS]), trim_offsets=False, add_prefix_space=False
+    )
+    return tokenizer
+
+
+class CLIPTokenizer:
+    """Texts -> (N, context_length) int32 token ids, padded and truncated like transformers."""
+
+    def __init__(self, tokenizer: Tokenizer, context_length: int = 77, pad_token: str = EOS,
+                 folder: Path | None = None):
+        self.folder = folder
+        self.context_length = context_length
+        self._tokenizer = tokenizer
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            pad_token, pad_id = EOS, tokenizer.token_to_id(EOS)
+        if pad_id is None or tokenizer.token_to_id(BOS) is None:
+            raise InputError(f"{folder}: tokenizer has no {BOS} / {EOS} tokens; is it a CLIP tokenizer?")
+        self.pad_token_id = pad_id
+        self.eos_token_id = tokenizer.token_to_id(EOS)
+        self.bos_token_id = tokenizer.token_to_id(BOS)
+        tokenizer.enable_truncation(max_length=context_length)
+        tokenizer.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad_token)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, context_length: int = 77) -> "CLIPTokenizer":
+        folder = Path(folder)
+        pad_token = EOS
+        config_path = folder / "tokenizer_config.json"
+        if config_path.is_file():
+            pad = json.loads(config_path.read_text(encoding="utf-8")).get("pad_token", EOS)
+            pad_token = pad.get("content", EOS) if isinstance(pad, dict) else (pad or EOS)
+        if (folder / "tokenizer.json").is_file():
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            tokenizer = _from_vocab_and_merges(folder / "vocab.json", folder / "merges.txt")
+        else:
+            raise InputError(
+                f"{folder}: no tokenizer (needs tokenizer.json, or vocab.json and merges.txt)"
+            )
+        return cls(tokenizer, context_length, pad_token, folder)
+
+    def __call__(self, texts: str | list[str]) -> np.ndarray:
+        """Token ids, shape (N, context_length), int32. Longer texts are truncated, never an error."""
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._tokenizer.encode_batch([str(t) for t in texts])
+        return np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.context_length)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text takes with start and end markers, before truncation."""
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        try:
+            return [len(e.ids) for e in self._tokenizer.encode_batch([str(t) for t in texts])]
+        finally:
+            self._tokenizer.enable_truncation(max_length=self.context_length)
+            self._tokenizer.enable_padding(
+                length=self.context_length, pad_id=self.pad_token_id,
+                pad_token=self._tokenizer.id_to_token(self.pad_token_id),
+            )
+
+    def save(self, folder: str | Path) -> None:
+        """Write the tokenizer files into `folder` (copies of the originals where there are)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        copied = set()
+        if self.folder is not None:
+            for name in TOKENIZER_FILES:
+                source = self.folder / name
+                if source.is_file() and source.resolve() != (folder / name).resolve():
+                    shutil.copyfile(source, folder / name)
+                if (folder / name).is_file():
+                    copied.add(name)
+        if "tokenizer.json" not in copied:
+            saved = Tokenizer.from_str(self._tokenizer.to_str())
+            saved.no_padding()
+            saved.no_truncation()
+            saved.save(str(folder / "tokenizer.json"))
+        if "tokenizer_config.json" not in copied:
+            config = {
+                "tokenizer_class": "CLIPTokenizer", "model_max_length": self.context_length,
+                "bos_token": BOS, "eos_token": EOS, "unk_token": EOS,
+                "pad_token": self._tokenizer.id_to_token(self.pad_token_id),
+                "do_lower_case": True, "clean_up_tokenization_spaces": False,
+            }
+            (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -1,0 +1,168 @@
+"""Weights: find a model folder (local or hub), read safetensors, map HF <-> MLX names and layouts.
+
+HF and MLX names are the same; the one layout difference is the patch embedding, a
+convolution kernel stored (out, in, kh, kw) by PyTorch and (out, kh, kw, in) by MLX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from .errors import InputError
+
+MLX_WEIGHTS = "mlx_model.safetensors"
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"
+HF_PICKLE = "pytorch_model.bin"
+PATCH_KEY = "vision_model.embeddings.patch_embedding.weight"
+# Buffers older transformers versions saved; they hold nothing learned.
+IGNORED_KEYS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+_HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+        and not os.path.isabs(name) and "\\" not in name
+    )
+
+
+def resolve_model_folder(path_or_repo: str | Path) -> Path:
+    """A local model folder, downloading `owner/name` from the Hugging Face hub when needed."""
+    path = Path(path_or_repo).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InputError(f"{path}: is a file; a model is a folder with config.json and weights")
+    name = str(path_or_repo)
+    if not _looks_like_repo_id(name):
+        raise InputError(f"{name}: no such model folder")
+    return _download(name)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        if not any(folder.glob("*.safetensors")):
+            print(f"{repo_id}: no safetensors on the hub; fetching {HF_PICKLE}", file=sys.stderr)
+            folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS + [HF_PICKLE]))
+        return folder
+    except GatedRepoError:
+        raise InputError(f"{repo_id}: gated repository on the Hugging Face hub; log in with `hf auth login`") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError):
+        raise InputError(f"{repo_id}: no such model folder here, and no such repository on the Hugging Face hub") from None
+    except LocalEntryNotFoundError:
+        raise InputError(
+            f"{repo_id}: not a local folder, and it could not be downloaded from the Hugging Face hub "
+            "(offline, or not in the cache)"
+        ) from None
+    except OSError as err:
+        raise InputError(f"{repo_id}: download from the Hugging Face hub failed ({err})") from None
+
+
+def read_safetensors(path: Path) -> dict[str, mx.array]:
+    """All tensors of one safetensors file; a truncated or corrupt file raises InputError."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            header_len = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: not a valid safetensors file (corrupt header)") from None
+    if 8 + header_len + end > size:
+        raise InputError(
+            f"{path}: truncated safetensors file ({size} bytes, its header needs {8 + header_len + end})"
+        )
+    try:
+        return mx.load(str(path))
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"{path}: unreadable safetensors file ({err})") from None
+
+
+def _read_pickle(path: Path) -> dict[str, mx.array]:
+    try:
+        import torch
+    except ImportError:
+        raise InputError(f"{path}: a pickled checkpoint needs PyTorch to convert (pip install torch)") from None
+    print(f"{path}: converting a pickled PyTorch checkpoint with torch.load(weights_only=True)", file=sys.stderr)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for bad pickles
+        raise InputError(f"{path}: could not load safely with torch.load(weights_only=True) ({err})") from None
+    out = {}
+    for key, tensor in state.items():
+        if tensor.dtype == torch.bfloat16:
+            out[key] = mx.array(tensor.float().numpy()).astype(mx.bfloat16)
+        else:
+            out[key] = mx.array(tensor.numpy())
+    return out
+
+
+def read_weights(folder: Path) -> tuple[dict[str, mx.array], bool]:
+    """The folder's tensors and whether they are already in MLX layout."""
+    if (folder / MLX_WEIGHTS).is_file():
+        return read_safetensors(folder / MLX_WEIGHTS), True
+    if (folder / HF_WEIGHTS).is_file():
+        return read_safetensors(folder / HF_WEIGHTS), False
+    if (folder / HF_INDEX).is_file():
+        shards = sorted(set(json.loads((folder / HF_INDEX).read_text())["weight_map"].values()))
+        weights: dict[str, mx.array] = {}
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise InputError(f"{folder / shard}: missing shard named in {HF_INDEX}")
+            weights.update(read_safetensors(folder / shard))
+        return weights, False
+    if (folder / HF_PICKLE).is_file():
+        return _read_pickle(folder / HF_PICKLE), False
+    raise InputError(f"{folder}: no weights ({MLX_WEIGHTS}, {HF_WEIGHTS} or {HF_PICKLE})")
+
+
+def hf_to_mlx(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """HF tensor names and layouts -> MLX ones (drops the unused position_ids buffers)."""
+    out = {k: v for k, v in weights.items() if k not in IGNORED_KEYS}
+    if PATCH_KEY in out:
+        out[PATCH_KEY] = out[PATCH_KEY].transpose(0, 2, 3, 1)
+    return out
+
+
+def mlx_to_hf(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """MLX tensor names and layouts -> HF ones."""
+    out = dict(weights)
+    if PATCH_KEY in out:
+        out[PATCH_KEY] = out[PATCH_KEY].transpose(0, 3, 1, 2)
+    return out
+
+
+def check_weights(expected: dict[str, tuple[int, ...]], weights: dict[str, mx.array], source: Path) -> None:
+    """Every tensor the config needs is there with its shape, and nothing else."""
+    for name, shape in expected.items():
+        if name not in weights:
+            raise InputError(f"{source}: missing tensor {name!r} (the config expects shape {shape})")
+        got = tuple(weights[name].shape)
+        if got != shape:
+            raise InputError(
+                f"{source}: tensor {name!r} has shape {got}, the config expects {shape}"
+            )
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise InputError(f"{source}: unexpected tensor {extra[0]!r}{more}; is this a CLIPModel checkpoint?")
+
+
+def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(value.shape) for name, value in tree_flatten(module.parameters())}

@@ -1,0 +1,23 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mlx_clip  # noqa: E402,F401  (first: puts OpenBLAS under MLX on Linux)
+from clip_fixtures import make_hf_clip, write_openai_vocab  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def openai_vocab(tmp_path_factory) -> Path:
+    """A folder with OpenAI CLIP's real vocab.json and merges.txt."""
+    return write_openai_vocab(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory, openai_vocab) -> Path:
+    """A tiny random transformers CLIPModel folder (quick_gelu), with tokenizer and processor."""
+    return make_hf_clip(tmp_path_factory.mktemp("tiny_hf"), vocab_folder=openai_vocab)

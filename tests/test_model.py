@@ -1,0 +1,114 @@
+"""MLX CLIP equals transformers' CLIPModel (fp32, random weights) on embeddings and logits."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPModel
+
+import mlx_clip
+from clip_fixtures import B32_TEXT, B32_VISION, make_hf_clip
+
+TEXTS = ["a photo of a cat", "an amphora from the Bronze Age, found at 51.5074, -0.1278", "", "x " * 100]
+
+
+def _forward_both(folder, batch=2):
+    hf = CLIPModel.from_pretrained(folder).eval()
+    model = mlx_clip.load(folder)
+    size = model.config.vision.image_size
+    torch.manual_seed(1)
+    pixels = torch.randn(batch, 3, size, size)
+    ids = model.tokenizer(TEXTS)
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ids, dtype=torch.long), pixel_values=pixels)
+    ours = model(mx.array(ids), mx.array(pixels.permute(0, 2, 3, 1).numpy()))
+    return ref, [np.array(t) for t in ours]
+
+
+def _assert_parity(ref, ours, tol=1e-4):
+    logits_per_image, logits_per_text, image_embeds, text_embeds = ours
+    pairs = {
+        "image_embeds": (image_embeds, ref.image_embeds),
+        "text_embeds": (text_embeds, ref.text_embeds),
+        "logits_per_image": (logits_per_image, ref.logits_per_image),
+        "logits_per_text": (logits_per_text, ref.logits_per_text),
+    }
+    for name, (mine, theirs) in pairs.items():
+        diff = np.abs(mine - theirs.numpy()).max()
+        assert diff <= tol, f"{name}: max abs diff {diff}"
+
+
+def test_tiny_parity(tiny_hf):
+    _assert_parity(*_forward_both(tiny_hf))
+
+
+def test_gelu_parity(tmp_path, openai_vocab):
+    folder = make_hf_clip(tmp_path / "gelu", hidden_act="gelu", vocab_folder=openai_vocab, seed=3)
+    assert mlx_clip.load(folder).config.vision.hidden_act == "gelu"
+    _assert_parity(*_forward_both(folder))
+
+
+def test_odd_config_fields_honoured(tmp_path, openai_vocab):
+    """Non-default eps, projection size, patch/image size and layer counts are all read."""
+    vision = dict(hidden_size=48, intermediate_size=40, num_hidden_layers=3, num_attention_heads=3,
+                  image_size=48, patch_size=16, layer_norm_eps=1e-3)
+    text = dict(hidden_size=24, intermediate_size=56, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, layer_norm_eps=1e-6)
+    folder = make_hf_clip(tmp_path / "odd", vision=vision, text=text, projection_dim=20,
+                          hidden_act="gelu_new", vocab_folder=openai_vocab, seed=5)
+    _assert_parity(*_forward_both(folder))
+
+
+@pytest.fixture(scope="module")
+def b32_hf(tmp_path_factory, openai_vocab):
+    return make_hf_clip(tmp_path_factory.mktemp("b32"), vision=B32_VISION, text=B32_TEXT,
+                        projection_dim=512, vocab_folder=openai_vocab)
+
+
+def test_b32_dimensions_parity(b32_hf):
+    ref, ours = _forward_both(b32_hf)
+    assert ours[2].shape == (2, 512)
+    _assert_parity(ref, ours)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_keeps_embeddings(tiny_hf, dtype, tmp_path):
+    full = mlx_clip.load(tiny_hf)
+    half_folder = mlx_clip.load(tiny_hf, dtype=dtype).save(tmp_path / dtype)
+    half = mlx_clip.load(half_folder)  # stored dtype is kept
+    assert half.dtype == getattr(mx, dtype)
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+    ids = full.tokenizer(TEXTS)
+    for a, b in [(full.embed_pixels(pixels), half.embed_pixels(pixels)),
+                 (full.embed_tokens(ids), half.embed_tokens(ids))]:
+        cos = (np.array(a) * np.array(b.astype(mx.float32))).sum(-1)
+        assert cos.min() >= 0.99, cos
+
+
+def test_embeddings_are_unit_and_batched(tiny_hf, tmp_path):
+    from PIL import Image
+
+    model = mlx_clip.load(tiny_hf)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (40 + i, 30), (50 * i, 20, 200 - 30 * i)).save(path)
+        paths.append(path)
+    together = model.embed_images(paths, batch_size=2)
+    alone = np.stack([model.embed_images(p)[0] for p in paths])
+    assert together.shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    texts = model.embed_texts(["a", "b", "c"], batch_size=2)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+
+
+def test_weights_update_reaches_compiled_embedding(tiny_hf):
+    """embed_* are compiled; changed weights must be used, not a stale copy."""
+    model = mlx_clip.load(tiny_hf)
+    ids = model.tokenizer(["a red circle"])
+    before = np.array(model.embed_tokens(ids))
+    model.text_projection.weight = model.text_projection.weight * -1
+    after = np.array(model.embed_tokens(ids))
+    np.testing.assert_allclose(after, -before, atol=1e-6)
