@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -47,12 +47,22 @@ from .image_files import (
     write_atomic,
     write_jsonl_atomic,
 )
-from .records import MISSING, Records, detect_url_field, get_field, load_records, record_id
-from .records import has_own_id
+from .records import (
+    MISSING,
+    Records,
+    detect_url_field,
+    get_field,
+    has_own_id,
+    load_records,
+    record_id,
+)
 from .sampling import choose_sample
 
 __all__ = [
     "USER_AGENT",
+    "MANIFEST_NAME",
+    "FAILURES_NAME",
+    "MANIFEST_KEYS",
     "FetchConfig",
     "FetchSummary",
     "fetch_records",

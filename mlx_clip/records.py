@@ -31,6 +31,7 @@ __all__ = [
     "has_field",
     "detect_url_field",
     "record_id",
+    "has_own_id",
     "MISSING",
 ]
 
