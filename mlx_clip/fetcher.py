@@ -8,7 +8,8 @@
   each record whose id differs gets its own copy of the file.
 - ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
   fields plus ``image_path`` (relative to the manifest's folder), ``sha256``, ``width`` and
-  ``height``.
+  ``height`` of the image (a record's own field of one of these names is kept as
+  ``record_<name>``).
 - ``data/failures.jsonl``: one line per unusable record: ``id``, ``record_index``, ``url`` (or
   ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
   ``detail``.
@@ -75,7 +76,12 @@ MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.jsonl"
 IMAGES_DIR = "images"
 MANIFEST_KEYS = ("image_path", "sha256", "width", "height")
-"""Keys ``fetch`` adds to each record in the manifest (a record's own values are replaced)."""
+"""Keys ``fetch`` adds to each record in the manifest.
+
+A record's own value under one of these keys (say a museum object's ``width`` in cm) is kept
+under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
+image_path`` is simply rewritten relative to the manifest.
+"""
 
 
 @dataclass
@@ -388,13 +394,19 @@ class _Fetcher:
         return _Outcome(job, "failed", entry)
 
     def _usable(self, job: _Job, status: str, path: Path, info: ImageInfo, sha: str) -> _Outcome:
-        entry = dict(job.record)
-        entry.update(
-            image_path=Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
-            sha256=sha,
-            width=info.width,
-            height=info.height,
-        )
+        added = {
+            "image_path": Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
+            "sha256": sha,
+            "width": info.width,
+            "height": info.height,
+        }
+        entry = {}
+        for key, value in job.record.items():
+            if key in added and not (key == "image_path" and job.local_path is not None):
+                entry[f"record_{key}"] = value
+            else:
+                entry[key] = value
+        entry.update(added)
         return _Outcome(job, status, entry)
 
     # -- local files --------------------------------------------------------------------

@@ -238,6 +238,19 @@ def test_sample_is_fetched_in_sample_order(fetch_server, tmp_path):
     assert "stratified by 'kind'" in summary.sample_explanation
 
 
+def test_record_fields_named_like_manifest_keys_are_kept(fetch_server, tmp_path):
+    fetch_server.images["clash"] = make_image(COLORS[0], size=(20, 10))
+    records = [{"id": "c", "width": "12 cm", "sha256": "abc", "image_path": "old/x.jpg",
+                "image_url": fetch_server.url("/img/clash")}]
+    records_path = write_json(tmp_path / "records.json", records)
+    fetch_records(records_path, fast_config(tmp_path / "out"))
+    [entry] = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    assert (entry["width"], entry["height"]) == (20, 10)
+    assert entry["record_width"] == "12 cm"
+    assert entry["record_sha256"] == "abc" and entry["record_image_path"] == "old/x.jpg"
+    assert entry["image_path"].startswith("images/")
+
+
 def test_requests_in_flight_stay_within_the_per_host_limit(tmp_path):
     server = FetchServer().start()  # its own server, so other tests' traffic does not count
     try:
