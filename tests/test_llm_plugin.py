@@ -280,3 +280,18 @@ def test_mixed_batch_keeps_order_and_loads_once(models, photos):
                 clip.embed_texts(["a cat"])[0], clip.embed_images([photos / "b.png"])[0]]
     for got, want in zip(vectors, expected):
         assert cosine(got, want) >= 0.9999
+
+
+def test_llm_clip_users_can_load_the_exported_folder(models, photos, tmp_path):
+    """What the README tells llm-clip users: SentenceTransformer(<convert.py --to-hf folder>) gives
+    the same vectors as mlx-clip/NAME (one modality per encode call, as sentence-transformers asks)."""
+    from sentence_transformers import SentenceTransformer
+
+    folder, clip = models["tuned"]
+    exported = mlx_clip.export_hf(mlx_clip.load(folder), tmp_path / "export")
+    st = SentenceTransformer(str(exported), device="cpu")
+    with Image.open(photos / "d.png") as image:
+        image_vector = st.encode([image.convert("RGB")])[0]
+    text_vector = st.encode(["a photo of a dog"])[0]
+    assert cosine(image_vector, clip.embed_images([photos / "d.png"])[0]) >= 0.9999
+    assert cosine(text_vector, clip.embed_texts(["a photo of a dog"])[0]) >= 0.9999
