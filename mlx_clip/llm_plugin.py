@@ -79,7 +79,8 @@ class MLXClipEmbeddingModel(llm.EmbeddingModel):
         items = list(items)
         model = self.clip()
         texts = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
-        images = [(i, _decode_image(item, i, len(items), self.model_id))
+        # Resized and cropped as soon as decoded: a batch of 32 full-size photos would take gigabytes.
+        images = [(i, model.image_processor.resize_and_crop(_decode_image(item, i, len(items), self.model_id)))
                   for i, item in enumerate(items) if not isinstance(item, str)]
         out: list[list[float] | None] = [None] * len(items)
         try:
