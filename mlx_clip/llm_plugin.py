@@ -1,0 +1,231 @@
+"""llm plugin: every registered model becomes an llm embedding model `mlx-clip/NAME`, run with MLX.
+
+    llm mlx-clip register NAME PATH_OR_REPO     # a folder (MLX or HF) or an owner/name hub repo
+    llm mlx-clip list
+    llm mlx-clip remove NAME
+    llm embed-multi photos -m mlx-clip/NAME --files DIR '*.jpg' --binary
+    llm similar photos -c 'a red bicycle'
+
+Text is embedded with the text tower, bytes (`--binary`) are decoded as images with PIL.
+Each model is loaded once per process, on its first embedding, and no PyTorch is involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import threading
+from typing import Iterable, Iterator
+
+import click
+import llm
+
+from . import registry
+from .errors import InputError
+
+_loaded: dict[str, object] = {}  # source -> CLIP, once per process
+_load_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+class EmbeddingError(llm.ModelError, click.ClickException):
+    """A one-line failure: llm's CLI prints `Error: ...` (a ClickException), Python callers catch llm.ModelError."""
+
+    def __init__(self, message: str):
+        click.ClickException.__init__(self, message)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        click.echo(f"Warning: {message}", err=True)
+
+
+@llm.hookimpl
+def register_embedding_models(register):
+    try:
+        models = registry.read_registry()
+    except InputError as err:  # a broken registry must not break the rest of llm
+        _warn_once(f"mlx-clip: {err}")
+        return
+    for entry in models.values():
+        register(MLXClipEmbeddingModel(entry))
+
+
+class MLXClipEmbeddingModel(llm.EmbeddingModel):
+    supports_text = True
+    supports_binary = True
+    batch_size = 32
+
+    def __init__(self, entry: registry.RegisteredModel):
+        self.entry = entry
+        self.model_id = entry.model_id
+
+    def clip(self):
+        """The MLX model, loaded on first use and shared by every name registered for the same source."""
+        source = self.entry.source
+        with _load_lock:
+            if source not in _loaded:
+                import mlx_clip
+
+                try:
+                    _loaded[source] = mlx_clip.load(source)
+                except InputError as err:
+                    raise EmbeddingError(f"{self.model_id}: cannot load the model: {err}") from None
+            return _loaded[source]
+
+    def embed_batch(self, items: Iterable[str | bytes], *, key: str | None = None) -> Iterator[list[float]]:
+        items = list(items)
+        model = self.clip()
+        texts = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
+        # Resized and cropped as soon as decoded: a batch of 32 full-size photos would take gigabytes.
+        images = [(i, model.image_processor.resize_and_crop(_decode_image(item, i, len(items), self.model_id)))
+                  for i, item in enumerate(items) if not isinstance(item, str)]
+        out: list[list[float] | None] = [None] * len(items)
+        try:
+            if texts:
+                for (i, _), vector in zip(texts, model.embed_texts([t for _, t in texts])):
+                    out[i] = vector.tolist()
+            if images:
+                for (i, _), vector in zip(images, model.embed_images([im for _, im in images])):
+                    out[i] = vector.tolist()
+        except InputError as err:
+            raise EmbeddingError(f"{self.model_id}: {err}") from None
+        yield from out  # type: ignore[misc]
+
+
+def _decode_image(data: bytes, index: int, count: int, model_id: str):
+    """Bytes -> RGB PIL image (EXIF orientation applied); a bad item raises one line naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .preprocess import to_rgb
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return to_rgb(image)
+    except UnidentifiedImageError:
+        reason = "not an image format PIL can read"
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files
+        reason = str(err) or type(err).__name__
+    except Image.DecompressionBombError as err:
+        reason = str(err)
+    raise EmbeddingError(f"{model_id}: {_describe_item(data, index, count)} is not a readable image ({reason})")
+
+
+def _describe_item(data: bytes, index: int, count: int) -> str:
+    """llm's id for the item when llm is embedding a collection, else its position and size.
+
+    llm does not pass ids to plugins. Collection.embed_multi_with_metadata() keeps the
+    (id, value, metadata) rows it is embedding in a local `filtered_batch`; when this runs
+    under it, find the row whose value is this very bytes object. Best effort: any change
+    in llm only loses the id.
+    """
+    try:
+        frame = sys._getframe(1)
+        while frame is not None:
+            rows = frame.f_locals.get("filtered_batch")
+            if isinstance(rows, list):
+                for row in rows:
+                    if isinstance(row, tuple) and len(row) >= 2 and row[1] is data:
+                        return f"item {str(row[0])!r}"
+            frame = frame.f_back
+    except Exception:  # noqa: BLE001 - never let the id lookup hide the real error
+        pass
+    if count == 1:
+        return f"the input ({len(data):,} bytes)"
+    return f"item {index + 1} of {count} in this batch ({len(data):,} bytes)"
+
+
+@llm.hookimpl
+def register_commands(cli):
+    @cli.group(name="mlx-clip")
+    def mlx_clip_group():
+        """Fine-tuned CLIP models embedded with MLX: register, list, remove.
+
+        A model registered as NAME is the embedding model mlx-clip/NAME:
+
+        \b
+            llm mlx-clip register holiday runs/holiday/model
+            llm embed-multi photos -m mlx-clip/holiday --files photos '*.jpg' --binary
+            llm similar photos -c 'sunset over the sea'
+        """
+
+    @mlx_clip_group.command(name="register")
+    @click.argument("name")
+    @click.argument("path_or_repo")
+    @click.option("--replace", is_flag=True,
+                  help="Point an existing NAME at another model (collections embedded with the old one "
+                       "keep its vectors: re-embed them).")
+    def register_cmd(name, path_or_repo, replace):
+        """Register the model folder (MLX or HF) or hub repo PATH_OR_REPO as mlx-clip/NAME.
+
+        A local folder must load as CLIP and is stored as an absolute path. Anything else of the
+        form owner/name is taken as a Hugging Face hub repo, downloaded on first use.
+        """
+        try:
+            old = registry.read_registry().get(name)
+            entry = registry.register_model(name, path_or_repo, replace=replace)
+        except InputError as err:
+            raise click.ClickException(f"cannot register {name}: {err}") from None
+        if old is not None and old.source != entry.source:
+            _warn_collections(entry.model_id, "hold vectors from the previous model; re-embed them")
+        where = "Hugging Face hub repo, downloaded on first use" if entry.kind == "hub" else "folder"
+        click.echo(f"Registered {entry.model_id} -> {entry.source} ({where})")
+
+    @mlx_clip_group.command(name="list")
+    @click.option("--json", "as_json", is_flag=True, help="Output as JSON.")
+    def list_cmd(as_json):
+        """List registered models: llm model id, source, and whether a local folder is missing."""
+        from pathlib import Path
+
+        try:
+            models = registry.read_registry()
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        if as_json:
+            import json
+
+            click.echo(json.dumps([dict(model_id=m.model_id, name=m.name, **m.to_json())
+                                   for m in models.values()], indent=2))
+            return
+        if not models:
+            click.echo("No models registered: llm mlx-clip register NAME PATH_OR_REPO")
+        for entry in models.values():
+            note = "  (hub)" if entry.kind == "hub" else ""
+            if entry.kind == "local" and not Path(entry.source).is_dir():
+                note = "  (MISSING: folder not found)"
+            click.echo(f"{entry.model_id}  {entry.source}{note}")
+
+    @mlx_clip_group.command(name="remove")
+    @click.argument("name")
+    def remove_cmd(name):
+        """Forget NAME (or mlx-clip/NAME); the model files are left alone."""
+        try:
+            entry = registry.remove_model(name)
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"Removed {entry.model_id} ({entry.source} is left as it is)")
+        _warn_collections(entry.model_id, "cannot be searched until the name is registered again")
+
+
+def collections_using(model_id: str) -> list[str]:
+    """Names of the collections in llm's default embeddings.db embedded with `model_id`."""
+    import sqlite3
+
+    path = registry.user_dir() / "embeddings.db"
+    if not path.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return [row[0] for row in db.execute("select name from collections where model = ? order by name",
+                                                  (model_id,))]
+    except sqlite3.Error:
+        return []
+
+
+def _warn_collections(model_id: str, consequence: str) -> None:
+    names = collections_using(model_id)
+    if names:
+        click.echo(f"Warning: collections embedded with {model_id} ({', '.join(names)}) {consequence}", err=True)
