@@ -62,6 +62,7 @@ KNOWN_LICENSES = [
 _SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 
 
 @dataclass
@@ -183,12 +184,15 @@ def resolve(info: CardInfo) -> CardInfo:
     if isinstance(base, Mapping):
         base = _first(base, "name", "path", "repo_id")
     base = str(base) if base else None
-    licence = info.license or _first(info.config, "license") or base_model_license(base) or "other"
+    licence = str(info.license or _first(info.config, "license") or base_model_license(base) or "other").lower()
+    if not _LICENSE_ID.match(licence):
+        raise InputError(f"license {licence!r}: not a hub licence id (e.g. mit, apache-2.0, cc-by-4.0, "
+                         "cc-by-nc-4.0, openrail, other)")
     datasets = info.datasets or _first(info.config, "datasets")
     if isinstance(datasets, str):
         datasets = [datasets]
     return CardInfo(
-        base_model=base, repo_id=info.repo_id, license=str(licence).lower(), model_name=info.model_name,
+        base_model=base, repo_id=info.repo_id, license=licence, model_name=info.model_name,
         datasets=[d for d in (datasets or []) if is_repo_id(d)] or None, config=info.config,
         metrics=info.metrics, data=info.data, caption_templates=_caption_templates(info),
         tags=list(info.tags or []), language=info.language, description=info.description,

@@ -147,6 +147,8 @@ def test_card_from_run_folder_and_bad_info(tmp_path):
     assert "| recall@5 | 0.601 | 0.842 | +0.241 |" in render(info)
     with pytest.raises(InputError, match="unknown field"):
         render({"base": "x"})
+    with pytest.raises(InputError, match="not a hub licence id"):
+        render({"license": "MIT License"})
 
 
 # ---------------------------------------------------------------------------------------------
