@@ -344,7 +344,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     start_epoch = 1
     if checkpoint is not None:
         trainer.load_fp32_parameters(tree_unflatten(list(checkpoint.weights.items())))
-        trainer.optimizer.state = checkpoint.optimizer_state
+        trainer.load_optimizer_state(checkpoint.optimizer_state)
         restore_random_state(checkpoint.random_state)
         info = checkpoint.info
         history, step_losses, best = info["history"], info["step_losses"], info["best"]
@@ -363,6 +363,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
 
     kill_after = int(os.environ.get(KILL_AFTER_EPOCH_ENV, "0") or 0)
     for epoch in range(start_epoch, config.epochs + 1):
+        mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
         started = time.perf_counter()
         losses = train_epoch(trainer, stream, epoch, config.epochs, progress)
         train_seconds = time.perf_counter() - started

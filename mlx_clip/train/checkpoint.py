@@ -88,6 +88,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, weights, optimizer_state, random_state, info)
 
 
-def restore_random_state(state: list) -> None:
-    for i, value in enumerate(state):
-        mx.random.state[i] = value
+def restore_random_state(state: list) -> bool:
+    """Put a saved MLX random key back where this MLX allows it (0.32's state is read-only).
+
+    Runs do not depend on it: `finetune.run` reseeds MLX at every epoch from (seed, epoch),
+    and the stream's draws come from NumPy generators seeded the same way.
+    """
+    try:
+        for i, value in enumerate(state):
+            mx.random.state[i] = value
+        return True
+    except TypeError:
+        return False

@@ -106,6 +106,14 @@ class Trainer:
         mx.eval(loss, self.state)
         return loss
 
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore a saved optimizer state in place (the compiled step holds these dicts)."""
+        optimizers = getattr(self.optimizer, "optimizers", [self.optimizer])
+        states = state["states"] if "states" in state else [state]
+        for optimizer, saved in zip(optimizers, states, strict=True):
+            optimizer.state.clear()
+            optimizer.state.update(saved)
+
     def fp32_parameters(self) -> dict:
         """All weights in float32 (master weights in bfloat16 mode), as a nested tree."""
         if self.precision == "float32":
