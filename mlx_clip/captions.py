@@ -50,8 +50,11 @@ def get_field(record: Any, path: str, default: Any = _MISSING) -> Any:
     return value
 
 
+_ABSENT = object()
+
+
 def has_field(record: Any, path: str) -> bool:
-    return get_field(record, path, _MISSING) is not _MISSING
+    return get_field(record, path, _ABSENT) is not _ABSENT
 
 
 def value_text(value: Any) -> str:

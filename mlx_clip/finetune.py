@@ -246,7 +246,8 @@ def save_plots(folder: Path, history: list[dict], step_losses: list[float]) -> l
             ax.plot(*zip(*epochs), "o-", label="epoch mean")
     ax.set_xlabel("step")
     ax.set_ylabel("contrastive loss")
-    ax.legend()
+    if step_losses:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(folder / "loss.png", dpi=110)
@@ -430,8 +431,7 @@ def describe(prepared: Prepared) -> str:
     spe = prepared.steps_per_epoch
     optim = config.optim(spe)
     lines = [
-        f"records: {len(prepared.items)} with images ({prepared.manifest})"
-        + (f"; {prepared.skipped_line}" if prepared.skipped_line else ""),
+        f"records: {len(prepared.items)} with images ({prepared.manifest})",
         f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation"
         + (f" (stratified by {config.stratify})" if config.stratify else ""),
         f"captions: {report.line(model.tokenizer.context_length)}",
