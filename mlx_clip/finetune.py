@@ -33,7 +33,7 @@ from .stream import AugmentConfig, TrainStream
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
 from .train.evaluate import EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer, schedule_values
-from .train.step import LockConfig, Trainer, apply_locks, count_parameters
+from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
 
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
 TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
@@ -303,15 +303,24 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     return resumed, checkpoint
 
 
-def _set_model_weights(model: CLIP, trainer: Trainer) -> None:
-    """Put float32 weights in the model (bfloat16 training keeps bf16 copies there)."""
-    if trainer.precision != "float32":
-        model.update(trainer.fp32_parameters())
+class Float32View:
+    """The float32 model to evaluate and save: the training model itself in float32; in
+    bfloat16 a second CLIP holding the master weights, so the training model never flips
+    dtype under its compiled functions."""
 
+    def __init__(self, model: CLIP, trainer: Trainer):
+        self.trainer = trainer
+        self.model = model
+        if trainer.precision != "float32":
+            self.model = CLIP(model.config, model._tokenizer, model.image_processor)
+            self.refresh()
+            self.model.eval()
 
-def _restore_compute_weights(trainer: Trainer) -> None:
-    if trainer.precision != "float32":
-        trainer.load_fp32_parameters(trainer.fp32_parameters())
+    def refresh(self) -> CLIP:
+        if self.trainer.precision != "float32":
+            set_weights(self.model, dict(tree_flatten(self.trainer.fp32_parameters())))
+            mx.eval(self.model.parameters())
+        return self.model
 
 
 def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True,
@@ -352,12 +361,13 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         start_epoch = info["epoch"] + 1
         mx.eval(trainer.state)
 
+    view = Float32View(model, trainer)
     say(table_header())
     for row in history:
         say(table_row(row))
     if checkpoint is None:
         started = time.perf_counter()
-        row = {"epoch": 0, "train_loss": None, **evaluate(model, eval_set, config.label_prompt)}
+        row = {"epoch": 0, "train_loss": None, **evaluate(view.refresh(), eval_set, config.label_prompt)}
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
@@ -369,11 +379,11 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         losses = train_epoch(trainer, stream, epoch, config.epochs, progress)
         train_seconds = time.perf_counter() - started
         step_losses.extend(losses)
-        _set_model_weights(model, trainer)
+        eval_model = view.refresh()
         eval_started = time.perf_counter()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                "lr": float(trainer.optimizer.optimizers[0].learning_rate),
-               **evaluate(model, eval_set, config.label_prompt)}
+               **evaluate(eval_model, eval_set, config.label_prompt)}
         row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
                    eval_seconds=time.perf_counter() - eval_started)
         history.append(row)
@@ -381,8 +391,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         score = row.get("mean_R@1", -row["train_loss"])
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
-            model.save(run_dir / "model")
-        _restore_compute_weights(trainer)
+            eval_model.save(run_dir / "model")
         save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
                         {"step": epoch * spe, "seed": config.seed, "history": history,
                          "step_losses": step_losses, "best": best, "stream": "numpy default_rng([seed, epoch])"})
@@ -390,8 +399,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
             os.kill(os.getpid(), signal.SIGKILL)
 
     if best["epoch"] is None:  # no training (--epochs 0): the starting model
-        _set_model_weights(model, trainer)
-        model.save(run_dir / "model")
+        view.refresh().save(run_dir / "model")
     final = load(run_dir / "model")
     export_hf(final, run_dir / "export")
     memory = peak_memory()

@@ -134,3 +134,13 @@ def test_cli_exit_code_and_help(tmp_path):
     for flag in ("--sample", "--caption", "--lock-image", "--unlock-last", "--precision", "--resume",
                  "--dry-run", "--val-fraction", "--color-jitter", "--rotate", "--vflip", "--label-field"):
         assert flag in help_text, flag
+
+
+def test_bfloat16_run_saves_float32_model(tiny_hf, shapes_manifest, tmp_path):
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "bf", "--epochs", "2",
+                               "--precision", "bfloat16", "--lr", "1e-3", "--label-field", "label")) == 0
+    import mlx.core as mx
+    weights = mx.load(str(tmp_path / "bf" / "model" / "mlx_model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {mx.float32}
+    metrics = json.loads((tmp_path / "bf" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["history"][2]["train_loss"] < metrics["history"][1]["train_loss"] + 1

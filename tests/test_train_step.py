@@ -80,3 +80,29 @@ def test_one_step_matches_pytorch(tiny_hf):
         np.testing.assert_allclose(mine, ref, atol=1e-5, rtol=0, err_msg=name)
         moved += not np.allclose(ref, initial[name].numpy())
     assert moved > len(theirs) // 2  # the step really changed the weights
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(tiny_hf):
+    import mlx.core as mx
+    model32, model16 = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    ids = model32.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
+    full = Trainer(model32, make_optimizer(config))
+    mixed = Trainer(model16, make_optimizer(config), precision="bfloat16")
+    assert model16.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == mx.bfloat16
+    assert model16.logit_scale.dtype == mx.float32
+    for _ in range(3):
+        loss32, loss16 = float(full.step(ids, pixels)), float(mixed.step(ids, pixels))
+        assert abs(loss32 - loss16) < 0.05, (loss32, loss16)
+    master = dict(tree_flatten(mixed.fp32_parameters()))
+    reference = dict(tree_flatten(model32.parameters()))
+    assert all(v.dtype == mx.float32 for v in master.values())
+    name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    diff = np.abs(np.array(master[name]) - np.array(reference[name]))
+    assert diff.max() <= 3 * 2 * LR + 1e-6 and diff.mean() < LR / 2  # Adam steps are at most lr each
+    # Updates of lr 1e-4 survive in the float32 master (bfloat16 weights would round most away).
+    value = np.array(master[name])
+    assert not np.array_equal(value, np.array(mx.array(value).astype(mx.bfloat16).astype(mx.float32)))
+    start = mlx_clip.load(tiny_hf)
+    assert not np.array_equal(np.array(master[name]), np.array(dict(tree_flatten(start.parameters()))[name]))

@@ -40,6 +40,13 @@ def apply_locks(model: CLIPModel, config: LockConfig) -> None:
             projection.unfreeze()
 
 
+def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
+    """Replace weights by flat name, in the model's own parameter order (compiled functions
+    that capture `model.state` rely on that order staying the same)."""
+    order = [k for k, _ in tree_flatten(model.parameters()) if k in flat]
+    model.update(tree_unflatten([(k, flat[k]) for k in order]))
+
+
 def count_parameters(tree) -> int:
     return sum(v.size for _, v in tree_flatten(tree))
 
@@ -81,7 +88,7 @@ class Trainer:
         return value if name == "logit_scale" else value.astype(self.compute_dtype)
 
     def _cast_model_from(self, flat: dict) -> None:
-        self.model.update(tree_unflatten([(k, self._cast(k, v)) for k, v in flat.items()]))
+        set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
 
     def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
         loss, grads = nn.value_and_grad(self.model, clip_loss)(self.model, input_ids, pixel_values)
@@ -96,8 +103,7 @@ class Trainer:
         new_master = self.optimizer.apply_gradients(grads, dict(self.master))
         new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
         self.master.update(new_master)
-        flat = dict(tree_flatten(new_master))
-        self.model.update(tree_unflatten([(k, self._cast(k, v)) for k, v in flat.items()]))
+        self._cast_model_from(dict(tree_flatten(new_master)))
         return loss
 
     def step(self, input_ids, pixel_values) -> mx.array:
@@ -125,7 +131,7 @@ class Trainer:
     def load_fp32_parameters(self, tree) -> None:
         """Set all weights (and master weights) from a float32 tree, e.g. a checkpoint."""
         if self.precision == "float32":
-            self.model.update(tree)
+            set_weights(self.model, dict(tree_flatten(tree)))
             return
         flat = dict(tree_flatten(tree))
         self.frozen_fp32.update(flat)
