@@ -15,26 +15,30 @@ import sys
 
 import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
 from mlx_clip.errors import InputError
-from mlx_clip.finetune import FinetuneConfig, dry_run, run
+from mlx_clip.finetune import FinetuneConfig, dry_run, run, sibling_module
 
-FETCH_KEYS = ("url_field", "path_field", "sample", "margin")
+# fetch.py's flags kept in the run's config (dest names); sample/margin go to fetch_records,
+# the rest to fetcher.FetchConfig.
+FETCH_KEYS = ("url_field", "path_field", "sample", "margin", "out", "concurrency", "per_host",
+              "retries", "max_bytes")
+
+
+def _has_flag(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return flag in parser._option_string_actions
 
 
 def add_fetch_flags(parser: argparse.ArgumentParser) -> None:
-    """fetch.py's shared flags (from mlx_clip.fetcher when present, else the same flags here)."""
-    group = parser.add_argument_group("sample and fetch (passed on to fetch.py's machinery)")
-    try:
-        from mlx_clip.fetcher import add_fetch_arguments  # type: ignore[import-not-found]
-    except ImportError:
-        add_fetch_arguments = None
-    if add_fetch_arguments is not None:
-        add_fetch_arguments(group)
+    """fetch.py's shared flags (mlx_clip.fetch_cli.add_fetch_arguments when this package has it)."""
+    fetch_cli = sibling_module("fetch_cli")
+    if fetch_cli is not None:
+        fetch_cli.add_fetch_arguments(parser)
         return
-    group.add_argument("--url-field", help="record field holding the image URL (default: detected)")
-    group.add_argument("--path-field", help="record field holding a local image path instead of a URL")
-    group.add_argument("--id-field", help="record field holding the record id (default: id-like fields)")
-    group.add_argument("--sample", type=int, help="how many records to draw and fetch (default: all)")
-    group.add_argument("--margin", type=float, help="extra fraction fetched to replace failed downloads")
+    group = parser.add_argument_group("records and sample (fetch.py's flags)")
+    group.add_argument("--url-field", metavar="FIELD", help="record field holding the image URL (default: detected)")
+    group.add_argument("--path-field", metavar="FIELD", help="record field holding a local image path instead of a URL")
+    group.add_argument("--id-field", metavar="FIELD", help="record field holding the record id (default: id-like fields)")
+    group.add_argument("--sample", metavar="N", type=int, help="use a random sample of N records (default: all)")
+    group.add_argument("--margin", metavar="E", help="sample size for margin of error E (e.g. 0.025)")
     group.add_argument("--stratify", metavar="FIELD",
                        help="draw the sample, and the validation split, stratified by this field")
     group.add_argument("--seed", type=int, default=0, help="seed of the sample, split, captions, "
@@ -93,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a checkpoint folder; the run's saved settings are used")
     r.add_argument("--dry-run", action="store_true",
                    help="print records, captions, steps and the measured time and memory per epoch, then exit")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if not _has_flag(p, "--no-progress"):
+        r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    fetch = {k: getattr(args, k) for k in FETCH_KEYS if getattr(args, k, None) is not None}
+    fetch = {k: (str(v) if k == "out" else v) for k in FETCH_KEYS if (v := getattr(args, k, None)) is not None}
     return FinetuneConfig(
         model=args.model, runs_dir=args.runs_dir, name=args.name, data=args.data, manifest=args.manifest,
         fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),

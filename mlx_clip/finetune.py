@@ -48,7 +48,7 @@ class FinetuneConfig:
     name: str | None = None
     data: str = "data/records.json"
     manifest: str | None = None
-    fetch: dict[str, Any] = field(default_factory=dict)  # url_field, path_field, sample, margin ...
+    fetch: dict[str, Any] = field(default_factory=dict)  # fetch.py's flags: url_field ... sample, seed
     id_field: str | None = None
     stratify: str | None = None
     val_fraction: float = 0.1
@@ -122,15 +122,45 @@ class Prepared:
 
 # --- fetching (glue to mlx_clip.fetcher, built on another branch) ---------------------------------
 
-def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
-    """Draw and fetch the sample of `config.data` with mlx_clip.fetcher; returns its manifest.jsonl."""
+def sibling_module(name: str):
+    """`mlx_clip.<name>` if this package has it, else None.
+
+    Only a module file next to this one counts: an editable install of another checkout
+    must not lend its modules to this one.
+    """
+    if not (Path(__file__).parent / f"{name}.py").is_file():
+        return None
+    import importlib
+
     try:
-        from . import fetcher  # type: ignore[attr-defined]
+        return importlib.import_module(f"{__package__}.{name}")
     except ImportError:
-        raise InputError("fetching needs mlx_clip.fetcher (fetch.py); pass --manifest from a fetch.py run") from None
-    out = Path(config.data).parent / "fetched" / Path(config.data).stem
-    say(f"fetching images for {config.data} into {out}")
-    return Path(fetcher.fetch_records(config.data, out, **config.fetch))
+        return None
+
+
+FETCH_RECORDS_KWARGS = ("sample", "margin")
+
+
+def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
+    """Draw and fetch the sample of `config.data` with mlx_clip.fetcher; returns its manifest.jsonl.
+
+    Calls `fetcher.fetch_records(records_path, FetchConfig(out, url_field, path_field, id_field,
+    ...download settings), sample=, margin=, stratify=, seed=, log=)` and uses the returned
+    summary's `manifest_path`; `config.fetch` holds fetch.py's flags by their dest names.
+    """
+    fetcher = sibling_module("fetcher")
+    if fetcher is None:
+        raise InputError("fetching needs mlx_clip.fetcher (fetch.py); pass --manifest from a fetch.py run")
+    known = {f.name for f in fields(fetcher.FetchConfig)}
+    settings = {k: v for k, v in config.fetch.items() if k in known and v is not None}
+    settings["id_field"] = config.id_field
+    fetch_config = fetcher.FetchConfig(**settings)
+    kwargs = {k: config.fetch[k] for k in FETCH_RECORDS_KWARGS if config.fetch.get(k) is not None}
+    say(f"fetching images for {config.data} into {fetch_config.out}")
+    summary = fetcher.fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
+                                    log=say, **kwargs)
+    say(str(summary))
+    return Path(summary.manifest_path)
 
 
 def _is_manifest(path: Path) -> bool:
@@ -345,7 +375,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     spe = prepared.steps_per_epoch
     optim_config = config.optim(spe)
     apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
-    trainer = Trainer(model, make_optimizer(optim_config), config.precision)
+    trainer = Trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream()
     eval_set = prepared.eval_set()
     history: list[dict] = []
@@ -486,7 +516,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     say(describe(prepared))
     spe = prepared.steps_per_epoch
     apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
-    trainer = Trainer(model, make_optimizer(config.optim(spe)), config.precision)
+    trainer = Trainer(model, make_optimizer(config.optim(spe)), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream()
     batches, load_times = [], []
     started = time.perf_counter()

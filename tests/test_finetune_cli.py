@@ -144,3 +144,47 @@ def test_bfloat16_run_saves_float32_model(tiny_hf, shapes_manifest, tmp_path):
     assert {v.dtype for v in weights.values()} == {mx.float32}
     metrics = json.loads((tmp_path / "bf" / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["history"][2]["train_loss"] < metrics["history"][1]["train_loss"] + 1
+
+
+def test_metadata_file_without_fetcher_says_so(tmp_path, capsys, monkeypatch):
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([{"id": 1, "url": "https://example.org/1.jpg"}]))
+    import mlx_clip.finetune as library
+    monkeypatch.setattr(library, "sibling_module", lambda name: None)  # as on a branch without fetch.py
+    line = _error_line(capsys, ["--data", str(records), "--sample", "1"])
+    assert "fetching needs mlx_clip.fetcher" in line
+
+
+def test_metadata_file_is_fetched_through_fetcher(tiny_hf, shapes_manifest, tmp_path, capsys, monkeypatch):
+    """The glue: FetchConfig(out, url_field, path_field, id_field, ...) and fetch_records(path, config,
+    sample=, margin=, stratify=, seed=, log=) -> summary with manifest_path."""
+    import dataclasses
+    import types
+
+    calls = []
+
+    @dataclasses.dataclass
+    class FetchConfig:
+        out: Path = Path("data")
+        url_field: str = None
+        path_field: str = None
+        id_field: str = None
+        concurrency: int = 16
+
+    def fetch_records(records_path, config, *, sample=None, margin=None, stratify=None, seed=0, log=None):
+        calls.append((Path(records_path), config, sample, margin, stratify, seed))
+        log("drew a sample")
+        return types.SimpleNamespace(manifest_path=shapes_manifest, __str__=lambda self: "fetched")
+
+    fake = types.SimpleNamespace(FetchConfig=FetchConfig, fetch_records=fetch_records)
+    import mlx_clip.finetune as library
+    monkeypatch.setattr(library, "sibling_module", lambda name: fake if name == "fetcher" else None)
+    records = tmp_path / "records.csv"
+    records.write_text("id,url\n1,https://example.org/1.jpg\n")
+    assert finetune.main(["--data", str(records), "--model", str(tiny_hf), "--sample", "30", "--url-field", "url",
+                          "--stratify", "shape", "--seed", "4", "--dry-run", "--batch-size", "8",
+                          "--caption", "a {colour} {shape}", "--runs-dir", str(tmp_path / "runs")]) == 0
+    (path, config, sample, margin, stratify, seed), = calls
+    assert (path, sample, margin, stratify, seed) == (records, 30, None, "shape", 4)
+    assert config.url_field == "url" and config.path_field is None
+    assert "drew a sample" in capsys.readouterr().out

@@ -106,3 +106,19 @@ def test_bfloat16_compute_keeps_float32_master_weights(tiny_hf):
     assert not np.array_equal(value, np.array(mx.array(value).astype(mx.bfloat16).astype(mx.float32)))
     start = mlx_clip.load(tiny_hf)
     assert not np.array_equal(np.array(master[name]), np.array(dict(tree_flatten(start.parameters()))[name]))
+
+
+def test_trimmed_padding_gives_the_same_step(tiny_hf):
+    """Dropping padding after the last end-of-text token changes neither loss nor update."""
+    from mlx_clip.train.step import trim_padding
+    full_model, trim_model = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    ids = full_model.tokenizer(CAPTIONS)
+    assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 16)
+    pixels = np.random.default_rng(1).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
+    full = Trainer(full_model, make_optimizer(config))
+    trimmed = Trainer(trim_model, make_optimizer(config), eos_token_id=trim_model.tokenizer.eos_token_id)
+    assert abs(float(full.step(ids, pixels)) - float(trimmed.step(ids, pixels))) < 1e-6
+    a, b = dict(tree_flatten(full_model.parameters())), dict(tree_flatten(trim_model.parameters()))
+    for name in a:
+        np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), atol=1e-6, err_msg=name)

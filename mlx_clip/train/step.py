@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import mlx.core as mx
+import numpy as np
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_merge, tree_unflatten
 
@@ -40,6 +40,22 @@ def apply_locks(model: CLIPModel, config: LockConfig) -> None:
             projection.unfreeze()
 
 
+def trim_padding(input_ids: np.ndarray, eos_token_id: int | None, multiple: int = 16) -> np.ndarray:
+    """Drop padding columns after the batch's last end-of-text token (rounded up to `multiple`).
+
+    Exact for CLIP: attention is causal and the text is pooled at end-of-text, so no kept
+    position ever reads a dropped one; it saves most of the text tower on short captions.
+    """
+    if eos_token_id is None:
+        return input_ids
+    is_eos = input_ids == eos_token_id
+    if not is_eos.any(axis=1).all():
+        return input_ids
+    needed = int(is_eos.argmax(axis=1).max()) + 1
+    length = min(input_ids.shape[1], -(-needed // multiple) * multiple)
+    return input_ids[:, :length]
+
+
 def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
     """Replace weights by flat name, in the model's own parameter order (compiled functions
     that capture `model.state` rely on that order staying the same)."""
@@ -65,12 +81,14 @@ class Trainer:
     temperature stays float32. `fp32_parameters()` gives the weights to save either way.
     """
 
-    def __init__(self, model: CLIPModel, optimizer, precision: str = "float32"):
+    def __init__(self, model: CLIPModel, optimizer, precision: str = "float32",
+                 eos_token_id: int | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.model = model
         self.optimizer = optimizer
         self.precision = precision
+        self.eos_token_id = eos_token_id  # set: trailing padding is trimmed (see trim_padding)
         self.compute_dtype = PRECISIONS[precision]
         trainable = model.trainable_parameters()
         optimizer.init(trainable)
@@ -108,6 +126,7 @@ class Trainer:
 
     def step(self, input_ids, pixel_values) -> mx.array:
         """One update on a batch; returns the loss (evaluated)."""
+        input_ids = trim_padding(np.asarray(input_ids), self.eos_token_id)
         loss = self._step(mx.array(input_ids), mx.array(pixel_values))
         mx.eval(loss, self.state)
         return loss
