@@ -2,6 +2,7 @@
 
 import mlx.core as mx
 import numpy as np
+import pytest
 import torch
 from mlx.utils import tree_flatten
 from transformers import CLIPModel
@@ -122,3 +123,24 @@ def test_trimmed_padding_gives_the_same_step(tiny_hf):
     a, b = dict(tree_flatten(full_model.parameters())), dict(tree_flatten(trim_model.parameters()))
     for name in a:
         np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("lock", [dict(lock_image=True, unlock_last=1), dict(lock_image=True, lock_text=True)])
+def test_locked_towers_stay_put(tiny_hf, lock):
+    from mlx_clip.train.step import LockConfig, apply_locks
+    model, start = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    apply_locks(model, LockConfig(**lock))
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-2, total_steps=10)))
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(2).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    for _ in range(2):
+        trainer.step(ids, pixels)
+    after, before = dict(tree_flatten(model.parameters())), dict(tree_flatten(start.parameters()))
+    changed = {k for k in after if not np.array_equal(np.array(after[k]), np.array(before[k]))}
+    unlocked = lock.get("unlock_last", 0) == 1
+    assert "vision_model.embeddings.patch_embedding.weight" not in changed
+    assert "vision_model.encoder.layers.0.mlp.fc1.weight" not in changed
+    assert ("vision_model.encoder.layers.1.mlp.fc1.weight" in changed) == unlocked
+    assert ("visual_projection.weight" in changed) == unlocked
+    assert ("text_model.encoder.layers.0.mlp.fc1.weight" in changed) == (not lock.get("lock_text"))
+    assert "logit_scale" in changed  # the temperature always trains

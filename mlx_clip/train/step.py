@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_merge, tree_unflatten
 
 from ..model import CLIPModel
@@ -67,6 +66,36 @@ def count_parameters(tree) -> int:
     return sum(v.size for _, v in tree_flatten(tree))
 
 
+def _prune(tree):
+    """Drop empty dicts left where frozen arrays were (list positions are kept)."""
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            value = _prune(value)
+            if isinstance(value, mx.array) or value:
+                out[key] = value
+        return out
+    if isinstance(tree, list):
+        return [_prune(v) for v in tree]
+    return tree
+
+
+def trainable_tree(model: CLIPModel) -> dict:
+    """`model.trainable_parameters()` without the `{}` MLX leaves for frozen arrays held in plain
+    dicts (the patch embedding), which `Module.update` would reject."""
+    return _prune(model.trainable_parameters())
+
+
+def value_and_grad(model: CLIPModel, fn):
+    """nn.value_and_grad over `trainable_tree(model)`."""
+    def inner(params, *args):
+        model.update(params)
+        return fn(model, *args)
+
+    grad_fn = mx.value_and_grad(inner)
+    return lambda *args: grad_fn(trainable_tree(model), *args)
+
+
 def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
     logits_per_image, _, _, _ = model(input_ids, pixel_values)
     return contrastive_loss(logits_per_image, input_ids)
@@ -90,7 +119,7 @@ class Trainer:
         self.precision = precision
         self.eos_token_id = eos_token_id  # set: trailing padding is trimmed (see trim_padding)
         self.compute_dtype = PRECISIONS[precision]
-        trainable = model.trainable_parameters()
+        trainable = trainable_tree(model)
         optimizer.init(trainable)
         self.master: dict = {}
         self.frozen_fp32: dict = {}
@@ -109,14 +138,14 @@ class Trainer:
         set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
 
     def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
-        loss, grads = nn.value_and_grad(self.model, clip_loss)(self.model, input_ids, pixel_values)
+        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixel_values)
         self.optimizer.update(self.model, grads)
         self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
         return loss
 
     def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
         pixels = pixel_values.astype(self.compute_dtype)
-        loss, grads = nn.value_and_grad(self.model, clip_loss)(self.model, input_ids, pixels)
+        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixels)
         grads = tree_map(lambda g: g.astype(mx.float32), grads)
         new_master = self.optimizer.apply_gradients(grads, dict(self.master))
         new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
@@ -154,6 +183,6 @@ class Trainer:
             return
         flat = dict(tree_flatten(tree))
         self.frozen_fp32.update(flat)
-        trainable = dict(tree_flatten(self.model.trainable_parameters()))
+        trainable = dict(tree_flatten(trainable_tree(self.model)))
         self.master.update(tree_unflatten([(k, flat[k]) for k in trainable]))
         self._cast_model_from(flat)
