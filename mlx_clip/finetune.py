@@ -263,13 +263,15 @@ def duration(seconds: float) -> str:
 def save_plots(folder: Path, history: list[dict], step_losses: list[float]) -> list[Path]:
     """loss.png (per step and per epoch) and recall.png (R@k per epoch, both ways)."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
     if step_losses:
-        ax.plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.8, alpha=0.6, label="step")
+        ax.plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.8, alpha=0.6,
+                label="step (a short last batch has fewer negatives, so a lower loss)")
         steps_per_epoch = max(1, len(step_losses) // max(1, sum(1 for h in history if h["epoch"] > 0)))
         epochs = [(h["epoch"] * steps_per_epoch, h["train_loss"]) for h in history if h.get("train_loss") is not None]
         if epochs:
@@ -290,6 +292,7 @@ def save_plots(folder: Path, history: list[dict], step_losses: list[float]) -> l
         if any(v is not None for v in values):
             ax.plot(epochs, [np.nan if v is None else v for v in values], "o-" if "i2t" in key else "s--", label=key)
     ax.set_xlabel("epoch (0 = before fine-tuning)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("validation score")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
@@ -406,12 +409,12 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     for epoch in range(start_epoch, config.epochs + 1):
         mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
         started = time.perf_counter()
-        losses = train_epoch(trainer, stream, epoch, config.epochs, progress)
+        losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
         train_seconds = time.perf_counter() - started
         step_losses.extend(losses)
         eval_model = view.refresh()
         eval_started = time.perf_counter()
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+        row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),  # per image
                "lr": float(trainer.optimizer.optimizers[0].learning_rate),
                **evaluate(eval_model, eval_set, config.label_prompt)}
         row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
@@ -443,10 +446,12 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     return run_dir
 
 
-def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int, progress: bool) -> list[float]:
+def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
+                progress: bool) -> tuple[list[float], list[int]]:
+    """One pass over the stream; each step's loss and batch size."""
     from tqdm import tqdm
 
-    losses = []
+    losses, sizes = [], []
     bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not progress,
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
@@ -454,11 +459,12 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int, 
     for batch in stream.epoch(epoch):
         loss = float(trainer.step(batch["input_ids"], batch["pixels"]))
         losses.append(loss)
+        sizes.append(len(batch["record_id"]))
         seen += len(batch["record_id"])
         bar.update(len(batch["record_id"]))
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
     bar.close()
-    return losses
+    return losses, sizes
 
 
 def describe(prepared: Prepared) -> str:

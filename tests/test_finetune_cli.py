@@ -103,12 +103,15 @@ def test_missing_and_corrupt_images_are_counted_not_fatal(tiny_hf, shapes_manife
     (tmp_path / "images" / "s0001.png").unlink()
     (tmp_path / "images" / "s0002.png").unlink()
     (tmp_path / "images" / "s0003.png").write_bytes(b"not an image")
+    truncated = tmp_path / "images" / "s0004.png"
+    Image.open(truncated).convert("RGB").resize((400, 300)).save(truncated.with_suffix(".jpg"))
+    truncated.write_bytes(truncated.with_suffix(".jpg").read_bytes()[:2000])  # a cut-off download
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     assert finetune.main(_args(tiny_hf, manifest, tmp_path / "runs", "--epochs", "0", "--name", "s")) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped 3 records: 2 missing, 1 unreadable image") == 1
-    assert "records: 37 with images" in out
+    assert out.count("skipped 4 records: 2 missing, 2 unreadable image") == 1
+    assert "records: 36 with images" in out
     for name in ("images/" + p.name for p in (tmp_path / "images").glob("*.png")):
         (tmp_path / name).unlink()
     line = _error_line(capsys, _args(tiny_hf, manifest, tmp_path / "runs", "--name", "t"))
