@@ -372,11 +372,16 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if not resume and (run_dir / "checkpoints" / "latest").is_file():
         raise InputError(f"{run_dir} already has a run; pass --resume to continue it or another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", asdict(config))
-    say(describe(prepared))
-
     spe = prepared.steps_per_epoch
     optim_config = config.optim(spe)
+    write_json(run_dir / "config.json", {**asdict(config), "resolved": {
+        "manifest": str(prepared.manifest), "records": len(prepared.items),
+        "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+        "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
+        "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
+        "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
+    say(describe(prepared))
+
     apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
     trainer = Trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream()
