@@ -32,7 +32,7 @@ from .export import export_hf
 from .stream import AugmentConfig, TrainStream
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
 from .train.evaluate import EvalSet, evaluate
-from .train.optim import OptimConfig, make_optimizer, schedule_values
+from .train.optim import OptimConfig, make_optimizer
 from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
 
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint

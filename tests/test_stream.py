@@ -1,7 +1,6 @@
 """The training stream never separates an image from its record id and caption."""
 
 import numpy as np
-import pytest
 
 from finetune_fixtures import colour_id, write_id_coded
 from mlx_clip.captions import CaptionBuilder

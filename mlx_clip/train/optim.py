@@ -47,12 +47,6 @@ def lr_schedule(config: OptimConfig):
     return schedule
 
 
-def schedule_values(config: OptimConfig) -> list[float]:
-    """The learning rate of every step (for dry runs and plots)."""
-    schedule = lr_schedule(config)
-    return [float(schedule(mx.array(s))) for s in range(config.total_steps)]
-
-
 def make_optimizer(config: OptimConfig) -> optim.MultiOptimizer:
     """AdamW (decoupled decay, bias-corrected like torch.optim.AdamW) in two parameter groups."""
     schedule = lr_schedule(config)

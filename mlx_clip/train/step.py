@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_merge, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
