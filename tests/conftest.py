@@ -21,3 +21,11 @@ def openai_vocab(tmp_path_factory) -> Path:
 def tiny_hf(tmp_path_factory, openai_vocab) -> Path:
     """A tiny random transformers CLIPModel folder (quick_gelu), with tokenizer and processor."""
     return make_hf_clip(tmp_path_factory.mktemp("tiny_hf"), vocab_folder=openai_vocab)
+
+
+@pytest.fixture(scope="session")
+def shapes_manifest(tmp_path_factory) -> Path:
+    """192 coloured-shape images (32x32) captioned by colour and shape, as a fetch.py manifest."""
+    from finetune_fixtures import write_shapes
+
+    return write_shapes(tmp_path_factory.mktemp("shapes"), per_class=16)

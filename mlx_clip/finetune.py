@@ -1,0 +1,565 @@
+"""Fine-tune CLIP on your own records: the library behind finetune.py.
+
+`prepare` reads the manifest (fetching first when given a metadata file), checks images,
+builds captions and the split; `run` evaluates, trains, checkpoints and writes the run
+folder; `dry_run` prints the plan and its measured cost instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .captions import CaptionBuilder, get_field, value_text
+from .clip import CLIP, load, write_json
+from .dataset import Item, check_images, read_manifest, split_items
+from .errors import InputError
+from .export import export_hf
+from .stream import AugmentConfig, TrainStream
+from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
+from .train.evaluate import EvalSet, evaluate
+from .train.optim import OptimConfig, make_optimizer
+from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
+
+KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
+TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a run depends on; written to runs/NAME/config.json."""
+
+    model: str = "openai/clip-vit-base-patch32"
+    runs_dir: str = "runs"
+    name: str | None = None
+    data: str = "data/records.json"
+    manifest: str | None = None
+    fetch: dict[str, Any] = field(default_factory=dict)  # fetch.py's flags: url_field ... sample, seed
+    id_field: str | None = None
+    stratify: str | None = None
+    val_fraction: float = 0.1
+    captions: list[str] = field(default_factory=list)
+    label_field: str | None = None
+    label_prompt: str = "a photo of {label}"
+    batch_size: int = 32
+    epochs: int = 5
+    lr: float = 1e-5
+    warmup: float = 0.1  # fraction of all steps when < 1, else a step count
+    weight_decay: float = 0.1
+    seed: int = 0
+    lock_image: bool = False
+    lock_text: bool = False
+    unlock_last: int = 0
+    precision: str = "float32"
+    hflip: bool = True
+    vflip: bool = False
+    rotate: float = 0.0
+    color_jitter: float = 0.0
+    crop_min_area: float = 0.6
+    threads: int = 4
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def optim(self, steps_per_epoch: int) -> OptimConfig:
+        total = max(1, steps_per_epoch * self.epochs)
+        warmup = int(round(self.warmup * total)) if self.warmup < 1 else int(self.warmup)
+        return OptimConfig(lr=self.lr, weight_decay=self.weight_decay, warmup_steps=warmup, total_steps=total)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(crop_area=(self.crop_min_area, 1.0), hflip=self.hflip, vflip=self.vflip,
+                             rotate=self.rotate, color_jitter=self.color_jitter)
+
+
+@dataclass
+class Prepared:
+    """A run's data and model, ready to train."""
+
+    config: FinetuneConfig
+    manifest: Path
+    items: list[Item]
+    skipped_line: str | None
+    captions: CaptionBuilder
+    train_index: list[int]
+    val_index: list[int]
+    model: CLIP
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_index) / self.config.batch_size)
+
+    def eval_set(self) -> EvalSet:
+        label = self.config.label_field
+        return EvalSet(
+            image_paths=[str(self.items[i].image_path) for i in self.val_index],
+            captions=[self.captions.first(i) for i in self.val_index],
+            labels=[(value_text(get_field(self.items[i].record, label)) or None) if label else None
+                    for i in self.val_index],
+        )
+
+    def train_stream(self) -> TrainStream:
+        size = self.model.config.vision.image_size
+        return TrainStream([self.items[i] for i in self.train_index], self.captions, self.model.tokenizer,
+                           self.model.image_processor, size, self.config.batch_size, self.config.seed,
+                           self.config.augment(), threads=self.config.threads, caption_index=self.train_index)
+
+
+# --- fetching (glue to mlx_clip.fetcher, built on another branch) ---------------------------------
+
+def sibling_module(name: str):
+    """`mlx_clip.<name>` if this package has it, else None.
+
+    Only a module file next to this one counts: an editable install of another checkout
+    must not lend its modules to this one.
+    """
+    if not (Path(__file__).parent / f"{name}.py").is_file():
+        return None
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ImportError:
+        return None
+
+
+FETCH_RECORDS_KWARGS = ("sample", "margin")
+
+
+def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
+    """Draw and fetch the sample of `config.data` with mlx_clip.fetcher; returns its manifest.jsonl.
+
+    Calls `fetcher.fetch_records(records_path, FetchConfig(out, url_field, path_field, id_field,
+    ...download settings), sample=, margin=, stratify=, seed=, log=)` and uses the returned
+    summary's `manifest_path`; `config.fetch` holds fetch.py's flags by their dest names.
+    """
+    fetcher = sibling_module("fetcher")
+    if fetcher is None:
+        raise InputError("fetching needs mlx_clip.fetcher (fetch.py); pass --manifest from a fetch.py run")
+    known = {f.name for f in fields(fetcher.FetchConfig)}
+    settings = {k: v for k, v in config.fetch.items() if k in known and v is not None}
+    settings["id_field"] = config.id_field
+    fetch_config = fetcher.FetchConfig(**settings)
+    kwargs = {k: config.fetch[k] for k in FETCH_RECORDS_KWARGS if config.fetch.get(k) is not None}
+    say(f"fetching images for {config.data} into {fetch_config.out}")
+    summary = fetcher.fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
+                                    log=say, **kwargs)
+    say(str(summary))
+    return Path(summary.manifest_path)
+
+
+def _is_manifest(path: Path) -> bool:
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(first, dict) and "image_path" in first
+    return False
+
+
+def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
+    if config.manifest:
+        return Path(config.manifest)
+    data = Path(config.data)
+    if not data.is_file():
+        raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
+    if _is_manifest(data):
+        return data
+    return fetch_manifest(config, say)
+
+
+# --- preparation -----------------------------------------------------------------------------------
+
+def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None) -> Prepared:
+    """Manifest -> checked items, captions, split and model; all input errors surface here."""
+    if config.precision not in ("float32", "bfloat16"):
+        raise InputError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
+    if config.batch_size < 1 or config.epochs < 0:
+        raise InputError("--batch-size must be >= 1 and --epochs >= 0")
+    manifest = resolve_manifest(config, say)
+    items = read_manifest(manifest, config.id_field)
+    check = check_images(items)
+    skipped_line = check.line() if check.skipped else None
+    if skipped_line:
+        say(skipped_line)
+    items = check.kept
+    captions = CaptionBuilder(config.captions, [item.record for item in items])
+    if config.label_field and not any(get_field(item.record, config.label_field) not in (None, "") for item in items):
+        raise InputError(f"--label-field {config.label_field!r}: no record has this field")
+    train, val = split_items(items, config.val_fraction, config.seed, config.stratify)
+    position = {id(item): i for i, item in enumerate(items)}
+    train_index = [position[id(item)] for item in train]
+    val_index = [position[id(item)] for item in val]
+    if config.batch_size > len(train_index):
+        raise InputError(f"--batch-size {config.batch_size} is larger than the training set "
+                         f"({len(train_index)} records); use --batch-size {len(train_index)} or less")
+    if model is None:
+        model = load(config.model, dtype="float32")
+    model.tokenizer  # noqa: B018  (a model without tokenizer files fails here, clearly)
+    return Prepared(config, manifest, items, skipped_line, captions, train_index, val_index, model)
+
+
+# --- reporting -------------------------------------------------------------------------------------
+
+METRIC_COLUMNS = [("i2t_R@1", "i2t@1"), ("i2t_R@5", "i2t@5"), ("i2t_R@10", "i2t@10"), ("t2i_R@1", "t2i@1"),
+                  ("t2i_R@5", "t2i@5"), ("t2i_R@10", "t2i@10"), ("i2t_mean_rank", "i2t rank"),
+                  ("t2i_mean_rank", "t2i rank"), ("zero_shot_acc", "0-shot")]
+
+
+def table_header() -> str:
+    return f"{'epoch':>5} {'loss':>8} " + " ".join(f"{title:>8}" for _, title in METRIC_COLUMNS)
+
+
+def table_row(row: dict) -> str:
+    loss = f"{row['train_loss']:8.4f}" if row.get("train_loss") is not None else f"{'-':>8}"
+    cells = []
+    for key, _ in METRIC_COLUMNS:
+        value = row.get(key)
+        cells.append(f"{'-':>8}" if value is None else (f"{value:8.1f}" if "rank" in key else f"{value:8.3f}"))
+    label = "before" if row["epoch"] == 0 else str(row["epoch"])
+    return f"{label:>5} {loss} " + " ".join(cells)
+
+
+def peak_memory() -> dict[str, int]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = rss if sys.platform == "darwin" else rss * 1024
+    out = {"max_rss_bytes": int(rss)}
+    if hasattr(mx, "get_peak_memory"):
+        out["mlx_peak_bytes"] = int(mx.get_peak_memory())
+    return out
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def save_plots(folder: Path, history: list[dict], step_losses: list[float]) -> list[Path]:
+    """loss.png (per step and per epoch) and recall.png (R@k per epoch, both ways)."""
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if step_losses:
+        ax.plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.8, alpha=0.6,
+                label="step (a short last batch has fewer negatives, so a lower loss)")
+        steps_per_epoch = max(1, len(step_losses) // max(1, sum(1 for h in history if h["epoch"] > 0)))
+        epochs = [(h["epoch"] * steps_per_epoch, h["train_loss"]) for h in history if h.get("train_loss") is not None]
+        if epochs:
+            ax.plot(*zip(*epochs), "o-", label="epoch mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss")
+    if step_losses:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "loss.png", dpi=110)
+    plt.close(fig)
+    written.append(folder / "loss.png")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [h["epoch"] for h in history]
+    for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_acc"):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax.plot(epochs, [np.nan if v is None else v for v in values], "o-" if "i2t" in key else "s--", label=key)
+    ax.set_xlabel("epoch (0 = before fine-tuning)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("validation score")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "recall.png", dpi=110)
+    plt.close(fig)
+    written.append(folder / "recall.png")
+    return written
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+def _run_name(config: FinetuneConfig) -> str:
+    if config.name:
+        if not re.fullmatch(r"[\w.\-]+", config.name):
+            raise InputError(f"--name {config.name!r}: use letters, digits, '.', '-' and '_' only")
+        return config.name
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run(runs_dir: Path) -> Path:
+    runs = [p for p in runs_dir.glob("*") if (p / "checkpoints" / "latest").is_file()]
+    if not runs:
+        raise InputError(f"{runs_dir}: no run with a checkpoint to resume (pass --name NAME)")
+    return max(runs, key=lambda p: (p / "checkpoints" / "latest").stat().st_mtime)
+
+
+def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, Path]:
+    """The saved config of the run to resume and its checkpoint folder."""
+    runs_dir = Path(config.runs_dir)
+    if resume != "latest":
+        checkpoint = resolve_checkpoint(resume, runs_dir)
+        run_dir = checkpoint.parent.parent
+    else:
+        run_dir = runs_dir / config.name if config.name else latest_run(runs_dir)
+        checkpoint = resolve_checkpoint("latest", run_dir / "checkpoints")
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    resumed = FinetuneConfig.from_dict(saved)
+    resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
+    return resumed, checkpoint
+
+
+class Float32View:
+    """The float32 model to evaluate and save: the training model itself in float32; in
+    bfloat16 a second CLIP holding the master weights, so the training model never flips
+    dtype under its compiled functions."""
+
+    def __init__(self, model: CLIP, trainer: Trainer):
+        self.trainer = trainer
+        self.model = model
+        if trainer.precision != "float32":
+            self.model = CLIP(model.config, model._tokenizer, model.image_processor)
+            self.refresh()
+            self.model.eval()
+
+    def refresh(self) -> CLIP:
+        if self.trainer.precision != "float32":
+            set_weights(self.model, dict(tree_flatten(self.trainer.fp32_parameters())))
+            mx.eval(self.model.parameters())
+        return self.model
+
+
+def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True,
+        say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
+    """Train and write runs/NAME (config.json, metrics.json, plots, model/, export/, checkpoints/)."""
+    checkpoint = None
+    if resume:
+        config, checkpoint_path = resume_config(config, resume)
+        checkpoint = load_checkpoint(checkpoint_path)
+        say(f"resuming {Path(config.runs_dir) / config.name} from {checkpoint_path.name} "
+            f"(settings from its config.json)")
+    config.name = _run_name(config)
+    prepared = prepare(config, say, model)
+    model = prepared.model
+    run_dir = Path(config.runs_dir) / config.name
+    if not resume and (run_dir / "checkpoints" / "latest").is_file():
+        raise InputError(f"{run_dir} already has a run; pass --resume to continue it or another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spe = prepared.steps_per_epoch
+    optim_config = config.optim(spe)
+    write_json(run_dir / "config.json", {**asdict(config), "resolved": {
+        "manifest": str(prepared.manifest), "records": len(prepared.items),
+        "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+        "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
+        "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
+        "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
+    say(describe(prepared))
+
+    apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
+    trainer = Trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
+    stream = prepared.train_stream()
+    eval_set = prepared.eval_set()
+    history: list[dict] = []
+    step_losses: list[float] = []
+    best = {"epoch": None, "score": -math.inf}
+    start_epoch = 1
+    if checkpoint is not None:
+        trainer.load_fp32_parameters(tree_unflatten(list(checkpoint.weights.items())))
+        trainer.load_optimizer_state(checkpoint.optimizer_state)
+        restore_random_state(checkpoint.random_state)
+        info = checkpoint.info
+        history, step_losses, best = info["history"], info["step_losses"], info["best"]
+        start_epoch = info["epoch"] + 1
+        mx.eval(trainer.state)
+
+    view = Float32View(model, trainer)
+    say(table_header())
+    for row in history:
+        say(table_row(row))
+    if checkpoint is None:
+        started = time.perf_counter()
+        row = {"epoch": 0, "train_loss": None, **evaluate(view.refresh(), eval_set, config.label_prompt)}
+        row["eval_seconds"] = time.perf_counter() - started
+        history.append(row)
+        say(table_row(row))
+
+    kill_after = int(os.environ.get(KILL_AFTER_EPOCH_ENV, "0") or 0)
+    for epoch in range(start_epoch, config.epochs + 1):
+        mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
+        started = time.perf_counter()
+        losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
+        train_seconds = time.perf_counter() - started
+        step_losses.extend(losses)
+        eval_model = view.refresh()
+        eval_started = time.perf_counter()
+        row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),  # per image
+               "lr": float(trainer.optimizer.optimizers[0].learning_rate),
+               **evaluate(eval_model, eval_set, config.label_prompt)}
+        row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
+                   eval_seconds=time.perf_counter() - eval_started)
+        history.append(row)
+        say(table_row(row))
+        score = row.get("mean_R@1", -row["train_loss"])
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score}
+            eval_model.save(run_dir / "model")
+        save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
+                        {"step": epoch * spe, "seed": config.seed, "history": history,
+                         "step_losses": step_losses, "best": best, "stream": "numpy default_rng([seed, epoch])"})
+        if kill_after and epoch == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if best["epoch"] is None:  # no training (--epochs 0): the starting model
+        view.refresh().save(run_dir / "model")
+    final = load(run_dir / "model")
+    export_hf(final, run_dir / "export")
+    memory = peak_memory()
+    metrics = {"history": history, "best_epoch": best["epoch"], "best_mean_R@1": best["score"]
+               if best["epoch"] is not None else None, "step_losses": step_losses, **memory,
+               "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+               "skipped": prepared.skipped_line}
+    write_json(run_dir / "metrics.json", metrics)
+    save_plots(run_dir, history, step_losses)
+    say(summary(run_dir, history, best, memory))
+    return run_dir
+
+
+def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
+                progress: bool) -> tuple[list[float], list[int]]:
+    """One pass over the stream; each step's loss and batch size."""
+    from tqdm import tqdm
+
+    losses, sizes = [], []
+    bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    seen = 0
+    for batch in stream.epoch(epoch):
+        loss = float(trainer.step(batch["input_ids"], batch["pixels"]))
+        losses.append(loss)
+        sizes.append(len(batch["record_id"]))
+        seen += len(batch["record_id"])
+        bar.update(len(batch["record_id"]))
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+    bar.close()
+    return losses, sizes
+
+
+def describe(prepared: Prepared) -> str:
+    config, model = prepared.config, prepared.model
+    report = prepared.captions.report(model.tokenizer.count_tokens, model.tokenizer.context_length)
+    trainable = count_parameters(_trainable_after_locks(prepared))
+    total = count_parameters(model.parameters())
+    spe = prepared.steps_per_epoch
+    optim = config.optim(spe)
+    lines = [
+        f"records: {len(prepared.items)} with images ({prepared.manifest})",
+        f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation"
+        + (f" (stratified by {config.stratify})" if config.stratify else ""),
+        f"captions: {report.line(model.tokenizer.context_length)}",
+        f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
+        f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
+        f"{config.precision}, image {model.config.vision.image_size}px",
+        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {optim.total_steps} steps, "
+        f"lr {config.lr:g} (warmup {optim.warmup_steps} steps, cosine), weight decay {config.weight_decay:g}",
+    ]
+    return "\n".join(lines)
+
+
+def _trainable_after_locks(prepared: Prepared):
+    config = prepared.config
+    apply_locks(prepared.model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
+    return prepared.model.trainable_parameters()
+
+
+def summary(run_dir: Path, history: list[dict], best: dict, memory: dict) -> str:
+    before = history[0] if history and history[0]["epoch"] == 0 else None
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
+    lines = []
+    if before and best_row and "mean_R@1" in before:
+        lines.append(f"mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
+                     f"after (best epoch {best['epoch']})")
+        if best_row["mean_R@1"] < before["mean_R@1"]:
+            lines.append("warning: fine-tuning did not beat the starting model on validation recall@1")
+    if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
+        lines.append(f"zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> {best_row['zero_shot_acc']:.3f} after")
+    peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"
+    if "mlx_peak_bytes" in memory:
+        peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
+    lines += [peak, f"wrote {run_dir}: config.json metrics.json loss.png recall.png model/ export/ checkpoints/"]
+    return "\n".join(lines)
+
+
+# --- dry run ---------------------------------------------------------------------------------------
+
+def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_steps: int = 3,
+            model: CLIP | None = None) -> dict[str, float]:
+    """Print what the run would do and its measured cost (a few real steps on real batches); train nothing."""
+    prepared = prepare(config, say, model)
+    model = prepared.model
+    say(describe(prepared))
+    spe = prepared.steps_per_epoch
+    apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
+    trainer = Trainer(model, make_optimizer(config.optim(spe)), config.precision, model.tokenizer.eos_token_id)
+    stream = prepared.train_stream()
+    batches, load_times = [], []
+    started = time.perf_counter()
+    for batch in stream.epoch(1):
+        batches.append(batch)
+        load_times.append(time.perf_counter() - started)
+        if len(batches) >= min(measure_steps, spe):
+            break
+    stream_images_s = sum(len(b["record_id"]) for b in batches) / max(1e-9, load_times[-1])
+    step_times = []
+    for i in range(measure_steps):
+        batch = batches[i % len(batches)]
+        started = time.perf_counter()
+        trainer.step(batch["input_ids"], batch["pixels"])
+        step_times.append(time.perf_counter() - started)
+    step_s = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
+    started = time.perf_counter()
+    mx.eval(model.embed_pixels(batches[0]["pixels"]))
+    eval_per_image = (time.perf_counter() - started) / len(batches[0]["record_id"])
+    memory = peak_memory()
+    train_epoch_s = max(step_s, config.batch_size / stream_images_s) * spe
+    eval_s = eval_per_image * len(prepared.val_index)
+    say(f"measured: {measure_steps} steps of {config.batch_size} images: first {step_times[0]:.2f}s (compiles), "
+        f"then {step_s:.2f}s/step = {config.batch_size / step_s:.1f} images/s; "
+        f"data stream alone {stream_images_s:.1f} images/s")
+    say(f"estimated time per epoch: {duration(train_epoch_s + eval_s)} (train {duration(train_epoch_s)}, "
+        f"eval {duration(eval_s)}); all {config.epochs} epochs + evaluation before: "
+        f"{duration(config.epochs * (train_epoch_s + eval_s) + eval_s)}")
+    peak = f"estimated peak memory: {gib(memory['max_rss_bytes'])} process RSS"
+    if "mlx_peak_bytes" in memory:
+        peak += f" ({gib(memory['mlx_peak_bytes'])} MLX arrays)"
+    say(peak)
+    say("dry run: nothing trained or written")
+    return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": train_epoch_s + eval_s,
+            **memory}

@@ -1,0 +1,206 @@
+"""mlx-data streams for training and evaluation; each image travels with its record.
+
+Every sample is one dict: `index`, `record_id`, `caption`, `input_ids`, `image_path`, the
+augmentation draw `aug`, and (after loading) `image`. Loading and augmenting happen in a
+`sample_transform` on that same dict, then `batch` and `ordered_prefetch` run it on
+background threads, so an image can never be separated from its record id and caption.
+
+The random choices (order, caption template, crop box, flips, rotation, colour jitter) are
+drawn up front for each epoch from `numpy.random.default_rng([seed, epoch])` and applied
+inside the stream. mlx-data's own random image ops draw from a state shared by the
+prefetch threads, which cannot be replayed; drawing here makes `--resume` continue exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import mlx.data as dx
+import numpy as np
+from PIL import Image
+
+from .captions import CaptionBuilder
+from .dataset import Item
+from .preprocess import ImageProcessor, load_image, to_rgb
+
+# Columns of the per-sample augmentation draw.
+SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentations: random resized crop, flips, rotation, colour jitter."""
+
+    crop_area: tuple[float, float] = (0.6, 1.0)  # fraction of the image's area
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height
+    hflip: bool = True
+    vflip: bool = False
+    rotate: float = 0.0  # max degrees either way
+    color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-s, 1+s]
+
+
+def draw_augmentations(rng: np.random.Generator, n: int, config: AugmentConfig) -> np.ndarray:
+    """(n, 10) float32: one row of random choices per sample."""
+    out = np.zeros((n, 10), np.float32)
+    out[:, SCALE] = rng.uniform(*config.crop_area, n)
+    out[:, LOG_RATIO] = rng.uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), n)
+    out[:, U] = rng.uniform(0, 1, n)
+    out[:, V] = rng.uniform(0, 1, n)
+    flips = rng.uniform(0, 1, (n, 2))
+    out[:, HFLIP] = (flips[:, 0] < 0.5) & config.hflip
+    out[:, VFLIP] = (flips[:, 1] < 0.5) & config.vflip
+    out[:, ANGLE] = rng.uniform(-1, 1, n) * config.rotate
+    jitter = rng.uniform(-1, 1, (n, 3)) * config.color_jitter
+    out[:, BRIGHT:SATUR + 1] = 1 + jitter
+    return out
+
+
+def open_image(path: str, min_side: int) -> Image.Image:
+    """Decode as RGB (EXIF, alpha on white); JPEGs decode at a reduced scale when still >= min_side."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                width, height = image.size
+                scale = min_side / max(1, min(width, height))
+                image.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+            image.load()
+            return to_rgb(image)
+    except Exception:  # checked up front; a file changed since then is still loaded the strict way
+        return load_image(path)
+
+
+def augment(image: Image.Image, aug: np.ndarray, size: int) -> np.ndarray:
+    """Apply one augmentation row: random resized crop to size x size, rotate, flip, jitter -> uint8."""
+    width, height = image.size
+    area = float(aug[SCALE]) * width * height
+    ratio = math.exp(float(aug[LOG_RATIO]))
+    crop_w = min(width, max(1.0, math.sqrt(area * ratio)))
+    crop_h = min(height, max(1.0, math.sqrt(area / ratio)))
+    left = float(aug[U]) * (width - crop_w)
+    top = float(aug[V]) * (height - crop_h)
+    out = image.resize((size, size), Image.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+    if aug[ANGLE]:
+        fill = tuple(int(c) for c in np.asarray(out).reshape(-1, 3).mean(0))
+        out = out.rotate(float(aug[ANGLE]), resample=Image.BILINEAR, fillcolor=fill)
+    pixels = np.asarray(out)
+    if aug[HFLIP]:
+        pixels = pixels[:, ::-1]
+    if aug[VFLIP]:
+        pixels = pixels[::-1]
+    if aug[BRIGHT] != 1 or aug[CONTRAST] != 1 or aug[SATUR] != 1:
+        pixels = color_jitter(pixels, float(aug[BRIGHT]), float(aug[CONTRAST]), float(aug[SATUR]))
+    return np.ascontiguousarray(pixels)
+
+
+def color_jitter(pixels: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+    """torchvision-style brightness, contrast and saturation factors on uint8 RGB."""
+    x = pixels.astype(np.float32) * brightness
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = (x - gray.mean()) * contrast + gray.mean()
+    gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    x = (x - gray) * saturation + gray
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def _text(array: np.ndarray) -> str:
+    return array.tobytes().rstrip(b"\0").decode("utf-8", "replace")
+
+
+def decode_batch(batch: dict) -> dict:
+    """Stream batch -> record ids and captions as str lists; arrays stay NumPy."""
+    out = dict(batch)
+    for key in ("record_id", "caption", "image_path"):
+        if key in out:
+            out[key] = [_text(row) for row in out[key]]
+    return out
+
+
+class TrainStream:
+    """Shuffled, augmented, prefetched training batches; `epoch(e)` is the same for the same e."""
+
+    def __init__(self, items: Sequence[Item], captions: CaptionBuilder, tokenize: Callable,
+                 processor: ImageProcessor, size: int, batch_size: int, seed: int,
+                 augment: AugmentConfig | None = None, threads: int = 4, prefetch: int = 4,
+                 caption_index: Sequence[int] | None = None):
+        self.items = list(items)
+        self.captions = captions
+        self.caption_index = list(caption_index) if caption_index is not None else list(range(len(self.items)))
+        self.tokenize = tokenize
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment or AugmentConfig()
+        self.threads = threads
+        self.prefetch = prefetch
+        self.mean = np.asarray(processor.image_mean, np.float32)
+        self.std = np.asarray(processor.image_std, np.float32)
+        self.scale = np.float32(processor.rescale_factor if processor.do_rescale else 1.0)
+        self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_area[0])))
+        self._token_cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.items) / self.batch_size)
+
+    def samples(self, epoch: int) -> list[dict]:
+        """The epoch's sample dicts in order, before images are loaded."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.items))
+        captions = self.captions.draw([self.caption_index[i] for i in order], rng)
+        augs = draw_augmentations(rng, len(order), self.augment)
+        missing = [c for c in dict.fromkeys(captions) if c not in self._token_cache]
+        if missing:
+            for caption, ids in zip(missing, self.tokenize(missing)):
+                self._token_cache[caption] = ids
+        return [
+            dict(index=np.array(int(i), np.int64),
+                 record_id=self.items[i].record_id.encode("utf-8"),
+                 caption=caption.encode("utf-8"),
+                 input_ids=self._token_cache[caption],
+                 image_path=str(self.items[i].image_path).encode("utf-8"),
+                 aug=aug)
+            for i, caption, aug in zip(order, captions, augs)
+        ]
+
+    def _load(self, sample: dict) -> dict:
+        sample = dict(sample)
+        image = open_image(_text(sample["image_path"]), self.min_side)
+        pixels = augment(image, sample["aug"], self.size)
+        sample["pixels"] = (pixels.astype(np.float32) * self.scale - self.mean) / self.std
+        return sample
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        """Batches of the epoch: `pixels` (B, S, S, 3) float32, `input_ids`, `record_id`, `caption`, ..."""
+        buffer = dx.buffer_from_vector(self.samples(epoch))
+        stream = buffer.sample_transform(self._load).batch(self.batch_size).ordered_prefetch(
+            self.prefetch, self.threads)
+        for batch in stream:
+            yield decode_batch(batch)
+
+
+class EvalStream:
+    """Deterministic evaluation pixels (the core's ImageProcessor) on background threads."""
+
+    def __init__(self, image_paths: Sequence[str], processor: ImageProcessor, batch_size: int = 64,
+                 threads: int = 4):
+        self.image_paths = [str(p) for p in image_paths]
+        self.processor = processor
+        self.batch_size = batch_size
+        self.threads = threads
+
+    def _load(self, sample: dict) -> dict:
+        sample = dict(sample)
+        image = self.processor.resize_and_crop(load_image(_text(sample["image_path"])))
+        sample["pixels"] = self.processor.normalize(np.asarray(image))
+        return sample
+
+    def __iter__(self) -> Iterator[dict]:
+        samples = [dict(index=np.array(i, np.int64), image_path=p.encode("utf-8"))
+                   for i, p in enumerate(self.image_paths)]
+        if not samples:
+            return
+        stream = dx.buffer_from_vector(samples).sample_transform(self._load).batch(
+            self.batch_size).ordered_prefetch(4, self.threads)
+        for batch in stream:
+            yield decode_batch(batch)

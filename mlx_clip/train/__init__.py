@@ -1,0 +1,1 @@
+"""Fine-tuning pieces: contrastive loss, AdamW groups and schedule, compiled step, evaluation, checkpoints."""

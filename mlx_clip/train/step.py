@@ -1,0 +1,188 @@
+"""The compiled training step, tower locking, and bfloat16 compute with float32 master weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from ..model import CLIPModel
+from .loss import MAX_LOGIT_SCALE, contrastive_loss
+
+PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
+
+
+@dataclass
+class LockConfig:
+    lock_image: bool = False
+    lock_text: bool = False
+    unlock_last: int = 0  # last N transformer layers (+ final norm and projection) of locked towers
+
+
+def apply_locks(model: CLIPModel, config: LockConfig) -> None:
+    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection."""
+    model.unfreeze()
+    towers = []
+    if config.lock_image:
+        towers.append((model.vision_model, "post_layernorm", model.visual_projection))
+    if config.lock_text:
+        towers.append((model.text_model, "final_layer_norm", model.text_projection))
+    for tower, final_norm, projection in towers:
+        tower.freeze()
+        projection.freeze()
+        if config.unlock_last > 0:
+            for layer in tower.encoder.layers[-config.unlock_last:]:
+                layer.unfreeze()
+            getattr(tower, final_norm).unfreeze()
+            projection.unfreeze()
+
+
+def trim_padding(input_ids: np.ndarray, eos_token_id: int | None, multiple: int = 16) -> np.ndarray:
+    """Drop padding columns after the batch's last end-of-text token (rounded up to `multiple`).
+
+    Exact for CLIP: attention is causal and the text is pooled at end-of-text, so no kept
+    position ever reads a dropped one; it saves most of the text tower on short captions.
+    """
+    if eos_token_id is None:
+        return input_ids
+    is_eos = input_ids == eos_token_id
+    if not is_eos.any(axis=1).all():
+        return input_ids
+    needed = int(is_eos.argmax(axis=1).max()) + 1
+    length = min(input_ids.shape[1], -(-needed // multiple) * multiple)
+    return input_ids[:, :length]
+
+
+def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
+    """Replace weights by flat name, in the model's own parameter order (compiled functions
+    that capture `model.state` rely on that order staying the same)."""
+    order = [k for k, _ in tree_flatten(model.parameters()) if k in flat]
+    model.update(tree_unflatten([(k, flat[k]) for k in order]))
+
+
+def count_parameters(tree) -> int:
+    return sum(v.size for _, v in tree_flatten(tree))
+
+
+def _prune(tree):
+    """Drop empty dicts left where frozen arrays were (list positions are kept)."""
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            value = _prune(value)
+            if isinstance(value, mx.array) or value:
+                out[key] = value
+        return out
+    if isinstance(tree, list):
+        return [_prune(v) for v in tree]
+    return tree
+
+
+def trainable_tree(model: CLIPModel) -> dict:
+    """`model.trainable_parameters()` without the `{}` MLX leaves for frozen arrays held in plain
+    dicts (the patch embedding), which `Module.update` would reject."""
+    return _prune(model.trainable_parameters())
+
+
+def value_and_grad(model: CLIPModel, fn):
+    """nn.value_and_grad over `trainable_tree(model)`."""
+    def inner(params, *args):
+        model.update(params)
+        return fn(model, *args)
+
+    grad_fn = mx.value_and_grad(inner)
+    return lambda *args: grad_fn(trainable_tree(model), *args)
+
+
+def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
+    logits_per_image, _, _, _ = model(input_ids, pixel_values)
+    return contrastive_loss(logits_per_image, input_ids)
+
+
+class Trainer:
+    """Owns the model, the optimizer and the compiled step.
+
+    float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
+    copies used for the forward and backward pass; the optimizer updates float32 master
+    weights (`self.master`) and the copies are refreshed from them after every step. The
+    temperature stays float32. `fp32_parameters()` gives the weights to save either way.
+    """
+
+    def __init__(self, model: CLIPModel, optimizer, precision: str = "float32",
+                 eos_token_id: int | None = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self.model = model
+        self.optimizer = optimizer
+        self.precision = precision
+        self.eos_token_id = eos_token_id  # set: trailing padding is trimmed (see trim_padding)
+        self.compute_dtype = PRECISIONS[precision]
+        trainable = trainable_tree(model)
+        optimizer.init(trainable)
+        self.master: dict = {}
+        self.frozen_fp32: dict = {}
+        if precision != "float32":
+            self.frozen_fp32 = dict(tree_flatten(model.parameters()))
+            self.master.update(tree_map(lambda p: p, trainable))
+            self._cast_model_from(self.frozen_fp32)
+        self.state = [model.state, optimizer.state, mx.random.state, self.master]
+        self._step = mx.compile(self._step_fp32 if precision == "float32" else self._step_mixed,
+                                inputs=self.state, outputs=self.state)
+
+    def _cast(self, name: str, value: mx.array) -> mx.array:
+        return value if name == "logit_scale" else value.astype(self.compute_dtype)
+
+    def _cast_model_from(self, flat: dict) -> None:
+        set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
+
+    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
+        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixel_values)
+        self.optimizer.update(self.model, grads)
+        self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
+        return loss
+
+    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
+        pixels = pixel_values.astype(self.compute_dtype)
+        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixels)
+        grads = tree_map(lambda g: g.astype(mx.float32), grads)
+        new_master = self.optimizer.apply_gradients(grads, dict(self.master))
+        new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
+        self.master.update(new_master)
+        self._cast_model_from(dict(tree_flatten(new_master)))
+        return loss
+
+    def step(self, input_ids, pixel_values) -> mx.array:
+        """One update on a batch; returns the loss (evaluated)."""
+        input_ids = trim_padding(np.asarray(input_ids), self.eos_token_id)
+        loss = self._step(mx.array(input_ids), mx.array(pixel_values))
+        mx.eval(loss, self.state)
+        return loss
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore a saved optimizer state in place (the compiled step holds these dicts)."""
+        optimizers = getattr(self.optimizer, "optimizers", [self.optimizer])
+        states = state["states"] if "states" in state else [state]
+        for optimizer, saved in zip(optimizers, states, strict=True):
+            optimizer.state.clear()
+            optimizer.state.update(saved)
+
+    def fp32_parameters(self) -> dict:
+        """All weights in float32 (master weights in bfloat16 mode), as a nested tree."""
+        if self.precision == "float32":
+            return self.model.parameters()
+        merged = dict(self.frozen_fp32)
+        merged.update(tree_flatten(self.master))
+        return tree_unflatten(list(merged.items()))
+
+    def load_fp32_parameters(self, tree) -> None:
+        """Set all weights (and master weights) from a float32 tree, e.g. a checkpoint."""
+        if self.precision == "float32":
+            set_weights(self.model, dict(tree_flatten(tree)))
+            return
+        flat = dict(tree_flatten(tree))
+        self.frozen_fp32.update(flat)
+        trainable = dict(tree_flatten(trainable_tree(self.model)))
+        self.master.update(tree_unflatten([(k, flat[k]) for k in trainable]))
+        self._cast_model_from(flat)

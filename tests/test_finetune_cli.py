@@ -1,0 +1,194 @@
+"""finetune.py end to end: the exported model works in sentence-transformers; bad input is one line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import finetune
+import mlx_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(tiny_hf, manifest, runs, *extra):
+    return ["--model", str(tiny_hf), "--manifest", str(manifest), "--runs-dir", str(runs),
+            "--caption", "a {colour} {shape}", "--batch-size", "16", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_hf, shapes_manifest, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert finetune.main(_args(tiny_hf, shapes_manifest, runs, "--name", "done", "--epochs", "2", "--lr", "1e-3",
+                               "--label-field", "label", "--lock-text", "--unlock-last", "1")) == 0
+    return runs / "done"
+
+
+def test_run_folder_contents(finished_run):
+    for name in ("config.json", "metrics.json", "loss.png", "recall.png", "model/mlx_model.safetensors",
+                 "export/model.safetensors", "export/modules.json", "checkpoints/latest"):
+        assert (finished_run / name).is_file(), name
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["lock_text"] and config["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
+    assert config["resolved"]["total_steps"] == 2 * config["resolved"]["steps_per_epoch"]
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
+    assert metrics["best_epoch"] in (1, 2) and metrics["max_rss_bytes"] > 0
+    for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_mean_rank", "zero_shot_acc"):
+        assert key in metrics["history"][0]
+
+
+def test_locked_text_tower_kept_except_last_layer(finished_run, tiny_hf):
+    before, after = mlx_clip.load(tiny_hf), mlx_clip.load(finished_run / "model")
+    from mlx.utils import tree_flatten
+    b, a = dict(tree_flatten(before.parameters())), dict(tree_flatten(after.parameters()))
+    assert np.array_equal(np.array(b["text_model.encoder.layers.0.mlp.fc1.weight"]),
+                          np.array(a["text_model.encoder.layers.0.mlp.fc1.weight"]))
+    assert np.array_equal(np.array(b["text_model.embeddings.token_embedding.weight"]),
+                          np.array(a["text_model.embeddings.token_embedding.weight"]))
+    for name in ("text_model.encoder.layers.1.mlp.fc1.weight", "text_projection.weight",
+                 "vision_model.encoder.layers.0.mlp.fc1.weight"):
+        assert not np.array_equal(np.array(b[name]), np.array(a[name])), name
+
+
+def test_export_loads_in_sentence_transformers(finished_run, shapes_manifest):
+    from sentence_transformers import SentenceTransformer
+
+    model = mlx_clip.load(finished_run / "model")
+    st = SentenceTransformer(str(finished_run / "export"), device="cpu")
+    texts = ["a red circle", "a blue square"]
+    image_path = shapes_manifest.parent / "images" / "s0001.png"
+    ours = np.concatenate([model.embed_texts(texts), model.embed_images([image_path])])
+    with Image.open(image_path) as image:
+        theirs = np.concatenate([st.encode(texts), st.encode([image.convert("RGB")])])
+    theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    cosine = (ours * theirs).sum(axis=1)
+    assert cosine.min() >= 0.9999, cosine
+
+
+def _error_line(capsys, argv):
+    code = finetune.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_bad_inputs_give_one_line(tiny_hf, shapes_manifest, tmp_path, capsys):
+    line = _error_line(capsys, _args(tiny_hf, shapes_manifest, tmp_path, "--caption", "{colour} from {perod}"))
+    assert "{colour} from {perod}" in line and "'perod'" in line
+    line = _error_line(capsys, _args(tiny_hf, shapes_manifest, tmp_path, "--batch-size", "1000"))
+    assert "--batch-size 1000" in line and "training set" in line
+    line = _error_line(capsys, ["--data", str(tmp_path / "nope.json"), "--model", str(tiny_hf)])
+    assert "nope.json" in line and "not found" in line
+    not_clip = tmp_path / "not_clip"
+    not_clip.mkdir()
+    (not_clip / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    line = _error_line(capsys, _args(not_clip, shapes_manifest, tmp_path))
+    assert "not_clip" in line
+    line = _error_line(capsys, _args(tiny_hf, shapes_manifest, tmp_path, "--label-field", "colr"))
+    assert "colr" in line
+
+
+def test_missing_and_corrupt_images_are_counted_not_fatal(tiny_hf, shapes_manifest, tmp_path, capsys):
+    lines = shapes_manifest.read_text().splitlines()[:40]
+    (tmp_path / "images").mkdir()
+    for line in lines:
+        name = json.loads(line)["image_path"]
+        shutil.copyfile(shapes_manifest.parent / name, tmp_path / name)
+    (tmp_path / "images" / "s0001.png").unlink()
+    (tmp_path / "images" / "s0002.png").unlink()
+    (tmp_path / "images" / "s0003.png").write_bytes(b"not an image")
+    truncated = tmp_path / "images" / "s0004.png"
+    Image.open(truncated).convert("RGB").resize((400, 300)).save(truncated.with_suffix(".jpg"))
+    truncated.write_bytes(truncated.with_suffix(".jpg").read_bytes()[:2000])  # a cut-off download
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    assert finetune.main(_args(tiny_hf, manifest, tmp_path / "runs", "--epochs", "0", "--name", "s")) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped 4 records: 2 missing, 2 unreadable image") == 1
+    assert "records: 36 with images" in out
+    for name in ("images/" + p.name for p in (tmp_path / "images").glob("*.png")):
+        (tmp_path / name).unlink()
+    line = _error_line(capsys, _args(tiny_hf, manifest, tmp_path / "runs", "--name", "t"))
+    assert "no usable images" in line and "40 missing" in line
+
+
+def test_dry_run_prints_estimate_and_trains_nothing(tiny_hf, shapes_manifest, tmp_path, capsys):
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--dry-run", "--epochs", "3")) == 0
+    out = capsys.readouterr().out
+    for text in ("records: 192", "captions: 12 captions, 0 longer than 77 tokens", "3 epochs x",
+                 "estimated time per epoch", "estimated peak memory", "images/s", "nothing trained"):
+        assert text in out, text
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_exit_code_and_help(tmp_path):
+    result = subprocess.run([sys.executable, "finetune.py", "--data", str(tmp_path / "missing.csv")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "missing.csv" in result.stderr
+    help_text = subprocess.run([sys.executable, "finetune.py", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120).stdout
+    for flag in ("--sample", "--caption", "--lock-image", "--unlock-last", "--precision", "--resume",
+                 "--dry-run", "--val-fraction", "--color-jitter", "--rotate", "--vflip", "--label-field"):
+        assert flag in help_text, flag
+
+
+def test_bfloat16_run_saves_float32_model(tiny_hf, shapes_manifest, tmp_path):
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "bf", "--epochs", "2",
+                               "--precision", "bfloat16", "--lr", "1e-3", "--label-field", "label")) == 0
+    import mlx.core as mx
+    weights = mx.load(str(tmp_path / "bf" / "model" / "mlx_model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {mx.float32}
+    metrics = json.loads((tmp_path / "bf" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["history"][2]["train_loss"] < metrics["history"][1]["train_loss"] + 1
+
+
+def test_metadata_file_without_fetcher_says_so(tmp_path, capsys, monkeypatch):
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([{"id": 1, "url": "https://example.org/1.jpg"}]))
+    import mlx_clip.finetune as library
+    monkeypatch.setattr(library, "sibling_module", lambda name: None)  # as on a branch without fetch.py
+    line = _error_line(capsys, ["--data", str(records), "--sample", "1"])
+    assert "fetching needs mlx_clip.fetcher" in line
+
+
+def test_metadata_file_is_fetched_through_fetcher(tiny_hf, shapes_manifest, tmp_path, capsys, monkeypatch):
+    """The glue: FetchConfig(out, url_field, path_field, id_field, ...) and fetch_records(path, config,
+    sample=, margin=, stratify=, seed=, log=) -> summary with manifest_path."""
+    import dataclasses
+    import types
+
+    calls = []
+
+    @dataclasses.dataclass
+    class FetchConfig:
+        out: Path = Path("data")
+        url_field: str = None
+        path_field: str = None
+        id_field: str = None
+        concurrency: int = 16
+
+    def fetch_records(records_path, config, *, sample=None, margin=None, stratify=None, seed=0, log=None):
+        calls.append((Path(records_path), config, sample, margin, stratify, seed))
+        log("drew a sample")
+        return types.SimpleNamespace(manifest_path=shapes_manifest, __str__=lambda self: "fetched")
+
+    fake = types.SimpleNamespace(FetchConfig=FetchConfig, fetch_records=fetch_records)
+    import mlx_clip.finetune as library
+    monkeypatch.setattr(library, "sibling_module", lambda name: fake if name == "fetcher" else None)
+    records = tmp_path / "records.csv"
+    records.write_text("id,url\n1,https://example.org/1.jpg\n")
+    assert finetune.main(["--data", str(records), "--model", str(tiny_hf), "--sample", "30", "--url-field", "url",
+                          "--stratify", "shape", "--seed", "4", "--dry-run", "--batch-size", "8",
+                          "--caption", "a {colour} {shape}", "--runs-dir", str(tmp_path / "runs")]) == 0
+    (path, config, sample, margin, stratify, seed), = calls
+    assert (path, sample, margin, stratify, seed) == (records, 30, None, "shape", 4)
+    assert config.url_field == "url" and config.path_field is None
+    assert "drew a sample" in capsys.readouterr().out

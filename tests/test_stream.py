@@ -1,0 +1,96 @@
+"""The training stream never separates an image from its record id and caption."""
+
+import numpy as np
+
+from finetune_fixtures import colour_id, write_id_coded
+from mlx_clip.captions import CaptionBuilder
+from mlx_clip.dataset import read_manifest
+from mlx_clip.preprocess import ImageProcessor
+from mlx_clip.stream import AugmentConfig, EvalStream, TrainStream, augment, draw_augmentations
+
+TEMPLATES = ["{title}", "a {kind} called {title}", "{title}, a {kind}"]
+
+
+def fake_tokenize(texts):
+    """Token ids that encode the caption's bytes, so ids can be checked against captions."""
+    out = np.zeros((len(texts), 77), np.int32)
+    for i, text in enumerate(texts):
+        data = list(text.encode())[:77]
+        out[i, :len(data)] = data
+    return out
+
+
+def _stream(tmp_path, augment_config, batch_size=7, count=40):
+    manifest = write_id_coded(tmp_path, count=count)
+    items = read_manifest(manifest)
+    captions = CaptionBuilder(TEMPLATES, [item.record for item in items])
+    processor = ImageProcessor.from_dict({}, 24)
+    return items, TrainStream(items, captions, fake_tokenize, processor, 24, batch_size, seed=3,
+                              augment=augment_config, threads=3, prefetch=3)
+
+
+def _decode_ids(pixels, processor):
+    """Record number of each image from its (solid) colour; the centre survives rotation."""
+    rgb = pixels * np.asarray(processor.image_std, np.float32) + np.asarray(processor.image_mean, np.float32)
+    centre = rgb[:, 8:16, 8:16].reshape(len(rgb), -1, 3) * 255
+    return [colour_id(np.median(c, axis=0)) for c in centre]
+
+
+def test_every_augmentation_keeps_image_and_record_together(tmp_path):
+    config = AugmentConfig(crop_area=(0.3, 1.0), hflip=True, vflip=True, rotate=30.0, color_jitter=0.0)
+    items, stream = _stream(tmp_path, config)
+    processor = ImageProcessor.from_dict({}, 24)
+    seen_captions = set()
+    for epoch in range(1, 4):
+        order = []
+        sizes = []
+        for batch in stream.epoch(epoch):
+            sizes.append(len(batch["record_id"]))
+            assert batch["pixels"].shape == (sizes[-1], 24, 24, 3)
+            decoded = _decode_ids(batch["pixels"], processor)
+            expected = [int(r[3:]) for r in batch["record_id"]]
+            assert decoded == expected
+            for k, record_id, caption, ids, index in zip(expected, batch["record_id"], batch["caption"],
+                                                         batch["input_ids"], batch["index"]):
+                assert items[int(index)].record_id == record_id
+                assert f"object number {k}" in caption
+                assert bytes(ids[ids > 0].astype(np.uint8)).decode() == caption
+                seen_captions.add(caption)
+            order.extend(expected)
+        assert sizes == [7, 7, 7, 7, 7, 5]  # the partial final batch is kept
+        assert sorted(order) == list(range(40))  # each record once per epoch
+        assert order != list(range(40))  # shuffled
+    assert len(seen_captions) > 40  # several templates drawn
+
+
+def test_epochs_are_reproducible_and_differ(tmp_path):
+    config = AugmentConfig(crop_area=(0.3, 1.0), vflip=True, rotate=20.0, color_jitter=0.3)
+    _, stream = _stream(tmp_path, config, batch_size=16, count=20)
+    first = [b["pixels"] for b in stream.epoch(1)]
+    again = [b["pixels"] for b in stream.epoch(1)]
+    other = [b["pixels"] for b in stream.epoch(2)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_augment_crops_flips_and_jitters():
+    from PIL import Image
+    image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))
+    rng = np.random.default_rng(0)
+    row = draw_augmentations(rng, 1, AugmentConfig(crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=False))[0]
+    plain = augment(image, row, 32)
+    row[4] = 1  # horizontal flip
+    np.testing.assert_array_equal(augment(image, row, 32), plain[:, ::-1])
+    assert plain[0, 0, 0] < plain[0, -1, 0]
+    jitter = draw_augmentations(rng, 1, AugmentConfig(color_jitter=0.5))[0]
+    assert not np.array_equal(augment(image, jitter, 32), augment(image, np.r_[jitter[:7], 1, 1, 1], 32))
+
+
+def test_eval_stream_matches_image_processor(tmp_path):
+    manifest = write_id_coded(tmp_path, count=5)
+    paths = [str(item.image_path) for item in read_manifest(manifest)]
+    processor = ImageProcessor.from_dict({}, 24)
+    batches = list(EvalStream(paths, processor, batch_size=2, threads=2))
+    assert [len(b["image_path"]) for b in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([b["pixels"] for b in batches]), processor(paths))

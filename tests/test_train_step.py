@@ -1,0 +1,146 @@
+"""One MLX training step equals the same step in PyTorch (transformers CLIPModel + torch AdamW)."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from mlx.utils import tree_flatten
+from transformers import CLIPModel
+
+import mlx_clip
+from mlx_clip import weights as W
+from mlx_clip.train.loss import contrastive_loss
+from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
+from mlx_clip.train.step import Trainer
+
+CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle", "a yellow star"]
+# lr * wd = 2e-4: decaying a LayerNorm weight (1.0) by mistake moves it 20x the tolerance.
+# (A larger lr makes Adam's first step amplify float noise in near-zero gradients past 1e-5.)
+LR, WD, BETAS, EPS = 1e-4, 2.0, (0.9, 0.98), 1e-6
+STEPS = 2
+
+
+def torch_loss(logits_per_image, input_ids):
+    """The positives rule written independently: equal captions share the target mass."""
+    same = (input_ids[:, None, :] == input_ids[None, :, :]).all(-1).float()
+    targets = same / same.sum(1, keepdim=True)
+    i2t = -(targets * torch.log_softmax(logits_per_image, 1)).sum(1).mean()
+    t2i = -(targets.T * torch.log_softmax(logits_per_image.T, 1)).sum(1).mean()
+    return (i2t + t2i) / 2
+
+
+def test_soft_targets_treat_equal_captions_as_positives():
+    ids = mx.array([[1, 2], [3, 4], [1, 2]])
+    logits = mx.array([[5.0, 0.0, 5.0], [0.0, 5.0, 0.0], [5.0, 0.0, 5.0]])
+    # With a diagonal-only target the duplicates would be penalised; here they are not.
+    assert float(contrastive_loss(logits, ids)) < float(contrastive_loss(logits * 0, ids))
+    expected = -np.log(np.exp(5) / (2 * np.exp(5) + 1))
+    np.testing.assert_allclose(float(contrastive_loss(logits, ids)), (2 * expected + -np.log(np.exp(5) / (np.exp(5) + 2))) / 3, rtol=1e-5)
+
+
+def test_one_step_matches_pytorch(tiny_hf):
+    model = mlx_clip.load(tiny_hf)
+    ids = model.tokenizer(CAPTIONS)
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+
+    # PyTorch reference: same weights, same loss, torch.optim.AdamW with the same two groups.
+    torch.manual_seed(0)
+    hf = CLIPModel.from_pretrained(tiny_hf).float().train()
+    decay, no_decay = [], []
+    for name, param in hf.named_parameters():
+        (no_decay if no_weight_decay(name) else decay).append(param)
+    assert no_decay and decay
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=LR, betas=BETAS, eps=EPS)
+    ref_losses = []
+    for step in range(STEPS):
+        batch = pixels[::-1].copy() if step else pixels
+        out = hf(input_ids=torch.tensor(ids, dtype=torch.long),
+                 pixel_values=torch.tensor(batch).permute(0, 3, 1, 2))
+        ref_loss = torch_loss(out.logits_per_image, torch.tensor(ids))
+        opt.zero_grad()
+        ref_loss.backward()
+        opt.step()
+        ref_losses.append(ref_loss.item())
+
+    optimizer = make_optimizer(OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100,
+                                           betas=BETAS, eps=EPS))
+    trainer = Trainer(model, optimizer)
+    for step in range(STEPS):
+        loss = float(trainer.step(ids, pixels[::-1].copy() if step else pixels))
+        assert abs(loss - ref_losses[step]) < 1e-5, (step, loss, ref_losses[step])
+
+    ours = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
+    theirs = dict(hf.named_parameters())
+    initial = CLIPModel.from_pretrained(tiny_hf).state_dict()
+    moved = 0
+    for name, param in theirs.items():
+        mine = np.array(ours[name])
+        ref = param.detach().numpy()
+        np.testing.assert_allclose(mine, ref, atol=1e-5, rtol=0, err_msg=name)
+        moved += not np.allclose(ref, initial[name].numpy())
+    assert moved > len(theirs) // 2  # the step really changed the weights
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(tiny_hf):
+    import mlx.core as mx
+    model32, model16 = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    ids = model32.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
+    full = Trainer(model32, make_optimizer(config))
+    mixed = Trainer(model16, make_optimizer(config), precision="bfloat16")
+    assert model16.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == mx.bfloat16
+    assert model16.logit_scale.dtype == mx.float32
+    for _ in range(3):
+        loss32, loss16 = float(full.step(ids, pixels)), float(mixed.step(ids, pixels))
+        assert abs(loss32 - loss16) < 0.05, (loss32, loss16)
+    master = dict(tree_flatten(mixed.fp32_parameters()))
+    reference = dict(tree_flatten(model32.parameters()))
+    assert all(v.dtype == mx.float32 for v in master.values())
+    name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    diff = np.abs(np.array(master[name]) - np.array(reference[name]))
+    assert diff.max() <= 3 * 2 * LR + 1e-6 and diff.mean() < LR / 2  # Adam steps are at most lr each
+    # Updates of lr 1e-4 survive in the float32 master (bfloat16 weights would round most away).
+    value = np.array(master[name])
+    assert not np.array_equal(value, np.array(mx.array(value).astype(mx.bfloat16).astype(mx.float32)))
+    start = mlx_clip.load(tiny_hf)
+    assert not np.array_equal(np.array(master[name]), np.array(dict(tree_flatten(start.parameters()))[name]))
+
+
+def test_trimmed_padding_gives_the_same_step(tiny_hf):
+    """Dropping padding after the last end-of-text token changes neither loss nor update."""
+    from mlx_clip.train.step import trim_padding
+    full_model, trim_model = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    ids = full_model.tokenizer(CAPTIONS)
+    assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 16)
+    pixels = np.random.default_rng(1).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
+    full = Trainer(full_model, make_optimizer(config))
+    trimmed = Trainer(trim_model, make_optimizer(config), eos_token_id=trim_model.tokenizer.eos_token_id)
+    assert abs(float(full.step(ids, pixels)) - float(trimmed.step(ids, pixels))) < 1e-6
+    a, b = dict(tree_flatten(full_model.parameters())), dict(tree_flatten(trim_model.parameters()))
+    for name in a:
+        np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("lock", [dict(lock_image=True, unlock_last=1), dict(lock_image=True, lock_text=True)])
+def test_locked_towers_stay_put(tiny_hf, lock):
+    from mlx_clip.train.step import LockConfig, apply_locks
+    model, start = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
+    apply_locks(model, LockConfig(**lock))
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-2, total_steps=10)))
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(2).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    for _ in range(2):
+        trainer.step(ids, pixels)
+    after, before = dict(tree_flatten(model.parameters())), dict(tree_flatten(start.parameters()))
+    changed = {k for k in after if not np.array_equal(np.array(after[k]), np.array(before[k]))}
+    unlocked = lock.get("unlock_last", 0) == 1
+    assert "vision_model.embeddings.patch_embedding.weight" not in changed
+    assert "vision_model.encoder.layers.0.mlp.fc1.weight" not in changed
+    assert ("vision_model.encoder.layers.1.mlp.fc1.weight" in changed) == unlocked
+    assert ("visual_projection.weight" in changed) == unlocked
+    assert ("text_model.encoder.layers.0.mlp.fc1.weight" in changed) == (not lock.get("lock_text"))
+    assert "logit_scale" in changed  # the temperature always trains
