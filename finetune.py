@@ -15,35 +15,8 @@ import sys
 
 import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
 from mlx_clip.errors import InputError
-from mlx_clip.finetune import FinetuneConfig, dry_run, run, sibling_module
-
-# fetch.py's flags kept in the run's config (dest names); sample/margin go to fetch_records,
-# the rest to fetcher.FetchConfig.
-FETCH_KEYS = ("url_field", "path_field", "sample", "margin", "out", "concurrency", "per_host",
-              "retries", "max_bytes")
-
-
-def _has_flag(parser: argparse.ArgumentParser, flag: str) -> bool:
-    return flag in parser._option_string_actions
-
-
-def add_fetch_flags(parser: argparse.ArgumentParser) -> None:
-    """fetch.py's shared flags (mlx_clip.fetch_cli.add_fetch_arguments when this package has it)."""
-    fetch_cli = sibling_module("fetch_cli")
-    if fetch_cli is not None:
-        fetch_cli.add_fetch_arguments(parser)
-        return
-    group = parser.add_argument_group("records and sample (fetch.py's flags)")
-    group.add_argument("--url-field", metavar="FIELD", help="record field holding the image URL (default: detected)")
-    group.add_argument("--path-field", metavar="FIELD", help="record field holding a local image path instead of a URL")
-    group.add_argument("--id-field", metavar="FIELD", help="record field holding the record id (default: id-like fields)")
-    group.add_argument("--sample", metavar="N", type=int, help="use a random sample of N records (default: all)")
-    group.add_argument("--margin", metavar="E", help="sample size for margin of error E (e.g. 0.025)")
-    group.add_argument("--stratify", metavar="FIELD",
-                       help="draw the sample, and the validation split, stratified by this field")
-    group.add_argument("--seed", type=int, default=0, help="seed of the sample, split, captions, "
-                       "augmentations and training order (default 0)")
-
+from mlx_clip.fetch_cli import add_fetch_arguments, fetch_config_from_args
+from mlx_clip.finetune import FinetuneConfig, dry_run, run
 
 def build_parser() -> argparse.ArgumentParser:
     d = FinetuneConfig()
@@ -58,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", default=d.data, metavar="RECORDS",
                      help="metadata file (JSON, JSONL or CSV); its sample is fetched before training")
     src.add_argument("--manifest", metavar="PATH", help="manifest.jsonl from fetch.py (images already fetched)")
-    add_fetch_flags(p)
+    add_fetch_arguments(p)  # fetch.py's record, sample and download flags
     g = p.add_argument_group("captions and evaluation")
     g.add_argument("--caption", action="append", default=[], metavar="TEMPLATE",
                    help='caption template with {field} or {dotted.field} paths, e.g. "{object_type} from the '
@@ -97,13 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a checkpoint folder; the run's saved settings are used")
     r.add_argument("--dry-run", action="store_true",
                    help="print records, captions, steps and the measured time and memory per epoch, then exit")
-    if not _has_flag(p, "--no-progress"):
-        r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = p.add_argument_group("after the run")
+    s.add_argument("--register", metavar="NAME",
+                   help="register the fine-tuned model with llm as mlx-clip/NAME (see `llm mlx-clip list`)")
+    s.add_argument("--push-to-hub", metavar="REPO_ID",
+                   help="upload the run's export (with its model card) to the Hugging Face hub")
+    s.add_argument("--public", action="store_true", help="with --push-to-hub: make a new repository public "
+                   "(default: private)")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    fetch = {k: (str(v) if k == "out" else v) for k in FETCH_KEYS if (v := getattr(args, k, None)) is not None}
+    fetch_config = fetch_config_from_args(args)
+    fetch = {"sample": args.sample, "margin": args.margin, "out": str(fetch_config.out),
+             "url_field": fetch_config.url_field, "path_field": fetch_config.path_field,
+             "concurrency": fetch_config.concurrency, "per_host": fetch_config.per_host,
+             "connect_timeout": fetch_config.connect_timeout, "read_timeout": fetch_config.read_timeout,
+             "retries": fetch_config.retries, "max_bytes": fetch_config.max_bytes,
+             "progress": fetch_config.progress}
+    fetch = {k: v for k, v in fetch.items() if v is not None}
     return FinetuneConfig(
         model=args.model, runs_dir=args.runs_dir, name=args.name, data=args.data, manifest=args.manifest,
         fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),
@@ -115,14 +100,34 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         color_jitter=args.color_jitter, crop_min_area=args.crop_min_area, threads=args.threads)
 
 
+def publish(run_dir, args: argparse.Namespace) -> None:
+    """--register and --push-to-hub, after a finished run."""
+    if args.register:
+        from mlx_clip.registry import register_model
+
+        registered = register_model(args.register, run_dir / "model", replace=True, validate=False)
+        print(f"registered with llm as {registered.model_id}: llm embed -m {registered.model_id} -c 'some text'")
+    if args.push_to_hub:
+        from mlx_clip.hub import push_to_hub
+
+        url = push_to_hub(run_dir / "export", args.push_to_hub, private=not args.public)
+        print(f"uploaded {run_dir / 'export'} to {url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        if args.push_to_hub and not args.dry_run:  # before hours of training, not after
+            from mlx_clip.hub import check_login, check_repo_id
+
+            check_repo_id(args.push_to_hub)
+            check_login()
         if args.dry_run:
             dry_run(config)
         else:
-            run(config, resume=args.resume, progress=not args.no_progress)
+            run_dir = run(config, resume=args.resume, progress=not args.no_progress)
+            publish(run_dir, args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

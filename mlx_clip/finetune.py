@@ -29,6 +29,7 @@ from .clip import CLIP, load, write_json
 from .dataset import Item, check_images, read_manifest, split_items
 from .errors import InputError
 from .export import export_hf
+from .model_card import write_model_card
 from .stream import AugmentConfig, TrainStream
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
 from .train.evaluate import EvalSet, evaluate
@@ -120,45 +121,22 @@ class Prepared:
                            self.config.augment(), threads=self.config.threads, caption_index=self.train_index)
 
 
-# --- fetching (glue to mlx_clip.fetcher, built on another branch) ---------------------------------
+# --- fetching ----------------------------------------------------------------------------------------
 
-def sibling_module(name: str):
-    """`mlx_clip.<name>` if this package has it, else None.
-
-    Only a module file next to this one counts: an editable install of another checkout
-    must not lend its modules to this one.
-    """
-    if not (Path(__file__).parent / f"{name}.py").is_file():
-        return None
-    import importlib
-
-    try:
-        return importlib.import_module(f"{__package__}.{name}")
-    except ImportError:
-        return None
-
-
-FETCH_RECORDS_KWARGS = ("sample", "margin")
+SAMPLE_KEYS = ("sample", "margin")  # fetch_records arguments; the other config.fetch keys are FetchConfig's
 
 
 def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
-    """Draw and fetch the sample of `config.data` with mlx_clip.fetcher; returns its manifest.jsonl.
+    """Draw and fetch the sample of `config.data` (as fetch.py does); returns its manifest.jsonl."""
+    from .fetcher import FetchConfig, fetch_records
 
-    Calls `fetcher.fetch_records(records_path, FetchConfig(out, url_field, path_field, id_field,
-    ...download settings), sample=, margin=, stratify=, seed=, log=)` and uses the returned
-    summary's `manifest_path`; `config.fetch` holds fetch.py's flags by their dest names.
-    """
-    fetcher = sibling_module("fetcher")
-    if fetcher is None:
-        raise InputError("fetching needs mlx_clip.fetcher (fetch.py); pass --manifest from a fetch.py run")
-    known = {f.name for f in fields(fetcher.FetchConfig)}
-    settings = {k: v for k, v in config.fetch.items() if k in known and v is not None}
-    settings["id_field"] = config.id_field
-    fetch_config = fetcher.FetchConfig(**settings)
-    kwargs = {k: config.fetch[k] for k in FETCH_RECORDS_KWARGS if config.fetch.get(k) is not None}
+    known = {f.name for f in fields(FetchConfig)}
+    fetch_config = FetchConfig(**{k: v for k, v in config.fetch.items() if k in known and v is not None},
+                               id_field=config.id_field)
+    sample = {k: config.fetch[k] for k in SAMPLE_KEYS if config.fetch.get(k) is not None}
     say(f"fetching images for {config.data} into {fetch_config.out}")
-    summary = fetcher.fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
-                                    log=say, **kwargs)
+    summary = fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
+                            log=say, **sample)
     say(str(summary))
     return Path(summary.manifest_path)
 
@@ -446,9 +424,41 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
                "skipped": prepared.skipped_line}
     write_json(run_dir / "metrics.json", metrics)
+    write_model_card(run_dir / "export", card_info(prepared, history, best))
     save_plots(run_dir, history, step_losses)
     say(summary(run_dir, history, best, memory))
     return run_dir
+
+
+def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
+    """What the export's model card says about this run (see mlx_clip.model_card)."""
+    from collections import Counter
+
+    config = prepared.config
+
+    def scores(row: dict | None) -> dict:
+        return {k: v for k, v in (row or {}).items() if k not in TIMING_KEYS + ("epoch", "lr")}
+
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
+    labels = None
+    if config.label_field:
+        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
+                         for item in prepared.items)
+        labels = {"field": config.label_field, "counts": dict(counts.most_common())}
+    sample = config.fetch.get("sample") or config.fetch.get("margin")
+    return {
+        "base_model": config.model,
+        "config": asdict(config),
+        "caption_templates": config.captions or ["(default: built from the record's text fields)"],
+        "metrics": {"before": scores(history[0]) if history and history[0]["epoch"] == 0 else {},
+                    "after": scores(best_row), "val_size": len(prepared.val_index)},
+        "data": {"source": config.manifest or config.data, "records": len(prepared.items),
+                 "train": len(prepared.train_index), "val": len(prepared.val_index),
+                 "sample": {"method": f"stratified by {config.stratify}" if config.stratify else "simple random",
+                            "size": config.fetch.get("sample"), "margin": config.fetch.get("margin"),
+                            "seed": config.seed} if sample else None,
+                 "labels": labels},
+    }
 
 
 def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,

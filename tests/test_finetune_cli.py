@@ -150,45 +150,44 @@ def test_bfloat16_run_saves_float32_model(tiny_hf, shapes_manifest, tmp_path):
     assert len(metrics["history"]) == 3 and metrics["history"][2]["train_loss"] < metrics["history"][1]["train_loss"] + 1
 
 
-def test_metadata_file_without_fetcher_says_so(tmp_path, capsys, monkeypatch):
-    records = tmp_path / "records.json"
-    records.write_text(json.dumps([{"id": 1, "url": "https://example.org/1.jpg"}]))
-    import mlx_clip.finetune as library
-    monkeypatch.setattr(library, "sibling_module", lambda name: None)  # as on a branch without fetch.py
-    line = _error_line(capsys, ["--data", str(records), "--sample", "1"])
-    assert "fetching needs mlx_clip.fetcher" in line
+def test_metadata_file_is_sampled_and_fetched(tiny_hf, shapes_manifest, tmp_path):
+    """--data RECORDS goes through fetch.py's machinery: a seeded sample, a manifest, then training."""
+    records = [json.loads(line) for line in shapes_manifest.read_text().splitlines()]
+    for record in records:  # local images: --path-field keeps them without downloading
+        record["file"] = str(shapes_manifest.parent / record.pop("image_path"))
+    data = tmp_path / "records.json"
+    data.write_text(json.dumps({"objects": records}))
+    out = tmp_path / "fetched"
+    assert finetune.main(["--data", str(data), "--path-field", "file", "--sample", "60", "--stratify", "label",
+                          "--out", str(out), "--model", str(tiny_hf), "--epochs", "1", "--batch-size", "8",
+                          "--caption", "a {colour} {shape}", "--runs-dir", str(tmp_path / "runs"),
+                          "--name", "fetched", "--no-progress"]) == 0
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 60 and len({m["label"] for m in manifest}) == 12  # every stratum drawn
+    config = json.loads((tmp_path / "runs" / "fetched" / "config.json").read_text())
+    assert config["resolved"]["records"] == 60
+    card = (tmp_path / "runs" / "fetched" / "export" / "README.md").read_text()
+    assert "a {colour} {shape}" in card and "stratified by label" in card
 
 
-def test_metadata_file_is_fetched_through_fetcher(tiny_hf, shapes_manifest, tmp_path, capsys, monkeypatch):
-    """The glue: FetchConfig(out, url_field, path_field, id_field, ...) and fetch_records(path, config,
-    sample=, margin=, stratify=, seed=, log=) -> summary with manifest_path."""
-    import dataclasses
-    import types
+def test_register_and_push_after_the_run(tiny_hf, shapes_manifest, tmp_path, monkeypatch, capsys):
+    """--register NAME puts the run's model in llm's registry; --push-to-hub uploads its export
+    (huggingface_hub patched at its boundary: the hub is not reachable from tests)."""
+    import huggingface_hub
 
-    calls = []
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo",
+                        lambda repo_id, **kw: huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: uploads.append(kw))
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "pub", "--epochs", "1",
+                               "--register", "shapes", "--push-to-hub", "alice/shapes-clip")) == 0
+    from mlx_clip.registry import read_registry
 
-    @dataclasses.dataclass
-    class FetchConfig:
-        out: Path = Path("data")
-        url_field: str = None
-        path_field: str = None
-        id_field: str = None
-        concurrency: int = 16
-
-    def fetch_records(records_path, config, *, sample=None, margin=None, stratify=None, seed=0, log=None):
-        calls.append((Path(records_path), config, sample, margin, stratify, seed))
-        log("drew a sample")
-        return types.SimpleNamespace(manifest_path=shapes_manifest, __str__=lambda self: "fetched")
-
-    fake = types.SimpleNamespace(FetchConfig=FetchConfig, fetch_records=fetch_records)
-    import mlx_clip.finetune as library
-    monkeypatch.setattr(library, "sibling_module", lambda name: fake if name == "fetcher" else None)
-    records = tmp_path / "records.csv"
-    records.write_text("id,url\n1,https://example.org/1.jpg\n")
-    assert finetune.main(["--data", str(records), "--model", str(tiny_hf), "--sample", "30", "--url-field", "url",
-                          "--stratify", "shape", "--seed", "4", "--dry-run", "--batch-size", "8",
-                          "--caption", "a {colour} {shape}", "--runs-dir", str(tmp_path / "runs")]) == 0
-    (path, config, sample, margin, stratify, seed), = calls
-    assert (path, sample, margin, stratify, seed) == (records, 30, None, "shape", 4)
-    assert config.url_field == "url" and config.path_field is None
-    assert "drew a sample" in capsys.readouterr().out
+    registry = read_registry(tmp_path / "llm")
+    assert Path(registry["shapes"].source) == (tmp_path / "pub" / "model").resolve()
+    (upload,) = uploads
+    assert upload["repo_id"] == "alice/shapes-clip"
+    assert Path(upload["folder_path"]) == tmp_path / "pub" / "export"
+    assert "mlx-clip/shapes" in capsys.readouterr().out
