@@ -209,7 +209,7 @@ def plot_curve(path: Path, result: dict) -> Path:
     sizes = np.array([p["size"] for p in points])
     survey = result.get("survey") or {}
     right_edge = max(sizes.max(), survey.get("size", 0)) * 1.05
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [3, 2]})
     for key, label, colour, style in (("mean_R@1", "mean recall@1", "C0", "o-"),
                                       ("zero_shot_acc", "zero-shot accuracy", "C3", "D-")):
         if not all(key in p for p in points):
@@ -238,7 +238,7 @@ def plot_curve(path: Path, result: dict) -> Path:
         a.set_ylim(0, 1.02)
         a.set_xlim(0, right_edge)
         a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="lower right", framealpha=0.9)
+        a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
