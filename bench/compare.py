@@ -379,9 +379,12 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch_result,
         }
         report["cases"][case] = entry
+        on_gpu = mlx_device == "gpu" and entry["torch_peak_allocated_bytes"] is not None
+        entry["peak_compared"] = "device memory allocated" if on_gpu else "process resident memory"
+        peaks = [entry[f"{side}_peak_allocated_bytes" if on_gpu else f"{side}_peak_rss_bytes"] for side in ("mlx", "torch")]
         print(f"{case:<16} {entry['mlx_images_per_s']:>10.2f} {entry['torch_images_per_s']:>12.2f} "
               f"{entry['ratio']:>5.2f}x {entry['mlx_gflops']:>11.1f} {entry['torch_gflops']:>13.1f} "
-              f"{entry['mlx_peak_rss_bytes'] / 2**30:>8.2f}G {entry['torch_peak_rss_bytes'] / 2**30:>10.2f}G"
+              f"{peaks[0] / 2**30:>8.2f}G {peaks[1] / 2**30:>10.2f}G"
               f"  {mlx_result['device']} vs {torch_result['device']}")
     if report["cases"]:
         first = next(iter(report["cases"].values()))
@@ -395,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         entry["mlx_share_of_ceiling"] = entry["mlx_images_per_s"] / entry["ceiling_images_per_s"]
     print(f"fp32 GEMM through MLX: {peak:.0f} GFLOPS; MLX share of that ceiling: " + ", ".join(
         f"{c} {e['mlx_share_of_ceiling']:.0%}" for c, e in report["cases"].items()))
-    print("peak = peak resident memory of the process running that case (weights, activations, optimizer state)")
+    compared = {e["peak_compared"] for e in report["cases"].values()}
+    print(f"peak = {', '.join(sorted(compared))} of the process running that case "
+          "(weights, activations, optimizer state)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
