@@ -168,6 +168,7 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
     weights = hf_to_mlx(read_weights(init)[0])
     dtype = mx.bfloat16 if settings.precision == "bfloat16" else mx.float32
     model.load_weights(list(weights.items()))
+    del weights  # as mlx_clip.load leaves it: the model holds the only reference
     ids, pixels = synthetic_batch(settings, config.vision.image_size)
     mx.eval(model.parameters())
     mx.reset_peak_memory()
@@ -189,11 +190,15 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
         def fn():
             trainer.step(ids, pixels)
     times = _timed(fn, settings)
+    active_before = mx.get_active_memory()
+    fn()
+    leak = mx.get_active_memory() - active_before  # memory kept from one step to the next
     from mlx_clip._blas import describe_blas
 
     return Result("mlx", case, f"mlx-{device}", settings.batch / statistics.median(times), times,
                   _peak_rss(), int(mx.get_peak_memory()), text_length, first_loss,
-                  {"blas": describe_blas() if device == "cpu" else "gpu", "mlx_version": mx.__version__})
+                  {"blas": describe_blas() if device == "cpu" else "gpu", "mlx_version": mx.__version__,
+                   "active_memory_growth_per_step_bytes": int(leak)})
 
 
 def run_torch(settings: Settings, case: str, init: Path) -> Result:
