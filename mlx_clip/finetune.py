@@ -143,6 +143,7 @@ def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -
 
 
 def _is_manifest(path: Path) -> bool:
+    """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
     with path.open(encoding="utf-8") as lines:
@@ -152,7 +153,7 @@ def _is_manifest(path: Path) -> bool:
                     first = json.loads(line)
                 except json.JSONDecodeError:
                     return False
-                return isinstance(first, dict) and "image_path" in first
+                return isinstance(first, dict) and "image_path" in first and "sha256" in first
     return False
 
 
@@ -162,8 +163,9 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print)
     data = Path(config.data)
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
-    if _is_manifest(data):
-        return data
+    sampling = any(config.fetch.get(k) is not None for k in SAMPLE_KEYS) or config.fetch.get("path_field")
+    if _is_manifest(data) and not sampling:
+        return data  # fetch.py's output given as --data: use it as it is
     return fetch_manifest(config, say)
 
 

@@ -191,3 +191,16 @@ def test_register_and_push_after_the_run(tiny_hf, shapes_manifest, tmp_path, mon
     assert upload["repo_id"] == "alice/shapes-clip"
     assert Path(upload["folder_path"]) == tmp_path / "pub" / "export"
     assert "mlx-clip/shapes" in capsys.readouterr().out
+
+
+def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_manifest, tmp_path):
+    """A records.jsonl whose records carry `image_path` is not mistaken for a manifest: --sample applies."""
+    records = [json.loads(line) for line in shapes_manifest.read_text().splitlines()]
+    data = tmp_path / "records.jsonl"
+    data.write_text("".join(json.dumps({**r, "image_path": str(shapes_manifest.parent / r["image_path"])}) + "\n"
+                            for r in records))
+    assert finetune.main(["--data", str(data), "--path-field", "image_path", "--sample", "40",
+                          "--out", str(tmp_path / "fetched"), "--model", str(tiny_hf), "--dry-run",
+                          "--batch-size", "8", "--caption", "a {colour} {shape}",
+                          "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 40
