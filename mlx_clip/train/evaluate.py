@@ -70,11 +70,19 @@ def zero_shot_accuracy(model, image_embeds: np.ndarray, labels: Sequence[str | N
 
 
 def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}", batch_size: int = 64,
-             threads: int = 4) -> dict[str, float]:
-    """All validation metrics for the model's current weights."""
+             threads: int = 4, dist=None) -> dict[str, float]:
+    """All validation metrics for the model's current weights.
+
+    `dist` (mlx_clip.train.distributed.Dist, several processes): each process embeds its slice
+    of the images, all gather them and compute the same metrics.
+    """
     if not eval_set.image_paths:
         return {}
-    image_embeds = embed_eval_images(model, eval_set.image_paths, batch_size, threads)
+    if dist is not None and dist.active:
+        image_embeds = dist.sharded_rows(lambda paths: embed_eval_images(model, paths, batch_size, threads),
+                                         list(eval_set.image_paths))
+    else:
+        image_embeds = embed_eval_images(model, eval_set.image_paths, batch_size, threads)
     distinct = list(dict.fromkeys(eval_set.captions))
     caption_embeds = model.embed_texts(distinct)
     index = {c: i for i, c in enumerate(distinct)}
