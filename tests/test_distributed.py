@@ -19,7 +19,7 @@ import numpy as np
 import mlx_clip
 from mlx.utils import tree_flatten
 from mlx_clip.train.optim import make_optimizer
-from mlx_clip.train.step import Trainer
+from mlx_clip.train.step import Trainer, clip_loss, value_and_grad
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -69,9 +69,17 @@ def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_pa
     for rc, _, stderr in results:
         assert rc == 0, stderr
     model = mlx_clip.load(tiny_hf)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    for b, (ids, pixels) in enumerate(dist_helper.batches(model)):
+        # the sum over ranks of their gradients is the single-process gradient of the global batch
+        # (Adam's update hides gradient scale errors; this does not)
+        _, grads = value_and_grad(model, clip_loss)(mx.array(ids), mx.array(pixels))
+        for name, value in tree_flatten(grads):
+            for got in ranks:
+                np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
+                                           err_msg=name)
     trainer = Trainer(model, make_optimizer(dist_helper.OPTIM), eos_token_id=model.tokenizer.eos_token_id)
     losses = [float(trainer.step(ids, pixels)) for ids, pixels in dist_helper.batches(model)]
-    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     for got in ranks:
         np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
         for name, value in tree_flatten(model.parameters()):
@@ -138,3 +146,48 @@ def test_killed_rank_stops_the_other_and_resume_continues(tiny_hf, shapes_manife
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
     assert len(metrics["step_losses"]) == 3 * 8
+
+
+def test_masked_loss_is_the_loss_of_the_valid_rows():
+    from mlx_clip.train.distributed import masked_contrastive_loss
+    from mlx_clip.train.loss import contrastive_loss
+
+    rng = np.random.default_rng(0)
+    logits = mx.array(rng.standard_normal((6, 6)).astype(np.float32) * 3)
+    ids = mx.array([[1, 2], [3, 4], [1, 2], [5, 6], [7, 8], [1, 2]])
+    full = float(contrastive_loss(logits, ids))
+    assert abs(float(masked_contrastive_loss(logits, ids, mx.ones(6, dtype=mx.bool_))) - full) < 1e-6
+    keep = np.array([True, True, False, True, True, False])  # padding rows 2 and 5 (equal captions too)
+    idx = mx.array(np.flatnonzero(keep))
+    sub = float(contrastive_loss(logits[idx][:, idx], ids[idx]))
+    assert abs(float(masked_contrastive_loss(logits, ids, mx.array(keep))) - sub) < 1e-6
+    grad = mx.grad(lambda x: masked_contrastive_loss(x, ids, mx.array(keep)))(logits)
+    assert np.all(np.isfinite(np.array(grad))) and not np.array(grad)[2].any() and not np.array(grad)[:, 5].any()
+
+
+def test_shard_bounds_cover_the_batch_once():
+    from mlx_clip.train.distributed import shard_bounds
+
+    for size in (1, 2, 3, 4):
+        for batch in range(1, 11):
+            parts = [shard_bounds(batch, r, size) for r in range(size)]
+            assert [i for start, stop, _ in parts for i in range(start, stop)] == list(range(batch))
+            assert len({rows for _, _, rows in parts}) == 1
+
+
+def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
+    import pytest
+
+    from mlx_clip.train.distributed import PeerLostError, Watchdog
+
+    exits = []
+    watchdog = Watchdog(1, 1.0, exit=exits.append)
+    with watchdog.waiting("a training step"):
+        time.sleep(0.2)
+    assert exits == []
+    with watchdog.waiting("a training step"):
+        time.sleep(3.0)
+    assert exits == [3]
+    with pytest.raises(PeerLostError, match="rank 1: lost the other ranks during evaluation"):
+        with watchdog.waiting("evaluation"):
+            raise RuntimeError("[ring] connection to a peer was lost")

@@ -279,6 +279,11 @@ class Dist:
         return out[:total]
 
 
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 of a distributed run (the one that writes)."""
+    return mx.distributed.init().rank() == 0
+
+
 def init() -> Dist:
     """`mx.distributed.init()`: size 1 unless started by mlx.launch (or MLX_RANK + MLX_HOSTFILE)."""
     group = mx.distributed.init()
