@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 
             check_repo_id(args.push_to_hub)
             check_login()
-        if args.dry_run:
-            dry_run(config)
+        if args.dry_run:  # under mlx.launch: rank 0 measures one process with the global batch
+            if is_main_process():
+                dry_run(config)
         else:
             run_dir = run(config, resume=args.resume, progress=not args.no_progress)
             if is_main_process():  # under mlx.launch: rank 0 holds the run folder

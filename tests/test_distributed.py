@@ -147,6 +147,15 @@ def test_killed_rank_stops_the_other_and_resume_continues(tiny_hf, shapes_manife
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
     assert len(metrics["step_losses"]) == 3 * 8
 
+    # ... and ends where an uninterrupted 2-rank run ends
+    args[args.index("cut")] = "full"
+    (rc0, _, err0), (rc1, _, err1) = finish(start_ranks(args, tmp_path))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    np.testing.assert_allclose(metrics["step_losses"], full["step_losses"], rtol=0, atol=1e-6)
+    for a, b in zip(metrics["history"], full["history"], strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
 
 def test_masked_loss_is_the_loss_of_the_valid_rows():
     from mlx_clip.train.distributed import masked_contrastive_loss
