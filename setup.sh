@@ -6,13 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
-if [[ "$(uname -s)" == "Linux" ]] && ! ldconfig -p 2>/dev/null | grep -q libopenblas.so.0; then
-  # MLX's Linux wheel ships a slow reference BLAS; mlx_clip puts OpenBLAS under it when present.
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  if command -v apt-get >/dev/null; then
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libopenblas0-pthread
-  else
-    echo "warning: install OpenBLAS (libopenblas.so.0) with your package manager; MLX is ~30x slower without it" >&2
+if [[ "$(uname -s)" == "Linux" ]]; then
+  # OpenBLAS: MLX's Linux wheel ships a slow reference BLAS; mlx_clip puts OpenBLAS under it.
+  # Chromium (tests only): the report test renders report.html in a real headless browser.
+  PACKAGES=()
+  ldconfig -p 2>/dev/null | grep -q libopenblas.so.0 || PACKAGES+=(libopenblas0-pthread)
+  [[ "${1:-}" != "--runtime" ]] && ! command -v chromium >/dev/null && PACKAGES+=(chromium)
+  if (( ${#PACKAGES[@]} )); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    if command -v apt-get >/dev/null; then
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}"
+    else
+      echo "warning: install ${PACKAGES[*]} with your package manager (MLX is ~30x slower without OpenBLAS)" >&2
+    fi
   fi
 fi
 

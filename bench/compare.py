@@ -189,8 +189,11 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
         def fn():
             trainer.step(ids, pixels)
     times = _timed(fn, settings)
+    from mlx_clip._blas import describe_blas
+
     return Result("mlx", case, f"mlx-{device}", settings.batch / statistics.median(times), times,
-                  _peak_rss(), int(mx.get_peak_memory()), text_length, first_loss)
+                  _peak_rss(), int(mx.get_peak_memory()), text_length, first_loss,
+                  {"blas": describe_blas() if device == "cpu" else "gpu", "mlx_version": mx.__version__})
 
 
 def run_torch(settings: Settings, case: str, init: Path) -> Result:
@@ -268,7 +271,9 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
     times = _timed(fn, settings)
     framework_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return Result("torch", case, f"torch-{device}", settings.batch / statistics.median(times), times,
-                  _peak_rss(), framework_peak, length, first_loss, {"threads": torch.get_num_threads()})
+                  _peak_rss(), framework_peak, length, first_loss,
+                  {"threads": torch.get_num_threads(), "torch_version": torch.__version__,
+                   "blas": "MKL" if torch.backends.mkl.is_available() else "default"})
 
 
 def _child(framework: str, settings: Settings, case: str, init: str, queue) -> None:
@@ -378,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{entry['ratio']:>5.2f}x {entry['mlx_gflops']:>11.1f} {entry['torch_gflops']:>13.1f} "
               f"{entry['mlx_peak_rss_bytes'] / 2**30:>8.2f}G {entry['torch_peak_rss_bytes'] / 2**30:>10.2f}G"
               f"  {mlx_result['device']} vs {torch_result['device']}")
+    if report["cases"]:
+        first = next(iter(report["cases"].values()))
+        print(f"MLX {first['mlx']['extra']['mlx_version']} on {first['mlx']['extra']['blas']}; PyTorch "
+              f"{first['torch']['extra']['torch_version']} on {first['torch']['extra']['blas']}, "
+              f"{first['torch']['extra']['threads']} threads")
     peak = gemm_gflops(mlx_device or "cpu")
     report["mlx_gemm_gflops"] = peak
     for case, entry in report["cases"].items():

@@ -73,3 +73,18 @@ def use_fast_blas() -> str | None:
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     loaded_blas = path
     return loaded_blas
+
+
+def describe_blas() -> str:
+    """The BLAS under MLX in words, e.g. 'OpenBLAS 0.3.21 (SkylakeX kernels, 2 threads)'."""
+    if loaded_blas is None:
+        return "Accelerate" if sys.platform == "darwin" else "MLX's bundled reference BLAS"
+    try:
+        lib = ctypes.CDLL(loaded_blas)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        version = lib.openblas_get_config().decode().split()[1]
+        core = lib.openblas_get_corename().decode()
+        return f"OpenBLAS {version} ({core} kernels, {lib.openblas_get_num_threads()} threads)"
+    except (OSError, AttributeError, IndexError):
+        return loaded_blas

@@ -33,12 +33,13 @@ from .model_card import write_model_card
 from .stream import AugmentConfig, TrainStream
 from .train import distributed
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
-from .train.evaluate import EvalSet, evaluate
+from .train.evaluate import COUNT_KEYS, EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer
 from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
 
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
 TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
+BEFORE_DETAILS = "eval_before.npz"  # epoch 0's per-item ranks and embeddings, for report.html
 
 
 @dataclass
@@ -394,7 +395,9 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         say(table_row(row))
     if checkpoint is None:
         started = time.perf_counter()
-        row = {"epoch": 0, "train_loss": None, **evaluate(view.refresh(), eval_set, config.label_prompt, dist=dist)}
+        row = {"epoch": 0, "train_loss": None,
+               **evaluate(view.refresh(), eval_set, config.label_prompt, dist=dist,
+                          keep=run_dir / BEFORE_DETAILS if dist.is_main else None)}
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
@@ -442,8 +445,24 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     write_json(run_dir / "metrics.json", metrics)
     write_model_card(run_dir / "export", card_info(prepared, history, best))
     save_plots(run_dir, history, step_losses)
+    write_run_report(run_dir, prepared, final, history, best, step_losses, say)
     say(summary(run_dir, history, best, memory))
     return run_dir
+
+
+def write_run_report(run_dir: Path, prepared: Prepared, final: CLIP, history: list[dict], best: dict,
+                     step_losses: list[float], say: Callable[[str], None] = print) -> Path | None:
+    """runs/NAME/report.html (see mlx_clip.report); a failure here warns and never loses the run."""
+    try:
+        from .report import write_report
+
+        return write_report(run_dir, prepared, final, history, best, step_losses)
+    except Exception as err:  # noqa: BLE001  (the model and metrics are already written)
+        import traceback
+
+        traceback.print_exc()
+        say(f"warning: could not write {run_dir / 'report.html'}: {err}")
+        return None
 
 
 def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
@@ -453,7 +472,7 @@ def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
     config = prepared.config
 
     def scores(row: dict | None) -> dict:
-        return {k: v for k, v in (row or {}).items() if k not in TIMING_KEYS + ("epoch", "lr")}
+        return {k: v for k, v in (row or {}).items() if k not in TIMING_KEYS + COUNT_KEYS + ("epoch", "lr")}
 
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     labels = None
@@ -540,7 +559,7 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict) -> str
     peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"
     if "mlx_peak_bytes" in memory:
         peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
-    lines += [peak, f"wrote {run_dir}: config.json metrics.json loss.png recall.png model/ export/ checkpoints/"]
+    lines += [peak, f"wrote {run_dir}: config.json metrics.json report.html loss.png recall.png model/ export/ checkpoints/"]
     return "\n".join(lines)
 
 

@@ -14,8 +14,45 @@ import mlx.nn as nn
 from .config import CLIPConfig, TextConfig, VisionConfig
 
 
+_LOG2E = 1.4426950408889634
+_ROUND = 12582912.0  # 1.5 * 2**23: adding then subtracting it rounds a float32 to an integer
+# 2**f on [-0.5, 0.5] (Taylor coefficients of exp(f ln 2)); relative error below 2e-7.
+_EXP2_COEFFICIENTS = (1.5403530393381606e-4, 1.3333558146428443e-3, 9.6181291076284772e-3,
+                      5.5504108664821580e-2, 2.4022650695910071e-1, 6.9314718055994531e-1, 1.0)
+
+
+def _exp2(t: mx.array) -> mx.array:
+    """2**t from multiplies, adds and an exponent-bit shift: no libm calls.
+
+    MLX's CPU kernels evaluate `exp` one element at a time through libm's `fmaf`; this form
+    compiles to plain arithmetic instead, which made ViT-B/32 training 16% faster on an x86
+    CPU (see bench/README.md). Exact to float32 rounding for the sigmoid's use.
+    """
+    t = mx.clip(t, -126.0, 126.0)
+    k = (t + _ROUND) - _ROUND
+    f = t - k
+    p = _EXP2_COEFFICIENTS[0]
+    for c in _EXP2_COEFFICIENTS[1:]:
+        p = p * f + c
+    return p * ((k.astype(mx.int32) + 127) << 23).view(mx.float32)
+
+
+def _sigmoid(z: mx.array) -> mx.array:
+    if z.dtype != mx.float32:  # the bit trick is float32's; half precision is for GPUs anyway
+        return mx.sigmoid(z)
+    return 1.0 / (1.0 + _exp2(z * -_LOG2E))
+
+
+@mx.custom_function
 def _quick_gelu(x: mx.array) -> mx.array:
-    return x * mx.sigmoid(1.702 * x)
+    """x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32."""
+    return x * _sigmoid(1.702 * x)
+
+
+@_quick_gelu.vjp
+def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.array:
+    s = _sigmoid(1.702 * x)
+    return cotangent * (s + 1.702 * x * s * (1.0 - s))
 
 
 def _gelu_tanh(x: mx.array) -> mx.array:

@@ -112,3 +112,23 @@ def test_weights_update_reaches_compiled_embedding(tiny_hf):
     model.text_projection.weight = model.text_projection.weight * -1
     after = np.array(model.embed_tokens(ids))
     np.testing.assert_allclose(after, -before, atol=1e-6)
+
+
+def test_quick_gelu_matches_exact_sigmoid_and_its_gradient():
+    """The libm-free quick_gelu equals x * sigmoid(1.702 x) (value and gradient) to float32 rounding."""
+    from mlx_clip.model import ACTIVATIONS
+
+    fast = ACTIVATIONS["quick_gelu"]
+    x = mx.concatenate([mx.linspace(-120, 120, 200_001), mx.random.normal((100_000,)) * 4])
+
+    def exact(v):
+        return v * mx.sigmoid(1.702 * v)
+
+    assert mx.abs(fast(x) - exact(x)).max().item() <= 2e-6
+    grad_fast = mx.grad(lambda v: fast(v).sum())(x)
+    grad_exact = mx.grad(lambda v: exact(v).sum())(x)
+    assert mx.abs(grad_fast - grad_exact).max().item() <= 2e-6
+    for dtype in (mx.bfloat16, mx.float16):
+        half = x[:1000].astype(dtype)
+        assert fast(half).dtype == dtype
+        assert mx.abs(fast(half).astype(mx.float32) - exact(half).astype(mx.float32)).max().item() <= 0.25

@@ -121,8 +121,11 @@ def test_trimmed_padding_gives_the_same_step(tiny_hf):
     trimmed = Trainer(trim_model, make_optimizer(config), eos_token_id=trim_model.tokenizer.eos_token_id)
     assert abs(float(full.step(ids, pixels)) - float(trimmed.step(ids, pixels))) < 1e-6
     a, b = dict(tree_flatten(full_model.parameters())), dict(tree_flatten(trim_model.parameters()))
+    # Adam's first step moves each weight by about lr * sign(gradient); where a gradient is near
+    # eps, float noise from the two GEMM shapes shifts it by ~1e-6. A wrong trim (text pooled at
+    # the wrong token) changes the updates by ~lr = 1e-4. Same tolerance as the PyTorch parity test.
     for name in a:
-        np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("lock", [dict(lock_image=True, unlock_last=1), dict(lock_image=True, lock_text=True)])

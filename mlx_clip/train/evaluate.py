@@ -3,11 +3,17 @@
 Images that share an identical caption are interchangeable: image->text ranks the distinct
 validation captions (the image's own caption is the one correct text), text->image counts
 the best-ranked image with that caption as the hit.
+
+Every recall and accuracy also carries a 95 % percentile bootstrap interval (`NAME_ci95`,
+validation items resampled with replacement, seeded) and the validation size (`val_size`).
+`evaluate(..., details=True)` also returns the per-item ranks and embeddings (`EvalDetails`),
+which the run report uses for its before/after retrieval pictures and paired intervals.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import mlx.core as mx
@@ -16,6 +22,9 @@ import numpy as np
 from ..stream import EvalStream
 
 RECALL_AT = (1, 5, 10)
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size")  # sizes, not scores
 
 
 @dataclass
@@ -40,44 +49,161 @@ def ranks_of_correct(similarity: np.ndarray, correct: np.ndarray) -> np.ndarray:
     return (similarity > best_correct).sum(axis=1) + 1
 
 
+def retrieval_ranks(image_embeds: np.ndarray, caption_embeds: np.ndarray,
+                    caption_of_image: np.ndarray) -> dict[str, np.ndarray]:
+    """{"i2t": rank of each image's caption, "t2i": rank of each distinct caption's best image}."""
+    similarity = image_embeds @ caption_embeds.T  # (images, captions)
+    correct = caption_of_image[:, None] == np.arange(caption_embeds.shape[0])[None, :]
+    return {"i2t": ranks_of_correct(similarity, correct), "t2i": ranks_of_correct(similarity.T, correct.T)}
+
+
+def metrics_from_ranks(ranks: dict[str, np.ndarray]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name in ("i2t", "t2i"):
+        for k in RECALL_AT:
+            metrics[f"{name}_R@{k}"] = float((ranks[name] <= k).mean())
+        metrics[f"{name}_mean_rank"] = float(ranks[name].mean())
+    metrics["mean_R@1"] = (metrics["i2t_R@1"] + metrics["t2i_R@1"]) / 2
+    return metrics
+
+
 def retrieval_metrics(image_embeds: np.ndarray, caption_embeds: np.ndarray,
                       caption_of_image: np.ndarray) -> dict[str, float]:
     """caption_of_image[i] = index of image i's caption among the distinct captions."""
-    similarity = image_embeds @ caption_embeds.T  # (images, captions)
-    correct = caption_of_image[:, None] == np.arange(caption_embeds.shape[0])[None, :]
-    metrics: dict[str, float] = {}
-    for name, sim, hits in (("i2t", similarity, correct), ("t2i", similarity.T, correct.T)):
-        ranks = ranks_of_correct(sim, hits)
+    return metrics_from_ranks(retrieval_ranks(image_embeds, caption_embeds, caption_of_image))
+
+
+# --- bootstrap intervals ------------------------------------------------------------------------------
+
+def resample_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement; the same n and seed give the same draws."""
+    return np.random.default_rng([seed, n]).integers(0, n, size=(resamples, n))
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_ci(hits: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = 0.95) -> list[float] | None:
+    """Percentile interval of the mean of per-item values (e.g. 0/1 hits); None without items."""
+    hits = np.asarray(hits, dtype=np.float64)
+    if hits.size == 0:
+        return None
+    return percentile_interval(hits[resample_indices(hits.size, resamples, seed)].mean(axis=1), level)
+
+
+def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> list[float] | None:
+    """Interval of mean(after) - mean(before) over the same resampled items (a paired bootstrap)."""
+    diff = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    return bootstrap_ci(diff, resamples, seed, level)
+
+
+def mean_r1_samples(ranks: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Bootstrap replicates of mean_R@1: images and distinct captions each resampled."""
+    i2t, t2i = (ranks["i2t"] <= 1).astype(np.float64), (ranks["t2i"] <= 1).astype(np.float64)
+    return (i2t[resample_indices(i2t.size, resamples, seed)].mean(axis=1)
+            + t2i[resample_indices(t2i.size, resamples, seed + 1)].mean(axis=1)) / 2
+
+
+def retrieval_intervals(ranks: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
+    """`NAME_ci95` for every recall@k and for mean_R@1."""
+    out = {}
+    for name in ("i2t", "t2i"):
         for k in RECALL_AT:
-            metrics[f"{name}_R@{k}"] = float((ranks <= k).mean())
-        metrics[f"{name}_mean_rank"] = float(ranks.mean())
-    metrics["mean_R@1"] = (metrics["i2t_R@1"] + metrics["t2i_R@1"]) / 2
-    return metrics
+            out[f"{name}_R@{k}_ci95"] = bootstrap_ci(ranks[name] <= k, resamples, seed)
+    if ranks["i2t"].size and ranks["t2i"].size:
+        out["mean_R@1_ci95"] = percentile_interval(mean_r1_samples(ranks, resamples, seed))
+    return out
+
+
+@dataclass
+class ZeroShot:
+    """Per labelled validation image: its index, true and predicted class."""
+
+    classes: list[str]
+    index: np.ndarray  # validation positions with a label
+    truth: np.ndarray
+    predicted: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.truth == self.predicted
+
+
+def zero_shot_predictions(model, image_embeds: np.ndarray, labels: Sequence[str | None],
+                          prompt: str = "a photo of {label}") -> ZeroShot | None:
+    """Each labelled image's class among all labels present, by its nearest class prompt; None without labels."""
+    keep = [i for i, label in enumerate(labels) if label]
+    if not keep:
+        return None
+    classes = sorted({labels[i] for i in keep})
+    prompts = [prompt.replace("{label}", c) for c in classes]
+    class_embeds = model.embed_texts(prompts)
+    predicted = (image_embeds[keep] @ class_embeds.T).argmax(axis=1)
+    position = {c: j for j, c in enumerate(classes)}
+    truth = np.array([position[labels[i]] for i in keep])
+    return ZeroShot(classes, np.array(keep), truth, predicted)
 
 
 def zero_shot_accuracy(model, image_embeds: np.ndarray, labels: Sequence[str | None],
                        prompt: str = "a photo of {label}") -> tuple[float | None, int]:
     """Accuracy of picking each image's label among all labels present; (None, 0) without labels."""
-    keep = [i for i, label in enumerate(labels) if label]
-    if not keep:
+    zero_shot = zero_shot_predictions(model, image_embeds, labels, prompt)
+    if zero_shot is None:
         return None, 0
-    classes = sorted({labels[i] for i in keep})
-    prompts = [prompt.replace("{label}", c) for c in classes]
-    class_embeds = model.embed_texts(prompts)
-    predicted = (image_embeds[keep] @ class_embeds.T).argmax(axis=1)
-    truth = np.array([classes.index(labels[i]) for i in keep])
-    return float((predicted == truth).mean()), len(classes)
+    return float(zero_shot.correct.mean()), len(zero_shot.classes)
+
+
+@dataclass
+class EvalDetails:
+    """Per-item results of one evaluation: what the report and the paired intervals need."""
+
+    image_embeds: np.ndarray
+    caption_embeds: np.ndarray  # one per distinct caption
+    captions: list[str]  # the distinct captions
+    caption_of_image: np.ndarray
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)
+    zero_shot: ZeroShot | None = None
+
+    def save(self, path: str | Path) -> None:
+        arrays = {"image_embeds": self.image_embeds, "caption_embeds": self.caption_embeds,
+                  "captions": np.array(self.captions, dtype=object), "caption_of_image": self.caption_of_image,
+                  "i2t_ranks": self.ranks["i2t"], "t2i_ranks": self.ranks["t2i"]}
+        if self.zero_shot is not None:
+            arrays.update(zs_classes=np.array(self.zero_shot.classes, dtype=object), zs_index=self.zero_shot.index,
+                          zs_truth=self.zero_shot.truth, zs_predicted=self.zero_shot.predicted)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvalDetails":
+        with np.load(path, allow_pickle=True) as data:
+            zero_shot = None
+            if "zs_classes" in data:
+                zero_shot = ZeroShot([str(c) for c in data["zs_classes"]], data["zs_index"], data["zs_truth"],
+                                     data["zs_predicted"])
+            return cls(data["image_embeds"], data["caption_embeds"], [str(c) for c in data["captions"]],
+                       data["caption_of_image"], {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]}, zero_shot)
 
 
 def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}", batch_size: int = 64,
-             threads: int = 4, dist=None) -> dict[str, float]:
-    """All validation metrics for the model's current weights.
+             threads: int = 4, details: bool = False, keep: str | Path | None = None, dist=None):
+    """All validation metrics for the model's current weights, with 95 % bootstrap intervals.
 
+    details=True returns (metrics, EvalDetails); `keep` saves the details to that .npz file.
     `dist` (mlx_clip.train.distributed.Dist, several processes): each process embeds its slice
     of the images, all gather them and compute the same metrics.
     """
     if not eval_set.image_paths:
-        return {}
+        return ({}, None) if details else {}
     if dist is not None and dist.active:
         image_embeds = dist.sharded_rows(lambda paths: embed_eval_images(model, paths, batch_size, threads),
                                          list(eval_set.image_paths))
@@ -86,9 +212,19 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}",
     distinct = list(dict.fromkeys(eval_set.captions))
     caption_embeds = model.embed_texts(distinct)
     index = {c: i for i, c in enumerate(distinct)}
-    metrics = retrieval_metrics(image_embeds, caption_embeds, np.array([index[c] for c in eval_set.captions]))
-    accuracy, classes = zero_shot_accuracy(model, image_embeds, eval_set.labels, label_prompt)
-    if accuracy is not None:
-        metrics["zero_shot_acc"] = accuracy
-        metrics["zero_shot_classes"] = classes
-    return metrics
+    caption_of_image = np.array([index[c] for c in eval_set.captions])
+    ranks = retrieval_ranks(image_embeds, caption_embeds, caption_of_image)
+    metrics: dict = metrics_from_ranks(ranks)
+    metrics.update(retrieval_intervals(ranks))
+    metrics["val_size"] = len(eval_set.image_paths)
+    metrics["val_captions"] = len(distinct)
+    zero_shot = zero_shot_predictions(model, image_embeds, eval_set.labels, label_prompt)
+    if zero_shot is not None:
+        metrics["zero_shot_acc"] = float(zero_shot.correct.mean())
+        metrics["zero_shot_classes"] = len(zero_shot.classes)
+        metrics["zero_shot_acc_ci95"] = bootstrap_ci(zero_shot.correct)
+        metrics["zero_shot_size"] = int(zero_shot.index.size)
+    result = EvalDetails(image_embeds, np.asarray(caption_embeds), distinct, caption_of_image, ranks, zero_shot)
+    if keep is not None:
+        result.save(keep)
+    return (metrics, result) if details else metrics

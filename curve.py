@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""How many images are enough? Train on nested random subsets and measure each on one validation set.
+
+    python curve.py --manifest data/manifest.jsonl --sizes 250,500,1000,1566 --caption "{title}" \
+        --label-field category --survey-margin 0.025
+
+Takes finetune.py's flags (model, data, captions, training settings); each size trains the
+starting model afresh with them. Writes runs/NAME/curve.json, curve.png and curve.html.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
+from finetune import build_parser, config_from_args
+from mlx_clip.curve import learning_curve, parse_sizes
+from mlx_clip.errors import InputError
+from mlx_clip.fetch_cli import _margin
+
+
+def curve_parser():
+    p = build_parser()
+    p.description = ("Learning curve: fine-tune on nested random subsets of the training split (each contains the "
+                     "smaller ones), evaluate each on one fixed validation set with 95%% bootstrap intervals, "
+                     "and say where more images stop helping.")
+    g = p.add_argument_group("learning curve")
+    g.add_argument("--sizes", "--learning-curve", dest="sizes", required=True, metavar="N,N,...",
+                   help="training-set sizes to measure, e.g. 250,500,1000,1566 (each <= the training split)")
+    g.add_argument("--flat-threshold", type=float, default=0.01, metavar="G",
+                   help="the curve is flat once each further 100 images gains less than G mean recall@1")
+    g.add_argument("--survey-margin", type=_margin, metavar="E",
+                   help="mark the survey formula's n = N / (1 + N E^2) on the plot without sampling the data "
+                        "(--margin also samples it)")
+    g.add_argument("--population", type=int, metavar="N",
+                   help="N for the survey formula (default: the records file's, else the manifest's records)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = curve_parser().parse_args(argv)
+    try:
+        for flag in ("resume", "dry_run", "register", "push_to_hub"):
+            if getattr(args, flag):
+                raise InputError(f"--{flag.replace('_', '-')} is finetune.py's; curve.py measures, it keeps no model")
+        sizes = parse_sizes(args.sizes)
+        if args.flat_threshold <= 0:
+            raise InputError("--flat-threshold must be > 0")
+        learning_curve(config_from_args(args), sizes, args.flat_threshold, args.survey_margin, args.population,
+                       progress=not args.no_progress)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""runs/NAME/report.html: one self-contained page showing what a run did and whether it helped.
+
+Sections: the config; the data (records, skipped images, caption lengths and truncation,
+labels); loss and recall plots; before/after scores with 95 % bootstrap intervals and a
+paired interval for the change; text->image retrieval for a few validation captions before
+and after fine-tuning (thumbnails, correct image marked); zero-shot accuracy per label; and
+the worst mistakes after training. "Before" comes from the epoch-0 evaluation's saved
+per-item results (eval_before.npz), "after" from re-evaluating the saved best model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..captions import get_field, value_text
+from ..train.evaluate import (RECALL_AT, EvalDetails, evaluate, mean_r1_samples, paired_bootstrap_ci,
+                              percentile_interval)
+from .html import Raw, esc, fmt, img, page, png_file_uri, table, thumbnail_uri, with_ci
+
+if TYPE_CHECKING:
+    from ..clip import CLIP
+    from ..finetune import Prepared
+
+REPORT = "report.html"
+EXAMPLES = 8
+TOP_K = 5
+WORST = 6
+
+
+def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: list[dict], best: dict,
+                 step_losses: list[float] | None = None, before: EvalDetails | None = None) -> Path:
+    """Evaluate `final` on the validation set again (per item) and write run_dir/report.html."""
+    from ..finetune import BEFORE_DETAILS
+
+    run_dir = Path(run_dir)
+    config = prepared.config
+    eval_set = prepared.eval_set()
+    after = None
+    if eval_set.image_paths:
+        _, after = evaluate(final, eval_set, config.label_prompt, details=True, threads=config.threads)
+    if before is None and (run_dir / BEFORE_DETAILS).is_file():
+        before = EvalDetails.load(run_dir / BEFORE_DETAILS)
+    thumbs = Thumbnails(eval_set.image_paths)
+    labels = eval_set.labels
+    title = f"Fine-tuning run {run_dir.name}"
+    sections = [
+        f"<h1>{esc(title)}</h1><p class=muted>{esc(config.model)} fine-tuned on "
+        f"{len(prepared.train_index)} records, validated on {len(prepared.val_index)}. "
+        "Intervals are 95 % bootstrap percentile intervals over the validation items "
+        "(1000 resamples, seeded); the change column resamples the same items before and after.</p>",
+        summary_section(history, best, before, after),
+        data_section(prepared),
+        plots_section(run_dir),
+        scores_section(history, best, before, after),
+        retrieval_section(before, after, thumbs, eval_set.captions),
+        zero_shot_section(before, after, labels),
+        worst_section(before, after, thumbs, eval_set.captions),
+        config_section(prepared),
+    ]
+    path = run_dir / REPORT
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page(title, "\n".join(s for s in sections if s)), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+class Thumbnails:
+    """Data-URI thumbnails of validation images, each made once."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, index: int) -> str:
+        if index not in self.cache:
+            self.cache[index] = thumbnail_uri(self.paths[index])
+        return self.cache[index]
+
+
+def _best_row(history: list[dict], best: dict) -> dict | None:
+    row = next((h for h in history if h["epoch"] == best.get("epoch")), None)
+    return row or (history[-1] if history else None)
+
+
+# --- sections ------------------------------------------------------------------------------------------
+
+def summary_section(history, best, before, after) -> str:
+    first = history[0] if history and history[0]["epoch"] == 0 else None
+    last = _best_row(history, best)
+    if not first or not last or "mean_R@1" not in first:
+        return ""
+    lines = [f"mean recall@1: {with_ci(first['mean_R@1'], first.get('mean_R@1_ci95'))} before → "
+             f"{with_ci(last['mean_R@1'], last.get('mean_R@1_ci95'))} after (epoch {last['epoch']})"]
+    if before is not None and after is not None:
+        diff = _mean_r1_diff(before, after)
+        if diff:
+            verdict = ("better, beyond the noise of this validation set" if diff[1][0] > 0 else
+                       "worse, beyond the noise" if diff[1][1] < 0 else
+                       "not distinguishable from no change on this validation set")
+            lines.append(f"change {diff[0]:+.3f} [{diff[1][0]:+.3f}, {diff[1][1]:+.3f}]: {verdict}")
+    if "zero_shot_acc" in first and "zero_shot_acc" in last:
+        lines.append(f"zero-shot accuracy: {with_ci(first['zero_shot_acc'], first.get('zero_shot_acc_ci95'))} → "
+                     f"{with_ci(last['zero_shot_acc'], last.get('zero_shot_acc_ci95'))}")
+    lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
+    return "<h2>Summary</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+
+
+def data_section(prepared: "Prepared") -> str:
+    config, model = prepared.config, prepared.model
+    tokenizer = model.tokenizer
+    report = prepared.captions.report(tokenizer.count_tokens, tokenizer.context_length)
+    texts = list(dict.fromkeys(c for options in prepared.captions.options for c in options))
+    tokens = np.array(tokenizer.count_tokens(texts) if texts else [0])
+    words = np.array([len(t.split()) for t in texts] or [0])
+    rows = [("records with images", len(prepared.items)),
+            ("skipped", prepared.skipped_line or "none"),
+            ("train / validation", f"{len(prepared.train_index)} / {len(prepared.val_index)}"
+             + (f" (stratified by {config.stratify})" if config.stratify else "")),
+            ("distinct captions", report.captions),
+            ("caption tokens min / median / mean / max",
+             f"{tokens.min()} / {np.median(tokens):.0f} / {tokens.mean():.1f} / {tokens.max()}"),
+            ("caption words min / median / max", f"{words.min()} / {np.median(words):.0f} / {words.max()}"),
+            (f"captions truncated (> {tokenizer.context_length} tokens)", report.truncated),
+            ("records without caption text", report.empty_records),
+            ("caption templates", " | ".join(config.captions) or "(default: the record's text fields)")]
+    out = "<h2>Data</h2>" + table(["", ""], rows)
+    examples = [prepared.captions.first(i) for i in prepared.train_index[:3]]
+    out += "<p>Example captions: " + "; ".join(f"<code>{esc(c)}</code>" for c in examples) + "</p>"
+    if config.label_field:
+        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
+                         for item in prepared.items)
+        val_counts = Counter(value_text(get_field(prepared.items[i].record, config.label_field)) or "(missing)"
+                             for i in prepared.val_index)
+        top = counts.most_common(40)
+        most = top[0][1] if top else 1
+        rows = [(label, n, val_counts.get(label, 0),
+                 Raw(f'<span class="bar" style="width:{max(1, round(160 * n / most))}px"></span>'))
+                for label, n in top]
+        out += (f"<h3>Labels ({esc(config.label_field)}): {len(counts)} values"
+                + (f", the 40 most common shown" if len(counts) > 40 else "") + "</h3>"
+                + table(["label", "records", "validation", ""], rows, numeric=(1, 2)))
+    return out
+
+
+def plots_section(run_dir: Path) -> str:
+    images = []
+    for name, alt in (("loss.png", "training loss per step and epoch"),
+                      ("recall.png", "validation recall and zero-shot accuracy per epoch")):
+        uri = png_file_uri(run_dir / name)
+        if uri:
+            images.append(img(uri, alt))
+    return "<h2>Training curves</h2><div class=plots>" + "".join(images) + "</div>" if images else ""
+
+
+SCORE_KEYS = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in RECALL_AT] + ["mean_R@1", "zero_shot_acc"]
+
+
+def _hits(details: EvalDetails, key: str) -> np.ndarray | None:
+    if key == "zero_shot_acc":
+        return details.zero_shot.correct if details.zero_shot is not None else None
+    direction, k = key.split("_R@")
+    return details.ranks[direction] <= int(k)
+
+
+def _mean_r1_diff(before: EvalDetails, after: EvalDetails):
+    if not before.ranks["i2t"].size or before.ranks["i2t"].shape != after.ranks["i2t"].shape:
+        return None
+    samples = mean_r1_samples(after.ranks) - mean_r1_samples(before.ranks)  # same seeds: the same items
+    point = ((after.ranks["i2t"] <= 1).mean() + (after.ranks["t2i"] <= 1).mean()
+             - (before.ranks["i2t"] <= 1).mean() - (before.ranks["t2i"] <= 1).mean()) / 2
+    return float(point), percentile_interval(samples)
+
+
+def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: str):
+    """(after - before, its paired 95 % interval) or None."""
+    if before is None or after is None:
+        return None
+    if key == "mean_R@1":
+        return _mean_r1_diff(before, after)
+    b, a = _hits(before, key), _hits(after, key)
+    if b is None or a is None or b.shape != a.shape or not b.size:
+        return None
+    return float(a.mean() - b.mean()), paired_bootstrap_ci(b, a)
+
+
+def scores_section(history, best, before, after) -> str:
+    first = history[0] if history and history[0]["epoch"] == 0 else {}
+    last = _best_row(history, best) or {}
+    rows = []
+    for key in SCORE_KEYS:
+        if key not in first and key not in last:
+            continue
+        change = paired_change(before, after, key)
+        cell = "–"
+        if change:
+            cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
+            cell = Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+        rows.append((key, with_ci(first.get(key), first.get(f"{key}_ci95")),
+                     with_ci(last.get(key), last.get(f"{key}_ci95")), cell))
+    for key in ("i2t_mean_rank", "t2i_mean_rank"):
+        if key in first or key in last:
+            rows.append((key + " (lower is better)", fmt(first.get(key), 1), fmt(last.get(key), 1), ""))
+    n = first.get("val_size", last.get("val_size"))
+    return (f"<h2>Before and after (validation, n = {esc(n)})</h2>"
+            f"<p class=muted>After = epoch {esc(last.get('epoch'))}, the best by mean recall@1. "
+            "i2t: image → its caption among the distinct validation captions; t2i: caption → its image.</p>"
+            + table(["metric", "before [95 % CI]", "after [95 % CI]", "change [paired 95 % CI]"], rows,
+                    numeric=(1, 2, 3)))
+
+
+def _thumb(thumbs: Thumbnails, index: int, captions: list[str], hit: bool, note: str = "") -> str:
+    cls = "thumb hit" if hit else "thumb"
+    mark = '<span class="mark">✓</span>' if hit else ""
+    caption = captions[index]
+    return (f'<figure class="{cls}">{img(thumbs(index), caption)}{mark}'
+            f'<figcaption title="{esc(caption)}">{esc(note or caption)}</figcaption></figure>')
+
+
+def _top_images(details: EvalDetails, caption: int, k: int) -> np.ndarray:
+    scores = details.image_embeds @ details.caption_embeds[caption]
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def _retrieval_rows(before, after, thumbs, captions, caption: int, k: int = TOP_K) -> str:
+    rows = ""
+    for tag, details in (("before", before), ("after", after)):
+        if details is None:
+            continue
+        rank = int(details.ranks["t2i"][caption])
+        figures = "".join(_thumb(thumbs, int(i), captions, details.caption_of_image[i] == caption)
+                          for i in _top_images(details, caption, k))
+        rows += (f'<div class="row"><span class="tag">{tag}<br>rank {rank}</span>{figures}</div>')
+    return rows
+
+
+def retrieval_section(before, after, thumbs, captions) -> str:
+    details = after or before
+    if details is None or not len(details.captions):
+        return ""
+    n = len(details.captions)
+    chosen = sorted(np.random.default_rng(0).choice(n, size=min(EXAMPLES, n), replace=False))
+    out = (f"<h2>Text → image retrieval: {len(chosen)} validation captions</h2>"
+           f"<p class=muted>The top {TOP_K} of {len(thumbs.paths)} validation images for each caption; "
+           "the correct image has a green border and ✓; rank = position of the best correct image.</p>")
+    for c in chosen:
+        out += (f'<div class="query"><div class="caption">“{esc(details.captions[c])}”</div>'
+                + _retrieval_rows(before, after, thumbs, captions, int(c)) + "</div>")
+    return out
+
+
+def zero_shot_section(before, after, labels) -> str:
+    details = after or before
+    if details is None or details.zero_shot is None:
+        return ""
+    zs = details.zero_shot
+    rows = []
+    for j, label in enumerate(zs.classes):
+        members = zs.truth == j
+        row = [label, int(members.sum())]
+        for d in (before, after):
+            z = d.zero_shot if d is not None else None
+            row.append(fmt(float(z.correct[z.truth == j].mean())) if z is not None and z.classes == zs.classes
+                       else "–")
+        wrong = Counter(zs.classes[p] for p in zs.predicted[members & ~zs.correct])
+        row.append(", ".join(f"{k} ({v})" for k, v in wrong.most_common(2)))
+        rows.append(row)
+    return ("<h2>Zero-shot accuracy per label</h2><p class=muted>Each validation image classified by its "
+            "nearest label prompt among all labels present.</p>"
+            + table(["label", "validation images", "before", "after", "after: mistaken for"], rows,
+                    numeric=(1, 2, 3)))
+
+
+def worst_section(before, after, thumbs, captions) -> str:
+    if after is None or not len(after.captions):
+        return ""
+    order = np.argsort(-after.ranks["t2i"], kind="stable")[:WORST]
+    out = (f"<h2>Worst mistakes after fine-tuning</h2><p class=muted>The {len(order)} validation captions "
+           "whose correct image ranks lowest; the correct image, then what was retrieved instead.</p>")
+    for c in order:
+        c = int(c)
+        truth = int(np.flatnonzero(after.caption_of_image == c)[0])
+        rank_before = f"{int(before.ranks['t2i'][c])} → " if before is not None and before.ranks["t2i"].shape == \
+            after.ranks["t2i"].shape else ""
+        retrieved = "".join(_thumb(thumbs, int(i), captions, False) for i in _top_images(after, c, 4))
+        out += (f'<div class="query"><div class="caption">“{esc(after.captions[c])}” — rank '
+                f"{rank_before}{int(after.ranks['t2i'][c])}</div><div class=row><span class=tag>correct</span>"
+                f"{_thumb(thumbs, truth, captions, True)}<span class=tag>retrieved</span>{retrieved}</div></div>")
+    return out
+
+
+def config_section(prepared: "Prepared") -> str:
+    config = asdict(prepared.config)
+    rows = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
+            for k, v in config.items()]
+    return "<h2>Configuration</h2>" + table(["setting", "value"], rows)

@@ -1,0 +1,120 @@
+"""Open a local HTML file in headless Chromium over the DevTools protocol (aiohttp's websocket client).
+
+`inspect_page(path, screenshot)` returns the console errors and exceptions, what every <img>
+decoded to, and writes a full-page PNG screenshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--remote-debugging-port=0", "--remote-allow-origins=*",
+         "--window-size=1280,900"]
+IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => ({src: i.src.slice(0, 40), complete: i.complete, "
+             "naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight})))")
+
+
+def find_chromium() -> str | None:
+    for name in ("/usr/bin/chromium",) + CHROMIUM_NAMES:
+        found = shutil.which(name) if not os.path.isabs(name) else (name if os.access(name, os.X_OK) else None)
+        if found:
+            return found
+    return None
+
+
+def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float) -> int:
+    marker = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.is_file():
+            lines = marker.read_text().split()
+            if lines:
+                return int(lines[0])
+        if process.poll() is not None:
+            raise RuntimeError(f"chromium exited with {process.returncode}: {process.stderr.read()[-2000:]!r}")
+        time.sleep(0.1)
+    raise TimeoutError("chromium did not open its DevTools port")
+
+
+async def _inspect(port: int, url: str, screenshot: Path, timeout: float) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
+            target = json.loads(await response.text())
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            counter = 0
+            events: list[dict] = []
+
+            async def call(method: str, **params) -> dict:
+                nonlocal counter
+                counter += 1
+                my_id = counter
+                await ws.send_str(json.dumps({"id": my_id, "method": method, "params": params}))
+                while True:
+                    message = json.loads((await asyncio.wait_for(ws.receive(), timeout)).data)
+                    if message.get("id") == my_id:
+                        if "error" in message:
+                            raise RuntimeError(f"{method}: {message['error']}")
+                        return message.get("result", {})
+                    events.append(message)
+
+            for domain in ("Page", "Runtime", "Log"):
+                await call(f"{domain}.enable")
+            await call("Page.navigate", url=url)
+            deadline = time.monotonic() + timeout
+            while not any(e.get("method") == "Page.loadEventFired" for e in events):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} did not finish loading")
+                events.append(json.loads((await asyncio.wait_for(ws.receive(), timeout)).data))
+            images = json.loads((await call("Runtime.evaluate", expression=IMAGES_JS,
+                                            returnByValue=True))["result"]["value"])
+            metrics = await call("Page.getLayoutMetrics")
+            size = metrics.get("cssContentSize") or metrics["contentSize"]
+            shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                              clip={"x": 0, "y": 0, "width": min(size["width"], 1280),
+                                    "height": min(size["height"], 12000), "scale": 1})
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+            await call("Runtime.evaluate", expression="1")  # drain events that arrived meanwhile
+    errors = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            errors.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        elif method == "Runtime.exceptionThrown":
+            errors.append("exception: " + json.dumps(params.get("exceptionDetails", {}))[:500])
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            errors.append("log: " + params["entry"].get("text", ""))
+    return {"errors": errors, "images": images, "screenshot": screenshot, "height": size["height"]}
+
+
+def inspect_page(path: str | Path, screenshot: str | Path, chromium: str | None = None, timeout: float = 60) -> dict:
+    """Load file://path in a fresh headless Chromium profile; errors, images and a screenshot."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no chromium binary")
+    url = Path(path).resolve().as_uri()
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            port = _devtools_port(Path(profile), process, timeout)
+            return asyncio.run(_inspect(port, url, Path(screenshot), timeout))
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,81 @@
+"""report.html: self-contained, complete, and rendered without errors by a real headless Chromium."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import finetune
+from browser import find_chromium, inspect_page
+from mlx_clip.train.evaluate import EvalDetails
+
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_hf, shapes_manifest, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert finetune.main(["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(runs),
+                          "--name", "rep", "--caption", "a {colour} {shape}", "--label-field", "label",
+                          "--batch-size", "16", "--epochs", "2", "--lr", "1e-3", "--no-progress"]) == 0
+    return runs / "rep"
+
+
+def test_metrics_carry_intervals_and_validation_size(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for row in metrics["history"]:
+        assert row["val_size"] == metrics["val_records"] > 0
+        for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_R@1", "zero_shot_acc"):
+            low, high = row[f"{key}_ci95"]
+            assert 0 <= low <= row[key] <= high <= 1, key
+    before = EvalDetails.load(run_dir / "eval_before.npz")
+    first = metrics["history"][0]
+    assert before.ranks["i2t"].shape == (first["val_size"],)
+    assert float((before.ranks["i2t"] <= 1).mean()) == pytest.approx(first["i2t_R@1"])
+    assert float(before.zero_shot.correct.mean()) == pytest.approx(first["zero_shot_acc"])
+    card = (run_dir / "export" / "README.md").read_text()
+    assert re.search(r"\d\.\d+[^\n|]*\[?\d\.\d+\s*[,–-]\s*\d\.\d+", card), "model card shows no interval"
+
+
+def test_report_is_self_contained_and_complete(run_dir):
+    html = (run_dir / "report.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert not re.search(r'(href|src)="(?!data:|#)', html) and "<link" not in html and "url(" not in html
+    for heading in ("Summary", "Data", "Training curves", "Before and after", "Text → image retrieval",
+                    "Zero-shot accuracy per label", "Worst mistakes", "Configuration"):
+        assert f"<h2>{heading}" in html, heading
+    assert html.count('class="query"') == 8 + 6  # 8 examples, 6 worst mistakes
+    assert html.count("before<br>rank") == 8 and html.count("after<br>rank") == 8
+    assert html.count("data:image/png;base64,") == 2  # loss.png and recall.png
+    assert "[paired 95 % CI]" in html and "truncated" in html and "red circle" in html
+    assert html.count('class="mark"') >= 6  # every worst mistake shows its correct image, marked
+
+
+@needs_chromium
+def test_report_renders_in_chromium(run_dir, tmp_path):
+    result = inspect_page(run_dir / "report.html", tmp_path / "report.png", CHROMIUM)
+    assert result["errors"] == []
+    thumbnails = [i for i in result["images"] if i["src"].startswith("data:image/jpeg")]
+    assert len(thumbnails) == 8 * 2 * 5 + 6 * 5
+    broken = [i for i in result["images"] if not (i["complete"] and i["naturalWidth"] > 0)]
+    assert broken == []
+    assert all(i["naturalWidth"] <= 64 for i in thumbnails)
+    with Image.open(result["screenshot"]) as shot:
+        assert shot.width >= 800 and shot.height > 2000
+        pixels = np.asarray(shot.convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 20  # not a blank page
+    assert (np.abs(pixels[..., 1] - pixels[..., 0]) > 80).mean() > 1e-4  # the green "correct" borders drawn
+
+
+@needs_chromium
+def test_page_check_catches_broken_images_and_console_errors(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><img src="data:image/jpeg;base64,AAAA" alt="x">'
+                    '<script>console.error("boom")</script></body></html>')
+    result = inspect_page(page, tmp_path / "broken.png", CHROMIUM)
+    assert any("boom" in e for e in result["errors"])
+    assert result["images"][0]["naturalWidth"] == 0
