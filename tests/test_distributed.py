@@ -184,6 +184,18 @@ def test_shard_bounds_cover_the_batch_once():
             assert len({rows for _, _, rows in parts}) == 1
 
 
+def test_global_batch_must_split_evenly():
+    import pytest
+
+    from mlx_clip.errors import InputError
+    from mlx_clip.train.distributed import Dist
+
+    Dist(rank=0, size=2).check_batch_size(20)
+    Dist().check_batch_size(5)
+    with pytest.raises(InputError, match="--batch-size 5 is the global batch .* use 4 or 6"):
+        Dist(rank=0, size=2).check_batch_size(5)
+
+
 def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
     import pytest
 
@@ -200,3 +212,20 @@ def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
     with pytest.raises(PeerLostError, match="rank 1: lost the other ranks during evaluation"):
         with watchdog.waiting("evaluation"):
             raise RuntimeError("[ring] connection to a peer was lost")
+
+
+def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
+    from mlx_clip.finetune import FinetuneConfig, prepare
+    from mlx_clip.train.distributed import Dist, ShardedStream
+
+    config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20, seed=3,
+                            captions=["a {colour} {shape}", "{shape}, {colour}"], rotate=10, val_fraction=0.25)
+    prepared = prepare(config, say=lambda *_: None)
+    single = list(prepared.train_stream().epoch(2))
+    shards = [list(ShardedStream(prepared.train_stream(), Dist(rank=r, size=2)).epoch(2)) for r in (0, 1)]
+    assert len(single) == len(shards[0]) == len(shards[1]) == 8  # 144 records: 7 x 20 + 4
+    for whole, *parts in zip(single, *shards):
+        assert [p["global_size"] for p in parts] == [len(whole["record_id"])] * 2
+        assert sum((p["record_id"] for p in parts), []) == whole["record_id"]
+        for key in ("pixels", "input_ids"):
+            np.testing.assert_array_equal(np.concatenate([p[key][p["valid"]] for p in parts]), whole[key])

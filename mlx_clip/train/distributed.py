@@ -2,8 +2,9 @@
 
 N processes ("ranks") with the same model and seed train like ONE process with the same
 `--batch-size` (a GLOBAL batch G): the seeded shuffle is the same on every rank, and rank r
-loads and embeds only its contiguous slice of every global batch (G/N images; a short last
-batch is split ceil(b/N) per rank and padded, the padding masked out of the loss).
+loads and embeds only its contiguous slice of every global batch (G/N images: G must be a
+multiple of N; an epoch's short last batch b is split ceil(b/N) per rank and padded, the
+padding masked out of the loss).
 
 The contrastive loss and its gradient
 -------------------------------------
@@ -192,12 +193,9 @@ class Dist:
         return self.watchdog.waiting(what) if self.watchdog else contextlib.nullcontext()
 
     def describe(self, batch_size: int) -> str:
-        per = math.ceil(batch_size / self.size)
-        line = (f"distributed: {self.size} processes; --batch-size {batch_size} is the global batch: "
-                f"{per} images per process per step")
-        if batch_size % self.size:
-            line += f" (not a multiple of {self.size}: the last process's shard is padded)"
-        return line
+        return (f"distributed: {self.size} processes; --batch-size {batch_size} is the global batch: "
+                f"{batch_size // self.size} images per process per step (the same training as one process "
+                f"with --batch-size {batch_size})")
 
     def trainer(self, model, optimizer, precision: str = "float32", eos_token_id: int | None = None) -> Trainer:
         if not self.active:
@@ -208,9 +206,12 @@ class Dist:
         return ShardedStream(stream, self) if self.active else stream
 
     def check_batch_size(self, batch_size: int) -> None:
-        if self.active and batch_size < self.size:
-            raise InputError(f"--batch-size {batch_size} is the global batch: use at least one image per "
-                             f"process ({self.size})")
+        """The global batch must split evenly (only a short last batch of an epoch is padded)."""
+        if self.active and batch_size % self.size:
+            lower, upper = batch_size // self.size * self.size, (batch_size // self.size + 1) * self.size
+            options = f"{lower} or {upper}" if lower else f"{upper}"
+            raise InputError(f"--batch-size {batch_size} is the global batch and must be a multiple of the "
+                             f"{self.size} processes: use {options}")
 
     def broadcast_json(self, obj) -> object:
         """Rank 0's JSON-able object on every rank."""
@@ -313,11 +314,14 @@ class ShardedStream:
         self.stream, self.dist = stream, dist
         self.items = stream.items
         self.batch_size = stream.batch_size
+        dist.check_batch_size(self.batch_size)
 
     def __len__(self) -> int:
         return len(self.stream)
 
     def epoch(self, epoch: int) -> Iterator[dict]:
+        # batch % size == 0 (Dist.check_batch_size): every full batch gives each rank exactly
+        # `per` samples, so batching the rank's list by `per` lines up with the global batches
         samples = self.stream.samples(epoch)
         size, rank, batch = self.dist.size, self.dist.rank, self.batch_size
         plan, local = [], []
