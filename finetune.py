@@ -17,6 +17,7 @@ import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
 from mlx_clip.errors import InputError
 from mlx_clip.fetch_cli import add_fetch_arguments, fetch_config_from_args
 from mlx_clip.finetune import FinetuneConfig, dry_run, run
+from mlx_clip.train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:
     d = FinetuneConfig()
@@ -123,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
             check_repo_id(args.push_to_hub)
             check_login()
-        if args.dry_run:
-            dry_run(config)
+        if args.dry_run:  # under mlx.launch: rank 0 measures one process with the global batch
+            if is_main_process():
+                dry_run(config)
         else:
             run_dir = run(config, resume=args.resume, progress=not args.no_progress)
-            publish(run_dir, args)
+            if is_main_process():  # under mlx.launch: rank 0 holds the run folder
+                publish(run_dir, args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from .errors import InputError
 from .export import export_hf
 from .model_card import write_model_card
 from .stream import AugmentConfig, TrainStream
+from .train import distributed
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
 from .train.evaluate import COUNT_KEYS, EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer
@@ -339,33 +340,43 @@ class Float32View:
 
 def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True,
         say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
-    """Train and write runs/NAME (config.json, metrics.json, plots, model/, export/, checkpoints/)."""
+    """Train and write runs/NAME (config.json, metrics.json, plots, model/, export/, checkpoints/).
+
+    Under mlx.launch (several processes) it trains data-parallel (mlx_clip.train.distributed):
+    --batch-size is the global batch; only rank 0 prints and writes.
+    """
+    dist = distributed.init()
+    if not dist.is_main:
+        say, progress = (lambda *_: None), False
     checkpoint = None
     if resume:
-        config, checkpoint_path = resume_config(config, resume)
-        checkpoint = load_checkpoint(checkpoint_path)
+        config, checkpoint_path, checkpoint = dist.resume(config, resume, resume_config, load_checkpoint)
         say(f"resuming {Path(config.runs_dir) / config.name} from {checkpoint_path.name} "
             f"(settings from its config.json)")
     config.name = _run_name(config)
+    dist.check_batch_size(config.batch_size)
     prepared = prepare(config, say, model)
     model = prepared.model
     run_dir = Path(config.runs_dir) / config.name
     if not resume and (run_dir / "checkpoints" / "latest").is_file():
         raise InputError(f"{run_dir} already has a run; pass --resume to continue it or another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
     spe = prepared.steps_per_epoch
     optim_config = config.optim(spe)
-    write_json(run_dir / "config.json", {**asdict(config), "resolved": {
-        "manifest": str(prepared.manifest), "records": len(prepared.items),
-        "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
-        "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
-        "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
-        "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {**asdict(config), "resolved": {
+            "manifest": str(prepared.manifest), "records": len(prepared.items),
+            "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+            "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
+            "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
+            "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
     say(describe(prepared))
+    if dist.active:
+        say(dist.describe(config.batch_size))
 
     apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
-    trainer = Trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
-    stream = prepared.train_stream()
+    trainer = dist.trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
+    stream = dist.stream(prepared.train_stream())
     eval_set = prepared.eval_set()
     history: list[dict] = []
     step_losses: list[float] = []
@@ -387,7 +398,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if checkpoint is None:
         started = time.perf_counter()
         row = {"epoch": 0, "train_loss": None,
-               **evaluate(view.refresh(), eval_set, config.label_prompt, keep=run_dir / BEFORE_DETAILS)}
+               **evaluate(view.refresh(), eval_set, config.label_prompt, dist=dist,
+                          keep=run_dir / BEFORE_DETAILS if dist.is_main else None)}
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
@@ -403,7 +415,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         eval_started = time.perf_counter()
         row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),  # per image
                "lr": float(trainer.optimizer.optimizers[0].learning_rate),
-               **evaluate(eval_model, eval_set, config.label_prompt)}
+               **evaluate(eval_model, eval_set, config.label_prompt, dist=dist)}
         row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
                    eval_seconds=time.perf_counter() - eval_started)
         history.append(row)
@@ -411,12 +423,17 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         score = row.get("mean_R@1", -row["train_loss"])
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
-            eval_model.save(run_dir / "model")
-        save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
-                        {"step": epoch * spe, "seed": config.seed, "history": history,
-                         "step_losses": step_losses, "best": best, "stream": "numpy default_rng([seed, epoch])"})
+            if dist.is_main:
+                eval_model.save(run_dir / "model")
+        if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
+            save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
+                            {"step": epoch * spe, "seed": config.seed, "history": history,
+                             "step_losses": step_losses, "best": best,
+                             "stream": "numpy default_rng([seed, epoch])"})
         if kill_after and epoch == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+    if not dist.is_main:  # rank 0 writes the model, export, metrics and plots
+        return run_dir
 
     if best["epoch"] is None:  # no training (--epochs 0): the starting model
         view.refresh().save(run_dir / "model")
@@ -492,11 +509,12 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
     started = time.perf_counter()
     seen = 0
     for batch in stream.epoch(epoch):
-        loss = float(trainer.step(batch["input_ids"], batch["pixels"]))
+        extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
+        loss = float(trainer.step(batch["input_ids"], batch["pixels"], **extra))
         losses.append(loss)
-        sizes.append(len(batch["record_id"]))
-        seen += len(batch["record_id"])
-        bar.update(len(batch["record_id"]))
+        sizes.append(batch.get("global_size", len(batch["record_id"])))
+        seen += sizes[-1]
+        bar.update(sizes[-1])
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
     bar.close()
     return losses, sizes

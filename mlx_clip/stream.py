@@ -172,8 +172,14 @@ class TrainStream:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         """Batches of the epoch: `pixels` (B, S, S, 3) float32, `input_ids`, `record_id`, `caption`, ..."""
-        buffer = dx.buffer_from_vector(self.samples(epoch))
-        stream = buffer.sample_transform(self._load).batch(self.batch_size).ordered_prefetch(
+        return self.batches(self.samples(epoch), self.batch_size)
+
+    def batches(self, samples: list[dict], batch_size: int) -> Iterator[dict]:
+        """Load, augment and batch the given sample dicts in order (the last batch may be short)."""
+        if not samples:
+            return
+        buffer = dx.buffer_from_vector(samples)
+        stream = buffer.sample_transform(self._load).batch(batch_size).ordered_prefetch(
             self.prefetch, self.threads)
         for batch in stream:
             yield decode_batch(batch)

@@ -195,14 +195,20 @@ class EvalDetails:
 
 
 def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}", batch_size: int = 64,
-             threads: int = 4, details: bool = False, keep: str | Path | None = None):
+             threads: int = 4, details: bool = False, keep: str | Path | None = None, dist=None):
     """All validation metrics for the model's current weights, with 95 % bootstrap intervals.
 
     details=True returns (metrics, EvalDetails); `keep` saves the details to that .npz file.
+    `dist` (mlx_clip.train.distributed.Dist, several processes): each process embeds its slice
+    of the images, all gather them and compute the same metrics.
     """
     if not eval_set.image_paths:
         return ({}, None) if details else {}
-    image_embeds = embed_eval_images(model, eval_set.image_paths, batch_size, threads)
+    if dist is not None and dist.active:
+        image_embeds = dist.sharded_rows(lambda paths: embed_eval_images(model, paths, batch_size, threads),
+                                         list(eval_set.image_paths))
+    else:
+        image_embeds = embed_eval_images(model, eval_set.image_paths, batch_size, threads)
     distinct = list(dict.fromkeys(eval_set.captions))
     caption_embeds = model.embed_texts(distinct)
     index = {c: i for i, c in enumerate(distinct)}

@@ -137,28 +137,40 @@ class Trainer:
     def _cast_model_from(self, flat: dict) -> None:
         set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
 
-    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
-        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixel_values)
+    # Hooks for data-parallel training (mlx_clip.train.distributed.DistributedTrainer).
+    loss_fn = staticmethod(clip_loss)  # (model, input_ids, pixel_values, *extra) -> loss
+
+    def reduce_grads(self, grads):
+        """Gradients -> the gradients to apply (identity in one process)."""
+        return grads
+
+    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
+        loss, grads = value_and_grad(self.model, self.loss_fn)(input_ids, pixel_values, *extra)
+        grads = self.reduce_grads(grads)
         self.optimizer.update(self.model, grads)
         self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
         return loss
 
-    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
+    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
         pixels = pixel_values.astype(self.compute_dtype)
-        loss, grads = value_and_grad(self.model, clip_loss)(input_ids, pixels)
-        grads = tree_map(lambda g: g.astype(mx.float32), grads)
+        loss, grads = value_and_grad(self.model, self.loss_fn)(input_ids, pixels, *extra)
+        grads = self.reduce_grads(tree_map(lambda g: g.astype(mx.float32), grads))
         new_master = self.optimizer.apply_gradients(grads, dict(self.master))
         new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
         self.master.update(new_master)
         self._cast_model_from(dict(tree_flatten(new_master)))
         return loss
 
-    def step(self, input_ids, pixel_values) -> mx.array:
+    def step(self, input_ids, pixel_values, **extra) -> mx.array:
         """One update on a batch; returns the loss (evaluated)."""
-        input_ids = trim_padding(np.asarray(input_ids), self.eos_token_id)
-        loss = self._step(mx.array(input_ids), mx.array(pixel_values))
+        loss = self._step(*self.step_inputs(input_ids, pixel_values, **extra))
         mx.eval(loss, self.state)
         return loss
+
+    def step_inputs(self, input_ids, pixel_values) -> tuple:
+        """A batch -> the compiled step's arguments."""
+        input_ids = trim_padding(np.asarray(input_ids), self.eos_token_id)
+        return mx.array(input_ids), mx.array(pixel_values)
 
     def load_optimizer_state(self, state: dict) -> None:
         """Restore a saved optimizer state in place (the compiled step holds these dicts)."""

@@ -1,0 +1,386 @@
+"""Data-parallel fine-tuning over `mx.distributed` (launched with `mlx.launch`: ring/TCP, MPI ...).
+
+N processes ("ranks") with the same model and seed train like ONE process with the same
+`--batch-size` (a GLOBAL batch G): the seeded shuffle is the same on every rank, and rank r
+loads and embeds only its contiguous slice of every global batch (G/N images: G must be a
+multiple of N; an epoch's short last batch b is split ceil(b/N) per rank and padded, the
+padding masked out of the loss).
+
+The contrastive loss and its gradient
+-------------------------------------
+Single process, global batch of G pairs with normalised features I, T (G x D), scale s:
+
+    L(I, T, s) = 1/2 [ 1/G sum_i CE_row_i(s I T^T) + 1/G sum_j CE_row_j(s T I^T) ]
+
+with soft targets spreading each row's mass over the entries with an identical caption.
+Every rank all-gathers I, T (and the token ids, for the equal-caption rule, and the
+padding mask) and computes this SAME full G x G loss, but through
+
+    gathered = concat(stop_gradient(all_gather(x))[:r B], x, stop_gradient(...)[(r+1) B:])
+
+so only its own rows carry gradient. For a parameter theta of the towers, rank r's
+gradient is therefore  sum_{k in rank r} dL/dI_k dI_k/dtheta (+ the same for T_k): the exact
+gradient of L restricted to the features rank r computed. Every feature belongs to exactly
+one rank, so   sum_r grad_r(theta) = dL/dtheta,  the single-process gradient of batch G.
+The gradients are therefore all_sum-ed (inside the compiled step), not averaged. The one
+exception is the temperature s: it enters the loss directly, so each rank already holds
+the full dL/ds and the sum is divided by N. The loss value is the same on every rank and
+equals the single-process loss. (MLX 0.32's all_gather vjp slices the local cotangent,
+which is the same thing; the explicit stop_gradient keeps this right whatever it does.)
+
+Every rank computes the G x G logits (G^2 D flops: negligible next to the towers).
+
+Failure handling: the ring backend raises "[ring] connection to a peer was lost" within
+seconds when a peer's socket closes (a killed process); that error becomes a one-line
+`PeerLostError`. A watchdog thread covers peers that vanish without closing their socket
+(power loss, cable): a collective wait longer than MLX_CLIP_DIST_TIMEOUT seconds (default
+900) ends the process with a message. Only rank 0 writes (checkpoints are atomic, see
+checkpoint.py), so the last checkpoint on disk stays intact whichever rank dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..errors import InputError
+from ..model import normalize
+from .step import Trainer, trim_padding
+
+TIMEOUT_ENV = "MLX_CLIP_DIST_TIMEOUT"
+ALL_REDUCE_BYTES = 32 * 2**20  # gradients are summed in groups of about this size
+
+
+class PeerLostError(InputError):
+    """Another rank stopped (killed, crashed, unplugged): this one stops too, with one line."""
+
+
+# --- collectives -----------------------------------------------------------------------------------
+
+def gather_with_local_grad(x: mx.array, group) -> mx.array:
+    """all_gather along axis 0 where only this rank's rows carry gradient (see module doc)."""
+    rank, rows = group.rank(), x.shape[0]
+    everything = mx.stop_gradient(mx.distributed.all_gather(x, group=group))
+    return mx.concatenate([everything[:rank * rows], x, everything[(rank + 1) * rows:]], axis=0)
+
+
+def sum_tree(tree, group, group_bytes: int = ALL_REDUCE_BYTES):
+    """all_sum every array of a tree, concatenated into flat groups of about `group_bytes`."""
+    flat = tree_flatten(tree)
+    if not flat:
+        return tree
+    out, pending, size = [], [], 0
+
+    def flush():
+        nonlocal pending, size
+        if not pending:
+            return
+        if len(pending) == 1:
+            key, value = pending[0]
+            out.append((key, mx.distributed.all_sum(value, group=group)))
+        else:
+            summed = mx.distributed.all_sum(mx.concatenate([v.reshape(-1) for _, v in pending]), group=group)
+            offsets = np.cumsum([0] + [v.size for _, v in pending])
+            out.extend((k, summed[offsets[i]:offsets[i + 1]].reshape(v.shape)) for i, (k, v) in enumerate(pending))
+        pending, size = [], 0
+
+    for key, value in flat:
+        if pending and (value.dtype != pending[0][1].dtype or size + value.nbytes > group_bytes):
+            flush()
+        pending.append((key, value))
+        size += value.nbytes
+    flush()
+    return tree_unflatten(out)
+
+
+# --- loss ------------------------------------------------------------------------------------------
+
+def masked_contrastive_loss(logits_per_image: mx.array, input_ids: mx.array, valid: mx.array) -> mx.array:
+    """`loss.contrastive_loss` over the valid rows and columns only (padding rows masked out).
+
+    With every entry valid it is the same loss (equal captions are positives, both ways).
+    """
+    logits = logits_per_image.astype(mx.float32)
+    v = valid.astype(mx.float32)
+    same = mx.all(input_ids[:, None, :] == input_ids[None, :, :], axis=-1).astype(mx.float32)
+    same = same * v[:, None] * v[None, :]
+    targets = same / mx.maximum(same.sum(axis=1, keepdims=True), 1.0)
+    count = v.sum()
+
+    def direction(x):
+        x = mx.where(valid[None, :], x, -mx.inf)
+        log_p = x - mx.logsumexp(x, axis=1, keepdims=True)
+        return -mx.where(targets > 0, targets * log_p, 0.0).sum() / count
+
+    return (direction(logits) + direction(logits.T)) / 2
+
+
+def distributed_clip_loss(model, input_ids: mx.array, pixel_values: mx.array, valid: mx.array, group) -> mx.array:
+    """The global batch's contrastive loss from this rank's shard (gradient: see module doc)."""
+    images = gather_with_local_grad(normalize(model.encode_image(pixel_values)), group)
+    texts = gather_with_local_grad(normalize(model.encode_text(input_ids)), group)
+    all_ids = mx.distributed.all_gather(input_ids, group=group)
+    all_valid = mx.distributed.all_gather(valid.astype(mx.uint8), group=group).astype(mx.bool_)
+    logits_per_text = (texts @ images.T) * mx.exp(model.logit_scale)
+    return masked_contrastive_loss(logits_per_text.T, all_ids, all_valid)
+
+
+# --- watchdog --------------------------------------------------------------------------------------
+
+class Watchdog:
+    """Ends the process when one collective wait outlasts `timeout` seconds (a peer that vanished
+    without closing its socket would otherwise block it forever)."""
+
+    def __init__(self, rank: int, timeout: float, exit: Callable[[int], None] = os._exit):
+        self.rank, self.timeout, self.exit = rank, timeout, exit
+        self._waiting: tuple[str, float] | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="mlx-clip-watchdog")
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        self._waiting = (what, time.monotonic())
+        try:
+            yield
+        except RuntimeError as err:  # the ring backend: "[ring] connection to a peer was lost"
+            raise PeerLostError(f"rank {self.rank}: lost the other ranks during {what} ({err}); the run stops "
+                                "here: its last checkpoint is intact, restart all ranks with --resume") from None
+        finally:
+            self._waiting = None
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            waiting = self._waiting
+            if waiting and time.monotonic() - waiting[1] > self.timeout:
+                print(f"error: rank {self.rank}: no answer from the other ranks for {self.timeout:g}s during "
+                      f"{waiting[0]} (one stopped?); the run stops here: its last checkpoint is intact, restart "
+                      f"all ranks with --resume (timeout: {TIMEOUT_ENV})", file=sys.stderr, flush=True)
+                self.exit(3)
+                return
+
+
+# --- context ---------------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    """This process's place in the run. size 1 (not launched): every hook is the identity."""
+
+    group: object | None = None
+    rank: int = 0
+    size: int = 1
+    watchdog: Watchdog | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    def waiting(self, what: str):
+        return self.watchdog.waiting(what) if self.watchdog else contextlib.nullcontext()
+
+    def describe(self, batch_size: int) -> str:
+        return (f"distributed: {self.size} processes; --batch-size {batch_size} is the global batch: "
+                f"{batch_size // self.size} images per process per step (the same training as one process "
+                f"with --batch-size {batch_size})")
+
+    def trainer(self, model, optimizer, precision: str = "float32", eos_token_id: int | None = None) -> Trainer:
+        if not self.active:
+            return Trainer(model, optimizer, precision, eos_token_id)
+        return DistributedTrainer(model, optimizer, precision, eos_token_id, dist=self)
+
+    def stream(self, stream):
+        return ShardedStream(stream, self) if self.active else stream
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """The global batch must split evenly (only a short last batch of an epoch is padded)."""
+        if self.active and batch_size % self.size:
+            lower, upper = batch_size // self.size * self.size, (batch_size // self.size + 1) * self.size
+            options = f"{lower} or {upper}" if lower else f"{upper}"
+            raise InputError(f"--batch-size {batch_size} is the global batch and must be a multiple of the "
+                             f"{self.size} processes: use {options}")
+
+    def broadcast_json(self, obj) -> object:
+        """Rank 0's JSON-able object on every rank."""
+        import json
+
+        if not self.active:
+            return obj
+        data = np.frombuffer(json.dumps(obj).encode("utf-8"), np.uint8) if self.is_main else np.zeros(0, np.uint8)
+        with self.waiting("sharing the run's settings"):
+            length = int(mx.distributed.all_sum(mx.array([len(data)]), group=self.group).item())
+            buffer = np.zeros(length, np.int32)
+            buffer[:len(data)] = data
+            summed = np.array(mx.distributed.all_sum(mx.array(buffer), group=self.group))
+        return json.loads(summed.astype(np.uint8).tobytes().decode("utf-8"))
+
+    def broadcast_arrays(self, flat: dict[str, mx.array] | None) -> dict[str, mx.array]:
+        """Rank 0's flat dict of arrays on every rank (the others pass None); exact (x + 0 = x)."""
+        if not self.active:
+            return flat
+        spec = self.broadcast_json([[k, list(v.shape), str(v.dtype).split(".")[-1]] for k, v in flat.items()]
+                                   if self.is_main else None)
+        arrays = []
+        for key, shape, dtype in spec:
+            arrays.append(flat[key] if self.is_main else mx.zeros(shape, getattr(mx, dtype)))
+        with self.waiting("sharing the checkpoint"):
+            summed = [mx.distributed.all_sum(a, group=self.group) for a in arrays]
+            mx.eval(summed)
+        return {key: value for (key, _, _), value in zip(spec, summed)}
+
+    def resume(self, config, resume: str, resume_config: Callable, load_checkpoint: Callable):
+        """(config, checkpoint folder, checkpoint) of the run to resume: rank 0 reads them, the others
+        receive them from it (so only rank 0 needs the runs folder)."""
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from .checkpoint import Checkpoint
+
+        checkpoint = path = None
+        if self.is_main:
+            config, path = resume_config(config, resume)
+            checkpoint = load_checkpoint(path)
+        if not self.active:
+            return config, path, checkpoint
+        shared = self.broadcast_json({"config": asdict(config), "path": str(path), "info": checkpoint.info}
+                                     if self.is_main else None)
+        weights = self.broadcast_arrays(checkpoint.weights if self.is_main else None)
+        optimizer = self.broadcast_arrays(dict(tree_flatten(checkpoint.optimizer_state)) if self.is_main else None)
+        if not self.is_main:
+            config = type(config).from_dict(shared["config"])
+            path = Path(shared["path"])
+            checkpoint = Checkpoint(path, weights, tree_unflatten(list(optimizer.items())), [], shared["info"])
+        return config, path, checkpoint
+
+    def sharded_rows(self, embed: Callable[[list], np.ndarray], items: list) -> np.ndarray:
+        """embed(items) computed as each rank embedding its contiguous slice, gathered on every rank."""
+        start, stop, rows = shard_bounds(len(items), self.rank, self.size)
+        local = embed(items[start:stop])
+        if len(local) < rows:
+            local = np.concatenate([local, np.zeros((rows - len(local),) + local.shape[1:], local.dtype)])
+        return self.gather_rows(local, len(items))
+
+    def gather_rows(self, local: np.ndarray, total: int) -> np.ndarray:
+        """Every rank's (per, D) block (the last ones padded) -> the first `total` rows, in rank order."""
+        with self.waiting("evaluation"):
+            out = np.array(mx.distributed.all_gather(mx.array(local), group=self.group))
+        return out[:total]
+
+
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 of a distributed run (the one that writes)."""
+    return mx.distributed.init().rank() == 0
+
+
+def init() -> Dist:
+    """`mx.distributed.init()`: size 1 unless started by mlx.launch (or MLX_RANK + MLX_HOSTFILE)."""
+    group = mx.distributed.init()
+    if group.size() == 1:
+        return Dist()
+    timeout = float(os.environ.get(TIMEOUT_ENV, "900") or 900)
+    return Dist(group, group.rank(), group.size(), Watchdog(group.rank(), timeout))
+
+
+# --- training --------------------------------------------------------------------------------------
+
+def shard_bounds(global_size: int, rank: int, size: int) -> tuple[int, int, int]:
+    """(start, stop, rows): rank's contiguous slice of a global batch, padded to `rows` rows."""
+    rows = math.ceil(global_size / size)
+    start = min(global_size, rank * rows)
+    return start, min(global_size, start + rows), rows
+
+
+class ShardedStream:
+    """This rank's slice of every global batch of a TrainStream (same shuffle on every rank).
+
+    Batches carry `valid` (rows, bool: False on padding) and `global_size`; `record_id` and
+    `caption` list this rank's real samples only.
+    """
+
+    def __init__(self, stream, dist: Dist):
+        self.stream, self.dist = stream, dist
+        self.items = stream.items
+        self.batch_size = stream.batch_size
+        dist.check_batch_size(self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        # batch % size == 0 (Dist.check_batch_size): every full batch gives each rank exactly
+        # `per` samples, so batching the rank's list by `per` lines up with the global batches
+        samples = self.stream.samples(epoch)
+        size, rank, batch = self.dist.size, self.dist.rank, self.batch_size
+        plan, local = [], []
+        for begin in range(0, len(samples), batch):
+            chunk = samples[begin:begin + batch]
+            start, stop, rows = shard_bounds(len(chunk), rank, size)
+            plan.append((len(chunk), stop - start, rows))
+            local.extend(chunk[start:stop])
+        per = math.ceil(batch / size)
+        loaded = self.stream.batches(local, per)
+        for global_size, count, rows in plan:
+            out = next(loaded) if count else None
+            yield self._pad(out, global_size, count, rows)
+
+    def _pad(self, batch: dict | None, global_size: int, count: int, rows: int) -> dict:
+        s = self.stream
+        if batch is None:  # nothing of this (short) global batch is ours
+            some_ids = next(iter(s._token_cache.values()))
+            batch = {"pixels": np.zeros((0, s.size, s.size, 3), np.float32),
+                     "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype), "record_id": [], "caption": []}
+        pad = rows - count
+        valid = np.arange(rows) < count
+        if pad:
+            eos = getattr(s.tokenize, "eos_token_id", None)
+            filler = np.zeros((pad, batch["input_ids"].shape[1]), batch["input_ids"].dtype)
+            if eos is not None:
+                filler[:, 0] = eos
+            batch = dict(batch, pixels=np.concatenate([batch["pixels"], np.zeros((pad,) + batch["pixels"].shape[1:],
+                                                                                  np.float32)]),
+                         input_ids=np.concatenate([batch["input_ids"], filler]))
+        return dict(batch, valid=valid, global_size=global_size)
+
+
+class DistributedTrainer(Trainer):
+    """Trainer whose step computes the global batch's loss from this rank's shard and sums the
+    gradients over ranks inside the compiled step (see the module doc for why a sum)."""
+
+    def __init__(self, model, optimizer, precision="float32", eos_token_id=None, *, dist: Dist):
+        self.dist = dist
+        super().__init__(model, optimizer, precision, eos_token_id)
+
+    def loss_fn(self, model, input_ids, pixel_values, valid):
+        return distributed_clip_loss(model, input_ids, pixel_values, valid, self.dist.group)
+
+    def reduce_grads(self, grads):
+        summed = sum_tree(grads, self.dist.group)
+        if "logit_scale" in summed:  # every rank holds the full dL/ds
+            summed["logit_scale"] = summed["logit_scale"] / self.dist.size
+        return summed
+
+    def step_inputs(self, input_ids, pixel_values, valid=None):
+        ids = np.asarray(input_ids)
+        if valid is None:
+            valid = np.ones(len(ids), bool)
+        # trim to the global batch's padding length (all ranks must agree on the shape)
+        needed = trim_padding(ids, self.eos_token_id).shape[1] if len(ids) else 0
+        length = int(mx.distributed.all_max(mx.array([needed]), group=self.dist.group).item())
+        return mx.array(ids[:, :length]), mx.array(pixel_values), mx.array(np.asarray(valid))
+
+    def step(self, input_ids, pixel_values, **extra) -> mx.array:
+        with self.dist.waiting("a training step"):
+            return super().step(input_ids, pixel_values, **extra)

@@ -1,0 +1,231 @@
+"""Data-parallel training on mx.distributed: 2 ranks on 127.0.0.1 (ring backend) train like 1.
+
+Ranks are started the way mlx.launch starts them (MLX_RANK + MLX_HOSTFILE, a JSON list of
+each rank's "ip:port"), so the test can kill one of them.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+import mlx_clip
+from mlx.utils import tree_flatten
+from mlx_clip.train.optim import make_optimizer
+from mlx_clip.train.step import Trainer, clip_loss, value_and_grad
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+TIMING = ("seconds", "train_images_per_s", "eval_seconds")
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_ranks(args, tmp_path, n=2, rank_env=None):
+    """Start n ranks of `python ARGS` as mlx.launch --backend ring would on one machine."""
+    hostfile = tmp_path / f"hosts-{time.monotonic_ns()}.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(n)]))
+    procs = []
+    for rank in range(n):
+        env = dict(os.environ, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile), OPENBLAS_NUM_THREADS="1",
+                   **(rank_env or {}).get(rank, {}))
+        procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs, timeout=240):
+    out = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_path):
+    import dist_helper
+
+    results = finish(start_ranks([str(HERE / "dist_helper.py"), "step", str(tiny_hf), str(tmp_path)], tmp_path))
+    for rc, _, stderr in results:
+        assert rc == 0, stderr
+    model = mlx_clip.load(tiny_hf)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    for b, (ids, pixels) in enumerate(dist_helper.batches(model)):
+        # the sum over ranks of their gradients is the single-process gradient of the global batch
+        # (Adam's update hides gradient scale errors; this does not)
+        _, grads = value_and_grad(model, clip_loss)(mx.array(ids), mx.array(pixels))
+        for name, value in tree_flatten(grads):
+            for got in ranks:
+                np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
+                                           err_msg=name)
+    trainer = Trainer(model, make_optimizer(dist_helper.OPTIM), eos_token_id=model.tokenizer.eos_token_id)
+    losses = [float(trainer.step(ids, pixels)) for ids, pixels in dist_helper.batches(model)]
+    for got in ranks:
+        np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
+        for name, value in tree_flatten(model.parameters()):
+            np.testing.assert_allclose(got[name], np.array(value), rtol=0, atol=1e-5, err_msg=name)
+    for name in ranks[0].files:  # the ranks stay in lockstep: bitwise the same weights
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+
+
+def _common(tiny_hf, shapes_manifest, runs):
+    # 144 train records, --batch-size 20: 8 steps, the last one short (4) -> padded shards
+    return ["finetune.py", "--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(runs),
+            "--caption", "a {colour} {shape}", "--caption", "{shape}, {colour}", "--label-field", "label",
+            "--batch-size", "20", "--lr", "1e-3", "--rotate", "10", "--no-progress", "--seed", "3",
+            "--val-fraction", "0.25"]
+
+
+def _files(run):
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+
+
+def test_two_rank_run_writes_what_a_one_rank_run_writes(tiny_hf, shapes_manifest, tmp_path):
+    args = _common(tiny_hf, shapes_manifest, tmp_path) + ["--epochs", "2"]
+    single = subprocess.run([sys.executable, *args, "--name", "one"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=240, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert single.returncode == 0, single.stderr
+    (rc0, out0, err0), (rc1, out1, err1) = finish(start_ranks(args + ["--name", "two"], tmp_path))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert "global batch" in out0 and out1 == ""  # only rank 0 prints
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    np.testing.assert_allclose(two["step_losses"], one["step_losses"], rtol=1e-4, atol=1e-4)
+    for a, b in zip(one["history"], two["history"], strict=True):
+        for key in a:
+            if key not in TIMING:
+                np.testing.assert_allclose(b[key] if b[key] is not None else np.nan,
+                                           a[key] if a[key] is not None else np.nan, rtol=1e-3, atol=1e-3,
+                                           err_msg=key)
+    w1 = mx.load(str(tmp_path / "one" / "checkpoints/epoch-0002/weights.safetensors"))
+    w2 = mx.load(str(tmp_path / "two" / "checkpoints/epoch-0002/weights.safetensors"))
+    for name in w1:
+        np.testing.assert_allclose(np.array(w2[name]), np.array(w1[name]), rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_killed_rank_stops_the_other_and_resume_continues(tiny_hf, shapes_manifest, tmp_path):
+    args = _common(tiny_hf, shapes_manifest, tmp_path) + ["--epochs", "3", "--name", "cut"]
+    # rank 1 SIGKILLs itself right after epoch 1 (rank 0 writes that epoch's checkpoint)
+    procs = start_ranks(args, tmp_path, rank_env={1: {"MLX_CLIP_KILL_AFTER_EPOCH": "1"}})
+    started = time.monotonic()
+    (rc0, out0, err0), (rc1, _, _) = finish(procs, timeout=120)
+    assert rc1 == -signal.SIGKILL
+    assert rc0 == 2, err0
+    lines = [line for line in err0.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "lost the other ranks" in lines[0] and "--resume" in lines[0], err0
+    assert time.monotonic() - started < 120
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "epoch-0001"
+    assert not list(checkpoints.glob(".tmp-*"))
+
+    (rc0, out0, err0), (rc1, _, err1) = finish(start_ranks(
+        ["finetune.py", "--runs-dir", str(tmp_path), "--name", "cut", "--resume", "--no-progress"], tmp_path))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert "resuming" in out0 and "from epoch-0001" in out0
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2, 3]
+    assert len(metrics["step_losses"]) == 3 * 8
+
+    # ... and ends where an uninterrupted 2-rank run ends
+    args[args.index("cut")] = "full"
+    (rc0, _, err0), (rc1, _, err1) = finish(start_ranks(args, tmp_path))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    np.testing.assert_allclose(metrics["step_losses"], full["step_losses"], rtol=0, atol=1e-6)
+    for a, b in zip(metrics["history"], full["history"], strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
+
+def test_masked_loss_is_the_loss_of_the_valid_rows():
+    from mlx_clip.train.distributed import masked_contrastive_loss
+    from mlx_clip.train.loss import contrastive_loss
+
+    rng = np.random.default_rng(0)
+    logits = mx.array(rng.standard_normal((6, 6)).astype(np.float32) * 3)
+    ids = mx.array([[1, 2], [3, 4], [1, 2], [5, 6], [7, 8], [1, 2]])
+    full = float(contrastive_loss(logits, ids))
+    assert abs(float(masked_contrastive_loss(logits, ids, mx.ones(6, dtype=mx.bool_))) - full) < 1e-6
+    keep = np.array([True, True, False, True, True, False])  # padding rows 2 and 5 (equal captions too)
+    idx = mx.array(np.flatnonzero(keep))
+    sub = float(contrastive_loss(logits[idx][:, idx], ids[idx]))
+    assert abs(float(masked_contrastive_loss(logits, ids, mx.array(keep))) - sub) < 1e-6
+    grad = mx.grad(lambda x: masked_contrastive_loss(x, ids, mx.array(keep)))(logits)
+    assert np.all(np.isfinite(np.array(grad))) and not np.array(grad)[2].any() and not np.array(grad)[:, 5].any()
+
+
+def test_shard_bounds_cover_the_batch_once():
+    from mlx_clip.train.distributed import shard_bounds
+
+    for size in (1, 2, 3, 4):
+        for batch in range(1, 11):
+            parts = [shard_bounds(batch, r, size) for r in range(size)]
+            assert [i for start, stop, _ in parts for i in range(start, stop)] == list(range(batch))
+            assert len({rows for _, _, rows in parts}) == 1
+
+
+def test_global_batch_must_split_evenly():
+    import pytest
+
+    from mlx_clip.errors import InputError
+    from mlx_clip.train.distributed import Dist
+
+    Dist(rank=0, size=2).check_batch_size(20)
+    Dist().check_batch_size(5)
+    with pytest.raises(InputError, match="--batch-size 5 is the global batch .* use 4 or 6"):
+        Dist(rank=0, size=2).check_batch_size(5)
+
+
+def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
+    import pytest
+
+    from mlx_clip.train.distributed import PeerLostError, Watchdog
+
+    exits = []
+    watchdog = Watchdog(1, 1.0, exit=exits.append)
+    with watchdog.waiting("a training step"):
+        time.sleep(0.2)
+    assert exits == []
+    with watchdog.waiting("a training step"):
+        time.sleep(3.0)
+    assert exits == [3]
+    with pytest.raises(PeerLostError, match="rank 1: lost the other ranks during evaluation"):
+        with watchdog.waiting("evaluation"):
+            raise RuntimeError("[ring] connection to a peer was lost")
+
+
+def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
+    from mlx_clip.finetune import FinetuneConfig, prepare
+    from mlx_clip.train.distributed import Dist, ShardedStream
+
+    config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20, seed=3,
+                            captions=["a {colour} {shape}", "{shape}, {colour}"], rotate=10, val_fraction=0.25)
+    prepared = prepare(config, say=lambda *_: None)
+    single = list(prepared.train_stream().epoch(2))
+    shards = [list(ShardedStream(prepared.train_stream(), Dist(rank=r, size=2)).epoch(2)) for r in (0, 1)]
+    assert len(single) == len(shards[0]) == len(shards[1]) == 8  # 144 records: 7 x 20 + 4
+    for whole, *parts in zip(single, *shards):
+        assert [p["global_size"] for p in parts] == [len(whole["record_id"])] * 2
+        assert sum((p["record_id"] for p in parts), []) == whole["record_id"]
+        for key in ("pixels", "input_ids"):
+            np.testing.assert_array_equal(np.concatenate([p[key][p["valid"]] for p in parts]), whole[key])
