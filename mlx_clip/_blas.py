@@ -12,6 +12,7 @@ to load another library.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -88,3 +89,21 @@ def describe_blas() -> str:
         return f"OpenBLAS {version} ({core} kernels, {lib.openblas_get_num_threads()} threads)"
     except (OSError, AttributeError, IndexError):
         return loaded_blas
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """OpenBLAS on one thread inside the block (for work already split across MLX streams)."""
+    lib = None
+    if loaded_blas is not None:
+        try:
+            lib = ctypes.CDLL(loaded_blas)
+            before = lib.openblas_get_num_threads()
+            lib.openblas_set_num_threads(1)
+        except (OSError, AttributeError):
+            lib = None
+    try:
+        yield
+    finally:
+        if lib is not None:
+            lib.openblas_set_num_threads(before)

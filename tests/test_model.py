@@ -132,3 +132,21 @@ def test_quick_gelu_matches_exact_sigmoid_and_its_gradient():
         half = x[:1000].astype(dtype)
         assert fast(half).dtype == dtype
         assert mx.abs(fast(half).astype(mx.float32) - exact(half).astype(mx.float32)).max().item() <= 0.25
+
+
+def test_cpu_streams_embed_like_one_pass(tiny_hf):
+    """The multi-stream CPU path gives the single forward pass's embeddings and restores BLAS threads."""
+    import ctypes
+
+    from mlx_clip import _blas
+    from mlx_clip.model import normalize
+
+    model = mlx_clip.load(tiny_hf)
+    pixels = np.random.default_rng(3).standard_normal((9, 32, 32, 3)).astype(np.float32)
+    if _blas.loaded_blas:
+        threads = ctypes.CDLL(_blas.loaded_blas).openblas_get_num_threads()
+    split = np.array(model.embed_pixels(pixels))
+    whole = np.array(normalize(model.encode_image(mx.array(pixels))))
+    np.testing.assert_allclose(split, whole, atol=1e-6)
+    if _blas.loaded_blas:
+        assert ctypes.CDLL(_blas.loaded_blas).openblas_get_num_threads() == threads
