@@ -129,3 +129,29 @@ def test_help_explains_every_flag():
     out = run_convert("--help").stdout
     for flag in ["--hf-path", "--mlx-path", "--to-hf", "--dtype"]:
         assert flag in out
+
+
+def test_pickled_checkpoint_is_read_only_with_weights_only(tiny_hf, tmp_path):
+    """A folder with only pytorch_model.bin converts through torch.load(weights_only=True), and says so."""
+    import torch
+
+    folder = _copy(tiny_hf, tmp_path / "pickled")
+    tensors = load_file(folder / "model.safetensors")
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    done = run_convert("--hf-path", folder, "--mlx-path", tmp_path / "mlx")
+    assert done.returncode == 0, done.stderr
+    assert "weights_only=True" in done.stderr
+    ours, reference = mlx_clip.load(tmp_path / "mlx"), mlx_clip.load(tiny_hf)
+    texts = ["a coin", "an amphora"]
+    np.testing.assert_array_equal(ours.embed_texts(texts), reference.embed_texts(texts))
+    # A pickle that holds code, not tensors, is refused rather than run.
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(InputError, match="weights_only=True"):
+        mlx_clip.load(folder)
