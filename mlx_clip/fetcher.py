@@ -156,9 +156,8 @@ class FetchSummary:
             f" -> {self.failures_path}" if self.failed_total else ""))
         for reason, count in sorted(self.failed.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {reason:<16} {count:,}")
-        lines.append(
-            f"  time             {self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
-        )
+        rate = f", {self.images_per_second:.1f} images/s fetched" if self.fetched else ""
+        lines.append(f"  time             {self.seconds:.1f} s{rate}")
         return "\n".join(lines)
 
 
