@@ -104,9 +104,13 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 def publish(run_dir, args: argparse.Namespace) -> None:
     """--register and --push-to-hub, after a finished run."""
     if args.register:
-        from mlx_clip.registry import register_model
+        from mlx_clip.registry import read_registry, register_model
 
+        previous = read_registry().get(args.register)
         registered = register_model(args.register, run_dir / "model", replace=True, validate=False)
+        if previous is not None and previous.source != registered.source:
+            print(f"warning: mlx-clip/{args.register} pointed at {previous.source} and now at {registered.source}; "
+                  f"re-embed collections made with the old model (llm collections list)", file=sys.stderr)
         print(f"registered with llm as {registered.model_id}: llm embed -m {registered.model_id} -c 'some text'")
     if args.push_to_hub:
         from mlx_clip.hub import push_to_hub

@@ -120,7 +120,8 @@ class CLIP(CLIPModel):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         config = dict(self.config.raw)
-        config["mlx_clip_dtype"] = str(self.dtype).split(".")[-1]
+        config.pop("torch_dtype", None)
+        config["dtype"] = config["mlx_clip_dtype"] = str(self.dtype).split(".")[-1]
         write_json(folder / "config.json", config)
         write_json(folder / "preprocessor_config.json", self.image_processor.to_dict())
         if self._tokenizer is not None:

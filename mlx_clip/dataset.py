@@ -124,11 +124,18 @@ def split_items(items: Sequence[Item], val_fraction: float, seed: int,
         groups.setdefault(key, []).append(i)
     rng = np.random.default_rng(seed)
     val: set[int] = set()
-    for key in sorted(groups):
+    # round(N * fraction) validation records in all, shared among strata by largest remainder
+    # (rounding each stratum alone gives nothing to small strata: many labels, no validation).
+    keys = sorted(groups)
+    quotas = {k: len(groups[k]) * val_fraction for k in keys}
+    takes = {k: int(quotas[k]) for k in keys}
+    left = int(round(len(items) * val_fraction)) - sum(takes.values())
+    for k in sorted(keys, key=lambda k: -(quotas[k] - takes[k]))[:max(0, left)]:
+        takes[k] += 1
+    for key in keys:
         members = groups[key]
         perm = rng.permutation(len(members))
-        take = int(round(len(members) * val_fraction))
-        val.update(members[j] for j in perm[:take])
+        val.update(members[j] for j in perm[:takes[key]])
     if not val:
         val.add(order[int(rng.integers(len(order)))])
     if len(val) == len(items):

@@ -240,6 +240,11 @@ async def fetch_records_async(
     """Async form of :func:`fetch_records`."""
     config = config or FetchConfig()
     started = time.perf_counter()
+    out = Path(config.out)
+    for written in (MANIFEST_NAME, FAILURES_NAME):
+        if Path(records_path).resolve() == (out / written).resolve():
+            raise InputError(f"{records_path}: is the {written} this run would write; "
+                             "pass another --out to draw a sample from it")
     records = load_records(records_path)
     url_field = _check_fields(records, config)
     try:
@@ -250,7 +255,6 @@ async def fetch_records_async(
         log(explanation)
     jobs = _plan_jobs(records, indices, config, url_field)
 
-    out = Path(config.out)
     images_dir = out / IMAGES_DIR
     out.mkdir(parents=True, exist_ok=True)
     removed = remove_partial_files(images_dir)

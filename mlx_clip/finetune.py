@@ -160,6 +160,9 @@ def _is_manifest(path: Path) -> bool:
 
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
     if config.manifest:
+        if any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+            raise InputError(f"{config.manifest}: --sample/--margin draw from --data; to train on a sample of a "
+                             "manifest pass it as --data with --path-field image_path and another --out")
         return Path(config.manifest)
     data = Path(config.data)
     if not data.is_file():
@@ -178,6 +181,10 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         raise InputError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
     if config.batch_size < 1 or config.epochs < 0:
         raise InputError("--batch-size must be >= 1 and --epochs >= 0")
+    if not 0 < config.crop_min_area <= 1:
+        raise InputError(f"--crop-min-area must be in (0, 1], got {config.crop_min_area}")
+    if config.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {config.threads}")
     manifest = resolve_manifest(config, say)
     items = read_manifest(manifest, config.id_field)
     check = check_images(items)
@@ -315,6 +322,9 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     resumed = FinetuneConfig.from_dict(saved)
     resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
+    recorded = (saved.get("resolved") or {}).get("manifest")
+    if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
+        resumed.manifest, resumed.fetch = recorded, {}
     return resumed, checkpoint
 
 
@@ -440,8 +450,10 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     final = load(run_dir / "model")
     export_hf(final, run_dir / "export")
     memory = peak_memory()
-    metrics = {"history": history, "best_epoch": best["epoch"], "best_mean_R@1": best["score"]
-               if best["epoch"] is not None else None, "step_losses": step_losses, **memory,
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
+    metrics = {"history": history, "best_epoch": best["epoch"], "best_mean_R@1": best_row.get("mean_R@1"),
+               "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
+               "step_losses": step_losses, **memory,
                "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
                "skipped": prepared.skipped_line}
     write_json(run_dir / "metrics.json", metrics)

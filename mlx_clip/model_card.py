@@ -233,7 +233,8 @@ def _value(raw: Any, siblings: Mapping, name: str) -> Value | None:
 
 
 _NOT_METRICS = {"epoch", "step", "steps", "seconds", "time", "elapsed", "lr", "learning_rate", "n", "count",
-                "val_size", "n_val", "validation_size", "before", "after"}
+                "val_size", "n_val", "validation_size", "before", "after", "val_captions", "zero_shot_size",
+                "zero_shot_classes", "train_loss", "eval_seconds", "train_images_per_s"}
 
 
 def _metric_dict(raw: Any) -> dict[str, Value]:
@@ -272,7 +273,10 @@ def split_metrics(metrics: Mapping | None) -> tuple[dict[str, Value], dict[str, 
             rows = [dict(epoch=e.get("epoch", i), **_metric_dict(e)) for i, e in enumerate(epochs)]
             if not before and rows[0]["epoch"] == 0:
                 before = _metric_dict(epochs[0])
-            after = after or _metric_dict(epochs[-1])
+            # finetune.py keeps the best epoch's weights (metrics["best_epoch"]), not the last's
+            chosen = next((e for e in epochs if metrics.get("best_epoch") is not None
+                           and e.get("epoch") == metrics["best_epoch"]), epochs[-1])
+            after = after or _metric_dict(chosen)
     if not before and not after:  # {"recall@1": {"before": 0.3, "after": 0.5}, ...}
         pairs = {k: v for k, v in metrics.items() if isinstance(v, Mapping) and ("before" in v or "after" in v)}
         before = _metric_dict({k: v["before"] for k, v in pairs.items() if "before" in v})

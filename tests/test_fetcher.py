@@ -324,3 +324,15 @@ def test_image_file_names_stay_inside(tmp_path):
         path = image_file(tmp_path / "images", key, "jpg")
         assert path.resolve().is_relative_to((tmp_path / "images").resolve())
         assert len(path.name) == 44  # 40 hex + ".jpg"
+
+
+def test_refuses_to_overwrite_its_own_input(tmp_path):
+    """Sampling a manifest into the folder it lives in would overwrite it: refused, file intact."""
+    from mlx_clip.errors import InputError
+    from mlx_clip.fetcher import FetchConfig, fetch_records
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"id": 1, "image_path": "a.png"}\n')
+    with pytest.raises(InputError, match="manifest.jsonl this run would write"):
+        fetch_records(manifest, FetchConfig(out=tmp_path, path_field="image_path"), sample=1)
+    assert manifest.read_text() == '{"id": 1, "image_path": "a.png"}\n'

@@ -204,3 +204,23 @@ def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_man
                           "--batch-size", "8", "--caption", "a {colour} {shape}",
                           "--runs-dir", str(tmp_path / "runs")]) == 0
     assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 40
+
+
+def test_review_regressions(tiny_hf, shapes_manifest, tmp_path, capsys):
+    """Bad values fail up front with one line; --sample with --manifest is refused, not ignored."""
+    base = ["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(tmp_path),
+            "--dry-run", "--batch-size", "8", "--caption", "a {colour} {shape}"]
+    for extra, expected in [(["--crop-min-area", "0"], "--crop-min-area"), (["--threads", "0"], "--threads"),
+                            (["--sample", "10"], "--sample/--margin draw from --data")]:
+        assert finetune.main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, err
+
+
+def test_stratified_split_keeps_the_validation_fraction(shapes_manifest):
+    """Many small strata still give round(N * fraction) validation records in all."""
+    from mlx_clip.dataset import read_manifest, split_items
+
+    items = read_manifest(shapes_manifest)
+    train, val = split_items(items, 0.1, seed=0, stratify="id")  # one stratum per record
+    assert len(val) == round(len(items) * 0.1) and len(train) + len(val) == len(items)

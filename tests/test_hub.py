@@ -343,3 +343,17 @@ def test_load_from_hub_cache_offline(tiny_hf, tmp_path, monkeypatch):
     missing = subprocess.run([sys.executable, "-c", "import mlx_clip; mlx_clip.load('alice/not-cached')"],
                              env=env, capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode != 0 and "offline, or not in the cache" in missing.stderr
+
+
+def test_card_after_is_the_best_epoch_not_the_last():
+    """finetune.py keeps the best epoch's weights, so the card's "after" must be that epoch."""
+    from mlx_clip.model_card import split_metrics
+
+    metrics = {"best_epoch": 1, "history": [
+        {"epoch": 0, "mean_R@1": 0.10, "train_images_per_s": None},
+        {"epoch": 1, "mean_R@1": 0.40, "train_loss": 1.0, "train_images_per_s": 400.0},
+        {"epoch": 2, "mean_R@1": 0.30, "train_loss": 0.5, "train_images_per_s": 1300.0},
+    ]}
+    before, after, _ = split_metrics(metrics)
+    assert before["mean_R@1"].value == 0.10 and after["mean_R@1"].value == 0.40
+    assert "train_images_per_s" not in after and "train_loss" not in after
