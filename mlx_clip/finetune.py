@@ -360,9 +360,17 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         say, progress = (lambda *_: None), False
     checkpoint = None
     if resume:
+        given = config
         config, checkpoint_path, checkpoint = dist.resume(config, resume, resume_config, load_checkpoint)
         say(f"resuming {Path(config.runs_dir) / config.name} from {checkpoint_path.name} "
             f"(settings from its config.json)")
+        defaults = FinetuneConfig()
+        ignored = [f.name for f in fields(FinetuneConfig) if f.name not in ("runs_dir", "name", "data", "manifest", "fetch")
+                   and getattr(given, f.name) != getattr(defaults, f.name)
+                   and getattr(given, f.name) != getattr(config, f.name)]
+        if ignored:
+            say("warning: a resumed run keeps its saved settings; ignored: "
+                + ", ".join(f"--{n.replace('_', '-')} {getattr(given, n)}" for n in ignored))
     config.name = _run_name(config)
     dist.check_batch_size(config.batch_size)
     prepared = prepare(config, say, model)

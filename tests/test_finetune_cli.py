@@ -224,3 +224,10 @@ def test_stratified_split_keeps_the_validation_fraction(shapes_manifest):
     items = read_manifest(shapes_manifest)
     train, val = split_items(items, 0.1, seed=0, stratify="id")  # one stratum per record
     assert len(val) == round(len(items) * 0.1) and len(train) + len(val) == len(items)
+
+
+def test_resume_says_which_flags_it_ignores(tiny_hf, shapes_manifest, tmp_path, capsys):
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "r", "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "r", "--resume", "--epochs", "3")) == 0
+    assert "ignored: --epochs 3" in capsys.readouterr().out
