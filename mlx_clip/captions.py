@@ -30,11 +30,13 @@ KEYWORD_KEYS = ("keywords", "tags", "subjects", "subject", "topics")
 SKIP_KEY = re.compile(
     r"(^|_|\b)(id|ids|uuid|guid|url|uri|urls|href|link|path|file|filename|sha\d*|md5|hash|checksum|"
     r"width|height|size|bytes|image|images|thumbnail|iiif|accession|inventory|number|no|lat|lon|lng|"
-    r"latitude|longitude|license|licence|rights|credit|copyright|created|modified|updated)($|_|\b)",
+    r"latitude|longitude|license|licence|rights|credit|copyright|created|modified|updated|"
+    r"code|codes|unicode|codepoint|sku)($|_|\b)",
     re.IGNORECASE)
 _URLISH = re.compile(r"^(https?://|ftp://|s3://|file:|www\.|/|[A-Za-z]:\\)")
 _HEXISH = re.compile(r"^[0-9a-fA-F]{16,}$")
 _NUMBERISH = re.compile(r"^[\s\d.,:/+-]+$")
+_CODEISH = re.compile(r"^(?=\S*\d)\S+$")  # one token with a digit in it: "1F44E", "BM-1897,0401.12"
 
 
 def get_field(record: Any, path: str, default: Any = _MISSING) -> Any:
@@ -199,7 +201,7 @@ def default_caption(record: dict) -> str:
         if key in used or SKIP_KEY.search(str(key)) or len(parts) >= 6:
             continue
         text = _usable_text(record[key])
-        if text and len(text) <= 80:
+        if text and len(text) <= 80 and not _CODEISH.match(text):
             take(key)
     return clean_caption(", ".join(parts))
 

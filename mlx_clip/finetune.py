@@ -628,6 +628,8 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     if "mlx_peak_bytes" in memory:
         peak += f" ({gib(memory['mlx_peak_bytes'])} MLX arrays)"
     say(peak)
-    say("dry run: nothing trained or written")
+    fetched = "" if config.manifest or prepared.manifest == Path(config.data) else \
+        f" (the sample's images were fetched into {prepared.manifest.parent}, ready for the real run)"
+    say(f"dry run: nothing trained, no run folder written{fetched}")
     return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": train_epoch_s + eval_s,
             **memory}

@@ -76,3 +76,12 @@ def test_split_is_deterministic_and_stratified():
     assert sorted(i.record_id for i in val) == sorted(i.record_id for i in again[1])
     assert len(val) == 20 and sum(i.record["site"] == "B" for i in val) == 5
     assert not {i.record_id for i in train} & {i.record_id for i in val}
+
+
+def test_default_caption_skips_code_like_values():
+    """Catalogue codes (inventory numbers, hex code points) are not words a caption needs."""
+    from mlx_clip.captions import default_caption
+
+    caption = default_caption({"name": "thumbs up sign", "category": "People & Body", "unicode": "1F44D",
+                               "inv": "BM-1897,0401.1234", "findspot": "Ostia"})
+    assert caption == "thumbs up sign, People & Body, Ostia"
