@@ -17,8 +17,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import InputError
+from .records import get_field as _record_field, has_field
 
-_MISSING = object()
 _OPEN_TO_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", '"': '"'}
 
 # Default captions: which record fields read as a title, a category, or keywords.
@@ -39,24 +39,13 @@ _NUMBERISH = re.compile(r"^[\s\d.,:/+-]+$")
 _CODEISH = re.compile(r"^(?=\S*\d)\S+$")  # one token with a digit in it: "1F44E", "BM-1897,0401.12"
 
 
-def get_field(record: Any, path: str, default: Any = _MISSING) -> Any:
-    """`record["a"]["b"]` for path "a.b"; list items by index ("images.0.url"); default if absent."""
-    value = record
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, (list, tuple)) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None if default is _MISSING else default
-    return value
+def get_field(record: Any, path: str, default: Any = None) -> Any:
+    """The value at a dotted path ("findspot.lat", "media.0.url"), `default` (None) if absent.
 
-
-_ABSENT = object()
-
-
-def has_field(record: Any, path: str) -> bool:
-    return get_field(record, path, _ABSENT) is not _ABSENT
+    The same reader as fetch.py's (mlx_clip.records), so a field a template names is found the
+    same way everywhere, a literal dotted CSV column included.
+    """
+    return _record_field(record, path, default)
 
 
 def value_text(value: Any) -> str:
