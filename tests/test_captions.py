@@ -85,3 +85,9 @@ def test_default_caption_skips_code_like_values():
     caption = default_caption({"name": "thumbs up sign", "category": "People & Body", "unicode": "1F44D",
                                "inv": "BM-1897,0401.1234", "findspot": "Ostia"})
     assert caption == "thumbs up sign, People & Body, Ostia"
+
+
+def test_template_reads_a_literal_dotted_csv_column():
+    """A CSV column named "findspot.lat" is read as fetch.py reads it, not as a nested path."""
+    builder = CaptionBuilder(["{title} found at {findspot.lat}"], [{"title": "coin", "findspot.lat": "51.5"}])
+    assert builder.first(0) == "coin found at 51.5"
