@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
         f"of it, at most {_DEFAULTS.connect_timeout:g} s (default: {_DEFAULTS.read_timeout:g})",
     )
     group.add_argument(
+        "--deadline", type=float, default=_DEFAULTS.deadline, metavar="SECONDS",
+        help="give up on an image this long after its first request, retries included, "
+        f"however steadily a slow server trickles bytes (default: {_DEFAULTS.deadline:g})",
+    )
+    group.add_argument(
         "--retries", type=int, default=_DEFAULTS.retries, metavar="N",
         help="further tries after timeouts, connection errors, HTTP 5xx and 429, with "
         f"exponential backoff and Retry-After honoured (default: {_DEFAULTS.retries})",
@@ -101,12 +107,25 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest image to accept, in bytes (default: {_DEFAULTS.max_bytes:,})",
     )
     group.add_argument(
+        "--allow-private", action="store_true",
+        help="follow redirects from public hosts to loopback, link-local and private "
+        "addresses (refused by default as redirect_private; records pointing at such an "
+        "address directly are always fetched)",
+    )
+    group.add_argument(
         "--no-progress", action="store_true", help="do not show the progress bar",
     )
 
 
 def fetch_config_from_args(args: argparse.Namespace) -> FetchConfig:
-    """A :class:`FetchConfig` from flags added by :func:`add_fetch_arguments`."""
+    """A :class:`FetchConfig` from flags added by :func:`add_fetch_arguments`.
+
+    Raises :class:`InputError` for a ``--timeout`` or ``--deadline`` that is not a finite
+    number of seconds above 0 (0 would hang, a negative one would fail every request).
+    """
+    for flag, value in (("--timeout", args.timeout), ("--deadline", args.deadline)):
+        if not (value > 0 and math.isfinite(value)):
+            raise InputError(f"{flag} must be a number of seconds above 0, got {value:g}")
     return FetchConfig(
         out=args.out,
         url_field=args.url_field,
@@ -116,9 +135,11 @@ def fetch_config_from_args(args: argparse.Namespace) -> FetchConfig:
         per_host=args.per_host,
         connect_timeout=min(_DEFAULTS.connect_timeout, args.timeout / 3),
         read_timeout=args.timeout,
+        deadline=args.deadline,
         retries=max(0, args.retries),
         max_bytes=args.max_bytes,
         progress=not args.no_progress,
+        allow_private=args.allow_private,
     )
 
 
@@ -141,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run fetch.py; returns the exit code (2 for bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
+    # A record's text may hold a lone surrogate (a title cut inside an emoji): print it escaped.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         summary: FetchSummary = fetch_records(
             args.records,

@@ -14,23 +14,35 @@
   ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
   ``detail``.
 
-Files are written atomically, stale ``*.part`` files are removed at start, and a second run
-keeps every valid file already there, so an interrupted run resumes where it stopped.
+Files are written atomically with the umask's permissions, stale ``*.part`` files are removed
+at start, and a second run keeps every valid file already there, so an interrupted run resumes
+where it stopped. ``OUT/.fetch.lock`` (holding the pid) keeps a second run off the same folder.
+
+One record never stops the run: whatever goes wrong with it (a host name that cannot be
+encoded, a header that cannot be parsed, a Pillow plugin raising on damaged bytes) becomes its
+line in ``failures.jsonl``. A request is bounded both by idle time (``read_timeout``) and by a
+total ``deadline`` per image, and a redirect from a public host to a loopback, link-local or
+private address is refused (``redirect_private``) unless ``allow_private``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import fcntl
+import ipaddress
 import os
 import random
+import re
+import socket
 import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import aiohttp
 from tqdm import tqdm
@@ -68,6 +80,8 @@ __all__ = [
     "FetchSummary",
     "fetch_records",
     "fetch_records_async",
+    "is_private_address",
+    "lock_output_folder",
     "parse_retry_after",
 ]
 
@@ -75,6 +89,9 @@ USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-c
 MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.jsonl"
 IMAGES_DIR = "images"
+LOCK_NAME = ".fetch.lock"
+_REDIRECTS = (301, 302, 303, 307, 308)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MANIFEST_KEYS = ("image_path", "sha256", "width", "height")
 """Keys ``fetch`` adds to each record in the manifest.
 
@@ -82,6 +99,16 @@ A record's own value under one of these keys (say a museum object's ``width`` in
 under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
 image_path`` is simply rewritten relative to the manifest.
 """
+
+
+def is_private_address(address: IPAddress) -> bool:
+    """True for any address that is not globally routed: loopback, private, link-local, ...
+
+    An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
 
 
 @dataclass
@@ -96,6 +123,7 @@ class FetchConfig:
     per_host: int = 4  # requests in flight per host
     connect_timeout: float = 10.0  # seconds to open a connection
     read_timeout: float = 30.0  # seconds without a byte before giving up
+    deadline: float = 120.0  # seconds for one image, from its first request, retries included
     retries: int = 4  # further tries after connection errors, timeouts, 5xx and 429
     backoff: float = 0.5  # first retry waits about this long; doubles each time (with jitter)
     max_backoff: float = 30.0
@@ -104,9 +132,15 @@ class FetchConfig:
     max_redirects: int = 10
     user_agent: str = USER_AGENT
     progress: bool = True  # tqdm bar on stderr when it is a terminal
+    allow_private: bool = False  # follow redirects from public hosts to private addresses
+    # What counts as private; the tests swap it to play a public host on 127.0.0.1.
+    private_address: Callable[[IPAddress], bool] = is_private_address
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        for name in ("connect_timeout", "read_timeout", "deadline"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
         if self.concurrency < 1 or self.per_host < 1:
             raise ValueError("concurrency and per_host must be at least 1")
         if self.retries < 0:
@@ -192,11 +226,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,9}", value):  # ASCII digits only: "²".isdigit() is True too
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
@@ -257,20 +291,21 @@ async def fetch_records_async(
 
     images_dir = out / IMAGES_DIR
     out.mkdir(parents=True, exist_ok=True)
-    removed = remove_partial_files(images_dir)
-    for stale in out.glob("*.jsonl.*.part"):
-        stale.unlink()
-        removed += 1
+    with lock_output_folder(out):
+        removed = remove_partial_files(images_dir)
+        for stale in out.glob("*.jsonl.*.part"):
+            stale.unlink()
+            removed += 1
 
-    fetch = _Fetcher(config, out.resolve(), images_dir)
-    outcomes = await fetch.run(jobs)
+        fetch = _Fetcher(config, out.resolve(), images_dir)
+        outcomes = await fetch.run(jobs)
 
-    outcomes.sort(key=lambda o: o.job.position)
-    manifest = [o.entry for o in outcomes if o.status != "failed"]
-    failures = [o.entry for o in outcomes if o.status == "failed"]
-    manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
-    write_jsonl_atomic(manifest_path, manifest)
-    write_jsonl_atomic(failures_path, failures)
+        outcomes.sort(key=lambda o: o.job.position)
+        manifest = [o.entry for o in outcomes if o.status != "failed"]
+        failures = [o.entry for o in outcomes if o.status == "failed"]
+        manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
+        write_jsonl_atomic(manifest_path, manifest)
+        write_jsonl_atomic(failures_path, failures)
     counts = Counter(o.status for o in outcomes)
     return FetchSummary(
         records=len(records.records),
@@ -286,6 +321,31 @@ async def fetch_records_async(
         sample_explanation=explanation,
         removed_partial_files=removed,
     )
+
+
+@contextmanager
+def lock_output_folder(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (``out/.fetch.lock``, holding our pid) while fetching.
+
+    Two runs on one folder would delete each other's ``*.part`` files and interleave the
+    manifest; the second one gets an :class:`InputError` naming the pid that holds the lock.
+    The kernel drops the lock when the process ends, however it ends.
+    """
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise InputError(
+                f"{out}: another fetch (pid {holder}) is writing to this folder; "
+                "wait for it to finish or pass another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_fields(records: Records, config: FetchConfig) -> str | None:
@@ -355,7 +415,7 @@ class _Fetcher:
         outcomes: list[_Outcome] = []
         for job in jobs:
             if job.local_path is not None:
-                tasks.append(self._local(job))
+                tasks.append(self._isolated([job], self._local(job)))
             elif job.url is None:
                 only_paths = self.config.path_field and not self.config.url_field
                 reason = "missing_file" if only_paths else "missing_url"
@@ -375,10 +435,22 @@ class _Fetcher:
                 connector=connector, timeout=timeout, headers={"User-Agent": c.user_agent}
             ) as session:
                 self._session = session
-                tasks.extend(self._url_group(url, group) for url, group in by_url.items())
+                tasks.extend(
+                    self._isolated(group, self._url_group(url, group))
+                    for url, group in by_url.items()
+                )
                 for group_outcomes in await asyncio.gather(*tasks):
                     outcomes.extend(group_outcomes)
         return outcomes
+
+    async def _isolated(self, jobs: list[_Job], work: Any) -> list[_Outcome]:
+        """``work``'s outcomes; any exception it raises fails ``jobs`` instead of the run."""
+        try:
+            return await work
+        except Exception as e:
+            reason = "file_error" if isinstance(e, OSError) else "error"
+            detail = f"{type(e).__name__}: {e}"[:200]
+            return self._done([self._failed(job, reason, detail) for job in jobs])
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -482,7 +554,11 @@ class _Fetcher:
         return path, data, info
 
     async def _download(self, url: str) -> bytes:
-        """The body at ``url``, retried on timeouts, connection errors, 5xx and 429."""
+        """The body at ``url``, retried on timeouts, connection errors, 5xx and 429.
+
+        The deadline starts with the first request (not while waiting for a slot) and covers
+        every try and every wait between tries.
+        """
         c = self.config
         try:
             parsed = URL(url)
@@ -492,12 +568,21 @@ class _Fetcher:
             raise _Failure("bad_scheme", f"scheme '{parsed.scheme}' is not http or https")
         if not parsed.host:
             raise _Failure("bad_url", "no host")
-        host = parsed.host
+        host = _checked_host(parsed.host)
+        loop = asyncio.get_running_loop()
+        ends: float | None = None
         failure = _Failure("connection_error")
         for attempt in range(c.retries + 1):
             try:
                 async with self._hosts[host], self._slots:
-                    return await self._get(url)
+                    ends = ends or loop.time() + c.deadline
+                    try:
+                        async with asyncio.timeout(ends - loop.time()):
+                            return await self._get(parsed)
+                    except TimeoutError:
+                        raise _Failure(
+                            "deadline", f"no complete response within {c.deadline:g} s"
+                        ) from None
             except _Failure as e:
                 failure = e
             if not failure.retry or attempt == c.retries:
@@ -506,38 +591,110 @@ class _Fetcher:
                 delay = min(failure.wait, c.max_retry_after)
             else:
                 delay = min(c.max_backoff, c.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+            if ends is not None and loop.time() + delay >= ends:
+                failure.detail += f" (no time left for another try within {c.deadline:g} s)"
+                break
             await asyncio.sleep(delay)
         raise failure
 
-    async def _get(self, url: str) -> bytes:
-        """One GET: the body, or a :class:`_Failure` saying whether to retry."""
+    async def _get(self, url: URL) -> bytes:
+        """One GET, following redirects: the body, or a :class:`_Failure` saying whether to retry.
+
+        Redirects are followed here, not by aiohttp, so that each one's target can be checked
+        before any byte is sent to it.
+        """
         c = self.config
         try:
-            async with self._session.get(url, max_redirects=c.max_redirects) as response:
-                status = response.status
-                if status == 429 or status >= 500:
-                    wait = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Failure(f"http_{status}", response.reason or "", retry=True, wait=wait)
-                if status >= 300:
-                    raise _Failure(f"http_{status}", response.reason or "")
-                length = response.content_length
-                if length is not None and length > c.max_bytes:
-                    raise _Failure("too_large", f"Content-Length {length:,} > {c.max_bytes:,} bytes")
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    body += chunk
-                    if len(body) > c.max_bytes:
-                        raise _Failure("too_large", f"body passed {c.max_bytes:,} bytes")
-                self.downloads += 1
-                return bytes(body)
-        except aiohttp.TooManyRedirects:
-            raise _Failure("too_many_redirects", f"more than {c.max_redirects}") from None
-        except aiohttp.RedirectClientError as e:
-            raise _Failure("bad_redirect", str(e)[:200]) from None
-        except aiohttp.InvalidURL as e:
-            raise _Failure("bad_url", str(e)[:200]) from None
+            for _ in range(c.max_redirects + 1):
+                async with self._session.get(url, allow_redirects=False) as response:
+                    location = response.headers.get("Location")
+                    if response.status not in _REDIRECTS or not location:
+                        return await self._body(response)
+                target = url.join(URL(location))
+                if target.scheme not in ("http", "https") or not target.host:
+                    raise _Failure("bad_redirect", f"to {str(target)[:150]}")
+                _checked_host(target.host)
+                await self._check_redirect(url, target)
+                url = target
+            raise _Failure("too_many_redirects", f"more than {c.max_redirects}")
+        except (aiohttp.InvalidURL, ValueError) as e:  # UnicodeError from IDNA is a ValueError
+            raise _Failure("bad_url", f"{type(e).__name__}: {e}"[:200]) from None
         except asyncio.TimeoutError:
             raise _Failure("timeout", "no response in time", retry=True) from None
         except (aiohttp.ClientError, OSError) as e:
             detail = f"{type(e).__name__}: {e}"[:200]
             raise _Failure("connection_error", detail, retry=True) from None
+
+    async def _body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body of a final (non-redirect) response, within ``max_bytes``."""
+        c = self.config
+        status = response.status
+        if status == 429 or status >= 500:
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Failure(f"http_{status}", response.reason or "", retry=True, wait=wait)
+        if status >= 300:
+            raise _Failure(f"http_{status}", response.reason or "")
+        length = response.content_length
+        if length is not None and length > c.max_bytes:
+            raise _Failure("too_large", f"Content-Length {length:,} > {c.max_bytes:,} bytes")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > c.max_bytes:
+                raise _Failure("too_large", f"body passed {c.max_bytes:,} bytes")
+        self.downloads += 1
+        return bytes(body)
+
+    async def _check_redirect(self, source: URL, target: URL) -> None:
+        """Refuse a redirect from a public host to a private address (``redirect_private``).
+
+        A host whose every address is private (a catalogue on the local network) may redirect
+        anywhere, as may any host with ``allow_private``.
+        """
+        c = self.config
+        if c.allow_private:
+            return
+        target_addresses = await self._addresses(target)
+        if not any(map(c.private_address, target_addresses)):
+            return
+        if all(map(c.private_address, await self._addresses(source))):
+            return
+        raise _Failure(
+            "redirect_private",
+            f"{source.host} redirected to {target.host} ({target_addresses[0]}), a private "
+            "address; pass --allow-private to follow such redirects",
+        )
+
+    async def _addresses(self, url: URL) -> list[IPAddress]:
+        """The addresses ``url``'s host resolves to (the literal address if it is one)."""
+        assert url.host is not None
+        try:
+            return [ipaddress.ip_address(url.host)]
+        except ValueError:
+            pass
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            url.host, url.port, type=socket.SOCK_STREAM
+        )
+        return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _checked_host(host: str) -> str:
+    """``host`` if it can be a host name (or is an IP address); else a ``bad_url`` failure.
+
+    Catches, before any lookup, what would otherwise fail deep inside the resolver: empty
+    labels (``images.example..org``), labels over 63 characters, names over 253, and text
+    IDNA cannot encode.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise _Failure("bad_url", f"host {host!r}: {e}"[:200]) from None
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        raise _Failure("bad_url", f"host {host!r} is not a valid host name"[:200])
+    return host

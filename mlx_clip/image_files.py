@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -68,7 +68,8 @@ def inspect_image(data: bytes) -> ImageInfo:
 
     ``Image.verify()`` checks the structure, and a second open with ``load()`` decodes every
     pixel, which catches truncated files. Raises :class:`ImageProblem` with reason
-    ``not_an_image``, ``truncated_image`` or ``too_large`` (a decompression bomb).
+    ``not_an_image``, ``truncated_image``, ``too_large`` (a decompression bomb) or
+    ``decode_error`` (any other error a Pillow plugin raises on damaged data).
     """
     if not data:
         raise ImageProblem("not_an_image", "empty body")
@@ -87,6 +88,8 @@ def inspect_image(data: bytes) -> ImageInfo:
         raise ImageProblem("too_large", str(e).split(".")[0]) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         raise ImageProblem("truncated_image", f"{type(e).__name__}: {e}"[:200]) from None
+    except Exception as e:  # a damaged file can make a plugin raise anything (DDS: NotImplementedError)
+        raise ImageProblem("decode_error", f"{type(e).__name__}: {e}"[:200]) from None
     extension = _EXTENSIONS.get(image_format, image_format.lower() or "img")
     if not extension.isalnum():
         extension = "img"
@@ -99,8 +102,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def image_stem(key: str) -> str:
-    """The file name stem for a record key: the SHA-1 hex of the key (never the remote name)."""
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+    """The file name stem for a record key: the SHA-1 hex of the key (never the remote name).
+
+    ``surrogatepass`` lets a key holding a lone surrogate (a title cut inside an emoji) get a
+    name too; any other key hashes exactly as plain UTF-8.
+    """
+    return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def image_file(images_dir: Path, key: str, extension: str) -> Path:
@@ -129,10 +136,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent or complete.
 
     The bytes go to a ``*.part`` file in the same folder, are fsynced, and are renamed into
-    place with ``os.replace``.
+    place with ``os.replace``. The file is created with mode 0666 so the umask decides who may
+    read it (``tempfile.mkstemp`` would make every output 0600).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=PART_SUFFIX)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}{PART_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -148,9 +157,19 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    """Write ``rows`` as JSON Lines (UTF-8, one object a line) atomically."""
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    write_atomic(path, text.encode("utf-8"))
+    """Write ``rows`` as JSON Lines (UTF-8, one object a line) atomically.
+
+    A row holding text UTF-8 cannot encode (a lone surrogate such as ``"\\ud83d"`` from a title
+    cut inside an emoji) is written with ``\\u`` escapes instead, so it reads back unchanged.
+    """
+    lines = []
+    for row in rows:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        try:
+            lines.append(line.encode("utf-8"))
+        except UnicodeEncodeError:
+            lines.append((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
+    write_atomic(path, b"".join(lines))
 
 
 def remove_partial_files(folder: Path) -> int:

@@ -20,12 +20,20 @@ Routes (``{name}`` is a key of ``server.images``):
 - ``/reset/{name}``         starts the body, then drops the connection, every time
 - ``/reset-once/{name}``    drops the connection the first time, then the image
 - ``/iiif/{name}/full/675,/0/default.jpg``   the image (many URLs end in ``default.jpg``)
+- ``/trickle/{name}``       the image one byte every ``server.trickle_interval`` seconds
+- ``/bad-retry-after/{name}``  429 with ``Retry-After: ²`` first, then the image
+- ``/redirect-private/{name}``  302 to ``/img/{name}`` on ``PRIVATE_HOST`` (127.0.0.2)
+
+The same routes are served on ``PRIVATE_HOST`` too (``server.private_url(path)``), when the
+system lets a socket bind it (Linux does for all of 127.0.0.0/8); ``server.has_private``
+says whether it could.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
@@ -34,6 +42,14 @@ from aiohttp import web
 from PIL import Image
 
 HOST = "127.0.0.1"
+PRIVATE_HOST = "127.0.0.2"  # the tests treat HOST as a public catalogue host, this as private
+
+
+def make_dds_unimplemented() -> bytes:
+    """A DDS file with an unknown FourCC: Pillow raises NotImplementedError when opening it."""
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+    pixel_format = struct.pack("<2I", 32, 4) + b"XYZW" + b"\0" * 20
+    return b"DDS " + header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64
 
 
 def make_image(color: tuple[int, int, int], fmt: str = "PNG", size: tuple[int, int] = (16, 12)) -> bytes:
@@ -64,6 +80,8 @@ class FetchServer:
         self.slow_seconds = 3.0
         self.retry_after = "1"
         self.big_size = 300_000
+        self.trickle_interval = 0.2
+        self.has_private = False
         self.port = 0
         self.in_flight = 0
         self.max_in_flight = 0  # most requests handled at once, over the server's life
@@ -74,6 +92,9 @@ class FetchServer:
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
+
+    def private_url(self, path: str) -> str:
+        return f"http://{PRIVATE_HOST}:{self.port}{path}"
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -125,11 +146,19 @@ class FetchServer:
         r.add_get("/reset/{name}", self._reset)
         r.add_get("/reset-once/{name}", self._reset_once)
         r.add_get("/iiif/{name}/full/675,/0/default.jpg", self._iiif)
+        r.add_get("/trickle/{name}", self._trickle)
+        r.add_get("/bad-retry-after/{name}", self._bad_retry_after)
+        r.add_get("/redirect-private/{name}", self._redirect_private)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        try:
+            await web.TCPSite(self._runner, PRIVATE_HOST, self.port).start()
+            self.has_private = True
+        except OSError:
+            pass
 
     @web.middleware
     async def _count_middleware(self, request: web.Request, handler):
@@ -227,3 +256,23 @@ class FetchServer:
 
     async def _iiif(self, request: web.Request) -> web.Response:
         return self._send(self._body(request))
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        data = self._body(request)
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        try:
+            for i in range(len(data)):
+                await response.write(data[i:i + 1])
+                await asyncio.sleep(self.trickle_interval)
+        except (ConnectionError, RuntimeError):
+            pass  # the client gave up, as it should
+        return response
+
+    async def _bad_retry_after(self, request: web.Request) -> web.Response:
+        if self.count(request.path) == 1:
+            return web.Response(status=429, headers={"Retry-After": "\u00b2"})
+        return self._send(self._body(request))
+
+    async def _redirect_private(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(self.private_url(f"/img/{request.match_info['name']}"))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import os
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -13,11 +16,17 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fetch_server import FetchServer, make_image, make_noise_png  # noqa: E402
+from fetch_server import (  # noqa: E402
+    FetchServer, make_dds_unimplemented, make_image, make_noise_png,
+)
 
 from mlx_clip.errors import InputError  # noqa: E402
-from mlx_clip.fetcher import FetchConfig, fetch_records, parse_retry_after  # noqa: E402
-from mlx_clip.image_files import ImageProblem, image_file, inspect_image  # noqa: E402
+from mlx_clip.fetcher import (  # noqa: E402
+    FetchConfig, fetch_records, is_private_address, lock_output_folder, parse_retry_after,
+)
+from mlx_clip.image_files import (  # noqa: E402
+    ImageProblem, image_file, inspect_image, write_jsonl_atomic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +314,8 @@ def test_parse_retry_after_seconds_and_http_date():
     assert parse_retry_after(later, now) == 30.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True), now) == 0.0
     assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("\u00b2", now) is None  # "²".isdigit() is True, float("²") fails
+    assert parse_retry_after("Mon, 01 Jan 99999 00:00:00 GMT", now) is None
     assert parse_retry_after(None, now) is None
 
 
@@ -317,6 +328,9 @@ def test_inspect_image_reasons():
     with pytest.raises(ImageProblem) as cut:
         inspect_image(noise[: len(noise) // 2])
     assert cut.value.reason == "truncated_image"
+    with pytest.raises(ImageProblem) as dds:  # Pillow raises NotImplementedError on this one
+        inspect_image(make_dds_unimplemented())
+    assert dds.value.reason == "decode_error" and "NotImplementedError" in dds.value.detail
 
 
 def test_image_file_names_stay_inside(tmp_path):
@@ -336,3 +350,197 @@ def test_refuses_to_overwrite_its_own_input(tmp_path):
     with pytest.raises(InputError, match="manifest.jsonl this run would write"):
         fetch_records(manifest, FetchConfig(out=tmp_path, path_field="image_path"), sample=1)
     assert manifest.read_text() == '{"id": 1, "image_path": "a.png"}\n'
+
+
+# -- one bad record never stops the run ------------------------------------------------------
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize("bad_url, reason", [
+    ("http://images.example..org/a.jpg", "bad_url"),
+    (f"http://{LONG_LABEL}.example.org/a.jpg", "bad_url"),
+    ("http://\ud83d.example.org/a.jpg", "bad_url"),
+    ("/img/dds-broken", "decode_error"),
+])
+def test_one_bad_record_is_one_failure_line(fetch_server, tmp_path, bad_url, reason):
+    """Each of these stopped the whole run with a traceback (no manifest) before."""
+    fetch_server.images["dds-broken"] = make_dds_unimplemented()
+    fetch_server.images["ok1"] = make_image(COLORS[0])
+    url = fetch_server.url(bad_url) if bad_url.startswith("/") else bad_url
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "good", "image_url": fetch_server.url("/img/ok1")},
+        {"id": "bad", "image_url": url},
+    ])
+    summary = fetch_records(records_path, fast_config(tmp_path / "out"))
+    assert [e["id"] for e in read_jsonl(tmp_path / "out" / "manifest.jsonl")] == ["good"]
+    [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
+    assert (failure["id"], failure["reason"], failure["url"]) == ("bad", reason, url)
+    assert failure["detail"]
+    assert summary.failed == {reason: 1}
+
+
+def test_unparsable_retry_after_falls_back_to_backoff(fetch_server, tmp_path):
+    fetch_server.images["bra"] = make_image(COLORS[1])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "r", "image_url": fetch_server.url("/bad-retry-after/bra")}])
+    summary = fetch_records(records_path, fast_config(tmp_path / "out"))
+    assert summary.fetched == 1
+    assert fetch_server.count("/bad-retry-after/bra") == 2
+
+
+def test_any_error_in_a_record_fails_that_record_only(fetch_server, tmp_path, monkeypatch):
+    """An exception nobody foresaw (here from inspecting one image) fails only its record."""
+    import mlx_clip.fetcher as fetcher
+
+    fetch_server.images["ok2"] = make_image(COLORS[2])
+    fetch_server.images["boom"] = make_image(COLORS[3], size=(17, 5))
+    real = fetcher.inspect_image
+
+    def inspect(data: bytes):
+        info = real(data)
+        if info.width == 17:
+            raise KeyError("unforeseen")
+        return info
+
+    monkeypatch.setattr(fetcher, "inspect_image", inspect)
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "boom", "image_url": fetch_server.url("/img/boom")},
+        {"id": "good", "image_url": fetch_server.url("/img/ok2")},
+    ])
+    fetch_records(records_path, fast_config(tmp_path / "out"))
+    assert [e["id"] for e in read_jsonl(tmp_path / "out" / "manifest.jsonl")] == ["good"]
+    [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
+    assert (failure["id"], failure["reason"]) == ("boom", "error")
+    assert "KeyError" in failure["detail"]
+
+
+def test_lone_surrogates_are_written_escaped_and_read_back(fetch_server, tmp_path):
+    fetch_server.images["emoji"] = make_image(COLORS[4])
+    cut = "Vase \ud83d"  # a title cut in the middle of an emoji
+    records_path = tmp_path / "records.json"
+    records_path.write_text(json.dumps([
+        {"id": "v\ud83d", "title": cut, "image_url": fetch_server.url("/img/emoji")},
+        {"id": "gone\udc00", "title": cut, "image_url": fetch_server.url("/missing/x")},
+        {"id": "plain", "title": "Krug \u00e9\U0001f3fa", "image_url": fetch_server.url("/img/emoji")},
+    ]))
+    fetch_records(records_path, fast_config(tmp_path / "out"))
+    manifest_text = (tmp_path / "out" / "manifest.jsonl").read_text(encoding="utf-8")
+    manifest = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    assert [(e["id"], e["title"]) for e in manifest] == [("v\ud83d", cut), ("plain", "Krug \u00e9\U0001f3fa")]
+    assert "Krug \u00e9\U0001f3fa" in manifest_text  # rows without surrogates stay readable
+    [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
+    assert failure["id"] == "gone\udc00" and failure["reason"] == "http_404"
+    assert manifest[0]["image_path"] != manifest[1]["image_path"]
+
+
+def test_write_jsonl_escapes_only_rows_that_need_it(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    write_jsonl_atomic(path, [{"a": "\u00e9"}, {"\udcff": "x\ud800"}])
+    assert path.read_bytes() == '{"a": "\u00e9"}\n{"\\udcff": "x\\ud800"}\n'.encode("utf-8")
+    assert read_jsonl(path) == [{"a": "\u00e9"}, {"\udcff": "x\ud800"}]
+
+
+# -- deadline ----------------------------------------------------------------------------------
+
+def test_trickling_server_is_cut_at_the_deadline(fetch_server, tmp_path):
+    """A byte every 0.2 s never trips the idle timeout; the deadline ends it, retries included."""
+    fetch_server.images["trickle"] = make_noise_png(32)  # ~3 kB: ten minutes at 5 bytes/s
+    fetch_server.images["ok3"] = make_image(COLORS[5])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "t", "image_url": fetch_server.url("/trickle/trickle")},
+        {"id": "good", "image_url": fetch_server.url("/img/ok3")},
+    ])
+    started = time.monotonic()
+    summary = fetch_records(records_path, fast_config(tmp_path / "out", read_timeout=1.0,
+                                                      deadline=1.5, retries=3))
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 1.5, elapsed
+    [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
+    assert (failure["id"], failure["reason"]) == ("t", "deadline")
+    assert summary.fetched == 1
+
+
+@pytest.mark.parametrize("field", ["read_timeout", "deadline", "connect_timeout"])
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_timeouts_must_be_positive(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        fast_config(tmp_path, **{field: value})
+
+
+# -- lock, permissions -------------------------------------------------------------------------
+
+def test_a_locked_output_folder_is_refused_with_the_holder(fetch_server, tmp_path):
+    fetch_server.images["ok4"] = make_image(COLORS[6])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "a", "image_url": fetch_server.url("/img/ok4")}])
+    out = tmp_path / "out"
+    out.mkdir()
+    with lock_output_folder(out):
+        assert (out / ".fetch.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(InputError, match=f"another fetch \\(pid {os.getpid()}\\)"):
+            fetch_records(records_path, fast_config(out))
+        assert not (out / "manifest.jsonl").exists()
+    assert fetch_records(records_path, fast_config(out)).fetched == 1  # released
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_follow_the_umask(fetch_server, tmp_path, umask):
+    fetch_server.images["ok5"] = make_image(COLORS[7])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "a", "image_url": fetch_server.url("/img/ok5")},
+        {"id": "b", "image_url": fetch_server.url("/missing/b")}])
+    out = tmp_path / "out"
+    old = os.umask(umask)
+    try:
+        fetch_records(records_path, fast_config(out))
+    finally:
+        os.umask(old)
+    [entry] = read_jsonl(out / "manifest.jsonl")
+    for path in [out / entry["image_path"], out / "manifest.jsonl", out / "failures.jsonl",
+                 out / ".fetch.lock"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+# -- redirects to private addresses ------------------------------------------------------------
+
+def public_127(address) -> bool:
+    """The tests' stand-in for the internet: 127.0.0.1 counts as public, the rest as usual."""
+    return address != ipaddress.ip_address("127.0.0.1") and is_private_address(address)
+
+
+def test_is_private_address():
+    private = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+               "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
+               "::ffff:10.0.0.1"]
+    public = ["8.8.8.8", "93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"]
+    for text in private:
+        assert is_private_address(ipaddress.ip_address(text)), text
+    for text in public:
+        assert not is_private_address(ipaddress.ip_address(text)), text
+
+
+def test_redirect_from_public_to_private_is_refused(fetch_server, tmp_path):
+    if not fetch_server.has_private:
+        pytest.skip("cannot bind 127.0.0.2 here")
+    for name in ("rp1", "rp2", "rp3"):
+        fetch_server.images[name] = make_image(COLORS[8])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "redirected", "image_url": fetch_server.url("/redirect-private/rp1")},
+        {"id": "direct", "image_url": fetch_server.private_url("/img/rp2")},
+        {"id": "private-origin", "image_url": fetch_server.private_url("/redirect-private/rp3")},
+        {"id": "public-redirect", "image_url": fetch_server.url("/redirect/rp3")},
+    ])
+    out = tmp_path / "out"
+    fetch_records(records_path, fast_config(out, private_address=public_127))
+    [failure] = read_jsonl(out / "failures.jsonl")
+    assert (failure["id"], failure["reason"]) == ("redirected", "redirect_private")
+    assert "127.0.0.2" in failure["detail"]
+    assert fetch_server.count("/img/rp1") == 0  # nothing was sent to the private address
+    assert [e["id"] for e in read_jsonl(out / "manifest.jsonl")] == [
+        "direct", "private-origin", "public-redirect"]
+
+    allowed = tmp_path / "allowed"
+    summary = fetch_records(records_path, fast_config(allowed, private_address=public_127,
+                                                      allow_private=True))
+    assert summary.fetched == 4 and fetch_server.count("/img/rp1") == 1
