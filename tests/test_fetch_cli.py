@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fetch_server import FetchServer, make_image  # noqa: E402
+from fetch_server import FetchServer, make_dds_unimplemented, make_image, make_noise_png  # noqa: E402
 
 from mlx_clip.image_files import image_stem  # noqa: E402
 
@@ -41,7 +41,7 @@ def test_help_explains_every_flag():
     assert result.returncode == 0
     for flag in ["--sample", "--margin", "--stratify", "--seed", "--url-field", "--id-field",
                  "--path-field", "--concurrency", "--per-host", "--timeout", "--retries",
-                 "--max-bytes", "--no-progress", "--out"]:
+                 "--max-bytes", "--no-progress", "--out", "--deadline", "--allow-private"]:
         assert flag in result.stdout
 
 
@@ -72,6 +72,18 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, name, text, extra, mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {tmp_path}/{message}"), lines[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--timeout", "0"), ("--timeout", "-1"),
+                                         ("--deadline", "0"), ("--deadline", "-5"),
+                                         ("--deadline", "nan")])
+def test_timeouts_at_or_below_zero_are_refused(tmp_path, flag, value):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"image_url": "http://127.0.0.1:9/a.jpg"}]))
+    result = run_fetch(str(path), "--out", str(tmp_path / "out"), flag, value)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {flag} must be a number of seconds above 0, got {value}"
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_records_file(tmp_path):
@@ -153,3 +165,70 @@ def test_sigkill_then_rerun_gives_the_same_manifest(fetch_server, tmp_path):
     assert len(manifest.splitlines()) == 30
     for entry in map(json.loads, manifest.splitlines()):
         assert (out / entry["image_path"]).read_bytes() == fetch_server.images[entry["id"]]
+
+
+def test_a_catalogue_of_bad_records_ends_in_a_manifest(fetch_server, tmp_path):
+    """Every record that stopped a run before, at once, against a trickling server too."""
+    fetch_server.images["acc-dds"] = make_dds_unimplemented()
+    fetch_server.images["acc-trickle"] = make_noise_png(32)
+    for name in ("acc-good", "acc-retry", "acc-emoji", "acc-private"):
+        fetch_server.images[name] = make_image((10, 20, 30))
+    records = [
+        {"id": "good", "title": "ok", "image_url": fetch_server.url("/img/acc-good")},
+        {"id": "typo", "title": "x", "image_url": "http://images.example..org/a.jpg"},
+        {"id": "long", "title": "x", "image_url": f"http://{'a' * 64}.example.org/a.jpg"},
+        {"id": "retry", "title": "x", "image_url": fetch_server.url("/bad-retry-after/acc-retry")},
+        {"id": "dds", "title": "x", "image_url": fetch_server.url("/img/acc-dds")},
+        {"id": "emoji", "title": "Vase \ud83d", "image_url": fetch_server.url("/img/acc-emoji")},
+        {"id": "trickle", "title": "x", "image_url": fetch_server.url("/trickle/acc-trickle")},
+        {"id": "private", "title": "x",
+         "image_url": fetch_server.url("/redirect-private/acc-private")},
+    ]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = run_fetch(str(path), "--out", str(out), "--no-progress", "--timeout", "1",
+                       "--deadline", "3", "--retries", "1")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert elapsed < 3 + 4, elapsed  # interpreter start-up plus the deadline
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in manifest] == ["good", "retry", "emoji", "private"]
+    assert manifest[2]["title"] == "Vase \ud83d"
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"]: f["reason"] for f in failures} == {
+        "typo": "bad_url", "long": "bad_url", "dds": "decode_error", "trickle": "deadline"}
+
+
+def test_a_second_fetch_on_the_same_folder_is_refused(fetch_server, tmp_path):
+    records = _records(fetch_server, 8, "lock")
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    args = [str(path), "--out", str(out), "--no-progress", "--concurrency", "1"]
+    fetch_server.delay = 0.25  # 8 images one at a time: about 2 s
+    first = subprocess.Popen([sys.executable, FETCH, *args], cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        lock = out / ".fetch.lock"
+        while not (lock.exists() and lock.read_text() == f"{first.pid}\n"):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first fetch never took the lock"
+            time.sleep(0.01)
+        second = run_fetch(*args)
+        assert first.poll() is None, "the first fetch ended before the second one was tried"
+        stdout, stderr = first.communicate(timeout=60)
+    finally:
+        fetch_server.delay = 0.0
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"error: {out}: another fetch (pid {first.pid}) is writing to this folder; "
+        "wait for it to finish or pass another --out")
+    assert first.returncode == 0, stderr
+    assert "8 of 8 records usable" in stdout
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 8
