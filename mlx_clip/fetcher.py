@@ -568,14 +568,15 @@ class _Fetcher:
             raise _Failure("bad_scheme", f"scheme '{parsed.scheme}' is not http or https")
         if not parsed.host:
             raise _Failure("bad_url", "no host")
-        host = _checked_host(parsed.host)
+        host = parsed.host
         loop = asyncio.get_running_loop()
         ends: float | None = None
         failure = _Failure("connection_error")
         for attempt in range(c.retries + 1):
             try:
                 async with self._hosts[host], self._slots:
-                    ends = ends or loop.time() + c.deadline
+                    if ends is None:
+                        ends = loop.time() + c.deadline
                     try:
                         async with asyncio.timeout(ends - loop.time()):
                             return await self._get(parsed)
@@ -613,11 +614,12 @@ class _Fetcher:
                 target = url.join(URL(location))
                 if target.scheme not in ("http", "https") or not target.host:
                     raise _Failure("bad_redirect", f"to {str(target)[:150]}")
-                _checked_host(target.host)
                 await self._check_redirect(url, target)
                 url = target
             raise _Failure("too_many_redirects", f"more than {c.max_redirects}")
-        except (aiohttp.InvalidURL, ValueError) as e:  # UnicodeError from IDNA is a ValueError
+        except (aiohttp.InvalidURL, ValueError) as e:
+            # A host IDNA cannot encode (empty label in ``images.example..org``, a label over 63
+            # characters, a lone surrogate) raises UnicodeError, a ValueError, before any lookup.
             raise _Failure("bad_url", f"{type(e).__name__}: {e}"[:200]) from None
         except asyncio.TimeoutError:
             raise _Failure("timeout", "no response in time", retry=True) from None
@@ -677,24 +679,3 @@ class _Fetcher:
         )
         return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
-
-def _checked_host(host: str) -> str:
-    """``host`` if it can be a host name (or is an IP address); else a ``bad_url`` failure.
-
-    Catches, before any lookup, what would otherwise fail deep inside the resolver: empty
-    labels (``images.example..org``), labels over 63 characters, names over 253, and text
-    IDNA cannot encode.
-    """
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    try:
-        name = host.encode("idna").decode("ascii")
-    except UnicodeError as e:
-        raise _Failure("bad_url", f"host {host!r}: {e}"[:200]) from None
-    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
-    if len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
-        raise _Failure("bad_url", f"host {host!r} is not a valid host name"[:200])
-    return host

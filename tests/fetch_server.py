@@ -20,7 +20,8 @@ Routes (``{name}`` is a key of ``server.images``):
 - ``/reset/{name}``         starts the body, then drops the connection, every time
 - ``/reset-once/{name}``    drops the connection the first time, then the image
 - ``/iiif/{name}/full/675,/0/default.jpg``   the image (many URLs end in ``default.jpg``)
-- ``/trickle/{name}``       the image one byte every ``server.trickle_interval`` seconds
+- ``/trickle/{name}``       the image one byte every ``server.trickle_interval`` seconds, for
+                            at most ``server.trickle_bytes`` bytes, then the connection drops
 - ``/bad-retry-after/{name}``  429 with ``Retry-After: ²`` first, then the image
 - ``/redirect-private/{name}``  302 to ``/img/{name}`` on ``PRIVATE_HOST`` (127.0.0.2)
 
@@ -81,6 +82,7 @@ class FetchServer:
         self.retry_after = "1"
         self.big_size = 300_000
         self.trickle_interval = 0.2
+        self.trickle_bytes = 50  # about 10 s: a client without a deadline fails slowly, not never
         self.has_private = False
         self.port = 0
         self.in_flight = 0
@@ -262,11 +264,12 @@ class FetchServer:
         response = web.StreamResponse(headers={"Content-Length": str(len(data))})
         await response.prepare(request)
         try:
-            for i in range(len(data)):
+            for i in range(min(len(data), self.trickle_bytes)):
                 await response.write(data[i:i + 1])
                 await asyncio.sleep(self.trickle_interval)
         except (ConnectionError, RuntimeError):
-            pass  # the client gave up, as it should
+            return response  # the client gave up, as it should
+        request.transport.abort()
         return response
 
     async def _bad_retry_after(self, request: web.Request) -> web.Response:

@@ -445,7 +445,7 @@ def test_write_jsonl_escapes_only_rows_that_need_it(tmp_path):
 
 def test_trickling_server_is_cut_at_the_deadline(fetch_server, tmp_path):
     """A byte every 0.2 s never trips the idle timeout; the deadline ends it, retries included."""
-    fetch_server.images["trickle"] = make_noise_png(32)  # ~3 kB: ten minutes at 5 bytes/s
+    fetch_server.images["trickle"] = make_noise_png(32)  # ~3 kB, 50 bytes of it sent in 10 s
     fetch_server.images["ok3"] = make_image(COLORS[5])
     records_path = write_json(tmp_path / "records.json", [
         {"id": "t", "image_url": fetch_server.url("/trickle/trickle")},
@@ -453,12 +453,24 @@ def test_trickling_server_is_cut_at_the_deadline(fetch_server, tmp_path):
     ])
     started = time.monotonic()
     summary = fetch_records(records_path, fast_config(tmp_path / "out", read_timeout=1.0,
-                                                      deadline=1.5, retries=3))
+                                                      deadline=1.5, retries=1))
     elapsed = time.monotonic() - started
     assert elapsed < 1.5 + 1.5, elapsed
     [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
     assert (failure["id"], failure["reason"]) == ("t", "deadline")
     assert summary.fetched == 1
+
+
+def test_no_wait_for_a_retry_past_the_deadline(fetch_server, tmp_path):
+    """Retry-After: 1 with 0.5 s left: give up now rather than sleep past the deadline."""
+    fetch_server.images["late"] = make_image(COLORS[6])
+    records_path = write_json(tmp_path / "records.json", [
+        {"id": "late", "image_url": fetch_server.url("/ratelimited/late")}])
+    started = time.monotonic()
+    fetch_records(records_path, fast_config(tmp_path / "out", deadline=0.5))
+    assert time.monotonic() - started < 0.9
+    [failure] = read_jsonl(tmp_path / "out" / "failures.jsonl")
+    assert failure["reason"] == "http_429" and "no time left" in failure["detail"]
 
 
 @pytest.mark.parametrize("field", ["read_timeout", "deadline", "connect_timeout"])
