@@ -96,6 +96,7 @@ def test_run_writes_split_and_held_out_test_figures(tiny_hf, shapes_manifest, tm
     card = (run / "export" / "README.md").read_text()
     assert "held-out test set (48 images)" in card
     assert np.load(run / "eval_test.npz", allow_pickle=True)["i2t_ranks"].shape == (48,)
+    assert "Held-out test set (n = 48)" in (run / "report.html").read_text()
 
 
 def test_small_sets_get_no_test_set_by_default(tiny_hf, shapes_manifest, tmp_path, capsys):
