@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the record's title, category and keyword fields")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="fraction of records held out for validation (deterministic for a seed)")
+    g.add_argument("--test-fraction", type=float, default=None,
+                   help="fraction of distinct images held out as the test set that gives the before/after "
+                        "figures (never trained on, never used to pick the epoch); default 0.1 when that is "
+                        "at least 20 images, else none")
     g.add_argument("--label-field", help="record field whose values are classes for zero-shot accuracy")
     g.add_argument("--label-prompt", default=d.label_prompt, help="prompt for zero-shot classes; {label} is replaced")
     t = p.add_argument_group("training")
@@ -93,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(
         model=args.model, runs_dir=args.runs_dir, name=args.name, data=args.data, manifest=args.manifest,
         fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),
-        val_fraction=args.val_fraction, captions=args.caption, label_field=args.label_field,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        captions=args.caption, label_field=args.label_field,
         label_prompt=args.label_prompt, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, seed=getattr(args, "seed", 0) or 0,
         lock_image=args.lock_image, lock_text=args.lock_text, unlock_last=args.unlock_last,

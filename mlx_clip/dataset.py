@@ -1,4 +1,5 @@
-"""The training set: a manifest.jsonl read, its images checked, and a deterministic split.
+"""The training set: a manifest.jsonl read, its images checked, and a deterministic split
+(train / validation / test, by image content so one photo never lands on two sides).
 
 A manifest has one JSON object per line: the record's metadata plus `image_path` (relative
 to the manifest's folder), as written by fetch.py. Missing and unreadable images are
@@ -7,6 +8,7 @@ skipped and counted up front, never one error at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .captions import get_field, value_text
 from .errors import InputError
+from .image_files import sha256_hex
 
 ID_KEYS = ("id", "record_id", "_id", "identifier", "object_id", "objectID", "objectNumber",
            "accession_number", "sha256")
@@ -106,39 +109,111 @@ def check_images(items: Sequence[Item], threads: int = 8) -> ImageCheck:
     return check
 
 
-def split_items(items: Sequence[Item], val_fraction: float, seed: int,
-                stratify: str | None = None) -> tuple[list[Item], list[Item]]:
-    """Deterministic train/validation split (per stratum of `stratify` when given).
+def image_key(item: Item) -> str:
+    """What makes two records "the same image": the manifest's sha256, else the file's own hash.
 
-    The same records, seed and fraction always give the same split; at least one record
-    goes to each side when there are two or more.
+    Records without a readable file (tests, records not yet fetched) are their own image.
     """
+    sha = item.record.get("sha256") if isinstance(item.record, dict) else None
+    if sha:
+        return str(sha)
+    if item.image_path is not None and Path(item.image_path).is_file():
+        return sha256_hex(Path(item.image_path).read_bytes())
+    return f"record:{item.record_id}"
+
+
+def fingerprint_of(record_ids: Sequence[str]) -> str:
+    """sha256 of the sorted test record ids, one per line: equal for runs sharing one test set."""
+    return hashlib.sha256("\n".join(sorted(record_ids)).encode("utf-8")).hexdigest()
+
+
+def split_sizes(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int, int]:
+    """(train, val, test) sizes `split` gives n distinct images; checks the fractions first."""
     if not 0 <= val_fraction < 1:
         raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if val_fraction == 0 or len(items) < 2:
-        return list(items), []
-    order = sorted(range(len(items)), key=lambda i: (items[i].record_id, i))
-    groups: dict[str, list[int]] = {}
-    for i in order:
-        key = value_text(get_field(items[i].record, stratify)) if stratify else ""
-        groups.setdefault(key, []).append(i)
-    rng = np.random.default_rng(seed)
-    val: set[int] = set()
-    # round(N * fraction) validation records in all, shared among strata by largest remainder
-    # (rounding each stratum alone gives nothing to small strata: many labels, no validation).
-    keys = sorted(groups)
-    quotas = {k: len(groups[k]) * val_fraction for k in keys}
-    takes = {k: int(quotas[k]) for k in keys}
-    left = int(round(len(items) * val_fraction)) - sum(takes.values())
-    for k in sorted(keys, key=lambda k: -(quotas[k] - takes[k]))[:max(0, left)]:
+    if not 0 <= test_fraction < 1:
+        raise InputError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    if val_fraction + test_fraction >= 1:
+        raise InputError(f"--val-fraction {val_fraction:g} + --test-fraction {test_fraction:g} leave no "
+                         "training data; keep their sum below 1")
+    test = int(round(n * test_fraction))
+    val = int(round(n * val_fraction))
+    if val_fraction > 0 and n - test >= 2:
+        val = max(1, val)
+    val = min(val, max(0, n - test - 1))
+    return n - val - test, val, test
+
+
+@dataclass
+class Split:
+    """Train, validation and test items; no image (by content) is on two sides."""
+
+    train: list[Item]
+    val: list[Item]
+    test: list[Item]
+    shared_records: int  # records whose image at least one other record also has
+    shared_images: int  # distinct images attached to two or more records
+
+    def ids(self) -> dict[str, Any]:
+        """split.json: each side's record ids and the test set's fingerprint."""
+        test_ids = [item.record_id for item in self.test]
+        return {"train": [item.record_id for item in self.train], "val": [item.record_id for item in self.val],
+                "test": test_ids, "fingerprint": fingerprint_of(test_ids)}
+
+    def line(self) -> str:
+        if not self.shared_records:
+            return "every record has its own image"
+        return (f"{self.shared_records} records share {self.shared_images} images with another record; "
+                "each image's records stay on one side of the split")
+
+
+def _largest_remainder(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """`total` shared among strata in proportion to their sizes (rounding each alone starves small strata)."""
+    n = sum(sizes.values())
+    quotas = {k: sizes[k] * total / n if n else 0.0 for k in sizes}
+    takes = {k: int(quotas[k]) for k in sizes}
+    left = total - sum(takes.values())
+    for k in sorted(sizes, key=lambda k: (-(quotas[k] - takes[k]), k))[:max(0, left)]:
         takes[k] += 1
-    for key in keys:
-        members = groups[key]
+    return takes
+
+
+def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str | None = None,
+          test_fraction: float = 0.0) -> Split:
+    """Deterministic train/validation/test split of distinct images (per stratum of `stratify`).
+
+    Records are grouped by image content first, so duplicates of one photo never sit on both
+    sides; fractions count distinct images. A group's stratum is that of its first record (by
+    id). The same records, seed and fractions always give the same split.
+    """
+    groups: dict[str, list[int]] = {}
+    for i in sorted(range(len(items)), key=lambda i: (items[i].record_id, i)):
+        groups.setdefault(image_key(items[i]), []).append(i)
+    shared = [members for members in groups.values() if len(members) > 1]
+    n_train, n_val, n_test = split_sizes(len(groups), val_fraction, test_fraction)
+    strata: dict[str, list[list[int]]] = {}
+    for members in sorted(groups.values(), key=lambda m: (items[m[0]].record_id, m[0])):
+        key = value_text(get_field(items[members[0]].record, stratify)) if stratify else ""
+        strata.setdefault(key, []).append(members)
+    sizes = {k: len(v) for k, v in strata.items()}
+    test_takes = _largest_remainder(sizes, n_test)
+    val_takes = _largest_remainder({k: sizes[k] - test_takes[k] for k in sizes}, n_val)
+    rng = np.random.default_rng(seed)
+    side: dict[int, str] = {}
+    for key in sorted(strata):
+        members = strata[key]
         perm = rng.permutation(len(members))
-        val.update(members[j] for j in perm[:takes[key]])
-    if not val:
-        val.add(order[int(rng.integers(len(order)))])
-    if len(val) == len(items):
-        val.discard(next(iter(sorted(val))))
-    train = [items[i] for i in range(len(items)) if i not in val]
-    return train, [items[i] for i in range(len(items)) if i in val]
+        for rank, j in enumerate(perm):
+            name = ("test" if rank < test_takes[key] else
+                    "val" if rank < test_takes[key] + val_takes[key] else "train")
+            for i in members[j]:
+                side[i] = name
+    parts = {name: [items[i] for i in range(len(items)) if side[i] == name] for name in ("train", "val", "test")}
+    return Split(parts["train"], parts["val"], parts["test"], sum(map(len, shared)), len(shared))
+
+
+def split_items(items: Sequence[Item], val_fraction: float, seed: int,
+                stratify: str | None = None) -> tuple[list[Item], list[Item]]:
+    """Train/validation halves of `split` without a test set."""
+    parts = split(items, val_fraction, seed, stratify)
+    return parts.train, parts.val

@@ -26,7 +26,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .captions import CaptionBuilder, get_field, value_text
 from .clip import CLIP, load, write_json
-from .dataset import Item, check_images, read_manifest, split_items
+from .dataset import Item, check_images, read_manifest, split, split_sizes
 from .errors import InputError
 from .export import export_hf
 from .model_card import write_model_card
@@ -40,6 +40,11 @@ from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
 TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
 BEFORE_DETAILS = "eval_before.npz"  # epoch 0's per-item ranks and embeddings, for report.html
+TEST_BEFORE = "eval_test_before.npz"  # the test set's per-item results before training (compare.py)
+TEST_AFTER = "eval_test.npz"  # ... and with the best model, in split.json's test order
+TEST_BEFORE_METRICS = "eval_test_before.json"  # the before scores themselves (a resumed run reads them)
+AUTO_TEST_FRACTION = 0.1  # --test-fraction's default ...
+MIN_AUTO_TEST = 20  # ... when it holds at least this many images; else no test set unless asked
 
 
 @dataclass
@@ -55,6 +60,7 @@ class FinetuneConfig:
     id_field: str | None = None
     stratify: str | None = None
     val_fraction: float = 0.1
+    test_fraction: float | None = None  # None: AUTO_TEST_FRACTION when enough records; resolved in prepare
     captions: list[str] = field(default_factory=list)
     label_field: str | None = None
     label_prompt: str = "a photo of {label}"
@@ -78,6 +84,8 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneConfig":
         known = {f.name for f in fields(cls)}
+        if "val_fraction" in data and "test_fraction" not in data:  # a run from before test sets
+            data = {**data, "test_fraction": 0.0}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def optim(self, steps_per_epoch: int) -> OptimConfig:
@@ -102,18 +110,24 @@ class Prepared:
     train_index: list[int]
     val_index: list[int]
     model: CLIP
+    test_index: list[int] = field(default_factory=list)
+    split_line: str = ""  # how many records share an image
+    split_ids: dict = field(default_factory=dict)  # split.json
+    dropped_empty: int = 0  # records whose caption rendered empty
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_index) / self.config.batch_size)
 
-    def eval_set(self) -> EvalSet:
+    def eval_set(self, index: list[int] | None = None) -> EvalSet:
+        """The validation set, or the records at `index` (the test set)."""
+        index = self.val_index if index is None else index
         label = self.config.label_field
         return EvalSet(
-            image_paths=[str(self.items[i].image_path) for i in self.val_index],
-            captions=[self.captions.first(i) for i in self.val_index],
+            image_paths=[str(self.items[i].image_path) for i in index],
+            captions=[self.captions.first(i) for i in index],
             labels=[(value_text(get_field(self.items[i].record, label)) or None) if label else None
-                    for i in self.val_index],
+                    for i in index],
         )
 
     def train_stream(self) -> TrainStream:
@@ -170,7 +184,45 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print)
     sampling = any(config.fetch.get(k) is not None for k in SAMPLE_KEYS) or config.fetch.get("path_field")
     if _is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
+    check_before_fetch(config)
     return fetch_manifest(config, say)
+
+
+def check_before_fetch(config: FinetuneConfig) -> None:
+    """What the records alone can show wrong (templates, label field, batch size against the
+    sample's training split), before minutes to hours of downloads."""
+    from .records import load_records
+    from .sampling import choose_sample
+
+    records = load_records(config.data)
+    try:
+        indices, _ = choose_sample(records.records, config.fetch.get("sample"), config.fetch.get("margin"),
+                                   config.stratify, config.seed)
+    except ValueError as err:
+        raise InputError(f"{records.path}: {err}") from None
+    sample = [records.records[i] for i in indices]
+    CaptionBuilder(config.captions, sample)  # a template naming a field no record has
+    _check_label_field(config, sample)
+    _check_batch_size(config, split_sizes(len(sample), config.val_fraction, _test_fraction(config, len(sample)))[0],
+                      f"the sample's training split (of {len(sample)} records, before any image fails)")
+
+
+def _test_fraction(config: FinetuneConfig, n: int) -> float:
+    """--test-fraction as given, else AUTO_TEST_FRACTION when that gives MIN_AUTO_TEST images or more."""
+    if config.test_fraction is not None:
+        return config.test_fraction
+    return AUTO_TEST_FRACTION if round(n * AUTO_TEST_FRACTION) >= MIN_AUTO_TEST else 0.0
+
+
+def _check_label_field(config: FinetuneConfig, records: list[dict]) -> None:
+    if config.label_field and not any(get_field(r, config.label_field) not in (None, "") for r in records):
+        raise InputError(f"--label-field {config.label_field!r}: no record has this field")
+
+
+def _check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> None:
+    if config.batch_size > train_size:
+        raise InputError(f"--batch-size {config.batch_size} is larger than {what} ({train_size} records); "
+                         f"use --batch-size {max(1, train_size)} or less")
 
 
 # --- preparation -----------------------------------------------------------------------------------
@@ -185,6 +237,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         raise InputError(f"--crop-min-area must be in (0, 1], got {config.crop_min_area}")
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
+    split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
     manifest = resolve_manifest(config, say)
     items = read_manifest(manifest, config.id_field)
     check = check_images(items)
@@ -193,19 +246,25 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         say(skipped_line)
     items = check.kept
     captions = CaptionBuilder(config.captions, [item.record for item in items])
-    if config.label_field and not any(get_field(item.record, config.label_field) not in (None, "") for item in items):
-        raise InputError(f"--label-field {config.label_field!r}: no record has this field")
-    train, val = split_items(items, config.val_fraction, config.seed, config.stratify)
+    empty = [i for i, options in enumerate(captions.options) if not options]
+    if empty:  # identical empty captions would teach every image the same text
+        if len(empty) == len(items):
+            raise InputError(f"{manifest}: every record's caption is empty; name fields that have text with --caption")
+        say(f"dropped {len(empty)} records whose caption is empty (first: record {items[empty[0]].record_id!r})")
+        items = [item for i, item in enumerate(items) if captions.options[i]]
+        captions = CaptionBuilder(config.captions, [item.record for item in items])
+    _check_label_field(config, [item.record for item in items])
+    config.test_fraction = _test_fraction(config, len(items))
+    parts = split(items, config.val_fraction, config.seed, config.stratify, config.test_fraction)
     position = {id(item): i for i, item in enumerate(items)}
-    train_index = [position[id(item)] for item in train]
-    val_index = [position[id(item)] for item in val]
-    if config.batch_size > len(train_index):
-        raise InputError(f"--batch-size {config.batch_size} is larger than the training set "
-                         f"({len(train_index)} records); use --batch-size {len(train_index)} or less")
+    train_index, val_index, test_index = ([position[id(item)] for item in side]
+                                          for side in (parts.train, parts.val, parts.test))
+    _check_batch_size(config, len(train_index), "the training set")
     if model is None:
         model = load(config.model, dtype="float32")
     model.tokenizer  # noqa: B018  (a model without tokenizer files fails here, clearly)
-    return Prepared(config, manifest, items, skipped_line, captions, train_index, val_index, model)
+    return Prepared(config, manifest, items, skipped_line, captions, train_index, val_index, model,
+                    test_index, parts.line(), parts.ids(), len(empty))
 
 
 # --- reporting -------------------------------------------------------------------------------------
@@ -385,9 +444,12 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         write_json(run_dir / "config.json", {**asdict(config), "resolved": {
             "manifest": str(prepared.manifest), "records": len(prepared.items),
             "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+            "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
+            "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
             "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
             "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
             "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
+        write_json(run_dir / "split.json", prepared.split_ids)
     say(describe(prepared))
     if dist.active:
         say(dist.describe(config.batch_size))
@@ -421,6 +483,10 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
+        if prepared.test_index and dist.is_main:
+            write_json(run_dir / TEST_BEFORE_METRICS,
+                       evaluate(view.refresh(), prepared.eval_set(prepared.test_index), config.label_prompt,
+                                keep=run_dir / TEST_BEFORE))
 
     kill_after = int(os.environ.get(KILL_AFTER_EPOCH_ENV, "0") or 0)
     for epoch in range(start_epoch, config.epochs + 1):
@@ -456,6 +522,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if best["epoch"] is None:  # no training (--epochs 0): the starting model
         view.refresh().save(run_dir / "model")
     final = load(run_dir / "model")
+    test = held_out_test(prepared, final, run_dir)
     export_hf(final, run_dir / "export")
     memory = peak_memory()
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
@@ -463,13 +530,41 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
                "step_losses": step_losses, **memory,
                "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
-               "skipped": prepared.skipped_line}
+               "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test}
     write_json(run_dir / "metrics.json", metrics)
-    write_model_card(run_dir / "export", card_info(prepared, history, best))
+    write_model_card(run_dir / "export", card_info(prepared, history, best, test))
     save_plots(run_dir, history, step_losses)
     write_run_report(run_dir, prepared, final, history, best, step_losses, say)
     say(summary(run_dir, history, best, memory))
+    if test:
+        say(test_line(test))
     return run_dir
+
+
+def held_out_test(prepared: Prepared, final: CLIP, run_dir: Path) -> dict | None:
+    """The test set's scores before training and with the best model (chosen on validation, so
+    these are the unbiased figures); per-item results go to eval_test*.npz for compare.py."""
+    if not prepared.test_index:
+        return None
+    test_set = prepared.eval_set(prepared.test_index)
+    after = evaluate(final, test_set, prepared.config.label_prompt, keep=run_dir / TEST_AFTER)
+    before = json.loads((run_dir / TEST_BEFORE_METRICS).read_text(encoding="utf-8"))
+    return {"set": "test", "size": len(prepared.test_index), "fingerprint": prepared.split_ids["fingerprint"],
+            "source": "held-out test set: not trained on, not used to pick the best epoch",
+            "before": before, "after": after}
+
+
+def test_line(test: dict) -> str:
+    """The summary's held-out line: before -> after on the test set, with intervals."""
+    def fmt(row: dict, key: str) -> str:
+        ci = row.get(f"{key}_ci95")
+        return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    line = (f"held-out test ({test['size']} images, not used for training or picking the epoch): mean recall@1 "
+            f"{fmt(test['before'], 'mean_R@1')} before -> {fmt(test['after'], 'mean_R@1')} after")
+    if "zero_shot_acc" in test["after"] and "zero_shot_acc" in test["before"]:
+        line += f"; zero-shot accuracy {fmt(test['before'], 'zero_shot_acc')} -> {fmt(test['after'], 'zero_shot_acc')}"
+    return line
 
 
 def write_run_report(run_dir: Path, prepared: Prepared, final: CLIP, history: list[dict], best: dict,
@@ -487,7 +582,7 @@ def write_run_report(run_dir: Path, prepared: Prepared, final: CLIP, history: li
         return None
 
 
-def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
+def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | None = None) -> dict:
     """What the export's model card says about this run (see mlx_clip.model_card)."""
     from collections import Counter
 
@@ -507,10 +602,13 @@ def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
         "base_model": config.model,
         "config": asdict(config),
         "caption_templates": config.captions or ["(default: built from the record's text fields)"],
-        "metrics": {"before": scores(history[0]) if history and history[0]["epoch"] == 0 else {},
-                    "after": scores(best_row), "val_size": len(prepared.val_index)},
+        "metrics": ({"before": scores(test["before"]), "after": scores(test["after"]), "val_size": test["size"],
+                     "set": "test"} if test else
+                    {"before": scores(history[0]) if history and history[0]["epoch"] == 0 else {},
+                     "after": scores(best_row), "val_size": len(prepared.val_index), "set": "validation"}),
         "data": {"source": config.manifest or config.data, "records": len(prepared.items),
                  "train": len(prepared.train_index), "val": len(prepared.val_index),
+                 "test": len(prepared.test_index),
                  "sample": {"method": f"stratified by {config.stratify}" if config.stratify else "simple random",
                             "size": config.fetch.get("sample"), "margin": config.fetch.get("margin"),
                             "seed": config.seed} if sample else None,
@@ -549,8 +647,10 @@ def describe(prepared: Prepared) -> str:
     optim = config.optim(spe)
     lines = [
         f"records: {len(prepared.items)} with images ({prepared.manifest})",
-        f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation"
-        + (f" (stratified by {config.stratify})" if config.stratify else ""),
+        f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation (picks the best epoch), "
+        + (f"{len(prepared.test_index)} test (held out for the before/after figures)" if prepared.test_index
+           else "no test set (--test-fraction; the before/after figures come from validation)")
+        + (f" (stratified by {config.stratify})" if config.stratify else "") + f"; {prepared.split_line}",
         f"captions: {report.line(model.tokenizer.context_length)}",
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
         f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "

@@ -314,7 +314,10 @@ def metrics_section(info: CardInfo) -> list[str]:
     has_interval = any(v.interval for v in [*before.values(), *after.values()])
     n_val = _val_size(info)
     lines = ["## Evaluation: before and after fine-tuning", ""]
-    where = f"the held-out validation set ({n_val} images)" if n_val else "the held-out validation set"
+    kind = info.metrics.get("set", "validation") if isinstance(info.metrics, Mapping) else "validation"
+    where = f"the held-out {kind} set ({n_val} images)" if n_val else f"the held-out {kind} set"
+    if kind == "test":
+        where += ", which was neither trained on nor used to pick the best epoch"
     lines.append(f"Measured on {where}; \"before\" is the base model, \"after\" the fine-tuned one.")
     if has_interval:
         lines.append("Brackets give the 95% interval reported with each value.")

@@ -55,6 +55,7 @@ def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: li
         "Intervals are 95 % bootstrap percentile intervals over the validation items "
         "(1000 resamples, seeded); the change column resamples the same items before and after.</p>",
         summary_section(history, best, before, after),
+        test_section(run_dir),
         data_section(prepared),
         plots_section(run_dir),
         scores_section(history, best, before, after),
@@ -187,6 +188,34 @@ def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: st
     if b is None or a is None or b.shape != a.shape or not b.size:
         return None
     return float(a.mean() - b.mean()), paired_bootstrap_ci(b, a)
+
+
+def test_section(run_dir: Path) -> str:
+    """The held-out test set's before and after (from metrics.json and eval_test*.npz): unlike
+    validation, it picked nothing, so these are the figures to quote."""
+    from ..finetune import TEST_AFTER, TEST_BEFORE
+
+    metrics = run_dir / "metrics.json"
+    test = json.loads(metrics.read_text(encoding="utf-8")).get("test") if metrics.is_file() else None
+    if not test:
+        return ""
+    before, after = EvalDetails.load(run_dir / TEST_BEFORE), EvalDetails.load(run_dir / TEST_AFTER)
+    rows = []
+    for key in SCORE_KEYS:
+        if key not in test["before"] and key not in test["after"]:
+            continue
+        change = paired_change(before, after, key)
+        cell = "–"
+        if change:
+            cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
+            cell = Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+        rows.append((key, with_ci(test["before"].get(key), test["before"].get(f"{key}_ci95")),
+                     with_ci(test["after"].get(key), test["after"].get(f"{key}_ci95")), cell))
+    return (f"<h2>Held-out test set (n = {esc(test['size'])}): before and after</h2>"
+            f"<p class=muted>{esc(test['source'])}; after = the best model. Test set fingerprint "
+            f"<code>{esc(test['fingerprint'][:12])}</code> (compare.py compares runs that share it).</p>"
+            + table(["metric", "before [95 % CI]", "after [95 % CI]", "change [paired 95 % CI]"], rows,
+                    numeric=(1, 2, 3)))
 
 
 def scores_section(history, best, before, after) -> str:

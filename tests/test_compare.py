@@ -1,0 +1,108 @@
+"""compare.py: runs on one test set, paired intervals; refuses different test sets; bad folders are one line."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import compare
+import finetune
+from mlx_clip.compare import per_image_scores
+from mlx_clip.train.evaluate import EvalDetails
+
+
+def _run(tiny_hf, shapes_manifest, runs, name, *extra):
+    argv = ["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(runs), "--name", name,
+            "--caption", "a {colour} {shape}", "--label-field", "label", "--label-prompt", "a {label}",
+            "--val-fraction", "0.15", "--test-fraction", "0.3", "--batch-size", "32", "--lr", "2e-3",
+            "--warmup", "0.05", "--weight-decay", "0", "--crop-min-area", "0.8", "--no-progress", *extra]
+    assert finetune.main(argv) == 0
+    return runs / name
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_hf, shapes_manifest, tmp_path_factory):
+    """base: the starting model (no training); trained: 12 epochs; other_split: another seed's test set."""
+    folder = tmp_path_factory.mktemp("runs")
+    base = _run(tiny_hf, shapes_manifest, folder, "base", "--epochs", "0")
+    trained = _run(tiny_hf, shapes_manifest, folder, "trained", "--epochs", "12")
+    other = _run(tiny_hf, shapes_manifest, folder, "other_split", "--epochs", "0", "--seed", "1")
+    copy = folder / "base_copy"
+    shutil.copytree(base, copy)
+    return {"base": base, "trained": trained, "other": other, "copy": copy}
+
+
+def _result(capsys, *folders, out=None):
+    assert compare.main([str(f) for f in folders] + (["--out", str(out)] if out else [])) == 0
+    printed = capsys.readouterr().out
+    written = folders[0].parent / ("compare-" + "-".join(f.name for f in folders)) if out is None else out
+    return json.loads((written / "compare.json").read_text()), printed, written
+
+
+def test_a_clearly_better_run_has_a_paired_interval_above_zero(runs, capsys):
+    result, printed, written = _result(capsys, runs["base"], runs["trained"])
+    trained = result["runs"][1]["metrics"]
+    assert result["test_size"] == len(json.loads((runs["base"] / "split.json").read_text())["test"]) > 50
+    for metric in ("0-shot", "mean@1"):
+        low, high = trained[metric]["diff_ci95"]
+        assert 0 < low <= trained[metric]["diff"] <= high, (metric, trained[metric])
+    assert "better" in printed and "mean@1" in printed
+    html = (written / "compare.html").read_text()
+    assert "<table>" in html and "trained" in html and "src=\"http" not in html
+
+
+def test_a_copy_of_the_same_run_includes_zero(runs, capsys):
+    result, printed, _ = _result(capsys, runs["base"], runs["copy"])
+    for metric, entry in result["runs"][1]["metrics"].items():
+        low, high = entry["diff_ci95"]
+        assert low <= 0 <= high and entry["diff"] == 0, metric
+    assert "no clear difference" in printed
+
+
+def test_paired_interval_is_narrower_than_separate_ones(runs, capsys):
+    """Pairing removes the test items' own difficulty: the difference's interval is tighter than the sum of halves."""
+    result, _, _ = _result(capsys, runs["base"], runs["trained"], out=runs["base"].parent / "cmp")
+    entry = result["runs"][1]["metrics"]["mean@1"]
+    base = result["runs"][0]["metrics"]["mean@1"]
+    width = entry["diff_ci95"][1] - entry["diff_ci95"][0]
+    assert width < (entry["ci95"][1] - entry["ci95"][0]) + (base["ci95"][1] - base["ci95"][0])
+
+
+def test_per_image_scores_match_the_runs_own_i2t(runs):
+    details = EvalDetails.load(runs["trained"] / "eval_test.npz")
+    metrics = json.loads((runs["trained"] / "metrics.json").read_text())["test"]["after"]
+    scores = per_image_scores(details)
+    assert scores["i2t@1"].mean() == pytest.approx(metrics["i2t_R@1"])
+    assert np.nanmean(scores["0-shot"]) == pytest.approx(metrics["zero_shot_acc"])
+
+
+def _error(capsys, *argv) -> str:
+    assert compare.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_runs_with_different_test_sets_are_refused(runs, capsys):
+    line = _error(capsys, runs["base"], runs["other"])
+    assert "test set differs" in line and "other_split" in line and "--seed" in line
+
+
+def test_bad_folders_are_one_line(runs, tmp_path, capsys):
+    assert "not a run folder" in _error(capsys, runs["base"], tmp_path)
+    assert "two or more" in _error(capsys, runs["base"])
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(runs["base"], unfinished)
+    (unfinished / "eval_test.npz").unlink()
+    assert "did not finish" in _error(capsys, runs["base"], unfinished)
+
+
+def test_different_base_models_are_allowed_but_said(runs, tmp_path, capsys):
+    other = tmp_path / "other_model"
+    shutil.copytree(runs["base"], other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"] = "someone/else"
+    (other / "config.json").write_text(json.dumps(config))
+    _, printed, _ = _result(capsys, runs["base"], other, out=tmp_path / "cmp")
+    assert "different base models" in printed and "someone/else" in printed
