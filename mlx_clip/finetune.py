@@ -628,7 +628,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
     seen = 0
     for batch in stream.epoch(epoch):
         extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
-        loss = float(trainer.step(batch["input_ids"], batch["pixels"], **extra))
+        loss = float(trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra))
         losses.append(loss)
         sizes.append(batch.get("global_size", len(batch["record_id"])))
         seen += sizes[-1]

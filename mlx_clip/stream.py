@@ -1,7 +1,8 @@
 """mlx-data streams for training and evaluation; each image travels with its record.
 
-Every sample is one dict: `index`, `record_id`, `caption`, `input_ids`, `image_path`, the
-augmentation draw `aug`, and (after loading) `image`. Loading and augmenting happen in a
+Every sample is one dict: `index`, `record_id`, `caption`, `input_ids`, `image_path`,
+`image_group` (equal for records whose images have the same sha256: the loss counts them as
+positives), the augmentation draw `aug`, and (after loading) `pixels`. Loading and augmenting happen in a
 `sample_transform` on that same dict, then `batch` and `ordered_prefetch` run it on
 background threads, so an image can never be separated from its record id and caption.
 
@@ -117,6 +118,13 @@ def decode_batch(batch: dict) -> dict:
     return out
 
 
+def image_groups(items: Sequence[Item]) -> list[int]:
+    """Per item, the position of the first item with the same image content: the manifest's
+    `sha256` (fetch.py writes it), else the same image file."""
+    first: dict[str, int] = {}
+    return [first.setdefault(str(item.record.get("sha256") or item.image_path), i) for i, item in enumerate(items)]
+
+
 class TrainStream:
     """Shuffled, augmented, prefetched training batches; `epoch(e)` is the same for the same e."""
 
@@ -138,6 +146,7 @@ class TrainStream:
         self.std = np.asarray(processor.image_std, np.float32)
         self.scale = np.float32(processor.rescale_factor if processor.do_rescale else 1.0)
         self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_area[0])))
+        self.image_groups = image_groups(self.items)
         self._token_cache: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -159,6 +168,7 @@ class TrainStream:
                  caption=caption.encode("utf-8"),
                  input_ids=self._token_cache[caption],
                  image_path=str(self.items[i].image_path).encode("utf-8"),
+                 image_group=np.array(self.image_groups[i], np.int64),
                  aug=aug)
             for i, caption, aug in zip(order, captions, augs)
         ]
@@ -171,7 +181,8 @@ class TrainStream:
         return sample
 
     def epoch(self, epoch: int) -> Iterator[dict]:
-        """Batches of the epoch: `pixels` (B, S, S, 3) float32, `input_ids`, `record_id`, `caption`, ..."""
+        """Batches of the epoch: `pixels` (B, S, S, 3) float32, `input_ids`, `image_group`, `record_id`,
+        `caption`, ..."""
         return self.batches(self.samples(epoch), self.batch_size)
 
     def batches(self, samples: list[dict], batch_size: int) -> Iterator[dict]:

@@ -1,7 +1,8 @@
 """One rank of a 2-process test (tests/test_distributed.py): `python dist_helper.py step MODEL OUT`.
 
 Started with MLX_RANK / MLX_HOSTFILE set, as mlx.launch does. `step`: this rank's shard of
-two global batches (6 pairs, then 5 with a short shard): the rank-summed gradients of each at
+two global batches (6 pairs, then 5 with a short shard; rows 1 and 5 show one image, so a
+group of positives spans both ranks): the rank-summed gradients of each at
 the starting weights, then two DistributedTrainer steps; writes losses, gradients and weights
 to OUT/rank{r}.npz.
 """
@@ -25,11 +26,14 @@ CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle",
 OPTIM = OptimConfig(lr=1e-3, weight_decay=0.1, warmup_steps=0, total_steps=100)
 
 
+GROUPS = np.array([0, 1, 2, 3, 4, 1])  # image groups: rows 1 and 5 show the same image
+
+
 def batches(model):
-    """The two global batches: (input_ids, pixels)."""
+    """The two global batches: (input_ids, pixels, image groups)."""
     ids = model.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    return [(ids, pixels), (ids[:5][::-1].copy(), pixels[1:6].copy())]
+    return [(ids, pixels, GROUPS), (ids[:5][::-1].copy(), pixels[1:6].copy(), GROUPS[1:6].copy())]
 
 
 def main():
@@ -40,10 +44,11 @@ def main():
     trainer = dist.trainer(model, make_optimizer(OPTIM), eos_token_id=model.tokenizer.eos_token_id)
     losses, grads = [], {}
     for phase in ("grad", "step"):
-        for b, (ids, pixels) in enumerate(batches(model)):
-            local_ids, local_pixels, valid = args = shard(ids, pixels, dist, model.tokenizer.eos_token_id)
+        for b, (ids, pixels, groups) in enumerate(batches(model)):
+            args = shard(ids, pixels, groups, dist, model.tokenizer.eos_token_id)
+            local_ids, local_pixels, local_groups, valid = args
             if phase == "step":
-                losses.append(float(trainer.step(local_ids, local_pixels, valid=valid)))
+                losses.append(float(trainer.step(local_ids, local_pixels, groups=local_groups, valid=valid)))
                 continue
             # gradients at the starting weights, summed over ranks (as the compiled step does)
             _, g = value_and_grad(model, trainer.loss_fn)(*trainer.step_inputs(*args))
@@ -52,10 +57,10 @@ def main():
     np.savez(Path(out) / f"rank{dist.rank}.npz", losses=np.array(losses), **flat, **grads)
 
 
-def shard(ids, pixels, dist, eos):
+def shard(ids, pixels, groups, dist, eos):
     """This rank's rows of a global batch, padded, and the valid mask."""
     start, stop, rows = distributed.shard_bounds(len(ids), dist.rank, dist.size)
-    local_ids, local_pixels = ids[start:stop], pixels[start:stop]
+    local_ids, local_pixels, local_groups = ids[start:stop], pixels[start:stop], groups[start:stop]
     pad = rows - (stop - start)
     valid = np.arange(rows) < stop - start
     if pad:
@@ -63,7 +68,8 @@ def shard(ids, pixels, dist, eos):
         filler[:, 0] = eos
         local_ids = np.concatenate([local_ids, filler])
         local_pixels = np.concatenate([local_pixels, np.zeros((pad, 32, 32, 3), np.float32)])
-    return local_ids, local_pixels, valid
+        local_groups = np.concatenate([local_groups, np.full(pad, -1)])
+    return local_ids, local_pixels, local_groups, valid
 
 
 if __name__ == "__main__":

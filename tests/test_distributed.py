@@ -70,16 +70,16 @@ def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_pa
         assert rc == 0, stderr
     model = mlx_clip.load(tiny_hf)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
-    for b, (ids, pixels) in enumerate(dist_helper.batches(model)):
+    for b, (ids, pixels, groups) in enumerate(dist_helper.batches(model)):
         # the sum over ranks of their gradients is the single-process gradient of the global batch
         # (Adam's update hides gradient scale errors; this does not)
-        _, grads = value_and_grad(model, clip_loss)(mx.array(ids), mx.array(pixels))
+        _, grads = value_and_grad(model, clip_loss)(mx.array(ids), mx.array(pixels), mx.array(groups))
         for name, value in tree_flatten(grads):
             for got in ranks:
                 np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
                                            err_msg=name)
     trainer = Trainer(model, make_optimizer(dist_helper.OPTIM), eos_token_id=model.tokenizer.eos_token_id)
-    losses = [float(trainer.step(ids, pixels)) for ids, pixels in dist_helper.batches(model)]
+    losses = [float(trainer.step(ids, pixels, groups=groups)) for ids, pixels, groups in dist_helper.batches(model)]
     for got in ranks:
         np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
         for name, value in tree_flatten(model.parameters()):
@@ -158,19 +158,19 @@ def test_killed_rank_stops_the_other_and_resume_continues(tiny_hf, shapes_manife
 
 
 def test_masked_loss_is_the_loss_of_the_valid_rows():
-    from mlx_clip.train.distributed import masked_contrastive_loss
     from mlx_clip.train.loss import contrastive_loss
 
     rng = np.random.default_rng(0)
     logits = mx.array(rng.standard_normal((6, 6)).astype(np.float32) * 3)
-    ids = mx.array([[1, 2], [3, 4], [1, 2], [5, 6], [7, 8], [1, 2]])
-    full = float(contrastive_loss(logits, ids))
-    assert abs(float(masked_contrastive_loss(logits, ids, mx.ones(6, dtype=mx.bool_))) - full) < 1e-6
-    keep = np.array([True, True, False, True, True, False])  # padding rows 2 and 5 (equal captions too)
+    groups = mx.array([0, 1, 0, 3, 4, 0])  # rows 0, 2 and 5 show one image
+    full = float(contrastive_loss(logits, groups))
+    assert abs(float(contrastive_loss(logits, groups, mx.ones(6, dtype=mx.bool_))) - full) < 1e-6
+    keep = np.array([True, True, False, True, True, False])  # padding rows 2 and 5 (same image as row 0)
     idx = mx.array(np.flatnonzero(keep))
-    sub = float(contrastive_loss(logits[idx][:, idx], ids[idx]))
-    assert abs(float(masked_contrastive_loss(logits, ids, mx.array(keep))) - sub) < 1e-6
-    grad = mx.grad(lambda x: masked_contrastive_loss(x, ids, mx.array(keep)))(logits)
+    sub = float(contrastive_loss(logits[idx][:, idx], groups[idx]))
+    assert abs(sub - full) > 0.1  # the padding rows would change the loss if they counted
+    assert abs(float(contrastive_loss(logits, groups, mx.array(keep))) - sub) < 1e-6
+    grad = mx.grad(lambda x: contrastive_loss(x, groups, mx.array(keep)))(logits)
     assert np.all(np.isfinite(np.array(grad))) and not np.array(grad)[2].any() and not np.array(grad)[:, 5].any()
 
 
@@ -227,5 +227,5 @@ def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_
     for whole, *parts in zip(single, *shards):
         assert [p["global_size"] for p in parts] == [len(whole["record_id"])] * 2
         assert sum((p["record_id"] for p in parts), []) == whole["record_id"]
-        for key in ("pixels", "input_ids"):
+        for key in ("pixels", "input_ids", "image_group"):
             np.testing.assert_array_equal(np.concatenate([p[key][p["valid"]] for p in parts]), whole[key])

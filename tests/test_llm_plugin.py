@@ -295,3 +295,32 @@ def test_llm_clip_users_can_load_the_exported_folder(models, photos, tmp_path):
     text_vector = st.encode(["a photo of a dog"])[0]
     assert cosine(image_vector, clip.embed_images([photos / "d.png"])[0]) >= 0.9999
     assert cosine(text_vector, clip.embed_texts(["a photo of a dog"])[0]) >= 0.9999
+
+
+
+def test_similar_ranks_first_the_image_a_related_query_shows(fresh, models, tmp_path):
+    """The query is not a stored file: a stored picture cropped by a few pixels, brightened and
+    saved as JPEG. `llm similar` ranks its source first (a lookup by file content, or an embedding
+    of the wrong pixels, would not). Pictures with shapes, not noise: the tiny model is random."""
+    from PIL import ImageDraw
+
+    colours = [(220, 40, 40), (40, 180, 60), (40, 70, 220), (230, 210, 40), (150, 60, 200), (30, 30, 30)]
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    for k, colour in enumerate(colours):
+        image = Image.new("RGB", (64, 48), (235, 235, 235))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((8 + 6 * k, 6, 30 + 6 * k, 40), fill=colour)
+        draw.ellipse((40 - 4 * k, 4 + 3 * k, 58 - 4 * k, 22 + 3 * k), fill=colours[(k + 2) % 6])
+        image.save(stored / f"s{k}.png")
+    fresh("mlx-clip", "register", "base", models["base"][0])
+    fresh("embed-multi", "shapes", "--files", stored, "*.png", "--binary", "-m", "mlx-clip/base")
+    for k in (0, 2, 5):
+        with Image.open(stored / f"s{k}.png") as image:
+            related = np.asarray(image.crop((2, 1, 63, 46)), np.int16) + 6
+        query = tmp_path / f"query{k}.jpg"
+        Image.fromarray(np.clip(related, 0, 255).astype(np.uint8)).save(query, quality=80)
+        lines = fresh("similar", "shapes", "-i", query, "--binary").stdout.splitlines()
+        hits = [json.loads(line) for line in lines]
+        assert len(hits) == 6 and hits[0]["id"] == f"s{k}.png", hits
+        assert hits[0]["score"] < 0.9999  # really another image

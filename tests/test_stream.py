@@ -1,12 +1,14 @@
 """The training stream never separates an image from its record id and caption."""
 
+import json
+
 import numpy as np
 
 from finetune_fixtures import colour_id, write_id_coded
 from mlx_clip.captions import CaptionBuilder
 from mlx_clip.dataset import read_manifest
 from mlx_clip.preprocess import ImageProcessor
-from mlx_clip.stream import AugmentConfig, EvalStream, TrainStream, augment, draw_augmentations
+from mlx_clip.stream import AugmentConfig, EvalStream, TrainStream, augment, draw_augmentations, open_image
 
 TEMPLATES = ["{title}", "a {kind} called {title}", "{title}, a {kind}"]
 
@@ -94,3 +96,72 @@ def test_eval_stream_matches_image_processor(tmp_path):
     batches = list(EvalStream(paths, processor, batch_size=2, threads=2))
     assert [len(b["image_path"]) for b in batches] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([b["pixels"] for b in batches]), processor(paths))
+
+
+def _write_asymmetric(folder, count=24):
+    """Images no flip or rotation maps onto themselves: red grows rightwards, green downwards,
+    and a dark arrow points up-left; each record's is shifted and sized differently."""
+    from PIL import Image, ImageDraw
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k in range(count):
+        width, height = 56 + 5 * (k % 4), 44 + 3 * (k % 5)
+        x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+        rgb = np.stack([x * 230, y * 230, np.full_like(x, 40 + 8 * k)], -1).astype(np.uint8)
+        image = Image.fromarray(rgb)
+        ImageDraw.Draw(image).polygon([(6, 6), (26, 10), (10, 26)], fill=(10, 10, 10))
+        name = f"images/a{k:03d}.png"
+        image.save(folder / name)
+        lines.append({"id": f"rec{k:03d}", "title": f"object number {k}", "kind": "thing", "image_path": name,
+                      "sha256": f"{k // 2:064x}" if k < 4 else f"{k:064x}"})  # records 0+1, 2+3 share an image
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return manifest
+
+
+ALL_ON = AugmentConfig(crop_area=(0.3, 1.0), hflip=True, vflip=True, rotate=30.0, color_jitter=0.4)
+
+
+def _asymmetric_stream(manifest, seed):
+    items = read_manifest(manifest)
+    captions = CaptionBuilder(TEMPLATES, [item.record for item in items])
+    return TrainStream(items, captions, fake_tokenize, ImageProcessor.from_dict({}, 24), 24, 5, seed=seed,
+                       augment=ALL_ON, threads=3, prefetch=3)
+
+
+def test_every_augmentation_is_the_seeded_draw(tmp_path):
+    """With asymmetric images and crop, both flips, rotation and jitter on, two streams with one
+    seed give bitwise the same pixels, each image being exactly its drawn row applied; another
+    seed gives other pixels. A draw made at load time (say a flip from unseeded randomness)
+    differs between the two streams."""
+    manifest = _write_asymmetric(tmp_path)
+    first, second, other = (_asymmetric_stream(manifest, seed) for seed in (5, 5, 6))
+    for epoch in (1, 2):
+        a, b, c = ([x["pixels"] for x in s.epoch(epoch)] for s in (first, second, other))
+        np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+        assert not np.array_equal(np.concatenate(a), np.concatenate(c))
+        samples = first.samples(epoch)
+        augs = np.stack([s["aug"] for s in samples])
+        for column in (4, 5):  # both flips drawn both ways
+            assert 0 < augs[:, column].sum() < len(augs)
+        assert np.ptp(augs[:, 6]) > 10 and np.ptp(augs[:, 7:10]) > 0.2  # rotation and jitter vary
+        for sample, got in zip(samples, np.concatenate(a)):
+            image = open_image(sample["image_path"].decode(), first.min_side)
+            expected = (augment(image, sample["aug"], 24).astype(np.float32) * first.scale - first.mean) / first.std
+            np.testing.assert_array_equal(got, expected)
+            for column in (4, 5):  # each flip draw changes the image (none maps onto itself)
+                flipped = sample["aug"].copy()
+                flipped[column] = 1 - flipped[column]
+                assert not np.array_equal(augment(image, flipped, 24), augment(image, sample["aug"], 24))
+
+
+def test_records_sharing_an_image_share_its_group(tmp_path):
+    """The manifest's sha256 decides which batch entries the loss counts as positives."""
+    stream = _asymmetric_stream(_write_asymmetric(tmp_path), 5)
+    assert stream.image_groups == [0, 0, 2, 2] + list(range(4, 24))
+    groups = {}
+    for batch in stream.epoch(1):
+        for record_id, group in zip(batch["record_id"], batch["image_group"]):
+            groups[record_id] = int(group)
+    assert groups == {f"rec{k:03d}": stream.image_groups[k] for k in range(24)}

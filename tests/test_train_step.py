@@ -19,23 +19,47 @@ CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle",
 LR, WD, BETAS, EPS = 1e-4, 2.0, (0.9, 0.98), 1e-6
 STEPS = 2
 
+# Records 0 and 2 show the same image (equal sha256) under different augmentations: positives.
+GROUPS = [0, 1, 0, 3, 4]
 
-def torch_loss(logits_per_image, input_ids):
-    """The positives rule written independently: equal captions share the target mass."""
-    same = (input_ids[:, None, :] == input_ids[None, :, :]).all(-1).float()
+
+def torch_loss(logits_per_image, groups):
+    """The positives rule written independently: entries of one image group share the target mass."""
+    groups = torch.tensor(groups)
+    same = (groups[:, None] == groups[None, :]).float()
     targets = same / same.sum(1, keepdim=True)
     i2t = -(targets * torch.log_softmax(logits_per_image, 1)).sum(1).mean()
     t2i = -(targets.T * torch.log_softmax(logits_per_image.T, 1)).sum(1).mean()
     return (i2t + t2i) / 2
 
 
-def test_soft_targets_treat_equal_captions_as_positives():
-    ids = mx.array([[1, 2], [3, 4], [1, 2]])
-    logits = mx.array([[5.0, 0.0, 5.0], [0.0, 5.0, 0.0], [5.0, 0.0, 5.0]])
-    # With a diagonal-only target the duplicates would be penalised; here they are not.
-    assert float(contrastive_loss(logits, ids)) < float(contrastive_loss(logits * 0, ids))
-    expected = -np.log(np.exp(5) / (2 * np.exp(5) + 1))
-    np.testing.assert_allclose(float(contrastive_loss(logits, ids)), (2 * expected + -np.log(np.exp(5) / (np.exp(5) + 2))) / 3, rtol=1e-5)
+def numpy_loss_and_grad(logits, groups):
+    """Loss and d loss / d logits, by hand: each row's target is 1/k on the k entries of its group."""
+    n = len(groups)
+    targets = np.array([[float(groups[i] == groups[j]) for j in range(n)] for i in range(n)])
+    targets /= targets.sum(1, keepdims=True)
+    loss, grad = 0.0, np.zeros_like(logits)
+    for x, transpose in ((logits, False), (logits.T, True)):
+        p = np.exp(x - x.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        loss += -(targets * np.log(p)).sum() / n / 2
+        g = (p - targets) / n / 2  # softmax cross-entropy: d/dx = p - target
+        grad += g.T if transpose else g
+    return loss, grad
+
+
+def test_entries_showing_the_same_image_are_positives():
+    """Columns 0 and 2 (one image group) differ: the soft targets change loss and gradient."""
+    logits = np.random.default_rng(0).standard_normal((5, 5)).astype(np.float32) * 4
+    groups = np.array([0, 1, 0, 3, 4])
+    assert np.abs(logits[:, 0] - logits[:, 2]).min() > 0.1 and np.abs(logits[0] - logits[2]).min() > 0.1
+    value, grad = mx.value_and_grad(lambda x: contrastive_loss(x, mx.array(groups)))(mx.array(logits))
+    expected, expected_grad = numpy_loss_and_grad(logits.astype(np.float64), groups)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.array(grad), expected_grad, atol=1e-6)
+    plain, plain_grad = numpy_loss_and_grad(logits.astype(np.float64), np.arange(5))
+    assert abs(plain - expected) > 0.1 and np.abs(plain_grad - expected_grad).max() > 0.01  # the rule matters
+    np.testing.assert_allclose(float(contrastive_loss(mx.array(logits))), plain, rtol=1e-5)  # no groups: CLIP
 
 
 def test_one_step_matches_pytorch(tiny_hf):
@@ -58,7 +82,7 @@ def test_one_step_matches_pytorch(tiny_hf):
         batch = pixels[::-1].copy() if step else pixels
         out = hf(input_ids=torch.tensor(ids, dtype=torch.long),
                  pixel_values=torch.tensor(batch).permute(0, 3, 1, 2))
-        ref_loss = torch_loss(out.logits_per_image, torch.tensor(ids))
+        ref_loss = torch_loss(out.logits_per_image, GROUPS)
         opt.zero_grad()
         ref_loss.backward()
         opt.step()
@@ -68,7 +92,7 @@ def test_one_step_matches_pytorch(tiny_hf):
                                            betas=BETAS, eps=EPS))
     trainer = Trainer(model, optimizer)
     for step in range(STEPS):
-        loss = float(trainer.step(ids, pixels[::-1].copy() if step else pixels))
+        loss = float(trainer.step(ids, pixels[::-1].copy() if step else pixels, groups=GROUPS))
         assert abs(loss - ref_losses[step]) < 1e-5, (step, loss, ref_losses[step])
 
     ours = W.mlx_to_hf(dict(tree_flatten(model.parameters())))

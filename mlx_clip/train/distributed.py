@@ -12,9 +12,9 @@ Single process, global batch of G pairs with normalised features I, T (G x D), s
 
     L(I, T, s) = 1/2 [ 1/G sum_i CE_row_i(s I T^T) + 1/G sum_j CE_row_j(s T I^T) ]
 
-with soft targets spreading each row's mass over the entries with an identical caption.
-Every rank all-gathers I, T (and the token ids, for the equal-caption rule, and the
-padding mask) and computes this SAME full G x G loss, but through
+with soft targets spreading each row's mass over the entries showing the same image (loss.py).
+Every rank all-gathers I, T (and the image groups and the padding mask) and computes this
+SAME full G x G loss (`loss.contrastive_loss`, the function one process uses), but through
 
     gathered = concat(stop_gradient(all_gather(x))[:r B], x, stop_gradient(...)[(r+1) B:])
 
@@ -55,6 +55,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
 from ..model import normalize
+from .loss import contrastive_loss
 from .step import Trainer, trim_padding
 
 TIMEOUT_ENV = "MLX_CLIP_DIST_TIMEOUT"
@@ -105,34 +106,15 @@ def sum_tree(tree, group, group_bytes: int = ALL_REDUCE_BYTES):
 
 # --- loss ------------------------------------------------------------------------------------------
 
-def masked_contrastive_loss(logits_per_image: mx.array, input_ids: mx.array, valid: mx.array) -> mx.array:
-    """`loss.contrastive_loss` over the valid rows and columns only (padding rows masked out).
-
-    With every entry valid it is the same loss (equal captions are positives, both ways).
-    """
-    logits = logits_per_image.astype(mx.float32)
-    v = valid.astype(mx.float32)
-    same = mx.all(input_ids[:, None, :] == input_ids[None, :, :], axis=-1).astype(mx.float32)
-    same = same * v[:, None] * v[None, :]
-    targets = same / mx.maximum(same.sum(axis=1, keepdims=True), 1.0)
-    count = v.sum()
-
-    def direction(x):
-        x = mx.where(valid[None, :], x, -mx.inf)
-        log_p = x - mx.logsumexp(x, axis=1, keepdims=True)
-        return -mx.where(targets > 0, targets * log_p, 0.0).sum() / count
-
-    return (direction(logits) + direction(logits.T)) / 2
-
-
-def distributed_clip_loss(model, input_ids: mx.array, pixel_values: mx.array, valid: mx.array, group) -> mx.array:
+def distributed_clip_loss(model, input_ids: mx.array, pixel_values: mx.array, groups: mx.array, valid: mx.array,
+                          group) -> mx.array:
     """The global batch's contrastive loss from this rank's shard (gradient: see module doc)."""
     images = gather_with_local_grad(normalize(model.encode_image(pixel_values)), group)
     texts = gather_with_local_grad(normalize(model.encode_text(input_ids)), group)
-    all_ids = mx.distributed.all_gather(input_ids, group=group)
+    all_groups = mx.distributed.all_gather(groups, group=group)
     all_valid = mx.distributed.all_gather(valid.astype(mx.uint8), group=group).astype(mx.bool_)
     logits_per_text = (texts @ images.T) * mx.exp(model.logit_scale)
-    return masked_contrastive_loss(logits_per_text.T, all_ids, all_valid)
+    return contrastive_loss(logits_per_text.T, all_groups, all_valid)
 
 
 # --- watchdog --------------------------------------------------------------------------------------
@@ -341,7 +323,8 @@ class ShardedStream:
         if batch is None:  # nothing of this (short) global batch is ours
             some_ids = next(iter(s._token_cache.values()))
             batch = {"pixels": np.zeros((0, s.size, s.size, 3), np.float32),
-                     "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype), "record_id": [], "caption": []}
+                     "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype),
+                     "image_group": np.zeros(0, np.int64), "record_id": [], "caption": []}
         pad = rows - count
         valid = np.arange(rows) < count
         if pad:
@@ -351,7 +334,8 @@ class ShardedStream:
                 filler[:, 0] = eos
             batch = dict(batch, pixels=np.concatenate([batch["pixels"], np.zeros((pad,) + batch["pixels"].shape[1:],
                                                                                   np.float32)]),
-                         input_ids=np.concatenate([batch["input_ids"], filler]))
+                         input_ids=np.concatenate([batch["input_ids"], filler]),
+                         image_group=np.concatenate([batch["image_group"], np.full(pad, -1, np.int64)]))
         return dict(batch, valid=valid, global_size=global_size)
 
 
@@ -363,8 +347,8 @@ class DistributedTrainer(Trainer):
         self.dist = dist
         super().__init__(model, optimizer, precision, eos_token_id)
 
-    def loss_fn(self, model, input_ids, pixel_values, valid):
-        return distributed_clip_loss(model, input_ids, pixel_values, valid, self.dist.group)
+    def loss_fn(self, model, input_ids, pixel_values, groups, valid):
+        return distributed_clip_loss(model, input_ids, pixel_values, groups, valid, self.dist.group)
 
     def reduce_grads(self, grads):
         summed = sum_tree(grads, self.dist.group)
@@ -372,14 +356,17 @@ class DistributedTrainer(Trainer):
             summed["logit_scale"] = summed["logit_scale"] / self.dist.size
         return summed
 
-    def step_inputs(self, input_ids, pixel_values, valid=None):
+    def step_inputs(self, input_ids, pixel_values, groups=None, valid=None):
         ids = np.asarray(input_ids)
         if valid is None:
             valid = np.ones(len(ids), bool)
+        if groups is None:  # every entry its own image (numbered apart across ranks)
+            groups = np.arange(len(ids)) + self.dist.rank * len(ids)
         # trim to the global batch's padding length (all ranks must agree on the shape)
         needed = trim_padding(ids, self.eos_token_id).shape[1] if len(ids) else 0
         length = int(mx.distributed.all_max(mx.array([needed]), group=self.dist.group).item())
-        return mx.array(ids[:, :length]), mx.array(pixel_values), mx.array(np.asarray(valid))
+        return (mx.array(ids[:, :length]), mx.array(pixel_values), mx.array(np.asarray(groups, np.int32)),
+                mx.array(np.asarray(valid)))
 
     def step(self, input_ids, pixel_values, **extra) -> mx.array:
         with self.dist.waiting("a training step"):

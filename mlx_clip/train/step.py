@@ -96,9 +96,11 @@ def value_and_grad(model: CLIPModel, fn):
     return lambda *args: grad_fn(trainable_tree(model), *args)
 
 
-def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array) -> mx.array:
+def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
+              groups: mx.array | None = None) -> mx.array:
+    """`groups`: equal for entries showing the same image (see loss.py); None: all different."""
     logits_per_image, _, _, _ = model(input_ids, pixel_values)
-    return contrastive_loss(logits_per_image, input_ids)
+    return contrastive_loss(logits_per_image, groups)
 
 
 class Trainer:
@@ -167,10 +169,12 @@ class Trainer:
         mx.eval(loss, self.state)
         return loss
 
-    def step_inputs(self, input_ids, pixel_values) -> tuple:
-        """A batch -> the compiled step's arguments."""
+    def step_inputs(self, input_ids, pixel_values, groups=None) -> tuple:
+        """A batch -> the compiled step's arguments (`groups`: the stream's `image_group`)."""
         input_ids = trim_padding(np.asarray(input_ids), self.eos_token_id)
-        return mx.array(input_ids), mx.array(pixel_values)
+        if groups is None:  # every entry its own image
+            groups = np.arange(len(input_ids))
+        return mx.array(input_ids), mx.array(pixel_values), mx.array(np.asarray(groups, np.int32))
 
     def load_optimizer_state(self, state: dict) -> None:
         """Restore a saved optimizer state in place (the compiled step holds these dicts)."""
