@@ -1,7 +1,7 @@
 """The registry of fine-tuned models that the llm plugin serves: one JSON file, no llm needed.
 
 Each entry maps a NAME to a model folder (stored as an absolute path) or a Hugging Face hub
-repo id (stored as given; downloaded on first use, then cached). llm sees the model as
+repo id (stored as given; downloaded when registered, or on first use with `--lazy`, then cached). llm sees the model as
 `mlx-clip/NAME`: the prefix keeps it apart from other plugins' models (llm-clip's `clip`
 among them), and a collection remembers that id, so `llm similar` always embeds its query
 with the model the collection was built with.

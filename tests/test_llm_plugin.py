@@ -296,7 +296,7 @@ def test_bad_registry_entries_warn_once_and_the_good_ones_are_served(fresh, mode
     listed = other_plugin_still_works(fresh)
     assert "mlx-clip/good" in listed.stdout
     warnings = [line for line in listed.stderr.splitlines() if line.startswith("Warning: mlx-clip:")]
-    assert len(warnings) == len(BAD_ENTRIES), listed.stderr  # once each, though llm asks the plugin twice
+    assert len(warnings) == len(BAD_ENTRIES), listed.stderr
     for name in BAD_ENTRIES:
         assert f"mlx-clip/{name}" not in listed.stdout
         assert sum(f"entry {name!r}" in w and str(path) in w for w in warnings) == 1, (name, warnings)
@@ -311,6 +311,20 @@ def test_bad_registry_entries_warn_once_and_the_good_ones_are_served(fresh, mode
     assert "Removed the unreadable entry dated" in fresh("mlx-clip", "remove", "dated").stdout
     assert "dated" not in json.loads(path.read_text())["models"]
     assert "mlx-clip/more" in fresh("mlx-clip", "list").stdout
+
+
+def test_each_bad_entry_warns_once_per_process(tmp_path, monkeypatch, capsys):
+    """llm may ask for the embedding models more than once in one command: one warning per entry."""
+    from mlx_clip import llm_plugin
+
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
+    monkeypatch.setattr(llm_plugin, "_warned", set())
+    (tmp_path / registry.REGISTRY_FILE).write_text(json.dumps({"models": BAD_ENTRIES}))
+    served = []
+    for _ in range(3):
+        llm_plugin.register_embedding_models(lambda model, aliases=(): served.append(model))
+    warnings = capsys.readouterr().err.splitlines()
+    assert served == [] and len(warnings) == len(BAD_ENTRIES) == len(set(warnings))
 
 
 def test_register_loads_the_model_first_unless_lazy(fresh, tiny_hf, tmp_path):
