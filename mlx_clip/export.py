@@ -4,6 +4,7 @@ preprocessor_config.json, and the sentence-transformers module files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mlx.utils import tree_flatten
@@ -36,8 +37,24 @@ def export_hf(model: CLIP, path: str | Path) -> Path:
     write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
     if model._tokenizer is not None:
         model._tokenizer.save(folder)
+        cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
     write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
     write_json(folder / "config_sentence_transformers.json", {
         "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
     })
     return folder
+
+
+def cap_model_max_length(path: Path, positions: int) -> None:
+    """Set `model_max_length` to the text model's positions when it is missing or larger.
+
+    transformers truncates to `model_max_length`; a source without one (transformers then
+    assumes 1e30) makes sentence-transformers crash on a caption over 77 tokens instead of
+    truncating it as the hub's CLIP repositories do.
+    """
+    config = json.loads(path.read_text(encoding="utf-8"))
+    current = config.get("model_max_length")
+    if isinstance(current, (int, float)) and not isinstance(current, bool) and current <= positions:
+        return
+    config["model_max_length"] = positions
+    write_json(path, config)

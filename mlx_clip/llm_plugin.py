@@ -1,6 +1,7 @@
 """llm plugin: every registered model becomes an llm embedding model `mlx-clip/NAME`, run with MLX.
 
-    llm mlx-clip register NAME PATH_OR_REPO     # a folder (MLX or HF) or an owner/name hub repo
+    llm mlx-clip register NAME PATH_OR_REPO     # a folder (MLX or HF) or an owner/name hub repo;
+                                                # loaded and tried first (--lazy: not), -a ALIAS
     llm mlx-clip list
     llm mlx-clip remove NAME
     llm embed-multi photos -m mlx-clip/NAME --files DIR '*.jpg' --binary
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 import threading
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import click
@@ -44,13 +45,16 @@ def _warn_once(message: str) -> None:
 
 @llm.hookimpl
 def register_embedding_models(register):
+    """Serve every readable entry; a broken registry or entry warns once and never stops llm."""
     try:
-        models = registry.read_registry()
-    except InputError as err:  # a broken registry must not break the rest of llm
+        found = registry.load_registry()
+    except InputError as err:
         _warn_once(f"mlx-clip: {err}")
         return
-    for entry in models.values():
-        register(MLXClipEmbeddingModel(entry))
+    for problem in found.problems:
+        _warn_once(f"mlx-clip: {problem}")
+    for entry in found.models.values():
+        register(MLXClipEmbeddingModel(entry), aliases=entry.aliases)
 
 
 class MLXClipEmbeddingModel(llm.EmbeddingModel):
@@ -111,31 +115,31 @@ def _decode_image(data: bytes, index: int, count: int, model_id: str):
         reason = str(err) or type(err).__name__
     except Image.DecompressionBombError as err:
         reason = str(err)
-    raise EmbeddingError(f"{model_id}: {_describe_item(data, index, count)} is not a readable image ({reason})")
+    path = _file_holding(data)
+    if path is None:
+        where = f"the input ({len(data):,} bytes)" if count == 1 else \
+            f"item {index + 1} of {count} in this batch ({len(data):,} bytes)"
+        raise EmbeddingError(f"{model_id}: {where} is not a readable image ({reason})")
+    # llm has no option to skip an item a plugin cannot embed: the run stops, earlier batches stay stored.
+    raise EmbeddingError(f"{model_id}: {path} is not a readable image ({reason}); fix or remove the file "
+                         "and run again (files already stored are not embedded again)")
 
 
-def _describe_item(data: bytes, index: int, count: int) -> str:
-    """llm's id for the item when llm is embedding a collection, else its position and size.
+def _file_holding(data: bytes) -> Path | None:
+    """The file among `embed-multi --files DIR PATTERN` whose bytes are `data`, or None.
 
-    llm does not pass ids to plugins. Collection.embed_multi_with_metadata() keeps the
-    (id, value, metadata) rows it is embedding in a local `filtered_batch`; when this runs
-    under it, find the row whose value is this very bytes object. Best effort: any change
-    in llm only loses the id.
+    llm passes plugins the values only. The command's own parameters are public through
+    click's current context, so the folders it read are searched (same size first, then the
+    bytes); this runs once, when a run is about to stop on a bad item.
     """
-    try:
-        frame = sys._getframe(1)
-        while frame is not None:
-            rows = frame.f_locals.get("filtered_batch")
-            if isinstance(rows, list):
-                for row in rows:
-                    if isinstance(row, tuple) and len(row) >= 2 and row[1] is data:
-                        return f"item {str(row[0])!r}"
-            frame = frame.f_back
-    except Exception:  # noqa: BLE001 - never let the id lookup hide the real error
-        pass
-    if count == 1:
-        return f"the input ({len(data):,} bytes)"
-    return f"item {index + 1} of {count} in this batch ({len(data):,} bytes)"
+    context = click.get_current_context(silent=True)
+    files = context.params.get("files") if context is not None else None
+    for directory, pattern in files or ():
+        for path in Path(directory).glob(pattern):
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+                    return path
+    return None
 
 
 @llm.hookimpl
@@ -155,35 +159,45 @@ def register_commands(cli):
     @mlx_clip_group.command(name="register")
     @click.argument("name")
     @click.argument("path_or_repo")
+    @click.option("aliases", "-a", "--alias", multiple=True,
+                  help="Another name for the model in llm (repeatable); none given keeps the current ones.")
+    @click.option("--lazy", is_flag=True,
+                  help="Register without loading the model now (a hub repo is then downloaded on first use).")
     @click.option("--replace", is_flag=True,
                   help="Point an existing NAME at another model (collections embedded with the old one "
                        "keep its vectors: re-embed them).")
-    def register_cmd(name, path_or_repo, replace):
+    def register_cmd(name, path_or_repo, aliases, lazy, replace):
         """Register the model folder (MLX or HF) or hub repo PATH_OR_REPO as mlx-clip/NAME.
 
-        A local folder must load as CLIP and is stored as an absolute path. Anything else of the
-        form owner/name is taken as a Hugging Face hub repo, downloaded on first use.
+        The model is loaded (a hub repo downloaded) and embeds one string before the name is
+        saved, unless --lazy. A local folder is stored as an absolute path; anything else of
+        the form owner/name is taken as a Hugging Face hub repo id.
         """
         try:
             old = registry.read_registry().get(name)
-            entry = registry.register_model(name, path_or_repo, replace=replace)
+            entry = registry.register_model(name, path_or_repo, replace=replace, validate=not lazy,
+                                            aliases=list(aliases) or None)
         except InputError as err:
             raise click.ClickException(f"cannot register {name}: {err}") from None
         if old is not None and old.source != entry.source:
             _warn_collections(entry.model_id, "hold vectors from the previous model; re-embed them")
-        where = "Hugging Face hub repo, downloaded on first use" if entry.kind == "hub" else "folder"
-        click.echo(f"Registered {entry.model_id} -> {entry.source} ({where})")
+        where = "Hugging Face hub repo" if entry.kind == "hub" else "folder"
+        if lazy:
+            where += ", not loaded yet (--lazy)"
+        also = f", also called {', '.join(entry.aliases)}" if entry.aliases else ""
+        click.echo(f"Registered {entry.model_id} -> {entry.source} ({where}){also}")
 
     @mlx_clip_group.command(name="list")
     @click.option("--json", "as_json", is_flag=True, help="Output as JSON.")
     def list_cmd(as_json):
         """List registered models: llm model id, source, and whether a local folder is missing."""
-        from pathlib import Path
-
         try:
-            models = registry.read_registry()
+            found = registry.load_registry()
         except InputError as err:
             raise click.ClickException(str(err)) from None
+        for problem in found.problems:
+            _warn_once(f"mlx-clip: {problem}")
+        models = found.models
         if as_json:
             import json
 
@@ -196,6 +210,8 @@ def register_commands(cli):
             note = "  (hub)" if entry.kind == "hub" else ""
             if entry.kind == "local" and not Path(entry.source).is_dir():
                 note = "  (MISSING: folder not found)"
+            if entry.aliases:
+                note += f"  aliases: {', '.join(entry.aliases)}"
             click.echo(f"{entry.model_id}  {entry.source}{note}")
 
     @mlx_clip_group.command(name="remove")
@@ -206,6 +222,9 @@ def register_commands(cli):
             entry = registry.remove_model(name)
         except InputError as err:
             raise click.ClickException(str(err)) from None
+        if entry is None:
+            click.echo(f"Removed the unreadable entry {name}")
+            return
         click.echo(f"Removed {entry.model_id} ({entry.source} is left as it is)")
         _warn_collections(entry.model_id, "cannot be searched until the name is registered again")
 

@@ -155,3 +155,33 @@ def test_pickled_checkpoint_is_read_only_with_weights_only(tiny_hf, tmp_path):
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Exploit()))
     with pytest.raises(InputError, match="weights_only=True"):
         mlx_clip.load(folder)
+
+
+@pytest.mark.parametrize("source_max_length", [None, 1000000000000000019884624838656])
+def test_export_caps_model_max_length_so_long_captions_truncate(tiny_hf, tmp_path, source_max_length):
+    """A source tokenizer without model_max_length (or transformers' 1e30 default): the export says
+    77, so sentence-transformers truncates a 200-token caption as the hub's CLIP repos do."""
+    from sentence_transformers import SentenceTransformer
+
+    source = tmp_path / "source"
+    shutil.copytree(tiny_hf, source)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config.pop("model_max_length", None)
+    if source_max_length is not None:
+        config["model_max_length"] = source_max_length
+    (source / "tokenizer_config.json").write_text(json.dumps(config))
+    model = mlx_clip.load(source)
+    folder = mlx_clip.export_hf(model, tmp_path / "export")
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 77
+    caption = "word " * 200
+    vector = SentenceTransformer(str(folder), device="cpu").encode([caption])[0]
+    assert float(vector @ model.embed_texts([caption])[0] / np.linalg.norm(vector)) >= 0.9999
+
+
+def test_export_keeps_a_smaller_model_max_length(tiny_hf, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(tiny_hf, source)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    (source / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 64}))
+    folder = mlx_clip.export_hf(mlx_clip.load(source), tmp_path / "export")
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64

@@ -4,7 +4,9 @@ Each CLI call gets a temporary LLM_USER_PATH. The plugin is made discoverable wi
 `pip install -e .`: a throwaway `mlx_clip_finetune-*.dist-info` whose entry points are read
 from pyproject.toml goes first on PYTHONPATH, followed by this checkout, and
 LLM_LOAD_PLUGINS names it, so the tests always run this checkout's code (an editable
-install may point at another worktree) and no other installed llm plugin gets loaded.
+install may point at another worktree) and no other installed llm plugin gets loaded. A second
+throwaway plugin, `fake-embed`, registers an offline text embedding model `fake-embed`: the
+model of "another plugin" that a broken registry must leave working.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ from mlx_clip.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "mlx-clip-finetune"
+OTHER_PLUGIN = "fake-embed"
+FAKE_PLUGIN_SOURCE = '''
+import llm
+
+
+class FakeEmbed(llm.EmbeddingModel):
+    model_id = "fake-embed"
+
+    def embed_batch(self, items, key=None):
+        return ([float(len(text)), float(text.count("a")), 1.0] for text in items)
+
+
+@llm.hookimpl
+def register_embedding_models(register):
+    register(FakeEmbed())
+'''
 
 try:
     import tomllib
@@ -57,7 +75,7 @@ class LLM:
         self.env = dict(os.environ)
         self.env.update(
             LLM_USER_PATH=str(user_dir),
-            LLM_LOAD_PLUGINS=DIST_NAME,
+            LLM_LOAD_PLUGINS=f"{DIST_NAME},{OTHER_PLUGIN}",
             PYTHONPATH=os.pathsep.join([str(site), str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
             HF_HUB_OFFLINE="1",
             PYTHONWARNINGS="ignore",
@@ -93,6 +111,11 @@ def plugin_site(tmp_path_factory) -> Path:
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DIST_NAME}\nVersion: {version}\n")
     lines = "".join(f"{name} = {target}\n" for name, target in llm_entry_points().items())
     (dist / "entry_points.txt").write_text("[llm]\n" + lines)
+    other = site / "fake_embed-0.1.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {OTHER_PLUGIN}\nVersion: 0.1\n")
+    (other / "entry_points.txt").write_text("[llm]\nfake_embed = fake_embed_plugin\n")
+    (site / "fake_embed_plugin.py").write_text(FAKE_PLUGIN_SOURCE)
     return site
 
 
@@ -213,7 +236,8 @@ def test_corrupt_image_in_embed_multi_names_the_file(world, photos, tmp_path):
     (folder / "broken.png").write_bytes((photos / "b.png").read_bytes()[:80])  # truncated PNG
     line = error_line(world("embed-multi", "mixed", "--files", folder, "*.png", "--binary",
                             "-m", "mlx-clip/base", ok=False))
-    assert "'broken.png'" in line and "not a readable image" in line and "mlx-clip/base" in line
+    assert str(folder / "broken.png") in line and "not a readable image" in line and "mlx-clip/base" in line
+    assert "run again" in line
     (folder / "broken.png").write_bytes(b"this is a text file")
     line = error_line(world("embed", "-m", "mlx-clip/base", "--binary", "-i", folder / "broken.png", ok=False))
     assert "not a readable image" in line
@@ -233,13 +257,116 @@ def test_remove_and_replace(fresh, models, photos):
     assert Path(tuned).is_dir()  # the files stay
 
 
+def other_plugin_still_works(llm: LLM) -> subprocess.CompletedProcess:
+    """`llm embed-models` lists the other plugin's model and `llm embed -m fake-embed` embeds."""
+    listed = llm("embed-models")
+    assert "fake-embed" in listed.stdout and "Traceback" not in listed.stderr
+    assert llm.vector("embed", "-m", "fake-embed", "-c", "banana") == [6.0, 3.0, 1.0]
+    return listed
+
+
 def test_broken_registry_file_does_not_break_llm(fresh):
     fresh.user_dir.mkdir(parents=True, exist_ok=True)
     (fresh.user_dir / registry.REGISTRY_FILE).write_text("{not json")
-    result = fresh("embed-models")
-    assert registry.REGISTRY_FILE in result.stderr and "Traceback" not in result.stderr
+    result = other_plugin_still_works(fresh)
+    assert registry.REGISTRY_FILE in result.stderr and "not JSON" in result.stderr
     line = error_line(fresh("mlx-clip", "list", ok=False))
     assert registry.REGISTRY_FILE in line
+
+
+BAD_ENTRIES = {
+    "dated": {"source": "/models/x", "kind": "local", "registered": "2024-05-01"},
+    "nosource": {"kind": "local", "registered": 1.0},
+    "listed": ["/models/x"],
+    "relative": {"source": "models/x", "kind": "local"},
+    "oddkind": {"source": "/models/x", "kind": "folder"},
+    "aliased": {"source": "/models/x", "kind": "local", "aliases": "short"},
+    "bad name": {"source": "/models/x", "kind": "local"},
+}
+
+
+def test_bad_registry_entries_warn_once_and_the_good_ones_are_served(fresh, models):
+    base = models["base"][0]
+    fresh("mlx-clip", "register", "good", base)
+    path = fresh.user_dir / registry.REGISTRY_FILE
+    data = json.loads(path.read_text())
+    data["models"].update(BAD_ENTRIES)
+    path.write_text(json.dumps(data))
+
+    listed = other_plugin_still_works(fresh)
+    assert "mlx-clip/good" in listed.stdout
+    warnings = [line for line in listed.stderr.splitlines() if line.startswith("Warning: mlx-clip:")]
+    assert len(warnings) == len(BAD_ENTRIES), listed.stderr
+    for name in BAD_ENTRIES:
+        assert f"mlx-clip/{name}" not in listed.stdout
+        assert sum(f"entry {name!r}" in w and str(path) in w for w in warnings) == 1, (name, warnings)
+    assert "'registered' is \"2024-05-01\", not a number" in listed.stderr
+    assert "'source' is missing" in listed.stderr
+    vector = fresh.vector("embed", "-m", "mlx-clip/good", "-c", "a red bicycle")
+    assert cosine(vector, models["base"][1].embed_texts(["a red bicycle"])[0]) >= 0.9999
+
+    fresh("mlx-clip", "register", "more", base)  # rewriting the file keeps the hand-edited entries
+    stored = json.loads(path.read_text())["models"]
+    assert {name: stored[name] for name in BAD_ENTRIES} == BAD_ENTRIES and "more" in stored
+    assert "Removed the unreadable entry dated" in fresh("mlx-clip", "remove", "dated").stdout
+    assert "dated" not in json.loads(path.read_text())["models"]
+    assert "mlx-clip/more" in fresh("mlx-clip", "list").stdout
+
+
+def test_each_bad_entry_warns_once_per_process(tmp_path, monkeypatch, capsys):
+    """llm may ask for the embedding models more than once in one command: one warning per entry."""
+    from mlx_clip import llm_plugin
+
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
+    monkeypatch.setattr(llm_plugin, "_warned", set())
+    (tmp_path / registry.REGISTRY_FILE).write_text(json.dumps({"models": BAD_ENTRIES}))
+    served = []
+    for _ in range(3):
+        llm_plugin.register_embedding_models(lambda model, aliases=(): served.append(model))
+    warnings = capsys.readouterr().err.splitlines()
+    assert served == [] and len(warnings) == len(BAD_ENTRIES) == len(set(warnings))
+
+
+def test_register_loads_the_model_first_unless_lazy(fresh, tiny_hf, tmp_path):
+    line = error_line(fresh("mlx-clip", "register", "x", "nosuch/repo", ok=False))  # offline: HF_HUB_OFFLINE
+    assert "cannot register x" in line and "nosuch/repo" in line
+    line = error_line(fresh("mlx-clip", "register", "x", "/no/such/folder", ok=False))
+    assert "/no/such/folder" in line
+    no_tokenizer = tmp_path / "no_tokenizer"  # loads, but cannot embed a string
+    no_tokenizer.mkdir()
+    for name in ["config.json", "model.safetensors", "preprocessor_config.json"]:
+        (no_tokenizer / name).write_bytes((tiny_hf / name).read_bytes())
+    line = error_line(fresh("mlx-clip", "register", "x", no_tokenizer, ok=False))
+    assert "tokenizer" in line
+    assert not (fresh.user_dir / registry.REGISTRY_FILE).exists()
+
+    done = fresh("mlx-clip", "register", "later", "nosuch/repo", "--lazy")
+    assert "not loaded yet (--lazy)" in done.stdout
+    fresh("mlx-clip", "register", "half", no_tokenizer, "--lazy")
+    assert sorted(registry.read_registry(fresh.user_dir)) == ["half", "later"]
+
+
+def test_aliases(fresh, models):
+    base, tuned = models["base"][0], models["tuned"][0]
+    done = fresh("mlx-clip", "register", "base", base, "-a", "b", "--alias", "clip-base")
+    assert "also called b, clip-base" in done.stdout
+    text = "a photo of a red bicycle"
+    expected = models["base"][1].embed_texts([text])[0]
+    for name in ("b", "clip-base"):
+        assert cosine(fresh.vector("embed", "-m", name, "-c", text), expected) >= 0.9999
+    line = error_line(fresh("mlx-clip", "register", "tuned", tuned, "-a", "b", ok=False))
+    assert "'b'" in line and "mlx-clip/base" in line
+    fresh("mlx-clip", "register", "base", base)  # no -a: the aliases stay
+    assert "aliases: b, clip-base" in fresh("mlx-clip", "list").stdout
+    fresh("mlx-clip", "register", "base", base, "-a", "c")
+    assert registry.get_model("base", fresh.user_dir).aliases == ("c",)
+
+
+def test_long_caption_is_truncated_not_an_error(world, models):
+    caption = "word " * 200
+    vector = world.vector("embed", "-m", "mlx-clip/base", "-c", caption)
+    assert cosine(vector, models["base"][1].embed_texts([caption])[0]) >= 0.9999
+    assert cosine(vector, models["base"][1].embed_texts(["word " * 75])[0]) >= 0.9999  # the first 75 count
 
 
 # The registry and the embedding model in-process: what finetune.py --register calls.
@@ -248,7 +375,12 @@ def test_register_model_stores_absolute_paths_and_hub_ids(tmp_path, tiny_hf, mon
     monkeypatch.chdir(tiny_hf.parent)
     entry = registry.register_model("base", tiny_hf.name, directory=tmp_path)
     assert entry.source == str(tiny_hf.resolve()) and entry.kind == "local" and entry.model_id == "mlx-clip/base"
-    hub = registry.register_model("b32", "openai/clip-vit-base-patch32", directory=tmp_path)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match="nosuch/repo: not a local folder"):  # loaded first: offline, fails
+        registry.register_model("b32", "nosuch/repo", directory=tmp_path)
+    hub = registry.register_model("b32", "openai/clip-vit-base-patch32", validate=False, directory=tmp_path)
     assert hub.kind == "hub" and hub.source == "openai/clip-vit-base-patch32"
     assert sorted(registry.read_registry(tmp_path)) == ["b32", "base"]
     registry.register_model("base", tiny_hf, directory=tmp_path)  # same folder again: fine
