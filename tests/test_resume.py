@@ -1,7 +1,8 @@
 """Stopping a run at any moment loses at most the epoch in progress, and `--resume` then ends
 exactly like an uninterrupted run: SIGKILL mid-epoch, in the middle of a checkpoint write and
-right after one (the newest checkpoint then truncated), and Ctrl-C. A full disk or a read-only
-run folder is one line and leaves nothing half-written; every file follows the umask."""
+right after one (the newest checkpoint then truncated), and Ctrl-C (finetune.py and curve.py).
+A full disk or a read-only run folder is one line and leaves nothing half-written; every file
+follows the umask."""
 
 import errno
 import json
@@ -165,6 +166,28 @@ def test_ctrl_c_stops_with_one_line_and_resume_finishes(full_run, tiny_hf, shape
     resumed = _resume(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(tmp_path / "cut", full_run)
+
+
+def test_ctrl_c_in_curve_is_one_line_and_keeps_the_measured_sizes(tiny_hf, shapes_manifest, tmp_path):
+    args = _common(tiny_hf, shapes_manifest, tmp_path)
+    args[args.index("--epochs") + 1] = "1"
+    proc = subprocess.Popen([sys.executable, "curve.py", *args, "--name", "c", "--sizes", "48,96,173"], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # curve.json is written right after this line
+            if "48 images" in line:
+                break
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "c" / "curve.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    saved = json.loads((tmp_path / "c" / "curve.json").read_text())
+    assert _one_line(stderr) == f"interrupted after {len(saved['sizes'])} of 3 sizes; {tmp_path}/c/curve.json keeps them"
+    assert saved["sizes"][0] == 48 and not _leftovers(tmp_path / "c")
 
 
 def test_disk_full_in_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
