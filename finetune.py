@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the last checkpoint is intact (checkpoints are written atomically)
-        epoch = last_checkpoint_epoch(stopped_run(config, args.resume)) if config else None
-        print("interrupted before the first epoch finished; no checkpoint yet, run again to start over"
+        epoch = last_checkpoint_epoch(stopped_run(config, args.resume)) if config and not args.dry_run else None
+        print("interrupted (dry run: nothing written)" if args.dry_run else
+              "interrupted before the first epoch finished; no checkpoint yet, run again to start over"
               if epoch is None else f"interrupted after epoch {epoch}; --resume continues", file=sys.stderr)
         return 130
     return 0

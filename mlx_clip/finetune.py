@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -371,9 +372,10 @@ def stopped_run(config: FinetuneConfig, resume: str | None) -> Path | None:
 def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
     """The epoch of the run's `latest` checkpoint (None when it has none)."""
     pointer = run_dir / "checkpoints" / "latest" if run_dir else None
-    if pointer is None or not pointer.is_file():
+    try:
+        return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-")) if pointer else None
+    except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
         return None
-    return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-"))
 
 
 class Float32View:
@@ -497,7 +499,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                             {"step": epoch * spe, "seed": config.seed, "history": history,
                              "step_losses": step_losses, "best": best,
                              "stream": "numpy default_rng([seed, epoch])"},
-                            midway=lambda: kill.at("checkpoint", epoch))
+                            midway=partial(kill.at, "checkpoint", epoch))
         kill.at("epoch", epoch)
     if not dist.is_main:  # rank 0 writes the model, export, metrics and plots
         return run_dir

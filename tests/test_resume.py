@@ -186,7 +186,8 @@ def test_ctrl_c_in_curve_is_one_line_and_keeps_the_measured_sizes(tiny_hf, shape
         proc.kill()
     assert proc.returncode == 130, stderr
     saved = json.loads((tmp_path / "c" / "curve.json").read_text())
-    assert _one_line(stderr) == f"interrupted after {len(saved['sizes'])} of 3 sizes; {tmp_path}/c/curve.json keeps them"
+    done = len(saved["sizes"])
+    assert _one_line(stderr) == f"interrupted after {done} of 3 sizes; {tmp_path}/c/curve.json keeps them"
     assert saved["sizes"][0] == 48 and not _leftovers(tmp_path / "c")
 
 
