@@ -10,13 +10,16 @@ starting model afresh with them. Writes runs/NAME/curve.json, curve.png and curv
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
-from finetune import build_parser, config_from_args
+from finetune import build_parser, config_from_args, write_error_line
 from mlx_clip.curve import learning_curve, parse_sizes
 from mlx_clip.errors import InputError
 from mlx_clip.fetch_cli import _margin
+from mlx_clip.finetune import FinetuneConfig
 
 
 def curve_parser():
@@ -39,6 +42,7 @@ def curve_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = curve_parser().parse_args(argv)
+    config = sizes = None
     try:
         for flag in ("resume", "dry_run", "register", "push_to_hub"):
             if getattr(args, flag):
@@ -46,12 +50,31 @@ def main(argv: list[str] | None = None) -> int:
         sizes = parse_sizes(args.sizes)
         if args.flat_threshold <= 0:
             raise InputError("--flat-threshold must be > 0")
-        learning_curve(config_from_args(args), sizes, args.flat_threshold, args.survey_margin, args.population,
+        config = config_from_args(args)
+        learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
                        progress=not args.no_progress)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        line = write_error_line(err, "run again")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted_line(config, sizes), file=sys.stderr)
+        return 130
     return 0
+
+
+def interrupted_line(config: FinetuneConfig | None, sizes: list[int] | None) -> str:
+    """Ctrl-C's one line: how many sizes curve.json keeps (it is rewritten after each size)."""
+    saved = Path(config.runs_dir) / config.name / "curve.json" if config and config.name else None
+    done = len(json.loads(saved.read_text(encoding="utf-8"))["sizes"]) if saved and saved.is_file() else 0
+    if not done:
+        return "interrupted before the first size finished; nothing kept"
+    return f"interrupted after {done} of {len(sizes or [])} sizes; {saved} keeps them"
 
 
 if __name__ == "__main__":

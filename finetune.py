@@ -11,12 +11,13 @@ and writes runs/NAME/ with the best model (model/) and an HF/sentence-transforme
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
 from mlx_clip.errors import InputError
 from mlx_clip.fetch_cli import add_fetch_arguments, fetch_config_from_args
-from mlx_clip.finetune import FinetuneConfig, dry_run, run
+from mlx_clip.finetune import FinetuneConfig, dry_run, last_checkpoint_epoch, run, stopped_run
 from mlx_clip.train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +125,24 @@ def publish(run_dir, args: argparse.Namespace) -> None:
         print(f"uploaded {run_dir / 'export'} to {url}")
 
 
+def write_error_line(err: OSError, resume_hint: str) -> str | None:
+    """One line for an output folder that is full or cannot be written; None for other errors."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"error: {err.filename}: {err.strerror}; free space, then {resume_hint}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"error: {err.filename}: {err.strerror}"
+    return None
+
+
+def resume_hint(config: FinetuneConfig, resume: str | None) -> str:
+    epoch = last_checkpoint_epoch(stopped_run(config, resume))
+    return "run again (no checkpoint was written)" if epoch is None else \
+        f"--resume continues after epoch {epoch}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config = None
     try:
         config = config_from_args(args)
         if args.push_to_hub and not args.dry_run:  # before hours of training, not after
@@ -143,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        line = write_error_line(err, resume_hint(config, args.resume) if config else "run again")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: the last checkpoint is intact (checkpoints are written atomically)
+        epoch = last_checkpoint_epoch(stopped_run(config, args.resume)) if config and not args.dry_run else None
+        print("interrupted (dry run: nothing written)" if args.dry_run else
+              "interrupted before the first epoch finished; no checkpoint yet, run again to start over"
+              if epoch is None else f"interrupted after epoch {epoch}; --resume continues", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -127,15 +128,51 @@ class CLIP(CLIPModel):
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with replacing(path, ".part") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        _flush(handle)
 
 
 def atomic_save_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".part.safetensors")
-    mx.save_safetensors(str(tmp), weights, metadata=metadata)
-    tmp.replace(path)
+    with replacing(path, ".part.safetensors") as tmp:
+        save_safetensors(tmp, weights, metadata)
+
+
+def save_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    """mx.save_safetensors through a Python file, flushed to disk.
+
+    Given a path, MLX 0.32 ignores write errors: on a full disk it leaves a truncated file and
+    raises nothing. Through a Python file object the OSError (ENOSPC) reaches the caller.
+    The file is created as `open` does, 0666 minus the umask.
+    """
+    with open(path, "wb") as handle:
+        mx.save_safetensors(handle, weights, metadata=metadata)
+        _flush(handle)
+
+
+def _flush(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+@contextmanager
+def replacing(path: Path, suffix: str) -> Iterator[Path]:
+    """A temporary name beside `path`, renamed onto it when the block succeeds.
+
+    On any failure (disk full, read-only folder, Ctrl-C) the temporary file is removed, so
+    nothing half-written stays, and an OSError names `path`, not the temporary name (MLX's write
+    errors name no file).
+    """
+    tmp = path.with_name(path.name + suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as err:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,12 +33,14 @@ from .export import export_hf
 from .model_card import write_model_card
 from .stream import AugmentConfig, TrainStream
 from .train import distributed
-from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
+from .train.checkpoint import (load_checkpoint, remove_partial_writes, resolve_checkpoint, restore_random_state,
+                               save_checkpoint)
 from .train.evaluate import COUNT_KEYS, EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer
 from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
 
-KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
+KILL_AT_ENV = "MLX_CLIP_KILL_AT"  # tests: where a run SIGKILLs itself (see KillSwitch)
+KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # older spelling of MLX_CLIP_KILL_AT=epoch:N
 TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
 BEFORE_DETAILS = "eval_before.npz"  # epoch 0's per-item ranks and embeddings, for report.html
 TEST_BEFORE = "eval_test_before.npz"  # the test set's per-item results before training (compare.py)
@@ -387,6 +390,53 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     return resumed, checkpoint
 
 
+@dataclass
+class KillSwitch:
+    """Where a test run SIGKILLs itself, from $MLX_CLIP_KILL_AT: step:N (this process's Nth step),
+    checkpoint:N (in the middle of epoch N's checkpoint write) or epoch:N (right after it)."""
+
+    point: str | None = None
+    n: int = 0
+    steps: int = 0
+
+    @classmethod
+    def from_env(cls) -> "KillSwitch":
+        after = os.environ.get(KILL_AFTER_EPOCH_ENV)
+        point, _, n = (os.environ.get(KILL_AT_ENV) or (f"epoch:{after}" if after else "")).partition(":")
+        return cls(point or None, int(n or 0))
+
+    def at(self, point: str, n: int) -> None:
+        if (point, n) == (self.point, self.n):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def step(self) -> None:
+        self.steps += 1
+        self.at("step", self.steps)
+
+
+def stopped_run(config: FinetuneConfig, resume: str | None) -> Path | None:
+    """The folder `run(config, resume)` was writing when it stopped; None if it had none yet.
+    (run() sets `config.name` of a fresh run; a resumed one is found as run() found it.)"""
+    runs_dir = Path(config.runs_dir)
+    try:
+        if resume and resume != "latest":
+            return resolve_checkpoint(resume, runs_dir).parent.parent
+        if config.name:
+            return runs_dir / config.name
+        return latest_run(runs_dir) if resume else None
+    except InputError:
+        return None
+
+
+def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
+    """The epoch of the run's `latest` checkpoint (None when it has none)."""
+    pointer = run_dir / "checkpoints" / "latest" if run_dir else None
+    try:
+        return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-")) if pointer else None
+    except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
+        return None
+
+
 class Float32View:
     """The float32 model to evaluate and save: the training model itself in float32; in
     bfloat16 a second CLIP holding the master weights, so the training model never flips
@@ -441,6 +491,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     optim_config = config.optim(spe)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(run_dir)  # a crash mid-write (or a full disk) left them
         write_json(run_dir / "config.json", {**asdict(config), "resolved": {
             "manifest": str(prepared.manifest), "records": len(prepared.items),
             "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
@@ -488,11 +539,11 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                        evaluate(view.refresh(), prepared.eval_set(prepared.test_index), config.label_prompt,
                                 keep=run_dir / TEST_BEFORE))
 
-    kill_after = int(os.environ.get(KILL_AFTER_EPOCH_ENV, "0") or 0)
+    kill = KillSwitch.from_env()
     for epoch in range(start_epoch, config.epochs + 1):
         mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
         started = time.perf_counter()
-        losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
+        losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress, on_step=kill.step)
         train_seconds = time.perf_counter() - started
         step_losses.extend(losses)
         eval_model = view.refresh()
@@ -513,9 +564,9 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
             save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
                             {"step": epoch * spe, "seed": config.seed, "history": history,
                              "step_losses": step_losses, "best": best,
-                             "stream": "numpy default_rng([seed, epoch])"})
-        if kill_after and epoch == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+                             "stream": "numpy default_rng([seed, epoch])"},
+                            midway=partial(kill.at, "checkpoint", epoch))
+        kill.at("epoch", epoch)
     if not dist.is_main:  # rank 0 writes the model, export, metrics and plots
         return run_dir
 
@@ -617,8 +668,8 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
 
 
 def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
-                progress: bool) -> tuple[list[float], list[int]]:
-    """One pass over the stream; each step's loss and batch size."""
+                progress: bool, on_step: Callable[[], None] | None = None) -> tuple[list[float], list[int]]:
+    """One pass over the stream; each step's loss and batch size. `on_step` runs after each step."""
     from tqdm import tqdm
 
     losses, sizes = [], []
@@ -634,6 +685,8 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
         seen += sizes[-1]
         bar.update(sizes[-1])
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if on_step is not None:
+            on_step()
     bar.close()
     return losses, sizes
 
