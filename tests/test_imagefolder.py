@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ def test_finetune_reads_a_fetched_folder(fetched, tmp_path):
                               say=lambda line: None)
     items = read_manifest(sample)
     assert len(items) == 2 and all(item.image_path.resolve().is_relative_to(fetched.resolve()) for item in items)
+
+    shared = tmp_path / "shared"  # what a datasets user receives: the images and metadata.jsonl only
+    shutil.copytree(fetched / "images", shared / "images")
+    shutil.copy(fetched / "metadata.jsonl", shared / "metadata.jsonl")
+    items = read_manifest(resolve_manifest(FinetuneConfig(data=str(shared), fetch={"out": str(tmp_path / "o")}),
+                                           say=lambda line: None))
+    assert sorted(item.record["id"] for item in items) == ["a", "b", "c"]
+    assert all(item.image_path.resolve().is_relative_to(shared.resolve()) for item in items)
 
 
 def test_imagefolder_mistakes_are_one_line(tmp_path):
