@@ -20,6 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Convert CLIP between Hugging Face (transformers / sentence-transformers) and MLX folders.",
     )
+    parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {mlx_clip.__version__}")
     parser.add_argument("--hf-path", required=True,
                         help="HF model: a local folder or a hub repo id (input), or with --to-hf the folder to write")
     parser.add_argument("--mlx-path", required=True,

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune CLIP (MLX) on your images and their catalogue metadata; measures "
                     "retrieval before and after and exports a model llm and sentence-transformers load.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mlx-clip-finetune {mlx_clip.__version__}")
     p.add_argument("--model", default=d.model, help="model to start from: HF repo id, HF folder or MLX folder")
     p.add_argument("--runs-dir", default=d.runs_dir, help="folder that holds one subfolder per run")
     p.add_argument("--name", help="run name (folder under --runs-dir); default: the start time")
@@ -90,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     fetch_config = fetch_config_from_args(args)
     fetch = {"sample": args.sample, "margin": args.margin, "out": str(fetch_config.out),
              "url_field": fetch_config.url_field, "path_field": fetch_config.path_field,
+             "encoding": fetch_config.encoding,
              "concurrency": fetch_config.concurrency, "per_host": fetch_config.per_host,
              "connect_timeout": fetch_config.connect_timeout, "read_timeout": fetch_config.read_timeout,
              "retries": fetch_config.retries, "max_bytes": fetch_config.max_bytes,

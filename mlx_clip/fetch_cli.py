@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import codecs
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import InputError
 from .fetcher import FetchConfig, FetchSummary, fetch_records
+from .imagefolder import write_metadata
 
 __all__ = ["add_sample_arguments", "add_fetch_arguments", "fetch_config_from_args", "main"]
 
@@ -32,6 +35,13 @@ def _margin(text: str) -> str:
     return text  # kept as text so the sample size is computed from the exact decimal
 
 
+def _encoding(text: str) -> str:
+    try:
+        return codecs.lookup(text).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {text!r} (e.g. utf-8, cp1252, latin-1)") from None
+
+
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags naming the records' fields and the sample to draw from them."""
     group = parser.add_argument_group("records and sample")
@@ -49,6 +59,11 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         "--id-field", metavar="FIELD",
         help="field holding each record's identifier (names its image file and its failure "
         "line). Default: an id-like field (id, identifier, objectID) if present",
+    )
+    group.add_argument(
+        "--encoding", type=_encoding, metavar="NAME",
+        help="text encoding of the records file, e.g. cp1252 for a CSV saved by Excel on Windows "
+        "(default: UTF-8, with or without a byte-order mark)",
     )
     size = group.add_mutually_exclusive_group()
     size.add_argument(
@@ -130,6 +145,7 @@ def fetch_config_from_args(args: argparse.Namespace) -> FetchConfig:
         out=args.out,
         url_field=args.url_field,
         path_field=args.path_field,
+        encoding=args.encoding,
         id_field=args.id_field,
         concurrency=args.concurrency,
         per_host=args.per_host,
@@ -156,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON Lines or CSV (detected from the content)",
     )
     add_fetch_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
     return parser
 
 
@@ -183,4 +200,5 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(summary)
+    print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
     return 0

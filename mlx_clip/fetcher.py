@@ -118,6 +118,7 @@ class FetchConfig:
     out: Path | str = Path("data")
     url_field: str | None = None  # dotted path; detected from the records when None
     path_field: str | None = None  # dotted path of a local image path (relative to the records)
+    encoding: str | None = None  # the records file's text encoding; None: UTF-8 (a BOM is skipped)
     id_field: str | None = None  # dotted path; an "id"-like field is used when None
     concurrency: int = 16  # requests in flight overall
     per_host: int = 4  # requests in flight per host
@@ -279,7 +280,7 @@ async def fetch_records_async(
         if Path(records_path).resolve() == (out / written).resolve():
             raise InputError(f"{records_path}: is the {written} this run would write; "
                              "pass another --out to draw a sample from it")
-    records = load_records(records_path)
+    records = load_records(records_path, config.encoding)
     url_field = _check_fields(records, config)
     try:
         indices, explanation = choose_sample(records.records, sample, margin, stratify, seed)

@@ -15,7 +15,7 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ from .clip import CLIP, load, write_json
 from .dataset import Item, check_images, read_manifest, split, split_sizes
 from .errors import InputError
 from .export import export_hf
+from .imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from .model_card import write_model_card
 from .stream import AugmentConfig, TrainStream
 from .train import distributed
@@ -143,6 +144,9 @@ class Prepared:
 # --- fetching ----------------------------------------------------------------------------------------
 
 SAMPLE_KEYS = ("sample", "margin")  # fetch_records arguments; the other config.fetch keys are FetchConfig's
+BUNDLED_RECORDS = Path(__file__).resolve().parent / "demo" / "emoji" / "records.jsonl"  # see its README.md
+BUNDLED_CAPTION = "{name}, an emoji of {subcategory}"
+BUNDLED_LABEL_FIELD = "category"
 
 
 def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
@@ -157,14 +161,31 @@ def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -
     summary = fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
                             log=say, **sample)
     say(str(summary))
+    metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
+    if metadata.rows:
+        say(str(metadata))
     return Path(summary.manifest_path)
+
+
+def use_bundled_data(config: FinetuneConfig, say: Callable[[str], None] = print) -> None:
+    """With no data/records.json and neither --data nor --manifest, train on the emoji set that
+    ships inside the package (with captions and labels that suit it), so a fresh clone's first
+    command runs instead of stopping at a missing file."""
+    if config.manifest or config.data != FinetuneConfig.data or Path(config.data).exists():
+        return
+    config.data = str(BUNDLED_RECORDS)
+    config.fetch = {**config.fetch, "path_field": "image_path", "url_field": None}
+    config.captions = config.captions or [BUNDLED_CAPTION]
+    config.label_field = config.label_field or BUNDLED_LABEL_FIELD
+    say(f"no {FinetuneConfig.data}: training on the emoji set bundled with mlx_clip ({BUNDLED_RECORDS.parent}); "
+        "for your own records pass --data RECORDS (JSON, JSONL, CSV or an ImageFolder)")
 
 
 def _is_manifest(path: Path) -> bool:
     """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             if line.strip():
                 try:
@@ -176,12 +197,15 @@ def _is_manifest(path: Path) -> bool:
 
 
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
+    use_bundled_data(config, say)
     if config.manifest:
         if any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
             raise InputError(f"{config.manifest}: --sample/--margin draw from --data; to train on a sample of a "
                              "manifest pass it as --data with --path-field image_path and another --out")
         return Path(config.manifest)
     data = Path(config.data)
+    if data.is_dir():
+        return _folder_manifest(config, data, say)
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
     sampling = any(config.fetch.get(k) is not None for k in SAMPLE_KEYS) or config.fetch.get("path_field")
@@ -197,7 +221,7 @@ def check_before_fetch(config: FinetuneConfig) -> None:
     from .records import load_records
     from .sampling import choose_sample
 
-    records = load_records(config.data)
+    records = load_records(config.data, config.fetch.get("encoding"))
     try:
         indices, _ = choose_sample(records.records, config.fetch.get("sample"), config.fetch.get("margin"),
                                    config.stratify, config.seed)
@@ -226,6 +250,24 @@ def _check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> Non
     if config.batch_size > train_size:
         raise InputError(f"--batch-size {config.batch_size} is larger than {what} ({train_size} records); "
                          f"use --batch-size {max(1, train_size)} or less")
+
+
+def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None]) -> Path:
+    """--data DIR: a folder fetch.py wrote (its manifest.jsonl, or a sample drawn from it), or an
+    ImageFolder, whose metadata.jsonl / metadata.csv is read as records with file_name as the path."""
+    from .fetcher import FetchConfig
+
+    manifest = folder / "manifest.jsonl"
+    if _is_manifest(manifest):
+        if not any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+            return manifest
+        records, path_field = manifest, "image_path"
+    else:
+        records, path_field = metadata_file(folder), FILE_COLUMN
+    if Path(config.fetch.get("out") or FetchConfig().out).resolve() == folder.resolve():
+        raise InputError(f"--data {folder} is read as records and --out is the same folder; pass another --out")
+    fetch = {**config.fetch, "path_field": config.fetch.get("path_field") or path_field}
+    return fetch_manifest(replace(config, data=str(records), fetch=fetch), say)
 
 
 # --- preparation -----------------------------------------------------------------------------------

@@ -60,13 +60,17 @@ class Records:
         return f"{self.path}: {self.locations[index]}"
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_records(path: str | os.PathLike, encoding: str | None = None) -> list[dict]:
     """Read the records in ``path`` (JSON, JSON Lines or CSV) as a list of dicts."""
-    return load_records(path).records
+    return load_records(path, encoding).records
 
 
-def load_records(path: str | os.PathLike) -> Records:
-    """Read ``path`` into :class:`Records`, detecting the format from the content."""
+def load_records(path: str | os.PathLike, encoding: str | None = None) -> Records:
+    """Read ``path`` into :class:`Records`, detecting the format from the content.
+
+    ``encoding`` is the file's text encoding (``--encoding``); None reads UTF-8, with or
+    without a byte-order mark, so a CSV exported by Excel as "CSV UTF-8" works as it is.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -77,9 +81,15 @@ def load_records(path: str | os.PathLike) -> Records:
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(encoding or "utf-8").removeprefix("\ufeff")  # a byte-order mark is not content
     except UnicodeDecodeError as e:
-        raise InputError(f"{path}: byte {e.start}: not UTF-8 text") from None
+        bad = f"byte 0x{raw[e.start]:02x} at offset {e.start}"
+        if encoding is None:
+            raise InputError(f"{path}: not UTF-8 text ({bad}); if it was saved by Excel on Windows, "
+                             "pass --encoding cp1252") from None
+        raise InputError(f"{path}: not {encoding} text ({bad}); pass the file's encoding with --encoding") from None
+    except LookupError:
+        raise InputError(f"--encoding {encoding}: unknown encoding (e.g. utf-8, cp1252, latin-1)") from None
     stripped = text.lstrip()
     if not stripped:
         raise InputError(f"{path}: file is empty, expected JSON, JSON Lines or CSV records")

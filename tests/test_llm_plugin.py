@@ -164,7 +164,7 @@ def test_pyproject_installs_the_package_and_the_llm_plugin():
     project = pyproject()
     assert project["project"]["name"] == DIST_NAME
     assert project["project"]["entry-points"]["llm"] == {"mlx_clip": "mlx_clip.llm_plugin"}
-    assert project["tool"]["setuptools"]["packages"] == ["mlx_clip"]
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["mlx_clip*"]  # with train/, report/
     requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     names = lambda specs: sorted(s.replace(" ", "").replace("'", '"') for s in specs if s)  # noqa: E731
     assert names(project["project"]["dependencies"]) == names(requirements)
