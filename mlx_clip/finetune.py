@@ -35,7 +35,8 @@ from .train import distributed
 from .train.checkpoint import load_checkpoint, resolve_checkpoint, restore_random_state, save_checkpoint
 from .train.evaluate import COUNT_KEYS, EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer
-from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
+from .train.step import (LockConfig, NonFiniteError, Trainer, apply_locks, check_finite_weights, count_parameters,
+                         set_weights)
 
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # tests: SIGKILL right after that epoch's checkpoint
 TIMING_KEYS = ("seconds", "train_images_per_s", "eval_seconds")
@@ -57,7 +58,7 @@ class FinetuneConfig:
     val_fraction: float = 0.1
     captions: list[str] = field(default_factory=list)
     label_field: str | None = None
-    label_prompt: str = "a photo of {label}"
+    label_prompt: str | list[str] = "a photo of {label}"  # several: a prompt ensemble (evaluate.class_embeddings)
     batch_size: int = 32
     epochs: int = 5
     lr: float = 1e-5
@@ -421,6 +422,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
+        if row.get("zero_shot_note"):
+            say(row["zero_shot_note"])
 
     kill_after = int(os.environ.get(KILL_AFTER_EPOCH_ENV, "0") or 0)
     for epoch in range(start_epoch, config.epochs + 1):
@@ -428,6 +431,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         started = time.perf_counter()
         losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
         train_seconds = time.perf_counter() - started
+        stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe, optim_config.warmup_steps)
         step_losses.extend(losses)
         eval_model = view.refresh()
         eval_started = time.perf_counter()
@@ -436,14 +440,20 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                **evaluate(eval_model, eval_set, config.label_prompt, dist=dist)}
         row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
                    eval_seconds=time.perf_counter() - eval_started)
+        if stuck:
+            row["warning"] = stuck
         history.append(row)
         say(table_row(row))
+        if stuck:
+            say(stuck)
         score = row.get("mean_R@1", -row["train_loss"])
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
             if dist.is_main:
+                check_finite_weights(eval_model.parameters(), f"{run_dir / 'model'} (epoch {epoch})")
                 eval_model.save(run_dir / "model")
         if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
+            check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
             save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
                             {"step": epoch * spe, "seed": config.seed, "history": history,
                              "step_losses": step_losses, "best": best,
@@ -456,6 +466,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if best["epoch"] is None:  # no training (--epochs 0): the starting model
         view.refresh().save(run_dir / "model")
     final = load(run_dir / "model")
+    check_finite_weights(final.parameters(), str(run_dir / "model"))  # what export, --register and --push use
     export_hf(final, run_dir / "export")
     memory = peak_memory()
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
@@ -463,7 +474,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
                "step_losses": step_losses, **memory,
                "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
-               "skipped": prepared.skipped_line}
+               "skipped": prepared.skipped_line, "warnings": run_warnings(history, best)}
     write_json(run_dir / "metrics.json", metrics)
     write_model_card(run_dir / "export", card_info(prepared, history, best))
     save_plots(run_dir, history, step_losses)
@@ -494,7 +505,8 @@ def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
     config = prepared.config
 
     def scores(row: dict | None) -> dict:
-        return {k: v for k, v in (row or {}).items() if k not in TIMING_KEYS + COUNT_KEYS + ("epoch", "lr")}
+        return {k: v for k, v in (row or {}).items()
+                if k not in TIMING_KEYS + COUNT_KEYS + ("epoch", "lr", "warning", "zero_shot_note")}
 
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     labels = None
@@ -508,7 +520,8 @@ def card_info(prepared: Prepared, history: list[dict], best: dict) -> dict:
         "config": asdict(config),
         "caption_templates": config.captions or ["(default: built from the record's text fields)"],
         "metrics": {"before": scores(history[0]) if history and history[0]["epoch"] == 0 else {},
-                    "after": scores(best_row), "val_size": len(prepared.val_index)},
+                    "after": scores(best_row), "val_size": len(prepared.val_index),
+                    "warnings": run_warnings(history, best)},
         "data": {"source": config.manifest or config.data, "records": len(prepared.items),
                  "train": len(prepared.train_index), "val": len(prepared.val_index),
                  "sample": {"method": f"stratified by {config.stratify}" if config.stratify else "simple random",
@@ -528,9 +541,15 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     seen = 0
-    for batch in stream.epoch(epoch):
+    for number, batch in enumerate(stream.epoch(epoch), 1):
         extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
-        loss = float(trainer.step(batch["input_ids"], batch["pixels"], **extra))
+        try:
+            loss = float(trainer.step(batch["input_ids"], batch["pixels"], **extra))
+        except NonFiniteError as err:  # the weights are spoilt: stop before anything is saved
+            bar.close()
+            raise NonFiniteError(f"training diverged at epoch {epoch}, step {(epoch - 1) * len(stream) + number} "
+                                 f"({number} of the epoch): {err}; nothing of this epoch was saved, the last "
+                                 "checkpoint and model/ keep the last finite epoch") from None
         losses.append(loss)
         sizes.append(batch.get("global_size", len(batch["record_id"])))
         seen += sizes[-1]
@@ -567,6 +586,45 @@ def _trainable_after_locks(prepared: Prepared):
     return prepared.model.trainable_parameters()
 
 
+STUCK_TOLERANCE = 0.02  # a post-warmup epoch loss within 2 % of chance (or above it) is "stuck"
+
+
+def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step: int, warmup_steps: int) -> str | None:
+    """A warning when this epoch's steps after warmup average a loss at chance level: ln(batch size),
+    the loss of scores that tell no image from another, so the model is not learning."""
+    after = [(loss, size) for k, (loss, size) in enumerate(zip(losses, sizes)) if first_step + k >= warmup_steps
+             and size > 1]
+    if not after:
+        return None
+    loss = float(np.mean([loss for loss, _ in after]))
+    chance = float(np.mean([math.log(size) for _, size in after]))
+    if loss < chance * (1 - STUCK_TOLERANCE):
+        return None
+    return (f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) stays at chance level "
+            f"(ln of the batch size = {chance:.3f}): the model is not learning; try another --lr or check "
+            "that the captions tell the images apart")
+
+
+def below_start_warning(history: list[dict], best: dict) -> str | None:
+    """Said plainly when the kept (best) epoch scores below the starting model on mean recall@1."""
+    before = history[0] if history and history[0]["epoch"] == 0 else None
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
+    if not before or not best_row or "mean_R@1" not in before or "mean_R@1" not in best_row:
+        return None
+    if best_row["mean_R@1"] >= before["mean_R@1"]:
+        return None
+    return (f"warning: the fine-tuned model scores below the starting model (validation mean recall@1 "
+            f"{before['mean_R@1']:.3f} before, {best_row['mean_R@1']:.3f} after at its best epoch "
+            f"{best['epoch']}); the base model is the better choice for these records")
+
+
+def run_warnings(history: list[dict], best: dict) -> list[str]:
+    """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card."""
+    warnings = [row["warning"] for row in history if row.get("warning")]
+    below = below_start_warning(history, best)
+    return warnings + ([below] if below else [])
+
+
 def summary(run_dir: Path, history: list[dict], best: dict, memory: dict) -> str:
     before = history[0] if history and history[0]["epoch"] == 0 else None
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
@@ -574,8 +632,7 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict) -> str
     if before and best_row and "mean_R@1" in before:
         lines.append(f"mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
                      f"after (best epoch {best['epoch']})")
-        if best_row["mean_R@1"] < before["mean_R@1"]:
-            lines.append("warning: fine-tuning did not beat the starting model on validation recall@1")
+    lines += run_warnings(history, best)
     if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
         lines.append(f"zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> {best_row['zero_shot_acc']:.3f} after")
     peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"

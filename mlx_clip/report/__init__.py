@@ -91,10 +91,14 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 # --- sections ------------------------------------------------------------------------------------------
 
 def summary_section(history, best, before, after) -> str:
+    """The verdict first: warnings (stuck loss, a result below the starting model), then the scores."""
+    from ..finetune import run_warnings
+
+    warnings = "".join(f'<li class="down"><strong>{esc(w)}</strong></li>' for w in run_warnings(history, best))
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
     if not first or not last or "mean_R@1" not in first:
-        return ""
+        return f"<h2>Summary</h2><ul>{warnings}</ul>" if warnings else ""
     lines = [f"mean recall@1: {with_ci(first['mean_R@1'], first.get('mean_R@1_ci95'))} before → "
              f"{with_ci(last['mean_R@1'], last.get('mean_R@1_ci95'))} after (epoch {last['epoch']})"]
     if before is not None and after is not None:
@@ -108,7 +112,7 @@ def summary_section(history, best, before, after) -> str:
         lines.append(f"zero-shot accuracy: {with_ci(first['zero_shot_acc'], first.get('zero_shot_acc_ci95'))} → "
                      f"{with_ci(last['zero_shot_acc'], last.get('zero_shot_acc_ci95'))}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
-    return "<h2>Summary</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+    return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
 
 
 def data_section(prepared: "Prepared") -> str:
