@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="fraction of records held out for validation (deterministic for a seed)")
     g.add_argument("--label-field", help="record field whose values are classes for zero-shot accuracy")
-    g.add_argument("--label-prompt", action="append", metavar="PROMPT",
+    g.add_argument("--label-prompt", action="append", metavar="PROMPT", default=argparse.SUPPRESS,
                    help=f"prompt for zero-shot classes, {{label}} is replaced (default: {d.label_prompt!r}); repeat "
                         "for a prompt ensemble: each class's prompt embeddings averaged, as CLIP does")
     t = p.add_argument_group("training")
@@ -103,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         model=args.model, runs_dir=args.runs_dir, name=args.name, data=args.data, manifest=args.manifest,
         fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),
         val_fraction=args.val_fraction, captions=args.caption, label_field=args.label_field,
-        label_prompt=label_prompts(args.label_prompt), batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        label_prompt=label_prompts(getattr(args, "label_prompt", None)), batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, seed=getattr(args, "seed", 0) or 0,
         lock_image=args.lock_image, lock_text=args.lock_text, unlock_last=args.unlock_last,
         precision=args.precision, hflip=not args.no_hflip, vflip=args.vflip, rotate=args.rotate,
