@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "figures (never trained on, never used to pick the epoch); default 0.1 when that is "
                         "at least 20 images, else none")
     g.add_argument("--label-field", help="record field whose values are classes for zero-shot accuracy")
-    g.add_argument("--label-prompt", default=d.label_prompt, help="prompt for zero-shot classes; {label} is replaced")
+    g.add_argument("--label-prompt", action="append", metavar="PROMPT", default=argparse.SUPPRESS,
+                   help=f"prompt for zero-shot classes, {{label}} is replaced (default: {d.label_prompt!r}); repeat "
+                        "for a prompt ensemble: each class's prompt embeddings averaged, as CLIP does")
     t = p.add_argument_group("training")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (contrastive batch)")
     t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def label_prompts(given: list[str] | None) -> str | list[str]:
+    """No --label-prompt: the default; one: that prompt (as before); several: the ensemble."""
+    if not given:
+        return FinetuneConfig().label_prompt
+    return given[0] if len(given) == 1 else given
+
+
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     fetch_config = fetch_config_from_args(args)
     fetch = {"sample": args.sample, "margin": args.margin, "out": str(fetch_config.out),
@@ -102,7 +111,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         captions=args.caption, label_field=args.label_field,
-        label_prompt=args.label_prompt, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        label_prompt=label_prompts(getattr(args, "label_prompt", None)), batch_size=args.batch_size,
+        epochs=args.epochs, lr=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, seed=getattr(args, "seed", 0) or 0,
         lock_image=args.lock_image, lock_text=args.lock_text, unlock_last=args.unlock_last,
         precision=args.precision, hflip=not args.no_hflip, vflip=args.vflip, rotate=args.rotate,

@@ -38,7 +38,8 @@ from .train.checkpoint import (load_checkpoint, remove_partial_writes, resolve_c
                                save_checkpoint)
 from .train.evaluate import COUNT_KEYS, EvalSet, evaluate
 from .train.optim import OptimConfig, make_optimizer
-from .train.step import LockConfig, Trainer, apply_locks, count_parameters, set_weights
+from .train.step import (LockConfig, NonFiniteError, Trainer, apply_locks, check_finite_weights, count_parameters,
+                         set_weights)
 
 KILL_AT_ENV = "MLX_CLIP_KILL_AT"  # tests: where a run SIGKILLs itself (see KillSwitch)
 KILL_AFTER_EPOCH_ENV = "MLX_CLIP_KILL_AFTER_EPOCH"  # older spelling of MLX_CLIP_KILL_AT=epoch:N
@@ -67,7 +68,7 @@ class FinetuneConfig:
     test_fraction: float | None = None  # None: AUTO_TEST_FRACTION when enough records; resolved in prepare
     captions: list[str] = field(default_factory=list)
     label_field: str | None = None
-    label_prompt: str = "a photo of {label}"
+    label_prompt: str | list[str] = "a photo of {label}"  # several: a prompt ensemble (evaluate.class_embeddings)
     batch_size: int = 32
     epochs: int = 5
     lr: float = 1e-5
@@ -576,6 +577,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         row["eval_seconds"] = time.perf_counter() - started
         history.append(row)
         say(table_row(row))
+        if row.get("zero_shot_note"):
+            say(row["zero_shot_note"])
         if prepared.test_index and dist.is_main:
             write_json(run_dir / TEST_BEFORE_METRICS,
                        evaluate(view.refresh(), prepared.eval_set(prepared.test_index), config.label_prompt,
@@ -587,6 +590,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         started = time.perf_counter()
         losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress, on_step=kill.step)
         train_seconds = time.perf_counter() - started
+        stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe, optim_config.warmup_steps)
         step_losses.extend(losses)
         eval_model = view.refresh()
         eval_started = time.perf_counter()
@@ -595,14 +599,20 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                **evaluate(eval_model, eval_set, config.label_prompt, dist=dist)}
         row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
                    eval_seconds=time.perf_counter() - eval_started)
+        if stuck:
+            row["warning"] = stuck
         history.append(row)
         say(table_row(row))
+        if stuck:
+            say(stuck)
         score = row.get("mean_R@1", -row["train_loss"])
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
             if dist.is_main:
+                check_finite_weights(eval_model.parameters(), f"{run_dir / 'model'} (epoch {epoch})")
                 eval_model.save(run_dir / "model")
         if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
+            check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
             save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
                             {"step": epoch * spe, "seed": config.seed, "history": history,
                              "step_losses": step_losses, "best": best,
@@ -615,6 +625,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if best["epoch"] is None:  # no training (--epochs 0): the starting model
         view.refresh().save(run_dir / "model")
     final = load(run_dir / "model")
+    check_finite_weights(final.parameters(), str(run_dir / "model"))  # what export, --register and --push use
     test = held_out_test(prepared, final, run_dir)
     export_hf(final, run_dir / "export")
     memory = peak_memory()
@@ -623,14 +634,13 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
                "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
                "step_losses": step_losses, **memory,
                "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
-               "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test}
+               "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test,
+               "warnings": run_warnings(history, best, test)}
     write_json(run_dir / "metrics.json", metrics)
     write_model_card(run_dir / "export", card_info(prepared, history, best, test))
     save_plots(run_dir, history, step_losses)
     write_run_report(run_dir, prepared, final, history, best, step_losses, say)
-    say(summary(run_dir, history, best, memory))
-    if test:
-        say(test_line(test))
+    say(summary(run_dir, history, best, memory, test))
     return run_dir
 
 
@@ -682,7 +692,8 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
     config = prepared.config
 
     def scores(row: dict | None) -> dict:
-        return {k: v for k, v in (row or {}).items() if k not in TIMING_KEYS + COUNT_KEYS + ("epoch", "lr")}
+        return {k: v for k, v in (row or {}).items()
+                if k not in TIMING_KEYS + COUNT_KEYS + ("epoch", "lr", "warning", "zero_shot_note")}
 
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     labels = None
@@ -698,7 +709,8 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
         "metrics": ({"before": scores(test["before"]), "after": scores(test["after"]), "val_size": test["size"],
                      "set": "test"} if test else
                     {"before": scores(history[0]) if history and history[0]["epoch"] == 0 else {},
-                     "after": scores(best_row), "val_size": len(prepared.val_index), "set": "validation"}),
+                     "after": scores(best_row), "val_size": len(prepared.val_index), "set": "validation"})
+                   | {"warnings": run_warnings(history, best, test)},
         "data": {"source": config.manifest or config.data, "records": len(prepared.items),
                  "train": len(prepared.train_index), "val": len(prepared.val_index),
                  "test": len(prepared.test_index),
@@ -719,9 +731,15 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     seen = 0
-    for batch in stream.epoch(epoch):
+    for number, batch in enumerate(stream.epoch(epoch), 1):
         extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
-        loss = float(trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra))
+        try:
+            loss = float(trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra))
+        except NonFiniteError as err:  # the weights are spoilt: stop before anything is saved
+            bar.close()
+            raise NonFiniteError(f"training diverged at epoch {epoch}, step {(epoch - 1) * len(stream) + number} "
+                                 f"({number} of the epoch): {err}; nothing of this epoch was saved, the last "
+                                 "checkpoint and model/ keep the last finite epoch") from None
         losses.append(loss)
         sizes.append(batch.get("global_size", len(batch["record_id"])))
         seen += sizes[-1]
@@ -762,15 +780,59 @@ def _trainable_after_locks(prepared: Prepared):
     return prepared.model.trainable_parameters()
 
 
-def summary(run_dir: Path, history: list[dict], best: dict, memory: dict) -> str:
+STUCK_TOLERANCE = 0.02  # a post-warmup epoch loss within 2 % of chance (or above it) is "stuck"
+
+
+def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step: int, warmup_steps: int) -> str | None:
+    """A warning when this epoch's steps after warmup average a loss at chance level: ln(batch size),
+    the loss of scores that tell no image from another, so the model is not learning."""
+    after = [(loss, size) for k, (loss, size) in enumerate(zip(losses, sizes)) if first_step + k >= warmup_steps
+             and size > 1]
+    if not after:
+        return None
+    loss = float(np.mean([loss for loss, _ in after]))
+    chance = float(np.mean([math.log(size) for _, size in after]))
+    if loss < chance * (1 - STUCK_TOLERANCE):
+        return None
+    return (f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) stays at chance level "
+            f"(ln of the batch size = {chance:.3f}): the model is not learning; try another --lr or check "
+            "that the captions tell the images apart")
+
+
+def below_start_warning(history: list[dict], best: dict, test: dict | None = None) -> str | None:
+    """Said plainly when the kept (best) epoch scores below the starting model on mean recall@1:
+    on the held-out test set when there is one, else on validation."""
+    if test:
+        before, after, where = test["before"], test["after"], "held-out test"
+    else:
+        before = history[0] if history and history[0]["epoch"] == 0 else None
+        after, where = next((h for h in history if h["epoch"] == best["epoch"]), None), "validation"
+    if not before or not after or "mean_R@1" not in before or "mean_R@1" not in after:
+        return None
+    if after["mean_R@1"] >= before["mean_R@1"]:
+        return None
+    return (f"warning: the fine-tuned model scores below the starting model ({where} mean recall@1 "
+            f"{before['mean_R@1']:.3f} before, {after['mean_R@1']:.3f} after at its best epoch "
+            f"{best['epoch']}); the base model is the better choice for these records")
+
+
+def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> list[str]:
+    """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card."""
+    warnings = [row["warning"] for row in history if row.get("warning")]
+    below = below_start_warning(history, best, test)
+    return warnings + ([below] if below else [])
+
+
+def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: dict | None = None) -> str:
     before = history[0] if history and history[0]["epoch"] == 0 else None
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     lines = []
     if before and best_row and "mean_R@1" in before:
-        lines.append(f"mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
-                     f"after (best epoch {best['epoch']})")
-        if best_row["mean_R@1"] < before["mean_R@1"]:
-            lines.append("warning: fine-tuning did not beat the starting model on validation recall@1")
+        lines.append(f"validation mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
+                     f"after (best epoch {best['epoch']}; validation picked it, so this is optimistic)")
+    if test:
+        lines.append(test_line(test))
+    lines += run_warnings(history, best, test)
     if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
         lines.append(f"zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> {best_row['zero_shot_acc']:.3f} after")
     peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"

@@ -6,7 +6,8 @@ usage snippets; a fine-tuning run adds its config, data summary, caption templat
 Run information comes as plain dicts (the run's config.json and metrics.json as read) so the
 fine-tuning code can pass what it has. Shapes accepted (all keys optional, unknown keys ignored):
 
-  metrics: {"before": {"recall@1": 0.31, ...}, "after": {...}, "val_size": 157}
+  metrics: {"before": {"recall@1": 0.31, ...}, "after": {...}, "val_size": 157,
+            "warnings": ["warning: ... scores below the starting model ..."]}  (shown in bold)
            or {"recall@1": {"before": 0.31, "after": 0.52}, ..., "val_size": 157}
            or {"epochs": [{"epoch": 0, "recall@1": ...}, {"epoch": 1, ...}, ...]} (first with
            epoch 0 = before, last = after), or epochs whose items hold "before"/"after" dicts.
@@ -315,6 +316,9 @@ def metrics_section(info: CardInfo) -> list[str]:
     n_val = _val_size(info)
     lines = ["## Evaluation: before and after fine-tuning", ""]
     kind = info.metrics.get("set", "validation") if isinstance(info.metrics, Mapping) else "validation"
+    warnings = info.metrics.get("warnings") if isinstance(info.metrics, Mapping) else None
+    for warning in warnings if isinstance(warnings, list) else []:
+        lines += [f"> **{str(warning).replace(chr(10), ' ')}**", ""]
     where = f"the held-out {kind} set ({n_val} images)" if n_val else f"the held-out {kind} set"
     if kind == "test":
         where += ", which was neither trained on nor used to pick the best epoch"

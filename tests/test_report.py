@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,38 @@ def test_page_check_catches_broken_images_and_console_errors(tmp_path):
     result = inspect_page(page, tmp_path / "broken.png", CHROMIUM)
     assert any("boom" in e for e in result["errors"])
     assert result["images"][0]["naturalWidth"] == 0
+
+
+WORSE_HISTORY = [{"epoch": 0, "train_loss": None, "mean_R@1": 0.40, "i2t_R@1": 0.40, "t2i_R@1": 0.40},
+                 {"epoch": 1, "train_loss": 2.0, "mean_R@1": 0.30, "i2t_R@1": 0.30, "t2i_R@1": 0.30},
+                 {"epoch": 2, "train_loss": 1.9, "mean_R@1": 0.35, "i2t_R@1": 0.35, "t2i_R@1": 0.35}]
+
+
+def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
+    from mlx_clip.finetune import run_warnings, summary
+    from mlx_clip.model_card import render
+    from mlx_clip.report import summary_section
+
+    best = {"epoch": 2, "score": 0.35}
+    plain = "scores below the starting model"
+    text = summary(Path("runs/x"), WORSE_HISTORY, best, {"max_rss_bytes": 1})
+    assert f"warning: the fine-tuned model {plain} (validation mean recall@1 0.400 before, 0.350 after" in text
+    assert plain in summary_section(WORSE_HISTORY, best, None, None)
+    card = render({"base_model": "openai/clip-vit-base-patch32",
+                   "metrics": {"before": WORSE_HISTORY[0], "after": WORSE_HISTORY[2],
+                               "warnings": run_warnings(WORSE_HISTORY, best)}})
+    assert plain in card
+    better = [WORSE_HISTORY[0], {**WORSE_HISTORY[1], "mean_R@1": 0.45}]
+    assert plain not in summary(Path("runs/x"), better, {"epoch": 1}, {"max_rss_bytes": 1})
+    assert plain not in summary_section(better, {"epoch": 1}, None, None)
+    assert run_warnings(better, {"epoch": 1}) == []
+
+
+def test_stuck_warning_after_warmup_only():
+    from mlx_clip.finetune import stuck_warning
+
+    chance = float(np.log(32))
+    assert "stays at chance level" in stuck_warning(3, [chance * 0.99] * 4, [32] * 4, first_step=8, warmup_steps=2)
+    assert "stays at chance level" in stuck_warning(3, [chance * 1.5] * 4, [32] * 4, first_step=8, warmup_steps=2)
+    assert stuck_warning(3, [chance * 0.9] * 4, [32] * 4, first_step=8, warmup_steps=2) is None  # learning
+    assert stuck_warning(1, [chance] * 4, [32] * 4, first_step=0, warmup_steps=4) is None  # all in warmup

@@ -171,3 +171,64 @@ def test_locked_towers_stay_put(tiny_hf, lock):
     assert ("visual_projection.weight" in changed) == unlocked
     assert ("text_model.encoder.layers.0.mlp.fc1.weight" in changed) == (not lock.get("lock_text"))
     assert "logit_scale" in changed  # the temperature always trains
+
+
+class CountingTrainer(Trainer):
+    """Counts how often the compiled step is traced (the Python body runs only when tracing)."""
+
+    traces = 0
+
+    def _step_mixed(self, *args):
+        self.traces += 1
+        return super()._step_mixed(*args)
+
+
+def test_bfloat16_step_is_traced_once(tiny_hf):
+    model = mlx_clip.load(tiny_hf)
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    trainer = CountingTrainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)), precision="bfloat16")
+    for _ in range(4):
+        trainer.step(ids, pixels)
+    assert trainer.traces == 1
+
+
+def test_non_finite_loss_stops_the_step(tiny_hf):
+    from mlx_clip.train.step import NonFiniteError
+
+    model = mlx_clip.load(tiny_hf)
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)))
+    assert np.isfinite(float(trainer.step(ids, pixels)))
+    pixels[2] = np.nan  # a poisoned batch
+    with pytest.raises(NonFiniteError, match=r"the loss is nan \(lr .*\); try a lower --lr"):
+        trainer.step(ids, pixels)
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_hf):
+    from mlx_clip.train.step import NonFiniteError, clip_loss
+
+    def loss_with_nan_gradient(model, input_ids, pixel_values):
+        s = model.logit_scale
+        return clip_loss(model, input_ids, pixel_values) + 0 * mx.sqrt(s - s).sum()  # value +0, d/ds NaN
+
+    class NanGradTrainer(Trainer):
+        loss_fn = staticmethod(loss_with_nan_gradient)
+
+    model = mlx_clip.load(tiny_hf)
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    trainer = NanGradTrainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)))
+    with pytest.raises(NonFiniteError, match="a gradient is nan"):
+        trainer.step(ids, pixels)
+
+
+def test_non_finite_weights_are_not_written(tiny_hf):
+    from mlx_clip.train.step import NonFiniteError, check_finite_weights
+
+    model = mlx_clip.load(tiny_hf)
+    check_finite_weights(model.parameters(), "model")
+    model.text_projection.weight = model.text_projection.weight * float("inf")
+    with pytest.raises(NonFiniteError, match="first: text_projection.weight"):
+        check_finite_weights(model.parameters(), "model")

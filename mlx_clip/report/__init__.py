@@ -54,7 +54,7 @@ def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: li
         f"{len(prepared.train_index)} records, validated on {len(prepared.val_index)}. "
         "Intervals are 95 % bootstrap percentile intervals over the validation items "
         "(1000 resamples, seeded); the change column resamples the same items before and after.</p>",
-        summary_section(history, best, before, after),
+        summary_section(history, best, before, after, _saved_warnings(run_dir)),
         test_section(run_dir),
         data_section(prepared),
         plots_section(run_dir),
@@ -91,12 +91,23 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 
 # --- sections ------------------------------------------------------------------------------------------
 
-def summary_section(history, best, before, after) -> str:
+def _saved_warnings(run_dir: Path) -> list[str] | None:
+    """metrics.json's warnings (they weigh the held-out test set when there is one)."""
+    metrics = run_dir / "metrics.json"
+    return json.loads(metrics.read_text(encoding="utf-8")).get("warnings") if metrics.is_file() else None
+
+
+def summary_section(history, best, before, after, saved_warnings: list[str] | None = None) -> str:
+    """The verdict first: warnings (stuck loss, a result below the starting model), then the scores."""
+    from ..finetune import run_warnings
+
+    found = saved_warnings if saved_warnings is not None else run_warnings(history, best)
+    warnings = "".join(f'<li class="down"><strong>{esc(w)}</strong></li>' for w in found)
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
     if not first or not last or "mean_R@1" not in first:
-        return ""
-    lines = [f"mean recall@1: {with_ci(first['mean_R@1'], first.get('mean_R@1_ci95'))} before → "
+        return f"<h2>Summary</h2><ul>{warnings}</ul>" if warnings else ""
+    lines = [f"validation mean recall@1: {with_ci(first['mean_R@1'], first.get('mean_R@1_ci95'))} before → "
              f"{with_ci(last['mean_R@1'], last.get('mean_R@1_ci95'))} after (epoch {last['epoch']})"]
     if before is not None and after is not None:
         diff = _mean_r1_diff(before, after)
@@ -109,7 +120,7 @@ def summary_section(history, best, before, after) -> str:
         lines.append(f"zero-shot accuracy: {with_ci(first['zero_shot_acc'], first.get('zero_shot_acc_ci95'))} → "
                      f"{with_ci(last['zero_shot_acc'], last.get('zero_shot_acc_ci95'))}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
-    return "<h2>Summary</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+    return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
 
 
 def data_section(prepared: "Prepared") -> str:

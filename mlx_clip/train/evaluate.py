@@ -4,6 +4,10 @@ Images that share an identical caption are interchangeable: image->text ranks th
 validation captions (the image's own caption is the one correct text), text->image counts
 the best-ranked image with that caption as the hit.
 
+Ties count against the correct item (its rank is 1 + the number of wrong items scoring at least
+as high), so a collapsed model whose embeddings are all equal gets the worst rank, never the
+best; non-finite embeddings are refused (`NonFiniteEmbeddings`), never scored.
+
 Every recall and accuracy also carries a 95 % percentile bootstrap interval (`NAME_ci95`,
 validation items resampled with replacement, seeded) and the validation size (`val_size`).
 `evaluate(..., details=True)` also returns the per-item ranks and embeddings (`EvalDetails`),
@@ -13,12 +17,14 @@ which the run report uses for its before/after retrieval pictures and paired int
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import mlx.core as mx
 import numpy as np
 
+from ..errors import InputError
 from ..stream import EvalStream
 
 RECALL_AT = (1, 5, 10)
@@ -36,17 +42,35 @@ class EvalSet:
     labels: list[str | None]
 
 
+class NonFiniteEmbeddings(InputError):
+    """The model produced NaN/inf embeddings (diverged weights): there is nothing honest to score."""
+
+
+def check_finite_embeddings(embeds: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(embeds).all(axis=1)
+    if bad.any():
+        raise NonFiniteEmbeddings(f"evaluation: {int(bad.sum())} of {len(embeds)} {what} embeddings are NaN or "
+                                  "infinite (the model's weights diverged); refusing to score them")
+
+
 def embed_eval_images(model, image_paths: Sequence[str], batch_size: int = 64, threads: int = 4) -> np.ndarray:
+    """Image embeddings in order; a progress bar on a terminal (thousands of images take minutes)."""
+    from tqdm import tqdm
+
     out = []
-    for batch in EvalStream(image_paths, model.image_processor, batch_size, threads):
-        out.append(np.array(model.embed_pixels(batch["pixels"]).astype(mx.float32)))
+    with tqdm(total=len(image_paths), desc="evaluating", unit="img", leave=False, dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        for batch in EvalStream(image_paths, model.image_processor, batch_size, threads):
+            out.append(np.array(model.embed_pixels(batch["pixels"]).astype(mx.float32)))
+            bar.update(len(out[-1]))
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
 
 
 def ranks_of_correct(similarity: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """1-based rank of the best-ranked correct column in every row."""
+    """1-based rank of the best-ranked correct column in every row, ties counted against it:
+    1 + the number of wrong columns scoring at least as high (all-equal scores: the worst rank)."""
     best_correct = np.where(correct, similarity, -np.inf).max(axis=1, keepdims=True)
-    return (similarity > best_correct).sum(axis=1) + 1
+    return ((similarity >= best_correct) & ~correct).sum(axis=1) + 1
 
 
 def retrieval_ranks(image_embeds: np.ndarray, caption_embeds: np.ndarray,
@@ -136,24 +160,53 @@ class ZeroShot:
         return self.truth == self.predicted
 
 
+def class_embeddings(model, classes: Sequence[str], prompts: str | Sequence[str]) -> np.ndarray:
+    """One unit vector per class; several prompts form an ensemble as in CLIP: each prompt's
+    embedding normalised, averaged over prompts, renormalised. One prompt: its embeddings as is."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    per_prompt = [np.asarray(model.embed_texts([p.replace("{label}", c) for c in classes])) for p in prompts]
+    if len(per_prompt) == 1:
+        return per_prompt[0]
+    mean = np.mean([e / np.linalg.norm(e, axis=1, keepdims=True) for e in per_prompt], axis=0)
+    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+
+def pessimistic_argmax(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Argmax per row where a tie with the true class goes to another class (ties count against)."""
+    lowered = scores.copy()
+    rows = np.arange(len(truth))
+    lowered[rows, truth] = np.nextafter(scores[rows, truth], -np.inf)
+    return lowered.argmax(axis=1)
+
+
+def single_label_note(labels: Sequence[str | None]) -> str | None:
+    """Why zero-shot is skipped when every labelled image has the same label (it would be trivially 1.0)."""
+    present = {label for label in labels if label}
+    if len(present) == 1:
+        return f"zero-shot skipped: every labelled validation image has the label {next(iter(present))!r}, " \
+               "so it would be trivially 1.0"
+    return None
+
+
 def zero_shot_predictions(model, image_embeds: np.ndarray, labels: Sequence[str | None],
-                          prompt: str = "a photo of {label}") -> ZeroShot | None:
-    """Each labelled image's class among all labels present, by its nearest class prompt; None without labels."""
+                          prompt: str | Sequence[str] = "a photo of {label}") -> ZeroShot | None:
+    """Each labelled image's class among all labels present, by its nearest class prompt (or prompt
+    ensemble); None without labels or with a single label (see single_label_note)."""
     keep = [i for i, label in enumerate(labels) if label]
-    if not keep:
-        return None
     classes = sorted({labels[i] for i in keep})
-    prompts = [prompt.replace("{label}", c) for c in classes]
-    class_embeds = model.embed_texts(prompts)
-    predicted = (image_embeds[keep] @ class_embeds.T).argmax(axis=1)
+    if len(classes) < 2:
+        return None
+    class_embeds = class_embeddings(model, classes, prompt)
+    check_finite_embeddings(class_embeds, "class prompt")
     position = {c: j for j, c in enumerate(classes)}
     truth = np.array([position[labels[i]] for i in keep])
+    predicted = pessimistic_argmax(image_embeds[keep] @ class_embeds.T, truth)
     return ZeroShot(classes, np.array(keep), truth, predicted)
 
 
 def zero_shot_accuracy(model, image_embeds: np.ndarray, labels: Sequence[str | None],
-                       prompt: str = "a photo of {label}") -> tuple[float | None, int]:
-    """Accuracy of picking each image's label among all labels present; (None, 0) without labels."""
+                       prompt: str | Sequence[str] = "a photo of {label}") -> tuple[float | None, int]:
+    """Accuracy of picking each image's label among all labels present; (None, 0) without two labels."""
     zero_shot = zero_shot_predictions(model, image_embeds, labels, prompt)
     if zero_shot is None:
         return None, 0
@@ -194,8 +247,8 @@ class EvalDetails:
                        data["caption_of_image"], {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]}, zero_shot)
 
 
-def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}", batch_size: int = 64,
-             threads: int = 4, details: bool = False, keep: str | Path | None = None, dist=None):
+def evaluate(model, eval_set: EvalSet, label_prompt: str | Sequence[str] = "a photo of {label}",
+             batch_size: int = 64, threads: int = 4, details: bool = False, keep: str | Path | None = None, dist=None):
     """All validation metrics for the model's current weights, with 95 % bootstrap intervals.
 
     details=True returns (metrics, EvalDetails); `keep` saves the details to that .npz file.
@@ -209,8 +262,10 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}",
                                          list(eval_set.image_paths))
     else:
         image_embeds = embed_eval_images(model, eval_set.image_paths, batch_size, threads)
+    check_finite_embeddings(image_embeds, "image")
     distinct = list(dict.fromkeys(eval_set.captions))
     caption_embeds = model.embed_texts(distinct)
+    check_finite_embeddings(np.asarray(caption_embeds), "caption")
     index = {c: i for i, c in enumerate(distinct)}
     caption_of_image = np.array([index[c] for c in eval_set.captions])
     ranks = retrieval_ranks(image_embeds, caption_embeds, caption_of_image)
@@ -224,6 +279,8 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str = "a photo of {label}",
         metrics["zero_shot_classes"] = len(zero_shot.classes)
         metrics["zero_shot_acc_ci95"] = bootstrap_ci(zero_shot.correct)
         metrics["zero_shot_size"] = int(zero_shot.index.size)
+    elif single_label_note(eval_set.labels):
+        metrics["zero_shot_note"] = single_label_note(eval_set.labels)
     result = EvalDetails(image_embeds, np.asarray(caption_embeds), distinct, caption_of_image, ranks, zero_shot)
     if keep is not None:
         result.save(keep)

@@ -1,13 +1,20 @@
-"""The compiled training step, tower locking, and bfloat16 compute with float32 master weights."""
+"""The compiled training step, tower locking, and bfloat16 compute with float32 master weights.
+
+Every step also returns the sum of all gradients (one extra reduction inside the compiled step):
+a NaN or infinite loss or gradient raises `NonFiniteError` at once, so diverged weights are never
+evaluated, checkpointed or saved (`check_finite_weights` guards every save as well).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from ..errors import InputError
 from ..model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
 
@@ -60,6 +67,24 @@ def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
     that capture `model.state` rely on that order staying the same)."""
     order = [k for k, _ in tree_flatten(model.parameters()) if k in flat]
     model.update(tree_unflatten([(k, flat[k]) for k in order]))
+
+
+class NonFiniteError(InputError):
+    """Training produced a NaN/inf loss, gradient or weight: the run must stop, saving nothing."""
+
+
+def gradient_sum(grads) -> mx.array:
+    """Sum of every gradient entry: finite exactly when no gradient is NaN/inf (short of an overflow
+    that only a diverged run reaches); one cheap reduction inside the compiled step."""
+    return sum((mx.sum(g.astype(mx.float32)) for _, g in tree_flatten(grads)), mx.array(0.0))
+
+
+def check_finite_weights(tree, what: str) -> None:
+    """Refuse to write `what` when any weight is NaN/inf (e.g. a model about to be saved or exported)."""
+    bad = [k for k, v in tree_flatten(tree) if not bool(mx.all(mx.isfinite(v)))]
+    if bad:
+        raise NonFiniteError(f"{what}: {len(bad)} weight arrays hold NaN or infinite values (first: {bad[0]}); "
+                             "not written")
 
 
 def count_parameters(tree) -> int:
@@ -151,22 +176,35 @@ class Trainer:
         grads = self.reduce_grads(grads)
         self.optimizer.update(self.model, grads)
         self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
-        return loss
+        return loss, gradient_sum(grads)
 
     def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
         pixels = pixel_values.astype(self.compute_dtype)
         loss, grads = value_and_grad(self.model, self.loss_fn)(input_ids, pixels, *extra)
         grads = self.reduce_grads(tree_map(lambda g: g.astype(mx.float32), grads))
-        new_master = self.optimizer.apply_gradients(grads, dict(self.master))
+        new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
         new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
-        self.master.update(new_master)
-        self._cast_model_from(dict(tree_flatten(new_master)))
-        return loss
+        # MultiOptimizer merges its groups' trees in group order: put the master weights back in
+        # their own order, or the compiled step sees new inputs after step 1 and traces again.
+        self.master.update(tree_unflatten([(k, new_master[k]) for k, _ in tree_flatten(self.master)]))
+        self._cast_model_from(new_master)
+        return loss, gradient_sum(grads)
+
+    def learning_rate(self) -> float:
+        """The learning rate of the last step (the schedule's value)."""
+        optimizer = getattr(self.optimizer, "optimizers", [self.optimizer])[0]
+        return float(optimizer.learning_rate)
 
     def step(self, input_ids, pixel_values, **extra) -> mx.array:
-        """One update on a batch; returns the loss (evaluated)."""
-        loss = self._step(*self.step_inputs(input_ids, pixel_values, **extra))
-        mx.eval(loss, self.state)
+        """One update on a batch; returns the loss (evaluated). Raises NonFiniteError when the loss or
+        a gradient is NaN/inf (the weights are then spoilt: save nothing after it)."""
+        loss, grad_sum = self._step(*self.step_inputs(input_ids, pixel_values, **extra))
+        mx.eval(loss, grad_sum, self.state)
+        value, grad_value = loss.item(), grad_sum.item()
+        if not (math.isfinite(value) and math.isfinite(grad_value)):
+            what = f"the loss is {value}" if not math.isfinite(value) else f"a gradient is {grad_value}"
+            hint = " or --precision float32" if self.precision != "float32" else ""
+            raise NonFiniteError(f"{what} (lr {self.learning_rate():.3g}); try a lower --lr{hint}")
         return loss
 
     def step_inputs(self, input_ids, pixel_values, groups=None) -> tuple:
