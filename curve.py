@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.flat_threshold <= 0:
             raise InputError("--flat-threshold must be > 0")
         config = config_from_args(args)
+        if config.test_fraction is None:  # the curve scores on validation only: no test set unless asked
+            config.test_fraction = 0.0
         learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
                        progress=not args.no_progress)
     except InputError as err:

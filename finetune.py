@@ -103,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
              "encoding": fetch_config.encoding,
              "concurrency": fetch_config.concurrency, "per_host": fetch_config.per_host,
              "connect_timeout": fetch_config.connect_timeout, "read_timeout": fetch_config.read_timeout,
+             "deadline": fetch_config.deadline, "allow_private": fetch_config.allow_private,
              "retries": fetch_config.retries, "max_bytes": fetch_config.max_bytes,
              "progress": fetch_config.progress}
     fetch = {k: v for k, v in fetch.items() if v is not None}
