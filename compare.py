@@ -1,38 +1,10 @@
 #!/usr/bin/env python3
-"""Compare fine-tuning runs on their shared held-out test set, with paired bootstrap intervals.
+"""compare.py: a thin entry point; the command lives in mlx_clip/compare.py (also `python -m mlx_clip.compare`
+and the `mlx-clip-compare` console script)."""
 
-    python compare.py runs/label-period runs/label-period-findspot
-
-Prints each run's test scores and each run's difference from the first (paired over the same
-test images), and writes compare.json and compare.html (to --out, default runs/compare-A-B).
-Runs must share one test set: the same records, --seed, --stratify and fractions.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 
-import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
-from mlx_clip.compare import main_compare
-from mlx_clip.errors import InputError
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Compare finetune.py runs on their shared held-out test set: each "
-                                            "run's scores and its difference from the first, with paired 95%% "
-                                            "bootstrap intervals.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (runs/NAME); the first is the reference")
-    p.add_argument("--out", metavar="DIR", help="where to write compare.json and compare.html "
-                                                "(default: runs/compare-A-B beside the first run)")
-    args = p.parse_args(argv)
-    try:
-        main_compare(args.runs, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+from mlx_clip.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,83 +1,10 @@
 #!/usr/bin/env python3
-"""How many images are enough? Train on nested random subsets and measure each on one validation set.
+"""curve.py: a thin entry point; the command lives in mlx_clip/curve.py (also `python -m mlx_clip.curve`
+and the `mlx-clip-curve` console script)."""
 
-    python curve.py --manifest data/manifest.jsonl --sizes 250,500,1000,1566 --caption "{title}" \
-        --label-field category --survey-margin 0.025
-
-Takes finetune.py's flags (model, data, captions, training settings); each size trains the
-starting model afresh with them. Writes runs/NAME/curve.json, curve.png and curve.html.
-"""
-
-from __future__ import annotations
-
-import json
 import sys
-from pathlib import Path
 
-import mlx_clip  # noqa: F401  (first: puts a fast BLAS under MLX on Linux)
-from finetune import build_parser, config_from_args, write_error_line
-from mlx_clip.curve import learning_curve, parse_sizes
-from mlx_clip.errors import InputError
-from mlx_clip.fetch_cli import _margin
-from mlx_clip.finetune import FinetuneConfig
-
-
-def curve_parser():
-    p = build_parser()
-    p.description = ("Learning curve: fine-tune on nested random subsets of the training split (each contains the "
-                     "smaller ones), evaluate each on one fixed validation set with 95%% bootstrap intervals, "
-                     "and say where more images stop helping.")
-    g = p.add_argument_group("learning curve")
-    g.add_argument("--sizes", "--learning-curve", dest="sizes", required=True, metavar="N,N,...",
-                   help="training-set sizes to measure, e.g. 250,500,1000,1566 (each <= the training split)")
-    g.add_argument("--flat-threshold", type=float, default=0.01, metavar="G",
-                   help="the curve is flat once each further 100 images gains less than G mean recall@1")
-    g.add_argument("--survey-margin", type=_margin, metavar="E",
-                   help="mark the survey formula's n = N / (1 + N E^2) on the plot without sampling the data "
-                        "(--margin also samples it)")
-    g.add_argument("--population", type=int, metavar="N",
-                   help="N for the survey formula (default: the records file's, else the manifest's records)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = curve_parser().parse_args(argv)
-    config = sizes = None
-    try:
-        for flag in ("resume", "dry_run", "register", "push_to_hub"):
-            if getattr(args, flag):
-                raise InputError(f"--{flag.replace('_', '-')} is finetune.py's; curve.py measures, it keeps no model")
-        sizes = parse_sizes(args.sizes)
-        if args.flat_threshold <= 0:
-            raise InputError("--flat-threshold must be > 0")
-        config = config_from_args(args)
-        if config.test_fraction is None:  # the curve scores on validation only: no test set unless asked
-            config.test_fraction = 0.0
-        learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
-                       progress=not args.no_progress)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        line = write_error_line(err, "run again")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted_line(config, sizes), file=sys.stderr)
-        return 130
-    return 0
-
-
-def interrupted_line(config: FinetuneConfig | None, sizes: list[int] | None) -> str:
-    """Ctrl-C's one line: how many sizes curve.json keeps (it is rewritten after each size)."""
-    saved = Path(config.runs_dir) / config.name / "curve.json" if config and config.name else None
-    done = len(json.loads(saved.read_text(encoding="utf-8"))["sizes"]) if saved and saved.is_file() else 0
-    if not done:
-        return "interrupted before the first size finished; nothing kept"
-    return f"interrupted after {done} of {len(sizes or [])} sizes; {saved} keeps them"
-
+from mlx_clip.curve import main
 
 if __name__ == "__main__":
     sys.exit(main())

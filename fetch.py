@@ -1,15 +1,10 @@
 #!/usr/bin/env python3
-"""Sample a catalogue's records and fetch their images into a clean manifest.
-
-    python fetch.py records.json --sample 1566 --out data/
-    python fetch.py records.json --margin 0.025 --stratify period
-
-Run ``python fetch.py --help`` for every flag.
-"""
+"""fetch.py: a thin entry point; the command lives in mlx_clip/fetch.py (also `python -m mlx_clip.fetch`
+and the `mlx-clip-fetch` console script)."""
 
 import sys
 
-from mlx_clip.fetch_cli import main
+from mlx_clip.fetch import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -155,11 +155,11 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
     import mlx.core as mx
     import numpy as np
 
-    from mlx_clip.clip import CLIP
-    from mlx_clip.config import CLIPConfig
+    from mlx_clip.models.clip import CLIP
+    from mlx_clip.models.config import CLIPConfig
     from mlx_clip.train.optim import OptimConfig, make_optimizer
     from mlx_clip.train.step import LockConfig, Trainer, apply_locks, trim_padding
-    from mlx_clip.weights import hf_to_mlx, read_weights
+    from mlx_clip.models.weights import hf_to_mlx, read_weights
 
     device = "cpu" if settings.device == "cpu" or not mx.is_available(mx.gpu) else "gpu"
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)

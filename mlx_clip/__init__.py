@@ -7,10 +7,10 @@ from ._blas import use_fast_blas
 
 use_fast_blas()  # must run before mlx.core is first imported (Linux only)
 
-from .clip import CLIP, load  # noqa: E402
-from .config import CLIPConfig  # noqa: E402
+from .models.clip import CLIP, load  # noqa: E402
+from .models.config import CLIPConfig  # noqa: E402
 from .errors import InputError  # noqa: E402
-from .export import export_hf  # noqa: E402
+from .outputs.export import export_hf  # noqa: E402
 
 __all__ = ["CLIP", "CLIPConfig", "InputError", "export_hf", "load"]
 __version__ = "0.1.0"

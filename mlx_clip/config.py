@@ -1,104 +1,60 @@
-"""CLIP configuration read from a Hugging Face `config.json` (every field the model uses)."""
+"""The settings of a fine-tuning run: what runs/NAME/config.json holds and what --resume reads back."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-
-# Defaults of transformers' CLIPTextConfig / CLIPVisionConfig / CLIPConfig.
-_TEXT_DEFAULTS = dict(
-    vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-    num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
-    layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=49406, eos_token_id=49407,
-)
-_VISION_DEFAULTS = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    num_channels=3, image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-)
-
-
-def _pick(cls, raw: dict[str, Any], defaults: dict[str, Any]):
-    values = {f.name: raw.get(f.name, defaults.get(f.name)) for f in fields(cls)}
-    return cls(**values)
+from .data.stream import AugmentConfig
+from .train.optim import OptimConfig
 
 
 @dataclass
-class TextConfig:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    max_position_embeddings: int
-    hidden_act: str
-    layer_norm_eps: float
-    pad_token_id: int | None
-    bos_token_id: int | None
-    eos_token_id: int | None
+class FinetuneConfig:
+    """Everything a run depends on; written to runs/NAME/config.json."""
 
-
-@dataclass
-class VisionConfig:
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_channels: int
-    image_size: int
-    patch_size: int
-    hidden_act: str
-    layer_norm_eps: float
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-
-@dataclass
-class CLIPConfig:
-    text: TextConfig
-    vision: VisionConfig
-    projection_dim: int = 512
-    logit_scale_init_value: float = 2.6592
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    """The config.json as read, written back unchanged (bar dtype) on export."""
+    model: str = "openai/clip-vit-base-patch32"
+    runs_dir: str = "runs"
+    name: str | None = None
+    data: str = "data/records.json"
+    manifest: str | None = None
+    fetch: dict[str, Any] = field(default_factory=dict)  # fetch.py's flags: url_field ... sample, seed
+    id_field: str | None = None
+    stratify: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float | None = None  # None: AUTO_TEST_FRACTION when enough records; resolved in prepare
+    captions: list[str] = field(default_factory=list)
+    label_field: str | None = None
+    label_prompt: str | list[str] = "a photo of {label}"  # several: a prompt ensemble (evaluate.class_embeddings)
+    batch_size: int = 32
+    epochs: int = 5
+    lr: float = 1e-5
+    warmup: float = 0.1  # fraction of all steps when < 1, else a step count
+    weight_decay: float = 0.1
+    seed: int = 0
+    lock_image: bool = False
+    lock_text: bool = False
+    unlock_last: int = 0
+    precision: str = "float32"
+    hflip: bool = True
+    vflip: bool = False
+    rotate: float = 0.0
+    color_jitter: float = 0.0
+    crop_min_area: float = 0.6
+    threads: int = 4
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "CLIPConfig":
-        model_type = raw.get("model_type")
-        architectures = raw.get("architectures") or []
-        if model_type != "clip" and "CLIPModel" not in architectures:
-            found = model_type or (architectures[0] if architectures else "no model_type")
-            raise InputError(f"{source}: not a CLIP config (model_type is {found!r}, expected 'clip')")
-        text = _pick(TextConfig, raw.get("text_config") or {}, _TEXT_DEFAULTS)
-        vision = _pick(VisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
-        for name, sub in (("text_config", text), ("vision_config", vision)):
-            if sub.hidden_size % sub.num_attention_heads:
-                raise InputError(
-                    f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
-                    f"num_attention_heads {sub.num_attention_heads}"
-                )
-        return cls(
-            text=text,
-            vision=vision,
-            projection_dim=raw.get("projection_dim", 512),
-            logit_scale_init_value=raw.get("logit_scale_init_value", 2.6592),
-            raw=raw,
-        )
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        if "val_fraction" in data and "test_fraction" not in data:  # a run from before test sets
+            data = {**data, "test_fraction": 0.0}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> "CLIPConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: missing (a model folder needs a config.json)")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-        return cls.from_dict(raw, source=str(path))
+    def optim(self, steps_per_epoch: int) -> OptimConfig:
+        total = max(1, steps_per_epoch * self.epochs)
+        warmup = int(round(self.warmup * total)) if self.warmup < 1 else int(self.warmup)
+        return OptimConfig(lr=self.lr, weight_decay=self.weight_decay, warmup_steps=warmup, total_steps=total)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(crop_area=(self.crop_min_area, 1.0), hflip=self.hflip, vflip=self.vflip,
+                             rotate=self.rotate, color_jitter=self.color_jitter)

@@ -103,7 +103,7 @@ def _decode_image(data: bytes, index: int, count: int, model_id: str):
     """Bytes -> RGB PIL image (EXIF orientation applied); a bad item raises one line naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    from .preprocess import to_rgb
+    from .models.preprocess import to_rgb
 
     try:
         with Image.open(io.BytesIO(data)) as image:

@@ -177,7 +177,7 @@ def get_model(name_or_id: str, directory: str | Path | None = None) -> Registere
 
 def resolve_source(path_or_repo: str | Path) -> tuple[str, str]:
     """(source, kind): an existing folder as an absolute path, or `owner/name` as a hub repo id."""
-    from .weights import _looks_like_repo_id
+    from .models.weights import _looks_like_repo_id
 
     path = Path(path_or_repo).expanduser()
     if path.exists():
@@ -196,7 +196,7 @@ def check_model(source: str) -> None:
     Done before a name is saved, so a typo in a path or repo id fails at `register`, not at the
     first `llm embed`.
     """
-    from .clip import load
+    from .models.clip import load
 
     load(source).embed_texts(["a photo"])
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mlx_clip.captions import CaptionBuilder, Template, default_caption
-from mlx_clip.dataset import Item, split_items
+from mlx_clip.data.captions import CaptionBuilder, Template, default_caption
+from mlx_clip.data.dataset import Item, split_items
 from mlx_clip.errors import InputError
 
 T = "{object_type} from the {period}, found at {findspot}"
@@ -61,7 +61,7 @@ def test_default_caption_skips_ids_urls_hashes_numbers():
 
 
 def test_truncation_report_counts_long_captions(openai_vocab):
-    from mlx_clip.tokenizer import CLIPTokenizer
+    from mlx_clip.models.tokenizer import CLIPTokenizer
     tokenizer = CLIPTokenizer.from_folder(openai_vocab)
     builder = CaptionBuilder(["{title}"], [{"title": "short"}, {"title": "word " * 100}])
     report = builder.report(tokenizer.count_tokens)
@@ -80,7 +80,7 @@ def test_split_is_deterministic_and_stratified():
 
 def test_default_caption_skips_code_like_values():
     """Catalogue codes (inventory numbers, hex code points) are not words a caption needs."""
-    from mlx_clip.captions import default_caption
+    from mlx_clip.data.captions import default_caption
 
     caption = default_caption({"name": "thumbs up sign", "category": "People & Body", "unicode": "1F44D",
                                "inv": "BM-1897,0401.1234", "findspot": "Ostia"})

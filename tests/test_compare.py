@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-import compare
-import finetune
-from mlx_clip.compare import per_image_scores
+from mlx_clip import compare
+from mlx_clip import finetune
+from mlx_clip.run.compare import per_image_scores
 from mlx_clip.train.evaluate import EvalDetails
 
 

@@ -5,11 +5,16 @@ import json
 import numpy as np
 import pytest
 
-import curve
-from mlx_clip.curve import flattening_size, gains_per_100, nested_subsets, parse_sizes
+from mlx_clip import curve
+from mlx_clip.run.curve import flattening_size, gains_per_100, nested_subsets, parse_sizes
 from mlx_clip.errors import InputError
-from mlx_clip.train.evaluate import bootstrap_ci, paired_bootstrap_ci, retrieval_intervals, retrieval_metrics, \
-    retrieval_ranks
+from mlx_clip.train.evaluate import (
+    bootstrap_ci,
+    paired_bootstrap_ci,
+    retrieval_intervals,
+    retrieval_metrics,
+    retrieval_ranks,
+)
 
 
 def test_bootstrap_interval_contains_estimate_and_shrinks_with_n():

@@ -215,7 +215,8 @@ def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
 
 
 def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
-    from mlx_clip.finetune import FinetuneConfig, prepare
+    from mlx_clip.config import FinetuneConfig
+    from mlx_clip.run.finetune import prepare
     from mlx_clip.train.distributed import Dist, ShardedStream
 
     config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20, seed=3,

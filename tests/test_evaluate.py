@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import finetune
+from mlx_clip import finetune
 import mlx_clip
-from mlx_clip.train.evaluate import (EvalSet, NonFiniteEmbeddings, class_embeddings, evaluate, pessimistic_argmax,
-                                     retrieval_metrics, retrieval_ranks)
+from mlx_clip.train.evaluate import (
+    EvalSet,
+    NonFiniteEmbeddings,
+    class_embeddings,
+    evaluate,
+    pessimistic_argmax,
+    retrieval_metrics,
+    retrieval_ranks,
+)
 
 
 def scored(similarity, caption_of_image):

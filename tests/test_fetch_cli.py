@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fetch_server import FetchServer, make_dds_unimplemented, make_image, make_noise_png  # noqa: E402
 
-from mlx_clip.image_files import image_stem  # noqa: E402
+from mlx_clip.data.image_files import image_stem  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FETCH = str(REPO / "fetch.py")

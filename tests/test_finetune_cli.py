@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import finetune
+from mlx_clip import finetune
 import mlx_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +219,7 @@ def test_review_regressions(tiny_hf, shapes_manifest, tmp_path, capsys):
 
 def test_stratified_split_keeps_the_validation_fraction(shapes_manifest):
     """Many small strata still give round(N * fraction) validation records in all."""
-    from mlx_clip.dataset import image_key, read_manifest, split_items
+    from mlx_clip.data.dataset import image_key, read_manifest, split_items
 
     items = read_manifest(shapes_manifest)
     train, val = split_items(items, 0.1, seed=0, stratify="id")  # one stratum per record

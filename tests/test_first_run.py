@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import finetune
+from mlx_clip import finetune
 import mlx_clip
-from mlx_clip.dataset import read_manifest
-from mlx_clip.fetch_cli import main as fetch_main
-from mlx_clip.finetune import BUNDLED_CAPTION, BUNDLED_RECORDS, FinetuneConfig, resolve_manifest, use_bundled_data
+from mlx_clip.data.dataset import read_manifest
+from mlx_clip.fetch import main as fetch_main
+from mlx_clip.run.finetune import (
+    BUNDLED_CAPTION,
+    BUNDLED_RECORDS,
+    FinetuneConfig,
+    resolve_manifest,
+    use_bundled_data,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,11 +17,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from fetch_server import FetchServer, make_image  # noqa: E402
 
-from mlx_clip.dataset import read_manifest  # noqa: E402
+from mlx_clip.data.dataset import read_manifest  # noqa: E402
 from mlx_clip.errors import InputError  # noqa: E402
-from mlx_clip.fetch_cli import main as fetch_main  # noqa: E402
-from mlx_clip.finetune import FinetuneConfig, prepare, resolve_manifest  # noqa: E402
-from mlx_clip.imagefolder import write_metadata  # noqa: E402
+from mlx_clip.fetch import main as fetch_main  # noqa: E402
+from mlx_clip.config import FinetuneConfig  # noqa: E402
+from mlx_clip.run.finetune import prepare, resolve_manifest  # noqa: E402
+from mlx_clip.data.imagefolder import write_metadata  # noqa: E402
 
 LOAD = """
 import json, sys

@@ -7,7 +7,7 @@ import json
 import mlx.core as mx
 import numpy as np
 
-import finetune
+from mlx_clip import finetune
 from mlx_clip.train.step import Trainer
 
 

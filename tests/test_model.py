@@ -116,7 +116,7 @@ def test_weights_update_reaches_compiled_embedding(tiny_hf):
 
 def test_quick_gelu_matches_exact_sigmoid_and_its_gradient():
     """The libm-free quick_gelu equals x * sigmoid(1.702 x) (value and gradient) to float32 rounding."""
-    from mlx_clip.model import ACTIVATIONS
+    from mlx_clip.models.model import ACTIVATIONS
 
     fast = ACTIVATIONS["quick_gelu"]
     x = mx.concatenate([mx.linspace(-120, 120, 200_001), mx.random.normal((100_000,)) * 4])
@@ -139,7 +139,7 @@ def test_cpu_streams_embed_like_one_pass(tiny_hf):
     import ctypes
 
     from mlx_clip import _blas
-    from mlx_clip.model import normalize
+    from mlx_clip.models.model import normalize
 
     model = mlx_clip.load(tiny_hf)
     pixels = np.random.default_rng(3).standard_normal((9, 32, 32, 3)).astype(np.float32)

@@ -14,7 +14,7 @@ except ImportError:  # older transformers: CLIPImageProcessor is the PIL impleme
     from transformers import CLIPImageProcessor
 
 from mlx_clip.errors import InputError
-from mlx_clip.preprocess import ImageProcessor, load_image
+from mlx_clip.models.preprocess import ImageProcessor, load_image
 
 SAMPLE_DATA = Path(matplotlib.get_data_path()) / "sample_data"
 PHOTOS = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"]  # real photographs shipped with matplotlib

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import finetune
+from mlx_clip import finetune
 from browser import find_chromium, inspect_page
 from mlx_clip.train.evaluate import EvalDetails
 
@@ -88,9 +88,9 @@ WORSE_HISTORY = [{"epoch": 0, "train_loss": None, "mean_R@1": 0.40, "i2t_R@1": 0
 
 
 def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
-    from mlx_clip.finetune import run_warnings, summary
-    from mlx_clip.model_card import render
-    from mlx_clip.report import summary_section
+    from mlx_clip.run.finetune import run_warnings, summary
+    from mlx_clip.outputs.model_card import render
+    from mlx_clip.outputs.report import summary_section
 
     best = {"epoch": 2, "score": 0.35}
     plain = "scores below the starting model"
@@ -108,7 +108,7 @@ def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
 
 
 def test_stuck_warning_after_warmup_only():
-    from mlx_clip.finetune import stuck_warning
+    from mlx_clip.run.finetune import stuck_warning
 
     chance = float(np.log(32))
     assert "stays at chance level" in stuck_warning(3, [chance * 0.99] * 4, [32] * 4, first_step=8, warmup_steps=2)

@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_clip import clip
+from mlx_clip.models import clip
 from mlx_clip.train import checkpoint as C
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from mlx_clip.sampling import (
+from mlx_clip.data.sampling import (
     MISSING_STRATUM,
     allocate,
     choose_sample,

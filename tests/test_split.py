@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import finetune
-from mlx_clip.dataset import Item, fingerprint_of, split
+from mlx_clip import finetune
+from mlx_clip.data.dataset import Item, fingerprint_of, split
 from mlx_clip.errors import InputError
 
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 
 from finetune_fixtures import colour_id, write_id_coded
-from mlx_clip.captions import CaptionBuilder
-from mlx_clip.dataset import read_manifest
-from mlx_clip.preprocess import ImageProcessor
-from mlx_clip.stream import AugmentConfig, EvalStream, TrainStream, augment, draw_augmentations, open_image
+from mlx_clip.data.captions import CaptionBuilder
+from mlx_clip.data.dataset import read_manifest
+from mlx_clip.models.preprocess import ImageProcessor
+from mlx_clip.data.stream import AugmentConfig, EvalStream, TrainStream, augment, draw_augmentations, open_image
 
 TEMPLATES = ["{title}", "a {kind} called {title}", "{title}, a {kind}"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTokenizer as HFTokenizer
 
-from mlx_clip.tokenizer import CLIPTokenizer
+from mlx_clip.models.tokenizer import CLIPTokenizer
 
 CAPTIONS = [
     "", " ", "a photo of a cat", "A PHOTO OF A CAT", "a  photo\tof\na   cat  ",

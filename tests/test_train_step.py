@@ -8,7 +8,7 @@ from mlx.utils import tree_flatten
 from transformers import CLIPModel
 
 import mlx_clip
-from mlx_clip import weights as W
+from mlx_clip.models import weights as W
 from mlx_clip.train.loss import contrastive_loss
 from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
 from mlx_clip.train.step import Trainer

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..clip import replacing, save_safetensors, write_json
+from ..models.clip import replacing, save_safetensors, write_json
 from ..errors import InputError
 
 LATEST = "latest"

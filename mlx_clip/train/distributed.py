@@ -54,7 +54,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
-from ..model import normalize
+from ..models.model import normalize
 from .loss import contrastive_loss
 from .step import Trainer, trim_padding
 

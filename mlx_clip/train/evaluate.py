@@ -25,7 +25,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import InputError
-from ..stream import EvalStream
+from ..data.stream import EvalStream
 
 RECALL_AT = (1, 5, 10)
 BOOTSTRAP_RESAMPLES = 1000

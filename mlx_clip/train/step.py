@@ -15,7 +15,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..errors import InputError
-from ..model import CLIPModel
+from ..models.model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .errors import InputError
+from ..errors import InputError
 
 MLX_WEIGHTS = "mlx_model.safetensors"
 HF_WEIGHTS = "model.safetensors"

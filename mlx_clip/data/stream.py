@@ -24,7 +24,7 @@ from PIL import Image
 
 from .captions import CaptionBuilder
 from .dataset import Item
-from .preprocess import ImageProcessor, load_image, to_rgb
+from ..models.preprocess import ImageProcessor, load_image, to_rgb
 
 # Columns of the per-sample augmentation draw.
 SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)

@@ -18,14 +18,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..captions import get_field, value_text
-from ..train.evaluate import (RECALL_AT, EvalDetails, evaluate, mean_r1_samples, paired_bootstrap_ci,
-                              percentile_interval)
+from ...data.captions import get_field, value_text
+from ...train.evaluate import (
+    RECALL_AT,
+    EvalDetails,
+    evaluate,
+    mean_r1_samples,
+    paired_bootstrap_ci,
+    percentile_interval,
+)
 from .html import Raw, esc, fmt, img, page, png_file_uri, table, thumbnail_uri, with_ci
 
 if TYPE_CHECKING:
-    from ..clip import CLIP
-    from ..finetune import Prepared
+    from ...models.clip import CLIP
+    from ...run.finetune import Prepared
 
 REPORT = "report.html"
 EXAMPLES = 8
@@ -36,7 +42,7 @@ WORST = 6
 def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: list[dict], best: dict,
                  step_losses: list[float] | None = None, before: EvalDetails | None = None) -> Path:
     """Evaluate `final` on the validation set again (per item) and write run_dir/report.html."""
-    from ..finetune import BEFORE_DETAILS
+    from ...run.finetune import BEFORE_DETAILS
 
     run_dir = Path(run_dir)
     config = prepared.config
@@ -99,7 +105,7 @@ def _saved_warnings(run_dir: Path) -> list[str] | None:
 
 def summary_section(history, best, before, after, saved_warnings: list[str] | None = None) -> str:
     """The verdict first: warnings (stuck loss, a result below the starting model), then the scores."""
-    from ..finetune import run_warnings
+    from ...run.finetune import run_warnings
 
     found = saved_warnings if saved_warnings is not None else run_warnings(history, best)
     warnings = "".join(f'<li class="down"><strong>{esc(w)}</strong></li>' for w in found)
@@ -204,7 +210,7 @@ def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: st
 def test_section(run_dir: Path) -> str:
     """The held-out test set's before and after (from metrics.json and eval_test*.npz): unlike
     validation, it picked nothing, so these are the figures to quote."""
-    from ..finetune import TEST_AFTER, TEST_BEFORE
+    from ...run.finetune import TEST_AFTER, TEST_BEFORE
 
     metrics = run_dir / "metrics.json"
     test = json.loads(metrics.read_text(encoding="utf-8")).get("test") if metrics.is_file() else None

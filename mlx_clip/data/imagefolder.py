@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 from .image_files import write_jsonl_atomic
 
 METADATA_NAME = "metadata.jsonl"

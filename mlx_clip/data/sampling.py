@@ -139,7 +139,7 @@ def choose_sample(
     with neither, every record is used. ``stratify`` names a (dotted) field whose values are
     the strata; records without it form :data:`MISSING_STRATUM`.
     """
-    from .records import get_field  # local: keep this module free of I/O concerns
+    from .records import get_field
 
     total = len(records)
     if sample is not None and margin is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "Records",

@@ -13,9 +13,9 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from . import weights as W
-from ._blas import single_threaded_blas
+from .._blas import single_threaded_blas
 from .config import CLIPConfig
-from .errors import InputError
+from ..errors import InputError
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .tokenizer import CLIPTokenizer

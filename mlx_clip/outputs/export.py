@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlx.utils import tree_flatten
 
-from . import weights as W
-from .clip import CLIP, atomic_save_safetensors, write_json
+from ..models import weights as W
+from ..models.clip import CLIP, atomic_save_safetensors, write_json
 
 SENTENCE_TRANSFORMERS_MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}

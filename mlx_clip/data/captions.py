@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .records import get_field as _record_field, has_field
 
 _OPEN_TO_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", '"': '"'}
@@ -42,7 +42,7 @@ _CODEISH = re.compile(r"^(?=\S*\d)\S+$")  # one token with a digit in it: "1F44E
 def get_field(record: Any, path: str, default: Any = None) -> Any:
     """The value at a dotted path ("findspot.lat", "media.0.url"), `default` (None) if absent.
 
-    The same reader as fetch.py's (mlx_clip.records), so a field a template names is found the
+    The same reader as fetch.py's (mlx_clip.data.records), so a field a template names is found the
     same way everywhere, a literal dotted CSV column included.
     """
     return _record_field(record, path, default)

@@ -48,7 +48,7 @@ import aiohttp
 from tqdm import tqdm
 from yarl import URL
 
-from .errors import InputError
+from ..errors import InputError
 from .image_files import (
     ImageInfo,
     ImageProblem,
@@ -60,15 +60,7 @@ from .image_files import (
     write_atomic,
     write_jsonl_atomic,
 )
-from .records import (
-    MISSING,
-    Records,
-    detect_url_field,
-    get_field,
-    has_own_id,
-    load_records,
-    record_id,
-)
+from .records import MISSING, Records, detect_url_field, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
 
 __all__ = [

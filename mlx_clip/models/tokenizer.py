@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from .errors import InputError
+from ..errors import InputError
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"

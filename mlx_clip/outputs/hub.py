@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import InputError
+from ..errors import InputError
 from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, CardInfo, _scrub, write_model_card
 
 REQUIRED_FILES = ("config.json", "model.safetensors")

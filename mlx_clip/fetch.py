@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
-from .fetcher import FetchConfig, FetchSummary, fetch_records
-from .imagefolder import write_metadata
+from .data.fetcher import FetchConfig, FetchSummary, fetch_records
+from .data.imagefolder import write_metadata
 
 __all__ = ["add_sample_arguments", "add_fetch_arguments", "fetch_config_from_args", "main"]
 
@@ -202,3 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

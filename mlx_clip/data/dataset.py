@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .captions import get_field, value_text
-from .errors import InputError
+from ..errors import InputError
 from .image_files import sha256_hex
 
 ID_KEYS = ("id", "record_id", "_id", "identifier", "object_id", "objectID", "objectNumber",

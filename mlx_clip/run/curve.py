@@ -1,0 +1,271 @@
+"""How many images are enough? A measured learning curve.
+
+One seeded permutation of the training split; each size trains a fresh copy of the starting
+model on that permutation's first N records (so every smaller subset lies inside the larger
+ones) with the run's settings, then evaluates on the one fixed validation set. Every point
+carries 95 % bootstrap intervals. The curve "flattens" at the smallest measured size after
+which every further 100 images gain less than `flat_threshold` mean recall@1. The survey
+formula's n = N / (1 + N e^2) is marked for comparison.
+
+Writes runs/NAME/curve.json, curve.png and curve.html (self-contained).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from ..models.clip import CLIP, write_json
+from ..errors import InputError
+from ..config import FinetuneConfig
+from .finetune import Float32View, Prepared, _run_name, prepare, train_epoch
+from ..data.sampling import sample_size
+from ..train.evaluate import EvalSet, evaluate
+from ..train.optim import make_optimizer
+from ..train.step import LockConfig, Trainer, apply_locks, set_weights
+
+CURVE_KEYS = ("mean_R@1", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_acc")
+PERMUTATION_SALT = 0x5EED  # the subsets' permutation differs from the split's for the same seed
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(x) for x in text.replace(" ", "").split(",") if x})
+    except ValueError:
+        raise InputError(f"--sizes {text!r}: give comma-separated numbers of images, e.g. 250,500,1000") from None
+    if not sizes or sizes[0] < 1:
+        raise InputError(f"--sizes {text!r}: sizes must be positive")
+    return sizes
+
+
+def training_order(train_index: Sequence[int], seed: int) -> list[int]:
+    """The training split in one seeded random order; subsets are its prefixes."""
+    perm = np.random.default_rng([seed, PERMUTATION_SALT]).permutation(len(train_index))
+    return [train_index[j] for j in perm]
+
+
+def nested_subsets(train_index: Sequence[int], sizes: Sequence[int], seed: int = 0) -> dict[int, list[int]]:
+    """{size: record indices}: prefixes of one permutation, so each subset contains the smaller ones."""
+    too_big = [n for n in sizes if n > len(train_index)]
+    if too_big:
+        raise InputError(f"learning-curve size {too_big[0]} is larger than the training split "
+                         f"({len(train_index)} records); use sizes up to {len(train_index)}")
+    order = training_order(train_index, seed)
+    return {n: order[:n] for n in sorted(sizes)}
+
+
+def gains_per_100(sizes: Sequence[int], values: Sequence[float]) -> list[float]:
+    """Score gained per 100 extra images between consecutive sizes."""
+    return [(values[i + 1] - values[i]) / (sizes[i + 1] - sizes[i]) * 100 for i in range(len(sizes) - 1)]
+
+
+def flattening_size(sizes: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
+    """The smallest size after which every further 100 images gain less than `threshold`; None
+    while the last measured step still gains that much (get more data, or measure larger sizes)."""
+    gains = gains_per_100(sizes, values)
+    if not gains or gains[-1] >= threshold:
+        return None
+    i = len(gains)
+    while i > 0 and gains[i - 1] < threshold:
+        i -= 1
+    return int(sizes[i])
+
+
+def survey_size(config: FinetuneConfig, n_records: int, survey_margin: str | float | None = None,
+                population: int | None = None) -> dict | None:
+    """The sample size the survey formula gives (or the --sample asked), for the plot."""
+    margin = survey_margin or config.fetch.get("margin")
+    if margin:
+        if population is None and not survey_margin and config.data and not config.manifest:
+            from ..data.records import read_records
+
+            try:
+                population = len(read_records(config.data))
+            except Exception:  # noqa: BLE001
+                population = None
+        population = population or n_records
+        n = sample_size(population, str(margin))
+        return {"size": n, "how": f"n = N / (1 + N e²) = {n} for N = {population}, e = {margin}",
+                "population": population, "margin": float(margin)}
+    if config.fetch.get("sample"):
+        n = int(config.fetch["sample"])
+        return {"size": n, "how": f"--sample {n}", "population": None, "margin": None}
+    return None
+
+
+def _train_subset(prepared: Prepared, model: CLIP, start: dict, subset: list[int], progress: bool) -> tuple[CLIP, dict]:
+    config = replace(prepared.config, batch_size=min(prepared.config.batch_size, len(subset)))
+    sub = replace(prepared, config=config, train_index=subset)
+    set_weights(model, start)
+    mx.eval(model.parameters())
+    apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
+    trainer = Trainer(model, make_optimizer(config.optim(sub.steps_per_epoch)), config.precision,
+                      model.tokenizer.eos_token_id)
+    stream = sub.train_stream()
+    losses: list[float] = []
+    for epoch in range(1, config.epochs + 1):
+        mx.random.seed(config.seed * 100_003 + epoch)
+        step_losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
+        losses.append(float(np.average(step_losses, weights=sizes)))
+    return Float32View(model, trainer).refresh(), {"train_loss": losses[-1] if losses else None,
+                                                   "batch_size": config.batch_size,
+                                                   "steps": sub.steps_per_epoch * config.epochs}
+
+
+def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold: float = 0.01,
+                   survey_margin: str | float | None = None, population: int | None = None,
+                   progress: bool = True, say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
+    """Train on nested subsets of the training split, evaluate each on one validation set; write
+    runs/NAME/curve.json, curve.png and curve.html. Returns the run folder."""
+    config.name = _run_name(config)
+    prepared = prepare(config, say, model)
+    model = prepared.model
+    subsets = nested_subsets(prepared.train_index, sizes, config.seed)
+    eval_set = prepared.eval_set()
+    if not eval_set.image_paths:
+        raise InputError("the learning curve needs a validation set; use --val-fraction > 0")
+    run_dir = Path(config.runs_dir) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = dict(tree_flatten(model.parameters()))  # MLX arrays are immutable: this keeps the starting weights
+    val_ids = [prepared.items[i].record_id for i in prepared.val_index]
+    say(f"learning curve: sizes {', '.join(map(str, subsets))} of {len(prepared.train_index)} training records, "
+        f"{config.epochs} epochs each; one validation set of {len(val_ids)} records")
+    started = time.perf_counter()
+    points = [{"size": 0, **evaluate(model, eval_set, config.label_prompt, threads=config.threads)}]
+    say(_point_line(points[0], time.perf_counter() - started))
+    for n, subset in subsets.items():
+        started = time.perf_counter()
+        trained, info = _train_subset(prepared, model, start, subset, progress)
+        metrics = evaluate(trained, eval_set, config.label_prompt, threads=config.threads)
+        points.append({"size": n, **info, **metrics, "seconds": time.perf_counter() - started})
+        say(_point_line(points[-1], points[-1]["seconds"]))
+        write_json(run_dir / "curve.json", _curve_json(config, prepared, subsets, points, val_ids,
+                                                       flat_threshold, None))  # partial results survive a stop
+    survey = survey_size(config, len(prepared.items), survey_margin, population)
+    result = _curve_json(config, prepared, subsets, points, val_ids, flat_threshold, survey)
+    write_json(run_dir / "curve.json", result)
+    plot_curve(run_dir / "curve.png", result)
+    write_curve_html(run_dir / "curve.html", result, run_dir / "curve.png")
+    say(curve_summary(result))
+    say(f"wrote {run_dir}: curve.json curve.png curve.html")
+    return run_dir
+
+
+def _point_line(point: dict, seconds: float) -> str:
+    label = "before" if point["size"] == 0 else f"{point['size']} images"
+    ci = point.get("mean_R@1_ci95") or [math.nan, math.nan]
+    line = f"{label:>12}: mean R@1 {point['mean_R@1']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if "zero_shot_acc" in point:
+        zci = point.get("zero_shot_acc_ci95") or [math.nan, math.nan]
+        line += f", zero-shot {point['zero_shot_acc']:.3f} [{zci[0]:.3f}, {zci[1]:.3f}]"
+    return line + f" ({seconds:.1f}s)"
+
+
+def _curve_json(config, prepared, subsets, points, val_ids, threshold, survey) -> dict:
+    trained = [p for p in points if p["size"] > 0]
+    sizes = [p["size"] for p in trained]
+    values = [p["mean_R@1"] for p in trained]
+    flat = flattening_size(sizes, values, threshold) if len(trained) > 1 else None
+    order = training_order(prepared.train_index, config.seed)
+    return {
+        "sizes": sizes, "points": points, "val_size": len(val_ids), "val_ids": val_ids,
+        "train_records": len(prepared.train_index),
+        "subset_order": [prepared.items[i].record_id for i in order[:max(subsets)]],  # size N = first N ids
+        "flat_threshold": threshold, "flat_metric": "mean_R@1", "flat_at": flat,
+        "gains_per_100": gains_per_100(sizes, values), "survey": survey,
+        "config": asdict(config),
+    }
+
+
+def curve_summary(result: dict) -> str:
+    threshold = result["flat_threshold"]
+    lines = []
+    if result["flat_at"] is not None:
+        lines.append(f"the curve flattens at {result['flat_at']} images: after it, each further 100 images gains "
+                     f"less than {threshold:g} mean recall@1")
+    elif len(result["sizes"]) > 1:
+        lines.append(f"the curve has not flattened: the last step still gains >= {threshold:g} mean recall@1 "
+                     f"per 100 images; more images are likely to help")
+    if result.get("survey"):
+        lines.append(f"survey formula: {result['survey']['how']}")
+    return "\n".join(lines)
+
+
+def plot_curve(path: Path, result: dict) -> Path:
+    """Left: mean recall@1 and zero-shot accuracy with 95 % bands, the flattening point and the
+    survey formula's n; right: recall@1/5/10 each way."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in result["points"] if p["size"] > 0]
+    before = result["points"][0]
+    sizes = np.array([p["size"] for p in points])
+    survey = result.get("survey") or {}
+    right_edge = max(sizes.max(), survey.get("size", 0)) * 1.05
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [3, 2]})
+    for key, label, colour, style in (("mean_R@1", "mean recall@1", "C0", "o-"),
+                                      ("zero_shot_acc", "zero-shot accuracy", "C3", "D-")):
+        if not all(key in p for p in points):
+            continue
+        values = np.array([p[key] for p in points])
+        ci = np.array([p.get(f"{key}_ci95") or [p[key], p[key]] for p in points])
+        ax.plot(sizes, values, style, color=colour, label=f"{label} (band: 95 % CI)")
+        ax.fill_between(sizes, ci[:, 0], ci[:, 1], color=colour, alpha=0.15)
+        if key in before:
+            ax.axhline(before[key], color=colour, lw=1, ls=":", label=f"{label} before fine-tuning")
+    if result.get("flat_at"):
+        ax.axvline(result["flat_at"], color="black", lw=1.2, ls="-.",
+                   label=f"flattens at {result['flat_at']} (< {result['flat_threshold']:g} R@1 per 100 more)")
+    if survey:
+        ax.axvline(survey["size"], color="purple", lw=1.2, ls="--", label=f"survey formula n = {survey['size']}")
+    ax.set_xlabel(f"training images (nested random subsets); validation n = {result['val_size']}")
+    ax.set_ylabel("validation score")
+    ax.set_title("How many images are enough?")
+    for key, style, colour in (("i2t_R@1", "o-", "C0"), ("i2t_R@5", "o--", "C1"), ("i2t_R@10", "o:", "C2"),
+                               ("t2i_R@1", "s-", "C4"), ("t2i_R@5", "s--", "C5"), ("t2i_R@10", "s:", "C6")):
+        if all(key in p for p in points):
+            ax2.plot(sizes, [p[key] for p in points], style, color=colour, label=key.replace("_R@", " R@"))
+    ax2.set_title("recall@k: image→text (i2t), text→image (t2i)")
+    ax2.set_xlabel("training images")
+    for a in (ax, ax2):
+        a.set_ylim(0, 1.02)
+        a.set_xlim(0, right_edge)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_curve_html(path: Path, result: dict, png: Path) -> Path:
+    from ..outputs.report.html import esc, img, page, png_file_uri, table, with_ci
+
+    keys = [k for k in CURVE_KEYS if any(k in p for p in result["points"])]
+    rows = []
+    gains = [None] + result["gains_per_100"]
+    for i, p in enumerate(result["points"]):
+        gain = gains[i - 1] if i > 0 else None
+        rows.append([("before" if p["size"] == 0 else p["size"])]
+                    + [with_ci(p.get(k), p.get(f"{k}_ci95")) for k in keys]
+                    + ["" if gain is None else f"{gain:+.4f}"])
+    body = (f"<h1>Learning curve: {esc(result['config'].get('name'))}</h1>"
+            f"<p>{esc(curve_summary(result))}</p>"
+            f"<p class=muted>Each size trains the starting model afresh on the first N records of one seeded "
+            f"permutation of the {result['train_records']} training records (nested subsets), "
+            f"{result['config'].get('epochs')} epochs, and is evaluated on the same {result['val_size']} "
+            "validation records. Intervals: 95 % bootstrap percentile (1000 resamples).</p>"
+            f"<div class=plots>{img(png_file_uri(png), 'learning curve')}</div>"
+            + table(["images"] + keys + ["mean R@1 gain per 100 images"], rows,
+                    numeric=tuple(range(len(keys) + 2))))
+    body += f"<p class=small>flat threshold: {result['flat_threshold']:g} mean R@1 per 100 images</p>"
+    path.write_text(page("Learning curve", body), encoding="utf-8")
+    return path
