@@ -128,7 +128,7 @@ def test_cp1252_csv_needs_encoding_and_the_error_names_it(tmp_path, capsys):
 def test_finetune_passes_encoding_to_the_fetch(tmp_path):
     path = write_cp1252_csv(tmp_path)
     args = finetune.build_parser().parse_args(["--data", str(path), "--path-field", "path", "--encoding",
-                                               "windows-1252", "--out", str(tmp_path / "out")])
+                                               "windows-1252", "--out", str(tmp_path / "out"), "--batch-size", "1"])
     config = finetune.config_from_args(args)
     assert config.fetch["encoding"] == "cp1252"
     items = read_manifest(resolve_manifest(config, say=lambda line: None))
