@@ -43,6 +43,19 @@ def test_run_folder_contents(finished_run):
         assert key in metrics["history"][0]
 
 
+def test_convert_card_for_a_run_is_the_card_the_run_wrote(finished_run):
+    """One owner of what a card says about a run (CardInfo.from_run): convert.py --push-to-hub of
+    runs/NAME/model writes the card finetune wrote into runs/NAME/export/."""
+    from mlx_clip.convert import card_info, parse_args
+    from mlx_clip.outputs.model_card import build_card
+
+    args = parse_args(["--to-hf", "--mlx-path", str(finished_run / "model"), "--hf-path", "unused"])
+    card = str(build_card(card_info(args, mlx_clip.load(finished_run / "model"))))
+    written = (finished_run / "export" / "README.md").read_text()
+    assert "Measured on the held-out validation set" in written and "| epoch |" not in written
+    assert card == written
+
+
 def test_locked_text_tower_kept_except_last_layer(finished_run, tiny_hf):
     before, after = mlx_clip.load(tiny_hf), mlx_clip.load(finished_run / "model")
     from mlx.utils import tree_flatten
