@@ -4,11 +4,9 @@ metrics, data summary, model card, plots, report and closing summary written (ra
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..data.captions import get_field, value_text
 from ..models.clip import CLIP, load, write_json
 from ..outputs.export import export_hf
 from ..outputs.model_card import CardInfo, write_model_card
@@ -63,9 +61,7 @@ def card_data(prepared: Prepared) -> dict:
     config = prepared.config
     labels = None
     if config.label_field:
-        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
-                         for item in prepared.items)
-        labels = {"field": config.label_field, "counts": dict(counts.most_common())}
+        labels = {"field": config.label_field, "counts": dict(prepared.label_counts().most_common())}
     sample = config.fetch.get("sample") or config.fetch.get("margin")
     return {"source": config.manifest or config.data, "records": len(prepared.items),
             "train": len(prepared.train_index), "val": len(prepared.val_index), "test": len(prepared.test_index),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -44,15 +45,22 @@ class Prepared:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_index) / self.config.batch_size)
 
+    def label(self, i: int) -> str | None:
+        """Record i's --label-field value as text (None without a label field or value)."""
+        field_name = self.config.label_field
+        return (value_text(get_field(self.items[i].record, field_name)) or None) if field_name else None
+
+    def label_counts(self, index: list[int] | None = None) -> Counter:
+        """How many records (all, or those at `index`) carry each label; "(missing)" counts the rest."""
+        return Counter(self.label(i) or "(missing)" for i in (range(len(self.items)) if index is None else index))
+
     def eval_set(self, index: list[int] | None = None) -> EvalSet:
         """The validation set, or the records at `index` (the test set)."""
         index = self.val_index if index is None else index
-        label = self.config.label_field
         return EvalSet(
             image_paths=[str(self.items[i].image_path) for i in index],
             captions=[self.captions.first(i) for i in index],
-            labels=[(value_text(get_field(self.items[i].record, label)) or None) if label else None
-                    for i in index],
+            labels=[self.label(i) for i in index],
         )
 
     def locks(self) -> LockConfig:
@@ -64,7 +72,6 @@ class Prepared:
         return TrainStream([self.items[i] for i in self.train_index], self.captions, self.model.tokenizer,
                            self.model.image_processor, size, self.config.batch_size, self.config.seed,
                            self.config.augment(), threads=self.config.threads, caption_index=self.train_index)
-
 
 
 # --- the manifest ----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from ...config import FinetuneConfig
-from ...data.captions import CaptionBuilder, get_field, value_text
+from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...train.evaluate import (
@@ -48,6 +48,8 @@ class RunData(Protocol):
     model: CLIP
 
     def eval_set(self, index: list[int] | None = None) -> EvalSet: ...
+
+    def label_counts(self, index: list[int] | None = None) -> Counter: ...
 
 
 def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[dict], best: dict,
@@ -138,10 +140,7 @@ def data_section(prepared: RunData) -> str:
     examples = [prepared.captions.first(i) for i in prepared.train_index[:3]]
     out += "<p>Example captions: " + "; ".join(f"<code>{esc(c)}</code>" for c in examples) + "</p>"
     if config.label_field:
-        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
-                         for item in prepared.items)
-        val_counts = Counter(value_text(get_field(prepared.items[i].record, config.label_field)) or "(missing)"
-                             for i in prepared.val_index)
+        counts, val_counts = prepared.label_counts(), prepared.label_counts(prepared.val_index)
         top = counts.most_common(40)
         most = top[0][1] if top else 1
         rows = [(label, n, val_counts.get(label, 0),
