@@ -17,7 +17,9 @@ from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS
 from .errors import InputError
 from .fetch import add_fetch_arguments, fetch_config_from_args
 from .config import FinetuneConfig
-from .run.finetune import dry_run, last_checkpoint_epoch, run, stopped_run
+from .run.dry_run import dry_run
+from .run.folder import last_checkpoint_epoch, stopped_run
+from .run.loop import run
 from .train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:
