@@ -49,6 +49,7 @@ from tqdm import tqdm
 from yarl import URL
 
 from ..errors import InputError
+from ..io import write_bytes, write_jsonl
 from .image_files import (
     ImageInfo,
     ImageProblem,
@@ -57,11 +58,10 @@ from .image_files import (
     inspect_image,
     remove_partial_files,
     sha256_hex,
-    write_atomic,
-    write_jsonl_atomic,
 )
-from .records import MISSING, Records, detect_url_field, get_field, has_own_id, load_records, record_id
+from .records import MANIFEST_ID, MISSING, Records, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
+from .url_field import detect_url_field
 
 __all__ = [
     "USER_AGENT",
@@ -84,8 +84,9 @@ IMAGES_DIR = "images"
 LOCK_NAME = ".fetch.lock"
 _REDIRECTS = (301, 302, 303, 307, 308)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-MANIFEST_KEYS = ("image_path", "sha256", "width", "height")
-"""Keys ``fetch`` adds to each record in the manifest.
+MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height")
+"""Keys ``fetch`` adds to each record in the manifest (``record_id``: the id
+:func:`~mlx_clip.data.records.record_id` gave it, which also names its image file).
 
 A record's own value under one of these keys (say a museum object's ``width`` in cm) is kept
 under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
@@ -297,8 +298,8 @@ async def fetch_records_async(
         manifest = [o.entry for o in outcomes if o.status != "failed"]
         failures = [o.entry for o in outcomes if o.status == "failed"]
         manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
-        write_jsonl_atomic(manifest_path, manifest)
-        write_jsonl_atomic(failures_path, failures)
+        write_jsonl(manifest_path, manifest)
+        write_jsonl(failures_path, failures)
     counts = Counter(o.status for o in outcomes)
     return FetchSummary(
         records=len(records.records),
@@ -463,6 +464,7 @@ class _Fetcher:
 
     def _usable(self, job: _Job, status: str, path: Path, info: ImageInfo, sha: str) -> _Outcome:
         added = {
+            MANIFEST_ID: job.record_id,
             "image_path": Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
             "sha256": sha,
             "width": info.width,
@@ -525,7 +527,8 @@ class _Fetcher:
             sha = sha256_hex(data)
             for key, key_jobs in missing.items():
                 path = image_file(self.images_dir, key, info.extension)
-                await asyncio.to_thread(write_atomic, path, data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(write_bytes, path, data)
                 # A copy made from another record's finished file counts as fetched in this run.
                 outcomes.extend(self._usable(j, "fetched", path, info, sha) for j in key_jobs)
         return self._done(outcomes)

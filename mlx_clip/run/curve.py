@@ -22,7 +22,8 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from ..models.clip import CLIP, write_json
+from ..io import write_json, write_text
+from ..models.clip import CLIP
 from ..errors import InputError
 from ..config import FinetuneConfig
 from .finetune import Float32View, Prepared, _run_name, prepare, train_epoch
@@ -267,5 +268,5 @@ def write_curve_html(path: Path, result: dict, png: Path) -> Path:
             + table(["images"] + keys + ["mean R@1 gain per 100 images"], rows,
                     numeric=tuple(range(len(keys) + 2))))
     body += f"<p class=small>flat threshold: {result['flat_threshold']:g} mean R@1 per 100 images</p>"
-    path.write_text(page("Learning curve", body), encoding="utf-8")
+    write_text(path, page("Learning curve", body))
     return path

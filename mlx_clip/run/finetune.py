@@ -25,8 +25,10 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..data.captions import CaptionBuilder, get_field, value_text
-from ..models.clip import CLIP, load, write_json
+from ..data.captions import CaptionBuilder, value_text
+from ..data.records import get_field_or_none
+from ..io import write_json
+from ..models.clip import CLIP, load
 from ..data.dataset import Item, check_images, read_manifest, split, split_sizes
 from ..config import FinetuneConfig
 from ..errors import InputError
@@ -93,7 +95,7 @@ class Prepared:
         return EvalSet(
             image_paths=[str(self.items[i].image_path) for i in index],
             captions=[self.captions.first(i) for i in index],
-            labels=[(value_text(get_field(self.items[i].record, label)) or None) if label else None
+            labels=[(value_text(get_field_or_none(self.items[i].record, label)) or None) if label else None
                     for i in index],
         )
 
@@ -205,7 +207,7 @@ def _test_fraction(config: FinetuneConfig, n: int) -> float:
 
 
 def _check_label_field(config: FinetuneConfig, records: list[dict]) -> None:
-    if config.label_field and not any(get_field(r, config.label_field) not in (None, "") for r in records):
+    if config.label_field and not any(get_field_or_none(r, config.label_field) not in (None, "") for r in records):
         raise InputError(f"--label-field {config.label_field!r}: no record has this field")
 
 
@@ -451,7 +453,7 @@ class Float32View:
         self.trainer = trainer
         self.model = model
         if trainer.precision != "float32":
-            self.model = CLIP(model.config, model._tokenizer, model.image_processor)
+            self.model = CLIP(model.config, model.tokenizer if model.has_tokenizer else None, model.image_processor)
             self.refresh()
             self.model.eval()
 
@@ -660,7 +662,7 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     labels = None
     if config.label_field:
-        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
+        counts = Counter(value_text(get_field_or_none(item.record, config.label_field)) or "(missing)"
                          for item in prepared.items)
         labels = {"field": config.label_field, "counts": dict(counts.most_common())}
     sample = config.fetch.get("sample") or config.fetch.get("margin")

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...data.captions import get_field, value_text
+from ...data.captions import value_text
+from ...data.records import get_field_or_none
+from ...io import write_text
 from ...train.evaluate import (
     RECALL_AT,
     EvalDetails,
@@ -71,9 +73,7 @@ def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: li
         config_section(prepared),
     ]
     path = run_dir / REPORT
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page(title, "\n".join(s for s in sections if s)), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, page(title, "\n".join(s for s in sections if s)))
     return path
 
 
@@ -151,9 +151,9 @@ def data_section(prepared: "Prepared") -> str:
     examples = [prepared.captions.first(i) for i in prepared.train_index[:3]]
     out += "<p>Example captions: " + "; ".join(f"<code>{esc(c)}</code>" for c in examples) + "</p>"
     if config.label_field:
-        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
+        counts = Counter(value_text(get_field_or_none(item.record, config.label_field)) or "(missing)"
                          for item in prepared.items)
-        val_counts = Counter(value_text(get_field(prepared.items[i].record, config.label_field)) or "(missing)"
+        val_counts = Counter(value_text(get_field_or_none(prepared.items[i].record, config.label_field)) or "(missing)"
                              for i in prepared.val_index)
         top = counts.most_common(40)
         most = top[0][1] if top else 1
