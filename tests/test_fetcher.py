@@ -21,13 +21,8 @@ from fetch_server import (  # noqa: E402
 )
 
 from mlx_clip.errors import InputError  # noqa: E402
-from mlx_clip.data.fetcher import (
-    FetchConfig,
-    fetch_records,
-    is_private_address,
-    lock_output_folder,
-    parse_retry_after,
-)
+from mlx_clip.data.download import is_private_address, parse_retry_after
+from mlx_clip.data.fetcher import FetchConfig, fetch_records, lock_output_folder
 from mlx_clip.data.image_files import ImageProblem, image_file, inspect_image
 from mlx_clip.io import write_jsonl
 
