@@ -23,13 +23,14 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
+from .io import write_json
+from .models.weights import is_repo_id
 
 REGISTRY_FILE = "mlx-clip-models.json"
 MODEL_ID_PREFIX = "mlx-clip/"
@@ -177,15 +178,13 @@ def get_model(name_or_id: str, directory: str | Path | None = None) -> Registere
 
 def resolve_source(path_or_repo: str | Path) -> tuple[str, str]:
     """(source, kind): an existing folder as an absolute path, or `owner/name` as a hub repo id."""
-    from .models.weights import _looks_like_repo_id
-
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path}: is a file; register the model folder (config.json and weights)")
         return str(path.resolve()), "local"
     text = str(path_or_repo)
-    if _looks_like_repo_id(text):
+    if is_repo_id(text):
         return text, "hub"
     raise InputError(f"{text}: no such model folder (and not a Hugging Face hub repo id like owner/name)")
 
@@ -260,15 +259,7 @@ def _write(path: Path, found: Registry) -> None:
     models = {name: entry.to_json() for name, entry in found.models.items()}
     models.update(found.invalid)
     data = {"version": 1, "models": {name: models[name] for name in sorted(models)}}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json(path, data)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlx_clip.data.captions import CaptionBuilder, Template, default_caption
-from mlx_clip.data.dataset import Item, split_items
+from mlx_clip.data.dataset import Item, split
 from mlx_clip.errors import InputError
 
 T = "{object_type} from the {period}, found at {findspot}"
@@ -71,8 +71,10 @@ def test_truncation_report_counts_long_captions(openai_vocab):
 
 def test_split_is_deterministic_and_stratified():
     items = [Item(f"r{i}", None, {"site": "A" if i % 4 else "B"}) for i in range(100)]
-    train, val = split_items(items, 0.2, seed=0, stratify="site")
-    again = split_items(list(reversed(items)), 0.2, seed=0, stratify="site")
+    parts = split(items, 0.2, seed=0, stratify="site")
+    train, val = parts.train, parts.val
+    redone = split(list(reversed(items)), 0.2, seed=0, stratify="site")
+    again = (redone.train, redone.val)
     assert sorted(i.record_id for i in val) == sorted(i.record_id for i in again[1])
     assert len(val) == 20 and sum(i.record["site"] == "B" for i in val) == 5
     assert not {i.record_id for i in train} & {i.record_id for i in val}

@@ -21,14 +21,10 @@ from fetch_server import (  # noqa: E402
 )
 
 from mlx_clip.errors import InputError  # noqa: E402
-from mlx_clip.data.fetcher import (
-    FetchConfig,
-    fetch_records,
-    is_private_address,
-    lock_output_folder,
-    parse_retry_after,
-)
-from mlx_clip.data.image_files import ImageProblem, image_file, inspect_image, write_jsonl_atomic
+from mlx_clip.data.download import is_private_address, parse_retry_after
+from mlx_clip.data.fetcher import FetchConfig, fetch_records, lock_output_folder
+from mlx_clip.data.image_files import ImageProblem, image_file, inspect_image
+from mlx_clip.io import write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -438,7 +434,7 @@ def test_lone_surrogates_are_written_escaped_and_read_back(fetch_server, tmp_pat
 
 def test_write_jsonl_escapes_only_rows_that_need_it(tmp_path):
     path = tmp_path / "rows.jsonl"
-    write_jsonl_atomic(path, [{"a": "\u00e9"}, {"\udcff": "x\ud800"}])
+    write_jsonl(path, [{"a": "\u00e9"}, {"\udcff": "x\ud800"}])
     assert path.read_bytes() == '{"a": "\u00e9"}\n{"\\udcff": "x\\ud800"}\n'.encode("utf-8")
     assert read_jsonl(path) == [{"a": "\u00e9"}, {"\udcff": "x\ud800"}]
 

@@ -255,10 +255,11 @@ def test_review_regressions(tiny_hf, shapes_manifest, tmp_path, capsys):
 
 def test_stratified_split_keeps_the_validation_fraction(shapes_manifest):
     """Many small strata still give round(N * fraction) validation records in all."""
-    from mlx_clip.data.dataset import image_key, read_manifest, split_items
+    from mlx_clip.data.dataset import image_key, read_manifest, split
 
     items = read_manifest(shapes_manifest)
-    train, val = split_items(items, 0.1, seed=0, stratify="id")  # one stratum per record
+    parts = split(items, 0.1, seed=0, stratify="id")  # one stratum per record
+    train, val = parts.train, parts.val
     images = {image_key(i) for i in items}  # the fraction counts distinct images (two shapes repeat)
     assert len({image_key(i) for i in val}) == round(len(images) * 0.1) and len(train) + len(val) == len(items)
 

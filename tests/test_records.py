@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlx_clip.errors import InputError
-from mlx_clip.data.records import MISSING, detect_url_field, get_field, load_records, read_records, record_id
+from mlx_clip.data.records import MISSING, get_field, load_records, read_records, record_id
+from mlx_clip.data.url_field import detect_url_field
 
 RECORDS = [
     {"id": 1, "type": "coin", "image_url": "https://example.org/1.jpg"},

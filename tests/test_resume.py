@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_clip.models import clip
+from mlx_clip import io
 from mlx_clip.train import checkpoint as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +199,7 @@ def test_ctrl_c_in_curve_is_one_line_and_keeps_the_measured_sizes(tiny_hf, shape
 def test_disk_full_in_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     weights, optimizer = {"w": mx.arange(6.0)}, {"m": mx.ones(6)}
     C.save_checkpoint(tmp_path, 1, weights, optimizer, {"history": []})
-    real = C.save_safetensors
+    real = C.write_safetensors
 
     def full_disk(path, arrays, metadata=None):
         if path.name == "optimizer.safetensors":  # the weights file is already written
@@ -208,7 +208,7 @@ def test_disk_full_in_a_checkpoint_write_leaves_the_previous_one(tmp_path, monke
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, arrays, metadata)
 
-    monkeypatch.setattr(C, "save_safetensors", full_disk)
+    monkeypatch.setattr(C, "write_safetensors", full_disk)
     with pytest.raises(OSError) as err:
         C.save_checkpoint(tmp_path, 2, weights, optimizer, {"history": []})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "epoch-0002")
@@ -225,12 +225,12 @@ def test_disk_full_in_an_atomic_write_leaves_no_part_file(write, tmp_path, monke
     def full_disk(handle):  # the bytes are in the temporary file; flushing them fails
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(clip, "_flush", full_disk)
+    monkeypatch.setattr(io, "flush_to_disk", full_disk)
     with pytest.raises(OSError) as err:
         if write == "json":
-            clip.write_json(target, {"a": 1})
+            io.write_json(target, {"a": 1})
         else:
-            clip.atomic_save_safetensors(target, {"a": mx.ones(3)}, {})
+            io.write_safetensors(target, {"a": mx.ones(3)}, {})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
     assert [p.name for p in tmp_path.iterdir()] == [target.name] and target.read_text() == "old"
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .records import get_field as _record_field, has_field
+from .records import get_field_or_none, has_field
 
 _OPEN_TO_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", '"': '"'}
 
@@ -37,15 +37,6 @@ _URLISH = re.compile(r"^(https?://|ftp://|s3://|file:|www\.|/|[A-Za-z]:\\)")
 _HEXISH = re.compile(r"^[0-9a-fA-F]{16,}$")
 _NUMBERISH = re.compile(r"^[\s\d.,:/+-]+$")
 _CODEISH = re.compile(r"^(?=\S*\d)\S+$")  # one token with a digit in it: "1F44E", "BM-1897,0401.12"
-
-
-def get_field(record: Any, path: str, default: Any = None) -> Any:
-    """The value at a dotted path ("findspot.lat", "media.0.url"), `default` (None) if absent.
-
-    The same reader as fetch.py's (mlx_clip.data.records), so a field a template names is found the
-    same way everywhere, a literal dotted CSV column included.
-    """
-    return _record_field(record, path, default)
 
 
 def value_text(value: Any) -> str:
@@ -115,7 +106,7 @@ class Template:
         """The caption for one record; empty fields leave out the literal text that leads into them."""
         values = []
         for name, spec in zip(self.fields, self.specs):
-            value = get_field(record, name)
+            value = get_field_or_none(record, name)
             if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
                 values.append(format(value, spec))
             else:

@@ -18,12 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .captions import get_field, value_text
+from .captions import value_text
 from ..errors import InputError
 from .image_files import sha256_hex
-
-ID_KEYS = ("id", "record_id", "_id", "identifier", "object_id", "objectID", "objectNumber",
-           "accession_number", "sha256")
+from .records import get_field_or_none, manifest_record_id
 
 
 @dataclass
@@ -33,18 +31,6 @@ class Item:
     record_id: str
     image_path: Path
     record: dict[str, Any]
-
-
-def record_id_of(record: dict, index: int, id_field: str | None = None) -> str:
-    if id_field:
-        value = get_field(record, id_field)
-        if value not in (None, ""):
-            return value_text(value)
-    for key in ID_KEYS:
-        value = record.get(key) if isinstance(record, dict) else None
-        if value not in (None, ""):
-            return value_text(value)
-    return str(record.get("image_path") or index)
 
 
 def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:
@@ -66,7 +52,11 @@ def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:
             image_path = Path(str(record["image_path"]))
             if not image_path.is_absolute():
                 image_path = path.parent / image_path
-            items.append(Item(record_id_of(record, number - 1, id_field), image_path, record))
+            try:
+                rid = manifest_record_id(record, id_field, number - 1)
+            except KeyError:
+                raise InputError(f"{path}:{number}: field '{id_field}' is missing or empty") from None
+            items.append(Item(rid, image_path, record))
     if not items:
         raise InputError(f"{path}: manifest has no records")
     return items
@@ -193,7 +183,7 @@ def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str |
     n_train, n_val, n_test = split_sizes(len(groups), val_fraction, test_fraction)
     strata: dict[str, list[list[int]]] = {}
     for members in sorted(groups.values(), key=lambda m: (items[m[0]].record_id, m[0])):
-        key = value_text(get_field(items[members[0]].record, stratify)) if stratify else ""
+        key = value_text(get_field_or_none(items[members[0]].record, stratify)) if stratify else ""
         strata.setdefault(key, []).append(members)
     sizes = {k: len(v) for k, v in strata.items()}
     test_takes = _largest_remainder(sizes, n_test)
@@ -210,10 +200,3 @@ def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str |
                 side[i] = name
     parts = {name: [items[i] for i in range(len(items)) if side[i] == name] for name in ("train", "val", "test")}
     return Split(parts["train"], parts["val"], parts["test"], sum(map(len, shared)), len(shared))
-
-
-def split_items(items: Sequence[Item], val_fraction: float, seed: int,
-                stratify: str | None = None) -> tuple[list[Item], list[Item]]:
-    """Train/validation halves of `split` without a test set."""
-    parts = split(items, val_fraction, seed, stratify)
-    return parts.train, parts.val

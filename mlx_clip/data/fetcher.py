@@ -7,8 +7,8 @@
   Pillow detects, never the remote file name. Records that share a URL share one download;
   each record whose id differs gets its own copy of the file.
 - ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
-  fields plus ``image_path`` (relative to the manifest's folder), ``sha256``, ``width`` and
-  ``height`` of the image (a record's own field of one of these names is kept as
+  fields plus ``record_id`` (:func:`~mlx_clip.data.records.record_id`), ``image_path``
+  (relative to the manifest's folder), ``sha256``, ``width`` and ``height`` of the image (a record's own field of one of these names is kept as
   ``record_<name>``).
 - ``data/failures.jsonl``: one line per unusable record: ``id``, ``record_index``, ``url`` (or
   ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
@@ -28,27 +28,22 @@ private address is refused (``redirect_private``) unless ``allow_private``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import fcntl
-import ipaddress
 import os
-import random
-import re
-import socket
 import sys
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import aiohttp
 from tqdm import tqdm
-from yarl import URL
 
 from ..errors import InputError
+from ..io import write_bytes, write_jsonl
+from .download import DownloadFailure, Downloader, IPAddress, is_private_address
 from .image_files import (
     ImageInfo,
     ImageProblem,
@@ -57,11 +52,10 @@ from .image_files import (
     inspect_image,
     remove_partial_files,
     sha256_hex,
-    write_atomic,
-    write_jsonl_atomic,
 )
-from .records import MISSING, Records, detect_url_field, get_field, has_own_id, load_records, record_id
+from .records import MANIFEST_ID, MISSING, Records, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
+from .url_field import detect_url_field
 
 __all__ = [
     "USER_AGENT",
@@ -72,9 +66,7 @@ __all__ = [
     "FetchSummary",
     "fetch_records",
     "fetch_records_async",
-    "is_private_address",
     "lock_output_folder",
-    "parse_retry_after",
 ]
 
 USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-clip-finetune)"
@@ -82,25 +74,14 @@ MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.jsonl"
 IMAGES_DIR = "images"
 LOCK_NAME = ".fetch.lock"
-_REDIRECTS = (301, 302, 303, 307, 308)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-MANIFEST_KEYS = ("image_path", "sha256", "width", "height")
-"""Keys ``fetch`` adds to each record in the manifest.
+MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height")
+"""Keys ``fetch`` adds to each record in the manifest (``record_id``: the id
+:func:`~mlx_clip.data.records.record_id` gave it, which also names its image file).
 
 A record's own value under one of these keys (say a museum object's ``width`` in cm) is kept
 under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
 image_path`` is simply rewritten relative to the manifest.
 """
-
-
-def is_private_address(address: IPAddress) -> bool:
-    """True for any address that is not globally routed: loopback, private, link-local, ...
-
-    An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address.
-    """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global
 
 
 @dataclass
@@ -208,29 +189,6 @@ class _Outcome:
     entry: dict
 
 
-class _Failure(Exception):
-    def __init__(self, reason: str, detail: str = "", retry: bool = False, wait: float | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.retry, self.wait = reason, detail, retry, wait
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay seconds or an HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"[0-9]{1,9}", value):  # ASCII digits only: "²".isdigit() is True too
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
-
-
 def fetch_records(
     records_path: str | os.PathLike,
     config: FetchConfig | None = None,
@@ -297,8 +255,8 @@ async def fetch_records_async(
         manifest = [o.entry for o in outcomes if o.status != "failed"]
         failures = [o.entry for o in outcomes if o.status == "failed"]
         manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
-        write_jsonl_atomic(manifest_path, manifest)
-        write_jsonl_atomic(failures_path, failures)
+        write_jsonl(manifest_path, manifest)
+        write_jsonl(failures_path, failures)
     counts = Counter(o.status for o in outcomes)
     return FetchSummary(
         records=len(records.records),
@@ -395,12 +353,13 @@ class _Fetcher:
         self.config = config
         self.out = out
         self.images_dir = images_dir
-        self.downloads = 0
-        self._slots = asyncio.Semaphore(config.concurrency)
-        self._hosts: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(config.per_host)
-        )
+        self.downloader: Downloader | None = None
         self._progress: tqdm | None = None
+
+    @property
+    def downloads(self) -> int:
+        """Response bodies downloaded in this run (shared URLs count once)."""
+        return self.downloader.downloads if self.downloader is not None else 0
 
     async def run(self, jobs: list[_Job]) -> list[_Outcome]:
         by_url: dict[str, list[_Job]] = defaultdict(list)
@@ -427,7 +386,7 @@ class _Fetcher:
             async with aiohttp.ClientSession(
                 connector=connector, timeout=timeout, headers={"User-Agent": c.user_agent}
             ) as session:
-                self._session = session
+                self.downloader = Downloader(c, session)
                 tasks.extend(
                     self._isolated(group, self._url_group(url, group))
                     for url, group in by_url.items()
@@ -463,6 +422,7 @@ class _Fetcher:
 
     def _usable(self, job: _Job, status: str, path: Path, info: ImageInfo, sha: str) -> _Outcome:
         added = {
+            MANIFEST_ID: job.record_id,
             "image_path": Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
             "sha256": sha,
             "width": info.width,
@@ -516,16 +476,18 @@ class _Fetcher:
         if missing:
             if data is None:  # no finished copy from another record: download
                 try:
-                    data = await self._download(url)
+                    assert self.downloader is not None
+                    data = await self.downloader.download(url)
                     info = await asyncio.to_thread(inspect_image, data)
-                except (_Failure, ImageProblem) as e:
+                except (DownloadFailure, ImageProblem) as e:
                     failed = [self._failed(j, e.reason, e.detail) for js in missing.values() for j in js]
                     return self._done(outcomes + failed)
             assert info is not None
             sha = sha256_hex(data)
             for key, key_jobs in missing.items():
                 path = image_file(self.images_dir, key, info.extension)
-                await asyncio.to_thread(write_atomic, path, data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(write_bytes, path, data)
                 # A copy made from another record's finished file counts as fetched in this run.
                 outcomes.extend(self._usable(j, "fetched", path, info, sha) for j in key_jobs)
         return self._done(outcomes)
@@ -545,130 +507,3 @@ class _Fetcher:
             path.unlink()
             return None
         return path, data, info
-
-    async def _download(self, url: str) -> bytes:
-        """The body at ``url``, retried on timeouts, connection errors, 5xx and 429.
-
-        The deadline starts with the first request (not while waiting for a slot) and covers
-        every try and every wait between tries.
-        """
-        c = self.config
-        try:
-            parsed = URL(url)
-        except (ValueError, TypeError) as e:
-            raise _Failure("bad_url", str(e)[:200]) from None
-        if parsed.scheme not in ("http", "https"):
-            raise _Failure("bad_scheme", f"scheme '{parsed.scheme}' is not http or https")
-        if not parsed.host:
-            raise _Failure("bad_url", "no host")
-        host = parsed.host
-        loop = asyncio.get_running_loop()
-        ends: float | None = None
-        failure = _Failure("connection_error")
-        for attempt in range(c.retries + 1):
-            try:
-                async with self._hosts[host], self._slots:
-                    if ends is None:
-                        ends = loop.time() + c.deadline
-                    try:
-                        async with asyncio.timeout(ends - loop.time()):
-                            return await self._get(parsed)
-                    except TimeoutError:
-                        raise _Failure(
-                            "deadline", f"no complete response within {c.deadline:g} s"
-                        ) from None
-            except _Failure as e:
-                failure = e
-            if not failure.retry or attempt == c.retries:
-                break
-            if failure.wait is not None:
-                delay = min(failure.wait, c.max_retry_after)
-            else:
-                delay = min(c.max_backoff, c.backoff * 2**attempt) * random.uniform(0.5, 1.0)
-            if ends is not None and loop.time() + delay >= ends:
-                failure.detail += f" (no time left for another try within {c.deadline:g} s)"
-                break
-            await asyncio.sleep(delay)
-        raise failure
-
-    async def _get(self, url: URL) -> bytes:
-        """One GET, following redirects: the body, or a :class:`_Failure` saying whether to retry.
-
-        Redirects are followed here, not by aiohttp, so that each one's target can be checked
-        before any byte is sent to it.
-        """
-        c = self.config
-        try:
-            for _ in range(c.max_redirects + 1):
-                async with self._session.get(url, allow_redirects=False) as response:
-                    location = response.headers.get("Location")
-                    if response.status not in _REDIRECTS or not location:
-                        return await self._body(response)
-                target = url.join(URL(location))
-                if target.scheme not in ("http", "https") or not target.host:
-                    raise _Failure("bad_redirect", f"to {str(target)[:150]}")
-                await self._check_redirect(url, target)
-                url = target
-            raise _Failure("too_many_redirects", f"more than {c.max_redirects}")
-        except (aiohttp.InvalidURL, ValueError) as e:
-            # A host IDNA cannot encode (empty label in ``images.example..org``, a label over 63
-            # characters, a lone surrogate) raises UnicodeError, a ValueError, before any lookup.
-            raise _Failure("bad_url", f"{type(e).__name__}: {e}"[:200]) from None
-        except asyncio.TimeoutError:
-            raise _Failure("timeout", "no response in time", retry=True) from None
-        except (aiohttp.ClientError, OSError) as e:
-            detail = f"{type(e).__name__}: {e}"[:200]
-            raise _Failure("connection_error", detail, retry=True) from None
-
-    async def _body(self, response: aiohttp.ClientResponse) -> bytes:
-        """The body of a final (non-redirect) response, within ``max_bytes``."""
-        c = self.config
-        status = response.status
-        if status == 429 or status >= 500:
-            wait = parse_retry_after(response.headers.get("Retry-After"))
-            raise _Failure(f"http_{status}", response.reason or "", retry=True, wait=wait)
-        if status >= 300:
-            raise _Failure(f"http_{status}", response.reason or "")
-        length = response.content_length
-        if length is not None and length > c.max_bytes:
-            raise _Failure("too_large", f"Content-Length {length:,} > {c.max_bytes:,} bytes")
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > c.max_bytes:
-                raise _Failure("too_large", f"body passed {c.max_bytes:,} bytes")
-        self.downloads += 1
-        return bytes(body)
-
-    async def _check_redirect(self, source: URL, target: URL) -> None:
-        """Refuse a redirect from a public host to a private address (``redirect_private``).
-
-        A host whose every address is private (a catalogue on the local network) may redirect
-        anywhere, as may any host with ``allow_private``.
-        """
-        c = self.config
-        if c.allow_private:
-            return
-        target_addresses = await self._addresses(target)
-        if not any(map(c.private_address, target_addresses)):
-            return
-        if all(map(c.private_address, await self._addresses(source))):
-            return
-        raise _Failure(
-            "redirect_private",
-            f"{source.host} redirected to {target.host} ({target_addresses[0]}), a private "
-            "address; pass --allow-private to follow such redirects",
-        )
-
-    async def _addresses(self, url: URL) -> list[IPAddress]:
-        """The addresses ``url``'s host resolves to (the literal address if it is one)."""
-        assert url.host is not None
-        try:
-            return [ipaddress.ip_address(url.host)]
-        except ValueError:
-            pass
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            url.host, url.port, type=socket.SOCK_STREAM
-        )
-        return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-

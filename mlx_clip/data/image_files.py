@@ -1,17 +1,15 @@
-"""Image files on disk: stable names, Pillow validation, atomic writes, JSON Lines output."""
+"""Image files on disk: stable names, Pillow validation, stale partial writes (written by mlx_clip.io)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image, UnidentifiedImageError
+
+from ..io import PART_SUFFIX
 
 __all__ = [
     "ImageInfo",
@@ -20,13 +18,10 @@ __all__ = [
     "image_stem",
     "image_file",
     "find_image_file",
-    "write_atomic",
-    "write_jsonl_atomic",
     "remove_partial_files",
     "sha256_hex",
 ]
 
-PART_SUFFIX = ".part"
 
 _EXTENSIONS = {
     "JPEG": "jpg",
@@ -130,46 +125,6 @@ def find_image_file(images_dir: Path, key: str) -> Path | None:
         if path.suffix != PART_SUFFIX and path.is_file():
             return path
     return None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent or complete.
-
-    The bytes go to a ``*.part`` file in the same folder, are fsynced, and are renamed into
-    place with ``os.replace``. The file is created with mode 0666 so the umask decides who may
-    read it (``tempfile.mkstemp`` would make every output 0600).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}{PART_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    """Write ``rows`` as JSON Lines (UTF-8, one object a line) atomically.
-
-    A row holding text UTF-8 cannot encode (a lone surrogate such as ``"\\ud83d"`` from a title
-    cut inside an emoji) is written with ``\\u`` escapes instead, so it reads back unchanged.
-    """
-    lines = []
-    for row in rows:
-        line = json.dumps(row, ensure_ascii=False) + "\n"
-        try:
-            lines.append(line.encode("utf-8"))
-        except UnicodeEncodeError:
-            lines.append((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
-    write_atomic(path, b"".join(lines))
 
 
 def remove_partial_files(folder: Path) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .image_files import write_jsonl_atomic
+from ..io import write_jsonl
 
 METADATA_NAME = "metadata.jsonl"
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")  # what --data DIR reads (datasets also reads .parquet)
@@ -56,7 +56,7 @@ def write_metadata(manifest_path: Path) -> MetadataSummary:
     entries = [json.loads(line) for line in manifest_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [row for row in (_metadata_row(entry) for entry in entries) if row is not None]
     if rows:
-        write_jsonl_atomic(target, _loadable(rows))
+        write_jsonl(target, _loadable(rows))
     else:
         target.unlink(missing_ok=True)  # a stale one would describe another sample
     return MetadataSummary(target, len(rows), len(entries) - len(rows))

@@ -1,4 +1,5 @@
-"""Read catalogue records (JSON, JSON Lines, CSV) and reach into them with dotted field paths.
+"""Read catalogue records (JSON, JSON Lines, CSV), reach into them with dotted field paths, and
+name each one (``record_id``: the one rule for ids).
 
 The format is detected from the file's content, not its extension:
 
@@ -19,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InputError
 
@@ -28,10 +29,13 @@ __all__ = [
     "load_records",
     "read_records",
     "get_field",
+    "get_field_or_none",
     "has_field",
-    "detect_url_field",
     "record_id",
+    "ID_FIELD_NAMES",
+    "MANIFEST_ID",
     "has_own_id",
+    "manifest_record_id",
     "MISSING",
 ]
 
@@ -265,109 +269,50 @@ def get_field(record: Any, path: str, default: Any = _RAISE) -> Any:
     return default
 
 
+def get_field_or_none(record: Any, path: str) -> Any:
+    """``get_field`` that reads an absent field as None, as captions, labels and strata do (a
+    record without a period simply has no period in its caption)."""
+    return get_field(record, path, None)
+
+
 def has_field(record: Any, path: str) -> bool:
     """Whether ``record`` has a value (possibly null) at the dotted ``path``."""
     return get_field(record, path, MISSING) is not MISSING
 
 
-_URL_FIELD_NAMES = [
-    "image_url",
-    "imageUrl",
-    "image_uri",
-    "imageURL",
-    "primaryImage",
-    "image",
-    "img",
-    "img_url",
-    "media.0.url",
-    "images.0.url",
-    "iiif_url",
-    "iiif",
-    "thumbnail_url",
-    "thumbnailUrl",
-    "thumbnail",
-    "primaryImageSmall",
-    "url",
-]
-_IMAGE_URL = re.compile(
-    r"\.(jpe?g|png|gif|webp|tiff?|bmp)(\?.*)?$|/full/[^/]+/[^/]+/(default|color|gray|native)\.\w+",
-    re.IGNORECASE,
-)
-
-
-def _is_http_url(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
-
-
-def _candidate_paths(record: dict) -> list[str]:
-    """Top-level keys, plus one level into nested objects and the first item of lists."""
-    paths = []
-    for key, value in record.items():
-        paths.append(str(key))
-        if isinstance(value, list) and value:
-            value, key = value[0], f"{key}.0"
-            paths.append(key)
-        if isinstance(value, dict):
-            paths.extend(f"{key}.{sub}" for sub in value)
-    return paths
-
-
-def detect_url_field(records: Sequence[dict], source: str = "records") -> str:
-    """The dotted path of the field that holds image URLs, guessed from the first records.
-
-    Fields whose values look like image URLs (an image extension or a IIIF
-    ``.../full/.../0/default.jpg`` link) win; among those, and otherwise, common names such as
-    ``image_url``, ``primaryImage``, ``media.0.url`` or ``url`` decide. Raises
-    :class:`InputError` naming ``source`` when no field holds http(s) URLs.
-    """
-    probe = list(records[:200])
-    paths: dict[str, None] = {}
-    for record in probe:
-        for path in _candidate_paths(record):
-            paths.setdefault(path, None)
-    fields = ", ".join(p for p in list(paths)[:12] if "." not in p)
-    for name in _URL_FIELD_NAMES:
-        paths.setdefault(name, None)
-    best: tuple | None = None
-    best_path = None
-    for path in paths:
-        values = [get_field(r, path, None) for r in probe]
-        urls = [v for v in values if _is_http_url(v)]
-        if not urls or len(urls) * 2 < len(probe):
-            continue
-        image_like = sum(1 for u in urls if _IMAGE_URL.search(u.strip())) * 2 >= len(urls)
-        rank = _URL_FIELD_NAMES.index(path) if path in _URL_FIELD_NAMES else len(_URL_FIELD_NAMES)
-        score = (not image_like, rank, -len(urls))
-        if best is None or score < best:
-            best, best_path = score, path
-    if best_path is None:
-        raise InputError(
-            f"{source}: no field holds http(s) image URLs (fields: {fields}); "
-            "name it with --url-field, or use --path-field for local images"
-        )
-    return best_path
-
-
-_ID_FIELD_NAMES = ("id", "ID", "Id", "identifier", "objectID", "objectId", "object_id", "uuid")
+ID_FIELD_NAMES = ("id", "ID", "Id", "record_id", "_id", "identifier", "objectID", "objectId", "object_id",
+                  "objectNumber", "accession_number", "uuid")
+MANIFEST_ID = "record_id"
+"""The key fetch writes each record's id under in manifest.jsonl (a record's own ``record_id``
+moves to ``record_record_id``), so training reads back the id fetch named the image after."""
 
 
 def record_id(record: dict, id_field: str | None, index: int) -> str:
-    """The record's identifier as a string.
+    """The record's identifier as a string: the one rule for fetch's image file names and
+    failures lines, the manifest, the training batches and split.json.
 
     With ``id_field`` it is that field (a missing or empty value raises ``KeyError``); without
-    it, a top-level ``id``-like field (``id``, ``identifier``, ``objectID``, ...) if present,
-    and otherwise ``"#<index>"``, the record's position in its file.
+    it, the first top-level ``id``-like field (``ID_FIELD_NAMES``) if present, and otherwise
+    ``"#<index>"``, the record's position in its file.
     """
     if id_field:
         value = get_field(record, id_field)
         if value is None or value == "":
             raise KeyError(id_field)
         return str(value)
-    for name in _ID_FIELD_NAMES:
+    for name in ID_FIELD_NAMES:
         value = record.get(name)
         if value is not None and value != "" and not isinstance(value, (dict, list)):
             return str(value)
     return f"#{index}"
+
+
+def manifest_record_id(entry: dict, id_field: str | None, index: int) -> str:
+    """The id of a manifest entry: ``id_field`` when given, else the id fetch wrote
+    (``MANIFEST_ID``), else :func:`record_id`'s rule (a manifest fetch did not write)."""
+    if not id_field and entry.get(MANIFEST_ID) not in (None, ""):
+        return str(entry[MANIFEST_ID])
+    return record_id(entry, id_field, index)
 
 
 def has_own_id(record_identifier: str) -> bool:

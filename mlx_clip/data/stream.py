@@ -152,6 +152,14 @@ class TrainStream:
     def __len__(self) -> int:
         return math.ceil(len(self.items) / self.batch_size)
 
+    def empty_batch(self) -> dict:
+        """A batch of no rows shaped like this stream's, for a process whose share of a short
+        global batch is empty (it still joins the step; needs `samples` to have run once)."""
+        some_ids = next(iter(self._token_cache.values()))
+        return {"pixels": np.zeros((0, self.size, self.size, 3), np.float32),
+                "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype),
+                "image_group": np.zeros(0, np.int64), "record_id": [], "caption": []}
+
     def samples(self, epoch: int) -> list[dict]:
         """The epoch's sample dicts in order, before images are loaded."""
         rng = np.random.default_rng([self.seed, epoch])

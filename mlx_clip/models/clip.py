@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -16,6 +14,7 @@ from . import weights as W
 from .._blas import single_threaded_blas
 from .config import CLIPConfig
 from ..errors import InputError
+from ..io import write_json, write_safetensors
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .tokenizer import CLIPTokenizer
@@ -50,6 +49,11 @@ class CLIP(CLIPModel):
         if self._tokenizer is None:
             raise InputError("this model has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
         return self._tokenizer
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """Whether tokenizer files came with the model (`tokenizer` raises when they did not)."""
+        return self._tokenizer is not None
 
     @property
     def dtype(self) -> mx.Dtype:
@@ -123,56 +127,8 @@ class CLIP(CLIPModel):
         if self._tokenizer is not None:
             self._tokenizer.save(folder)
         weights = dict(tree_flatten(self.parameters()))
-        atomic_save_safetensors(folder / W.MLX_WEIGHTS, weights, {"format": "mlx"})
+        write_safetensors(folder / W.MLX_WEIGHTS, weights, {"format": "mlx"})
         return folder
-
-
-def write_json(path: Path, data: dict) -> None:
-    with replacing(path, ".part") as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        _flush(handle)
-
-
-def atomic_save_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str]) -> None:
-    with replacing(path, ".part.safetensors") as tmp:
-        save_safetensors(tmp, weights, metadata)
-
-
-def save_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
-    """mx.save_safetensors through a Python file, flushed to disk.
-
-    Given a path, MLX 0.32 ignores write errors: on a full disk it leaves a truncated file and
-    raises nothing. Through a Python file object the OSError (ENOSPC) reaches the caller.
-    The file is created as `open` does, 0666 minus the umask.
-    """
-    with open(path, "wb") as handle:
-        mx.save_safetensors(handle, weights, metadata=metadata)
-        _flush(handle)
-
-
-def _flush(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-@contextmanager
-def replacing(path: Path, suffix: str) -> Iterator[Path]:
-    """A temporary name beside `path`, renamed onto it when the block succeeds.
-
-    On any failure (disk full, read-only folder, Ctrl-C) the temporary file is removed, so
-    nothing half-written stays, and an OSError names `path`, not the temporary name (MLX's write
-    errors name no file).
-    """
-    tmp = path.with_name(path.name + suffix)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
 
 
 def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP:

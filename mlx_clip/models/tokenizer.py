@@ -7,7 +7,6 @@ truncates every text to the model's context length with end-of-text kept last.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 
 from ..errors import InputError
+from ..io import write_bytes, write_text
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -115,14 +115,14 @@ class CLIPTokenizer:
             for name in TOKENIZER_FILES:
                 source = self.folder / name
                 if source.is_file() and source.resolve() != (folder / name).resolve():
-                    shutil.copyfile(source, folder / name)
+                    write_bytes(folder / name, source.read_bytes())
                 if (folder / name).is_file():
                     copied.add(name)
         if "tokenizer.json" not in copied:
             saved = Tokenizer.from_str(self._tokenizer.to_str())
             saved.no_padding()
             saved.no_truncation()
-            saved.save(str(folder / "tokenizer.json"))
+            write_text(folder / "tokenizer.json", saved.to_str(pretty=True))
         if "tokenizer_config.json" not in copied:
             config = {
                 "tokenizer_class": "CLIPTokenizer", "model_max_length": self.context_length,
@@ -130,4 +130,4 @@ class CLIPTokenizer:
                 "pad_token": self._tokenizer.id_to_token(self.pad_token_id),
                 "do_lower_case": True, "clean_up_tokenization_spaces": False,
             }
-            (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+            write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")

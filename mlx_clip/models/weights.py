@@ -7,10 +7,10 @@ convolution kernel stored (out, in, kh, kw) by PyTorch and (out, kh, kw, in) by 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -27,12 +27,23 @@ IGNORED_KEYS = ("text_model.embeddings.position_ids", "vision_model.embeddings.p
 _HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 
 
-def _looks_like_repo_id(name: str) -> bool:
-    parts = name.split("/")
-    return (
-        len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
-        and not os.path.isabs(name) and "\\" not in name
-    )
+def is_repo_id(name: Any, local_path_wins: bool = True) -> bool:
+    """Whether `name` is a hub repo id `owner/name` by huggingface_hub's own rules.
+
+    The one test for it (model loading, the registry, the model card, pushing): `owner/name`
+    only, never a bare name, and, unless `local_path_wins` is False (a push target), never a
+    local path that exists, which is what the user meant then.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(name, str) or name.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not (local_path_wins and Path(name).expanduser().exists())
 
 
 def resolve_model_folder(path_or_repo: str | Path) -> Path:
@@ -43,7 +54,7 @@ def resolve_model_folder(path_or_repo: str | Path) -> Path:
     if path.exists():
         raise InputError(f"{path}: is a file; a model is a folder with config.json and weights")
     name = str(path_or_repo)
-    if not _looks_like_repo_id(name):
+    if not is_repo_id(name):
         raise InputError(f"{name}: no such model folder")
     return _download(name)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from mlx.utils import tree_flatten
 
 from ..models import weights as W
-from ..models.clip import CLIP, atomic_save_safetensors, write_json
+from ..io import write_json, write_safetensors
+from ..models.clip import CLIP
 
 SENTENCE_TRANSFORMERS_MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}
@@ -32,11 +33,11 @@ def export_hf(model: CLIP, path: str | Path) -> Path:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     weights = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
-    atomic_save_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
+    write_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
     write_json(folder / "config.json", hf_config(model))
     write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
-    if model._tokenizer is not None:
-        model._tokenizer.save(folder)
+    if model.has_tokenizer:
+        model.tokenizer.save(folder)
         cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
     write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
     write_json(folder / "config_sentence_transformers.json", {

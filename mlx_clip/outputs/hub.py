@@ -8,17 +8,17 @@ module writes or prints contains it. Repositories are private unless asked other
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
-from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, CardInfo, _scrub, write_model_card
+from ..io import write_text
+from ..models.weights import is_repo_id
+from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, CardInfo, scrub_tokens, write_model_card
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 # Left out of every upload: partial files from an interrupted write, caches, editor and OS litter.
 IGNORE_PATTERNS = ["*.part", "*.part.*", ".cache/**", "**/.DS_Store", ".DS_Store", "*~", "__pycache__/**"]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 def check_export_folder(folder: str | Path) -> Path:
@@ -33,7 +33,7 @@ def check_export_folder(folder: str | Path) -> Path:
 
 
 def check_repo_id(repo_id: str) -> str:
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):
+    if not is_repo_id(repo_id, local_path_wins=False):
         raise InputError(f"{repo_id!r}: not a hub repo id; use OWNER/NAME (your user or organisation name, "
                          "then the model's name), e.g. alice/coins-clip")
     return repo_id
@@ -70,7 +70,7 @@ def _prepare_card(folder: Path, repo_id: str, card: Any) -> None:
     if card is None and readme.is_file():
         text = readme.read_text(encoding="utf-8")
         if GENERATED_MARK in text:  # written by write_model_card (e.g. by finetune): keep its content
-            readme.write_text(text.replace(PLACEHOLDER_REPO, repo_id), encoding="utf-8")
+            write_text(readme, text.replace(PLACEHOLDER_REPO, repo_id))
         return  # a card of the user's own: leave it alone
     info = CardInfo.from_dict(card)
     if info.repo_id is None:
@@ -120,11 +120,11 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: s
                        "and OWNER must be you or an organisation you can write to")
         else:
             message = f"{repo_id}: upload to the Hugging Face hub failed (HTTP {status}: {_one_line(err)})"
-        raise InputError(_scrub(message, [token])) from None
+        raise InputError(scrub_tokens(message, [token])) from None
     except Exception as err:  # network errors: httpx's TransportError family, OSError, timeouts
         if not _is_network_error(err):
             raise
-        raise InputError(_scrub(f"{repo_id}: could not reach the Hugging Face hub "
+        raise InputError(scrub_tokens(f"{repo_id}: could not reach the Hugging Face hub "
                                 f"({type(err).__name__}: {_one_line(err)})", [token])) from None
     return str(url) if str(url).startswith("http") else f"https://huggingface.co/{repo_id}"
 

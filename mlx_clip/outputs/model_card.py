@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..io import write_text
+from ..models.weights import is_repo_id
 
 PLACEHOLDER_REPO = "your-name/your-model"
 """Repo id in the usage snippets until the model is pushed (push_to_hub fills in the real one)."""
@@ -62,7 +64,6 @@ KNOWN_LICENSES = [
 
 _SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 
 
@@ -153,10 +154,6 @@ def _first(mapping: Mapping | None, *keys: str) -> Any:
         if mapping.get(key) not in (None, "", []):
             return mapping[key]
     return None
-
-
-def is_repo_id(name: Any) -> bool:
-    return isinstance(name, str) and bool(_REPO_ID.match(name)) and not Path(name).exists()
 
 
 def _license_from_readme(path: Path) -> str | None:
@@ -555,7 +552,7 @@ def render(info: CardInfo | Mapping[str, Any] | None = None) -> str:
     body += _usage_section(repo)
     body += _limits_section(info)
     text = "---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(body).rstrip() + "\n"
-    return _scrub(text)
+    return scrub_tokens(text)
 
 
 def build_card(info: CardInfo | Mapping[str, Any] | None = None):
@@ -572,9 +569,7 @@ def write_model_card(folder: str | Path, info: CardInfo | Mapping[str, Any] | No
         raise InputError(f"{folder}: no such export folder to write a model card into")
     card = build_card(info)
     path = folder / "README.md"
-    tmp = path.with_name("README.md.part")
-    tmp.write_text(str(card), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, str(card))
     return path
 
 
@@ -590,7 +585,8 @@ def known_tokens() -> list[str]:
     return [t for t in found if t and len(t) >= 8]
 
 
-def _scrub(text: str, extra: list[str | None] | None = None) -> str:
+def scrub_tokens(text: str, extra: list[str | None] | None = None) -> str:
+    """`text` with every known hub token (and `extra`) replaced by ***: error lines get printed."""
     for token in known_tokens() + [t for t in (extra or []) if t]:
         text = text.replace(token, "***")
     return text

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train.evaluate import EvalDetails, bootstrap_ci, paired_bootstrap_ci
 
@@ -192,8 +193,8 @@ def html_page(result: dict) -> str:
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "compare.html").write_text(html_page(result), encoding="utf-8")
+    write_json(out / "compare.json", result)
+    write_text(out / "compare.html", html_page(result))
     return out / "compare.json", out / "compare.html"
 
 

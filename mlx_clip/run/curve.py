@@ -25,7 +25,8 @@ from mlx.utils import tree_flatten
 from ..config import FinetuneConfig
 from ..data.sampling import sample_size
 from ..errors import InputError
-from ..models.clip import CLIP, write_json
+from ..io import write_json, write_text
+from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
 from ..train.optim import make_optimizer
@@ -270,5 +271,5 @@ def write_curve_html(path: Path, result: dict, png: Path) -> Path:
             + table(["images"] + keys + ["mean R@1 gain per 100 images"], rows,
                     numeric=tuple(range(len(keys) + 2))))
     body += f"<p class=small>flat threshold: {result['flat_threshold']:g} mean R@1 per 100 images</p>"
-    path.write_text(page("Learning curve", body), encoding="utf-8")
+    write_text(path, page("Learning curve", body))
     return path

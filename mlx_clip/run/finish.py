@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..models.clip import CLIP, load, write_json
+from ..io import write_json
+from ..models.clip import CLIP, load
 from ..outputs.export import export_hf
 from ..outputs.model_card import CardInfo, write_model_card
 from ..outputs.run_paths import RunPaths

@@ -20,7 +20,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from ..config import FinetuneConfig
 from ..data.stream import TrainStream
 from ..errors import InputError
-from ..models.clip import CLIP, write_json
+from ..io import write_json
+from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
@@ -53,7 +54,7 @@ class Float32View:
         self.trainer = trainer
         self.model = model
         if trainer.precision != "float32":
-            self.model = CLIP(model.config, model.tokenizer, model.image_processor)
+            self.model = CLIP(model.config, model.tokenizer if model.has_tokenizer else None, model.image_processor)
             self.refresh()
             self.model.eval()
 

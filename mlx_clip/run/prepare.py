@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import FinetuneConfig
-from ..data.captions import CaptionBuilder, get_field, value_text
+from ..data.captions import CaptionBuilder, value_text
+from ..data.records import get_field_or_none
 from ..data.dataset import Item, check_images, read_manifest, split, split_sizes
 from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
@@ -48,7 +49,7 @@ class Prepared:
     def label(self, i: int) -> str | None:
         """Record i's --label-field value as text (None without a label field or value)."""
         field_name = self.config.label_field
-        return (value_text(get_field(self.items[i].record, field_name)) or None) if field_name else None
+        return (value_text(get_field_or_none(self.items[i].record, field_name)) or None) if field_name else None
 
     def label_counts(self, index: list[int] | None = None) -> Counter:
         """How many records (all, or those at `index`) carry each label; "(missing)" counts the rest."""
@@ -175,7 +176,7 @@ def _test_fraction(config: FinetuneConfig, n: int) -> float:
 
 
 def _check_label_field(config: FinetuneConfig, records: list[dict]) -> None:
-    if config.label_field and not any(get_field(r, config.label_field) not in (None, "") for r in records):
+    if config.label_field and not any(get_field_or_none(r, config.label_field) not in (None, "") for r in records):
         raise InputError(f"--label-field {config.label_field!r}: no record has this field")
 
 

@@ -18,8 +18,8 @@ from typing import Any, Callable
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..models.clip import replacing, save_safetensors, write_json
 from ..errors import InputError
+from ..io import PART_SUFFIX, atomic_file, fsync_folder, write_json, write_safetensors
 
 LATEST = "latest"
 TMP_PREFIX = ".tmp-"  # checkpoints/.tmp-epoch-NNNN-PID: a checkpoint being written
@@ -47,13 +47,13 @@ def save_checkpoint(folder: Path, epoch: int, weights_tree, optimizer_state, inf
     tmp = folder / f"{TMP_PREFIX}epoch-{epoch:04d}-{os.getpid()}"
     try:
         tmp.mkdir()
-        save_safetensors(tmp / "weights.safetensors", dict(tree_flatten(weights_tree)))
+        write_safetensors(tmp / "weights.safetensors", dict(tree_flatten(weights_tree)))
         if midway is not None:
             midway()
-        save_safetensors(tmp / "optimizer.safetensors", dict(tree_flatten(optimizer_state)))
-        save_safetensors(tmp / "random.safetensors", {f"{i}": a for i, a in enumerate(mx.random.state)})
+        write_safetensors(tmp / "optimizer.safetensors", dict(tree_flatten(optimizer_state)))
+        write_safetensors(tmp / "random.safetensors", {f"{i}": a for i, a in enumerate(mx.random.state)})
         write_json(tmp / "state.json", dict(info, epoch=epoch))
-        _fsync_dir(tmp)
+        fsync_folder(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -71,27 +71,16 @@ def save_checkpoint(folder: Path, epoch: int, weights_tree, optimizer_state, inf
 def write_pointer(folder: Path, name: str) -> None:
     """`latest` := name, via a temporary file fsynced and renamed, then the folder fsynced: after a
     crash at any moment `latest` names a complete checkpoint, the old one or the new one."""
-    with replacing(folder / LATEST, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_file(folder / LATEST, "w", durable_name=True) as handle:
         handle.write(name + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make renames and new names in `folder` durable (the entries, not only the files' bytes)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:
     """Delete what a crash in the middle of a write left behind (temporary checkpoint folders,
-    `.part` files of the model, export and json files); returns what was removed."""
+    `.part` files of the model, export, json files and `latest`; `latest.tmp` and
+    `*.part.safetensors` are the names runs made before io.py used); returns what was removed."""
     stale = [*run_dir.glob(f"checkpoints/{TMP_PREFIX}*"), *run_dir.glob(f"checkpoints/{LATEST}.tmp")]
-    for pattern in ("*.part", "*.part.safetensors"):
+    for pattern in (f"*{PART_SUFFIX}", f"*{PART_SUFFIX}.safetensors"):
         stale += [*run_dir.glob(pattern), *run_dir.glob(f"*/{pattern}")]
     for path in stale:
         if path.is_dir():

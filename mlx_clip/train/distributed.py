@@ -313,10 +313,7 @@ class ShardedStream:
     def _pad(self, batch: dict | None, global_size: int, count: int, rows: int) -> dict:
         s = self.stream
         if batch is None:  # nothing of this (short) global batch is ours
-            some_ids = next(iter(s._token_cache.values()))
-            batch = {"pixels": np.zeros((0, s.size, s.size, 3), np.float32),
-                     "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype),
-                     "image_group": np.zeros(0, np.int64), "record_id": [], "caption": []}
+            batch = s.empty_batch()
         pad = rows - count
         valid = np.arange(rows) < count
         if pad:

@@ -25,6 +25,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_file
 from ..data.stream import EvalStream
 
 RECALL_AT = (1, 5, 10)
@@ -204,15 +205,6 @@ def zero_shot_predictions(model, image_embeds: np.ndarray, labels: Sequence[str 
     return ZeroShot(classes, np.array(keep), truth, predicted)
 
 
-def zero_shot_accuracy(model, image_embeds: np.ndarray, labels: Sequence[str | None],
-                       prompt: str | Sequence[str] = "a photo of {label}") -> tuple[float | None, int]:
-    """Accuracy of picking each image's label among all labels present; (None, 0) without two labels."""
-    zero_shot = zero_shot_predictions(model, image_embeds, labels, prompt)
-    if zero_shot is None:
-        return None, 0
-    return float(zero_shot.correct.mean()), len(zero_shot.classes)
-
-
 @dataclass
 class EvalDetails:
     """Per-item results of one evaluation: what the report and the paired intervals need."""
@@ -231,10 +223,8 @@ class EvalDetails:
         if self.zero_shot is not None:
             arrays.update(zs_classes=np.array(self.zero_shot.classes, dtype=object), zs_index=self.zero_shot.index,
                           zs_truth=self.zero_shot.truth, zs_predicted=self.zero_shot.predicted)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_file(path) as handle:
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalDetails":

@@ -22,6 +22,7 @@ from ...config import FinetuneConfig
 from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
+from ...io import write_text
 from ...train.evaluate import (
     RECALL_AT,
     EvalDetails,
@@ -82,9 +83,7 @@ def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[
         config_section(prepared),
     ]
     path = paths.report
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page(title, "\n".join(s for s in sections if s)), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, page(title, "\n".join(s for s in sections if s)))
     return path
 
 

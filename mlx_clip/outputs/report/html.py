@@ -63,13 +63,6 @@ def thumbnail_uri(path: str | Path, size: int = 64, quality: int = 82) -> str:
     return data_uri(buffer.getvalue(), "image/jpeg")
 
 
-def figure_png(fig, dpi: int = 100) -> str:
-    """A matplotlib figure as a PNG data URI."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return data_uri(buffer.getvalue(), "image/png")
-
-
 def img(uri: str, alt: str, cls: str = "") -> str:
     return f'<img src="{uri}" alt="{esc(alt)}"{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>'
 

@@ -1,0 +1,105 @@
+"""The one atomic write: every file the package writes goes through `atomic_file`.
+
+A reader (or a run started after a crash) sees the old file or the new one, never half of
+one: the bytes go to `NAME.<random>.part` in the same folder (so the rename stays on one file
+system), are flushed and fsynced, then renamed onto NAME. The file is created 0666 and the
+umask decides who may read it (`tempfile.mkstemp` would make every output 0600). On any
+failure (disk full, read-only folder, Ctrl-C) the temporary file is removed and an OSError
+names NAME, not the temporary name (MLX's write errors name no file). Stale `*.part` files a
+killed process left are removed by the commands that own the folder (`remove_partial_writes`,
+the fetcher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+import mlx.core as mx
+
+PART_SUFFIX = ".part"
+
+
+def flush_to_disk(handle: IO) -> None:
+    """Python's buffer to the OS, the OS's cache to the disk: a full disk fails here, not later."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Make renames and new names in `folder` durable (the entries, not only the files' bytes)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", durable_name: bool = False) -> Iterator[IO]:
+    """An open temporary file beside `path`, renamed onto it when the block succeeds.
+
+    `mode` is "wb" or "w" (UTF-8 text). `durable_name=True` also fsyncs the folder after the
+    rename, for a file that must survive a power cut under its new content (checkpoints/latest).
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            flush_to_disk(handle)
+        os.replace(tmp, path)
+        if durable_name:
+            fsync_folder(path.parent)
+    except BaseException as err:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as handle:
+        handle.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Indented UTF-8 JSON with a final newline (config.json, metrics.json, split.json ...)."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Rows as JSON Lines (UTF-8, one object a line).
+
+    A row holding text UTF-8 cannot encode (a lone surrogate such as ``"\\ud83d"`` from a title
+    cut inside an emoji) is written with ``\\u`` escapes instead, so it reads back unchanged.
+    """
+    lines = []
+    for row in rows:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        try:
+            lines.append(line.encode("utf-8"))
+        except UnicodeEncodeError:
+            lines.append((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
+    write_bytes(path, b"".join(lines))
+
+
+def write_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    """mx.save_safetensors through a Python file object, atomically.
+
+    Given a path, MLX 0.32 ignores write errors: on a full disk it leaves a truncated file and
+    raises nothing. Through a file object the OSError (ENOSPC) reaches the caller.
+    """
+    with atomic_file(path) as handle:
+        mx.save_safetensors(handle, arrays, metadata=metadata)

@@ -1,0 +1,67 @@
+"""One rule for "is this a Hugging Face hub repo id" (models.weights.is_repo_id, over
+huggingface_hub's own validate_repo_id), used by model loading, the registry, the model card
+and push; and no module reaches into another's private names."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from mlx_clip import registry
+from mlx_clip.errors import InputError
+from mlx_clip.models import weights
+from mlx_clip.models.weights import is_repo_id
+from mlx_clip.outputs import hub
+from mlx_clip.outputs.model_card import CardInfo, render
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mlx_clip"
+GOOD = ["alice/coins-clip", "openai/clip-vit-base-patch32", "A1/b_c.d"]
+BAD = ["coins-clip", "a/b/c", "alice/x..y", "alice/x--y", ".alice/x", "alice/x.git", "alice/-x", "/abs/x",
+       "alice/", "~/x", "a\\b", "alice/" + "x" * 97, None, 3]
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_repo_ids_are_accepted_everywhere(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_repo_id(name) and hub.check_repo_id(name) == name
+    assert registry.resolve_source(name) == (name, "hub")
+    card = render(CardInfo(base_model=name, repo_id="me/tuned"))
+    assert f"base_model: {name}" in card
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_what_is_no_repo_id_is_refused_everywhere(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not is_repo_id(name)
+    with pytest.raises(InputError, match="OWNER/NAME"):
+        hub.check_repo_id(name)
+    if isinstance(name, str):
+        with pytest.raises(InputError, match="not a Hugging Face hub repo id"):
+            registry.resolve_source(name)
+        with pytest.raises(InputError, match="no such model folder"):
+            weights.resolve_model_folder(name)
+    assert "base_model:" not in render(CardInfo(base_model=name, repo_id="me/tuned"))
+
+
+def test_an_existing_local_path_is_never_a_repo_id_but_can_be_pushed_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alice" / "coins-clip").mkdir(parents=True)
+    assert not is_repo_id("alice/coins-clip")
+    assert registry.resolve_source("alice/coins-clip") == (str((tmp_path / "alice/coins-clip").resolve()), "local")
+    assert hub.check_repo_id("alice/coins-clip") == "alice/coins-clip"  # a push target names the hub
+
+
+def test_no_private_name_is_used_outside_its_module():
+    """`from x import _name` and `obj._name` (self/cls aside) across modules; the two left are
+    the command modules' (mlx_clip/curve.py, mlx_clip/run/curve.py), being reshaped elsewhere."""
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name)
+                                                          and node.value.id in ("self", "cls", "os")):
+                names = [node.attr]
+            found |= {f"{path.relative_to(PACKAGE)}: {n}" for n in names if n.startswith("_") and not n.startswith("__")}
+    assert found <= {"curve.py: _margin", "run/curve.py: _run_name"}, found
