@@ -34,7 +34,7 @@ def test_run_folder_contents(finished_run):
                  "export/model.safetensors", "export/modules.json", "checkpoints/latest"):
         assert (finished_run / name).is_file(), name
     config = json.loads((finished_run / "config.json").read_text())
-    assert config["lock_text"] and config["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
+    assert config["locks"]["lock_text"] and config["locks"]["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
     assert config["resolved"]["total_steps"] == 2 * config["resolved"]["steps_per_epoch"]
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]

@@ -15,7 +15,7 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -28,12 +28,13 @@ from mlx.utils import tree_flatten, tree_unflatten
 from ..data.captions import CaptionBuilder, get_field, value_text
 from ..models.clip import CLIP, load, write_json
 from ..data.dataset import Item, check_images, read_manifest, split, split_sizes
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, ignored_on_resume
 from ..errors import InputError
 from ..outputs.export import export_hf
 from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..outputs.model_card import write_model_card
-from ..data.stream import AugmentConfig, TrainStream
+from ..data.fetcher import FetchConfig
+from ..data.stream import TrainStream
 from ..train import distributed
 from ..train.checkpoint import (
     load_checkpoint,
@@ -43,9 +44,8 @@ from ..train.checkpoint import (
     save_checkpoint,
 )
 from ..train.evaluate import COUNT_KEYS, EvalSet, evaluate
-from ..train.optim import OptimConfig, make_optimizer
+from ..train.optim import make_optimizer
 from ..train.step import (
-    LockConfig,
     NonFiniteError,
     Trainer,
     apply_locks,
@@ -100,13 +100,12 @@ class Prepared:
     def train_stream(self) -> TrainStream:
         size = self.model.config.vision.image_size
         return TrainStream([self.items[i] for i in self.train_index], self.captions, self.model.tokenizer,
-                           self.model.image_processor, size, self.config.batch_size, self.config.seed,
-                           self.config.augment(), threads=self.config.threads, caption_index=self.train_index)
+                           self.model.image_processor, size, self.config.batch_size, self.config.sample.seed,
+                           self.config.augment, threads=self.config.threads, caption_index=self.train_index)
 
 
 # --- fetching ----------------------------------------------------------------------------------------
 
-SAMPLE_KEYS = ("sample", "margin")  # fetch_records arguments; the other config.fetch keys are FetchConfig's
 BUNDLED_RECORDS = Path(__file__).resolve().parent / "demo" / "emoji" / "records.jsonl"  # see its README.md
 BUNDLED_CAPTION = "{name}, an emoji of {subcategory}"
 BUNDLED_LABEL_FIELD = "category"
@@ -114,15 +113,11 @@ BUNDLED_LABEL_FIELD = "category"
 
 def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
     """Draw and fetch the sample of `config.data` (as fetch.py does); returns its manifest.jsonl."""
-    from ..data.fetcher import FetchConfig, fetch_records
+    from ..data.fetcher import fetch_records
 
-    known = {f.name for f in fields(FetchConfig)}
-    fetch_config = FetchConfig(**{k: v for k, v in config.fetch.items() if k in known and v is not None},
-                               id_field=config.id_field)
-    sample = {k: config.fetch[k] for k in SAMPLE_KEYS if config.fetch.get(k) is not None}
-    say(f"fetching images for {config.data} into {fetch_config.out}")
-    summary = fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
-                            log=say, **sample)
+    say(f"fetching images for {config.data} into {config.fetch.out}")
+    summary = fetch_records(config.data, config.fetch, sample=config.sample.sample, margin=config.sample.margin,
+                            stratify=config.sample.stratify, seed=config.sample.seed, log=say)
     say(str(summary))
     metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
     if metadata.rows:
@@ -137,7 +132,7 @@ def use_bundled_data(config: FinetuneConfig, say: Callable[[str], None] = print)
     if config.manifest or config.data != FinetuneConfig.data or Path(config.data).exists():
         return
     config.data = str(BUNDLED_RECORDS)
-    config.fetch = {**config.fetch, "path_field": "image_path", "url_field": None}
+    config.fetch = replace(config.fetch, path_field="image_path", url_field=None)
     config.captions = config.captions or [BUNDLED_CAPTION]
     config.label_field = config.label_field or BUNDLED_LABEL_FIELD
     say(f"no {FinetuneConfig.data}: training on the emoji set bundled with mlx_clip ({BUNDLED_RECORDS.parent}); "
@@ -162,7 +157,7 @@ def _is_manifest(path: Path) -> bool:
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
     use_bundled_data(config, say)
     if config.manifest:
-        if any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+        if config.sample.draws:
             raise InputError(f"{config.manifest}: --sample/--margin draw from --data; to train on a sample of a "
                              "manifest pass it as --data with --path-field image_path and another --out")
         return Path(config.manifest)
@@ -171,7 +166,7 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print)
         return _folder_manifest(config, data, say)
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
-    sampling = any(config.fetch.get(k) is not None for k in SAMPLE_KEYS) or config.fetch.get("path_field")
+    sampling = config.sample.draws or config.fetch.path_field
     if _is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
     check_before_fetch(config)
@@ -184,10 +179,10 @@ def check_before_fetch(config: FinetuneConfig) -> None:
     from ..data.records import load_records
     from ..data.sampling import choose_sample
 
-    records = load_records(config.data, config.fetch.get("encoding"))
+    records = load_records(config.data, config.fetch.encoding)
     try:
-        indices, _ = choose_sample(records.records, config.fetch.get("sample"), config.fetch.get("margin"),
-                                   config.stratify, config.seed)
+        indices, _ = choose_sample(records.records, config.sample.sample, config.sample.margin,
+                                   config.sample.stratify, config.sample.seed)
     except ValueError as err:
         raise InputError(f"{records.path}: {err}") from None
     sample = [records.records[i] for i in indices]
@@ -218,18 +213,16 @@ def _check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> Non
 def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None]) -> Path:
     """--data DIR: a folder fetch.py wrote (its manifest.jsonl, or a sample drawn from it), or an
     ImageFolder, whose metadata.jsonl / metadata.csv is read as records with file_name as the path."""
-    from ..data.fetcher import FetchConfig
-
     manifest = folder / "manifest.jsonl"
     if _is_manifest(manifest):
-        if not any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+        if not config.sample.draws:
             return manifest
         records, path_field = manifest, "image_path"
     else:
         records, path_field = metadata_file(folder), FILE_COLUMN
-    if Path(config.fetch.get("out") or FetchConfig().out).resolve() == folder.resolve():
+    if config.fetch.out.resolve() == folder.resolve():
         raise InputError(f"--data {folder} is read as records and --out is the same folder; pass another --out")
-    fetch = {**config.fetch, "path_field": config.fetch.get("path_field") or path_field}
+    fetch = replace(config.fetch, path_field=config.fetch.path_field or path_field)
     return fetch_manifest(replace(config, data=str(records), fetch=fetch), say)
 
 
@@ -241,13 +234,13 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         raise InputError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
     if config.batch_size < 1 or config.epochs < 0:
         raise InputError("--batch-size must be >= 1 and --epochs >= 0")
-    if not 0 < config.crop_min_area <= 1:
-        raise InputError(f"--crop-min-area must be in (0, 1], got {config.crop_min_area}")
+    if not 0 < config.augment.crop_min_area <= 1:
+        raise InputError(f"--crop-min-area must be in (0, 1], got {config.augment.crop_min_area}")
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
     manifest = resolve_manifest(config, say)
-    items = read_manifest(manifest, config.id_field)
+    items = read_manifest(manifest, config.fetch.id_field)
     check = check_images(items)
     skipped_line = check.line() if check.skipped else None
     if skipped_line:
@@ -263,7 +256,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         captions = CaptionBuilder(config.captions, [item.record for item in items])
     _check_label_field(config, [item.record for item in items])
     config.test_fraction = _test_fraction(config, len(items))
-    parts = split(items, config.val_fraction, config.seed, config.stratify, config.test_fraction)
+    parts = split(items, config.val_fraction, config.sample.seed, config.sample.stratify, config.test_fraction)
     position = {id(item): i for i, item in enumerate(items)}
     train_index, val_index, test_index = ([position[id(item)] for item in side]
                                           for side in (parts.train, parts.val, parts.test))
@@ -391,7 +384,8 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
     recorded = (saved.get("resolved") or {}).get("manifest")
     if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
-        resumed.manifest, resumed.fetch = recorded, {}
+        resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
+        resumed.sample = replace(resumed.sample, sample=None, margin=None)
     return resumed, checkpoint
 
 
@@ -478,13 +472,9 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         config, checkpoint_path, checkpoint = dist.resume(config, resume, resume_config, load_checkpoint)
         say(f"resuming {Path(config.runs_dir) / config.name} from {checkpoint_path.name} "
             f"(settings from its config.json)")
-        defaults = FinetuneConfig()
-        ignored = [f.name for f in fields(FinetuneConfig) if f.name not in ("runs_dir", "name", "data", "manifest", "fetch")
-                   and getattr(given, f.name) != getattr(defaults, f.name)
-                   and getattr(given, f.name) != getattr(config, f.name)]
+        ignored = ignored_on_resume(given, config)
         if ignored:
-            say("warning: a resumed run keeps its saved settings; ignored: "
-                + ", ".join(f"--{n.replace('_', '-')} {getattr(given, n)}" for n in ignored))
+            say("warning: a resumed run keeps its saved settings; ignored: " + ", ".join(ignored))
     config.name = _run_name(config)
     dist.check_batch_size(config.batch_size)
     prepared = prepare(config, say, model)
@@ -493,25 +483,25 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if not resume and (run_dir / "checkpoints" / "latest").is_file():
         raise InputError(f"{run_dir} already has a run; pass --resume to continue it or another --name")
     spe = prepared.steps_per_epoch
-    optim_config = config.optim(spe)
+    total_steps, warmup_steps = config.total_steps(spe), config.optim.warmup_steps(config.total_steps(spe))
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(run_dir)  # a crash mid-write (or a full disk) left them
-        write_json(run_dir / "config.json", {**asdict(config), "resolved": {
+        write_json(run_dir / "config.json", {**config.to_dict(), "resolved": {
             "manifest": str(prepared.manifest), "records": len(prepared.items),
             "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
             "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
             "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
-            "steps_per_epoch": spe, "total_steps": optim_config.total_steps,
-            "warmup_steps": optim_config.warmup_steps, "betas": list(optim_config.betas), "eps": optim_config.eps,
+            "steps_per_epoch": spe, "total_steps": total_steps,
+            "warmup_steps": warmup_steps, "betas": list(config.optim.betas), "eps": config.optim.eps,
             "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
         write_json(run_dir / "split.json", prepared.split_ids)
     say(describe(prepared))
     if dist.active:
         say(dist.describe(config.batch_size))
 
-    apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
-    trainer = dist.trainer(model, make_optimizer(optim_config), config.precision, model.tokenizer.eos_token_id)
+    apply_locks(model, config.locks)
+    trainer = dist.trainer(model, make_optimizer(config.optim, total_steps), config.precision, model.tokenizer.eos_token_id)
     stream = dist.stream(prepared.train_stream())
     eval_set = prepared.eval_set()
     history: list[dict] = []
@@ -548,11 +538,11 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
 
     kill = KillSwitch.from_env()
     for epoch in range(start_epoch, config.epochs + 1):
-        mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
+        mx.random.seed(config.sample.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
         started = time.perf_counter()
         losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress, on_step=kill.step)
         train_seconds = time.perf_counter() - started
-        stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe, optim_config.warmup_steps)
+        stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe, warmup_steps)
         step_losses.extend(losses)
         eval_model = view.refresh()
         eval_started = time.perf_counter()
@@ -576,7 +566,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
             check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
             save_checkpoint(run_dir / "checkpoints", epoch, trainer.fp32_parameters(), trainer.optimizer.state,
-                            {"step": epoch * spe, "seed": config.seed, "history": history,
+                            {"step": epoch * spe, "seed": config.sample.seed, "history": history,
                              "step_losses": step_losses, "best": best,
                              "stream": "numpy default_rng([seed, epoch])"},
                             midway=partial(kill.at, "checkpoint", epoch))
@@ -663,10 +653,10 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
         counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
                          for item in prepared.items)
         labels = {"field": config.label_field, "counts": dict(counts.most_common())}
-    sample = config.fetch.get("sample") or config.fetch.get("margin")
+    sample = config.sample.draws
     return {
         "base_model": config.model,
-        "config": asdict(config),
+        "config": config.to_dict(),
         "caption_templates": config.captions or ["(default: built from the record's text fields)"],
         "metrics": ({"before": scores(test["before"]), "after": scores(test["after"]), "val_size": test["size"],
                      "set": "test"} if test else
@@ -676,9 +666,10 @@ def card_info(prepared: Prepared, history: list[dict], best: dict, test: dict | 
         "data": {"source": config.manifest or config.data, "records": len(prepared.items),
                  "train": len(prepared.train_index), "val": len(prepared.val_index),
                  "test": len(prepared.test_index),
-                 "sample": {"method": f"stratified by {config.stratify}" if config.stratify else "simple random",
-                            "size": config.fetch.get("sample"), "margin": config.fetch.get("margin"),
-                            "seed": config.seed} if sample else None,
+                 "sample": {"method": f"stratified by {config.sample.stratify}" if config.sample.stratify
+                            else "simple random",
+                            "size": config.sample.sample, "margin": config.sample.margin,
+                            "seed": config.sample.seed} if sample else None,
                  "labels": labels},
     }
 
@@ -719,26 +710,27 @@ def describe(prepared: Prepared) -> str:
     trainable = count_parameters(_trainable_after_locks(prepared))
     total = count_parameters(model.parameters())
     spe = prepared.steps_per_epoch
-    optim = config.optim(spe)
+    total_steps = config.total_steps(spe)
     lines = [
         f"records: {len(prepared.items)} with images ({prepared.manifest})",
         f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation (picks the best epoch), "
         + (f"{len(prepared.test_index)} test (held out for the before/after figures)" if prepared.test_index
            else "no test set (--test-fraction; the before/after figures come from validation)")
-        + (f" (stratified by {config.stratify})" if config.stratify else "") + f"; {prepared.split_line}",
+        + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + f"; {prepared.split_line}",
         f"captions: {report.line(model.tokenizer.context_length)}",
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
         f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
         f"{config.precision}, image {model.config.vision.image_size}px",
-        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {optim.total_steps} steps, "
-        f"lr {config.lr:g} (warmup {optim.warmup_steps} steps, cosine), weight decay {config.weight_decay:g}",
+        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {total_steps} steps, "
+        f"lr {config.optim.lr:g} (warmup {config.optim.warmup_steps(total_steps)} steps, cosine), "
+        f"weight decay {config.optim.weight_decay:g}",
     ]
     return "\n".join(lines)
 
 
 def _trainable_after_locks(prepared: Prepared):
     config = prepared.config
-    apply_locks(prepared.model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
+    apply_locks(prepared.model, config.locks)
     return prepared.model.trainable_parameters()
 
 
@@ -813,8 +805,8 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     model = prepared.model
     say(describe(prepared))
     spe = prepared.steps_per_epoch
-    apply_locks(model, LockConfig(config.lock_image, config.lock_text, config.unlock_last))
-    trainer = Trainer(model, make_optimizer(config.optim(spe)), config.precision, model.tokenizer.eos_token_id)
+    apply_locks(model, config.locks)
+    trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream()
     batches, load_times = [], []
     started = time.perf_counter()

@@ -226,7 +226,6 @@ class Dist:
     def resume(self, config, resume: str, resume_config: Callable, load_checkpoint: Callable):
         """(config, checkpoint folder, checkpoint) of the run to resume: rank 0 reads them, the others
         receive them from it (so only rank 0 needs the runs folder)."""
-        from dataclasses import asdict
         from pathlib import Path
 
         from .checkpoint import Checkpoint
@@ -237,7 +236,7 @@ class Dist:
             checkpoint = load_checkpoint(path)
         if not self.active:
             return config, path, checkpoint
-        shared = self.broadcast_json({"config": asdict(config), "path": str(path), "info": checkpoint.info}
+        shared = self.broadcast_json({"config": config.to_dict(), "path": str(path), "info": checkpoint.info}
                                      if self.is_main else None)
         weights = self.broadcast_arrays(checkpoint.weights if self.is_main else None)
         optimizer = self.broadcast_arrays(dict(tree_flatten(checkpoint.optimizer_state)) if self.is_main else None)

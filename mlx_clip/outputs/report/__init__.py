@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...cli_args import rows as config_rows
 from ...data.captions import get_field, value_text
 from ...train.evaluate import (
     RECALL_AT,
@@ -139,7 +139,7 @@ def data_section(prepared: "Prepared") -> str:
     rows = [("records with images", len(prepared.items)),
             ("skipped", prepared.skipped_line or "none"),
             ("train / validation", f"{len(prepared.train_index)} / {len(prepared.val_index)}"
-             + (f" (stratified by {config.stratify})" if config.stratify else "")),
+             + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "")),
             ("distinct captions", report.captions),
             ("caption tokens min / median / mean / max",
              f"{tokens.min()} / {np.median(tokens):.0f} / {tokens.mean():.1f} / {tokens.max()}"),
@@ -341,7 +341,6 @@ def worst_section(before, after, thumbs, captions) -> str:
 
 
 def config_section(prepared: "Prepared") -> str:
-    config = asdict(prepared.config)
     rows = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
-            for k, v in config.items()]
+            for k, v in config_rows(prepared.config)]
     return "<h2>Configuration</h2>" + table(["setting", "value"], rows)
