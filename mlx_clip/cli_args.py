@@ -154,7 +154,15 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
             if problem:
                 raise InputError(f"{_flags(field)[0]} {problem}")
             out[path] = field.metadata["from_cli"](value) if "from_cli" in field.metadata else value
-    return out
+    return {**_cleared_alternatives(out, leaf_fields(cls)), **out}
+
+
+def _cleared_alternatives(chosen: dict[str, Any], leaves: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    """The defaults of the fields exclusive with a given one (--data clears a config file's manifest)."""
+    groups = {(path.rpartition(".")[0], leaves[path].metadata["exclusive"]) for path in chosen
+              if "exclusive" in leaves[path].metadata}
+    return {path: _default(field) for path, field in leaves.items()
+            if (path.rpartition(".")[0], field.metadata.get("exclusive")) in groups}
 
 
 def leaf_fields(cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:

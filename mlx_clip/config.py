@@ -190,7 +190,8 @@ def ignored_on_resume(given_config: FinetuneConfig, saved: FinetuneConfig) -> li
             continue
         value = _get(given_config, path)
         if value != _get(defaults, path) and value != _get(saved, path):
-            ignored.append(f"{flag_of(FinetuneConfig, path)} {value}")
+            flag = flag_of(FinetuneConfig, path)
+            ignored.append(flag if isinstance(value, bool) else f"{flag} {value}")  # a switch: as typed
     return ignored
 
 
