@@ -127,7 +127,8 @@ def is_legacy(data: Any) -> bool:
 
 
 def nest_legacy(data: dict) -> dict:
-    """A flat config dict as the tree's nested one; a run from before test sets keeps none."""
+    """A flat config dict as the tree's nested one (unknown keys skipped, as the flat reader did);
+    a run from before test sets keeps none."""
     moved = {LEGACY_KEYS.get(k, k): v for k, v in data.items() if k != "fetch"}
     fetch = dict(data.get("fetch") or {})
     moved.update({LEGACY_FETCH_KEYS[k]: fetch.pop(k) for k in list(fetch) if k in LEGACY_FETCH_KEYS})
@@ -135,7 +136,10 @@ def nest_legacy(data: dict) -> dict:
     if "val_fraction" in data and "test_fraction" not in data:
         moved["test_fraction"] = 0.0
     nested: dict[str, Any] = {}
+    known = leaf_fields(FinetuneConfig)
     for path, value in moved.items():
+        if path not in known:  # as before the tree: a key of an older version is skipped
+            continue
         head, _, rest = path.partition(".")
         if rest and value is not None:
             nested.setdefault(head, {})[rest] = value

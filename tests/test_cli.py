@@ -161,7 +161,7 @@ LEGACY = {"model": "m", "runs_dir": "runs", "name": "old", "data": "data/records
           "label_field": None, "label_prompt": "a photo of {label}", "batch_size": 8, "epochs": 3, "lr": 2e-5,
           "warmup": 0.2, "weight_decay": 0.05, "seed": 4, "lock_image": True, "lock_text": False, "unlock_last": 2,
           "precision": "float32", "hflip": False, "vflip": True, "rotate": 5.0, "color_jitter": 0.1,
-          "crop_min_area": 0.5, "threads": 2, "resolved": {"records": 10}}
+          "crop_min_area": 0.5, "threads": 2, "resolved": {"records": 10}, "a_key_of_an_older_version": 1}
 
 
 def test_old_flat_config_json_is_read():
