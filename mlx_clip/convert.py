@@ -54,16 +54,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def card_info(args: argparse.Namespace, model: CLIP) -> "CardInfo":
-    """Card info for an export of --mlx-path: its run's config/metrics when it sits in a run folder."""
+    """Card info for an export of --mlx-path: when it is a run's model/, the card that run wrote
+    (CardInfo.from_run, the one owner), else a bare one."""
     from .outputs.model_card import CardInfo, is_repo_id
+    from .outputs.run_paths import RunPaths
 
     base = args.base_model
     if base is None and is_repo_id(model.config.raw.get("_name_or_path")):
         base = model.config.raw["_name_or_path"]
     overrides = dict(base_model=base, license=args.license, repo_id=args.push_to_hub)
-    run = Path(args.mlx_path).parent
-    if (run / "metrics.json").is_file() and (run / "config.json").is_file():
-        return CardInfo.from_run(run, **overrides)
+    run = RunPaths(Path(args.mlx_path).parent)
+    if run.metrics.is_file() and run.config.is_file():
+        return CardInfo.from_run(run.root, **overrides)
     return CardInfo(**overrides)
 
 

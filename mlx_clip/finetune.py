@@ -16,7 +16,9 @@ import sys
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .errors import InputError
 from .config import FinetuneConfig, add_arguments, config_from_args
-from .run.finetune import dry_run, last_checkpoint_epoch, run, stopped_run
+from .run.dry_run import dry_run
+from .run.folder import last_checkpoint_epoch, stopped_run
+from .run.loop import run
 from .train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,15 +36,15 @@ def free_ports(n):
     return ports
 
 
-def start_ranks(args, tmp_path, n=2, rank_env=None):
-    """Start n ranks of `python ARGS` as mlx.launch --backend ring would on one machine."""
+def start_ranks(args, tmp_path, n=2, rank_args=None):
+    """Start n ranks of `python ARGS` as mlx.launch --backend ring would on one machine;
+    rank_args {rank: ARGS} starts that rank with other arguments."""
     hostfile = tmp_path / f"hosts-{time.monotonic_ns()}.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(n)]))
     procs = []
     for rank in range(n):
-        env = dict(os.environ, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile), OPENBLAS_NUM_THREADS="1",
-                   **(rank_env or {}).get(rank, {}))
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        env = dict(os.environ, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile), OPENBLAS_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, *(rank_args or {}).get(rank, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -127,7 +127,8 @@ def test_two_rank_run_writes_what_a_one_rank_run_writes(tiny_hf, shapes_manifest
 def test_killed_rank_stops_the_other_and_resume_continues(tiny_hf, shapes_manifest, tmp_path):
     args = _common(tiny_hf, shapes_manifest, tmp_path) + ["--epochs", "3", "--name", "cut"]
     # rank 1 SIGKILLs itself right after epoch 1 (rank 0 writes that epoch's checkpoint)
-    procs = start_ranks(args, tmp_path, rank_env={1: {"MLX_CLIP_KILL_AFTER_EPOCH": "1"}})
+    killed = [str(HERE / "run_with_kill.py"), "epoch:1", *args[1:]]  # finetune.py's flags
+    procs = start_ranks(args, tmp_path, rank_args={1: killed})
     started = time.monotonic()
     (rc0, out0, err0), (rc1, _, _) = finish(procs, timeout=120)
     assert rc1 == -signal.SIGKILL
@@ -216,7 +217,7 @@ def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
 
 def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
     from mlx_clip.config import AugmentConfig, FinetuneConfig, SampleConfig
-    from mlx_clip.run.finetune import prepare
+    from mlx_clip.run.prepare import prepare
     from mlx_clip.train.distributed import Dist, ShardedStream
 
     config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20,

@@ -43,6 +43,42 @@ def test_run_folder_contents(finished_run):
         assert key in metrics["history"][0]
 
 
+def test_convert_card_for_a_run_is_the_card_the_run_wrote(finished_run):
+    """One owner of what a card says about a run (CardInfo.from_run): convert.py --push-to-hub of
+    runs/NAME/model writes the card finetune wrote into runs/NAME/export/."""
+    from mlx_clip.convert import card_info, parse_args
+    from mlx_clip.outputs.model_card import build_card
+
+    args = parse_args(["--to-hf", "--mlx-path", str(finished_run / "model"), "--hf-path", "unused"])
+    card = str(build_card(card_info(args, mlx_clip.load(finished_run / "model"))))
+    written = (finished_run / "export" / "README.md").read_text()
+    assert "Measured on the held-out validation set" in written and "| epoch |" not in written
+    assert card == written
+
+
+def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny_hf, shapes_manifest, tmp_path,
+                                                                           capsys):
+    """--dry-run's "M trained" is what --lock-text --unlock-last 1 leaves trainable, and describe()
+    only reads: the model's trainable parameters are the same after it."""
+    from mlx_clip.config import FinetuneConfig
+    from mlx_clip.run.console import describe
+    from mlx_clip.run.prepare import prepare
+    from mlx_clip.train.step import LockConfig, apply_locks, count_parameters
+
+    assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--dry-run", "--epochs", "1", "--lock-text",
+                               "--unlock-last", "1")) == 0
+    locked = mlx_clip.load(tiny_hf)
+    apply_locks(locked, LockConfig(lock_text=True, unlock_last=1))
+    trained, total = count_parameters(locked.trainable_parameters()), count_parameters(locked.parameters())
+    assert trained < total / 2
+    assert f"({total / 1e6:.1f}M parameters, {trained / 1e6:.2f}M trained)" in capsys.readouterr().out
+
+    prepared = prepare(FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=16,
+                                      locks=LockConfig(lock_text=True, unlock_last=1)), say=lambda *_: None)
+    describe(prepared, trained)
+    assert count_parameters(prepared.model.trainable_parameters()) == total  # no lock applied by describing
+
+
 def test_locked_text_tower_kept_except_last_layer(finished_run, tiny_hf):
     before, after = mlx_clip.load(tiny_hf), mlx_clip.load(finished_run / "model")
     from mlx.utils import tree_flatten

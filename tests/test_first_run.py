@@ -17,13 +17,8 @@ from mlx_clip import finetune
 import mlx_clip
 from mlx_clip.data.dataset import read_manifest
 from mlx_clip.fetch import main as fetch_main
-from mlx_clip.run.finetune import (
-    BUNDLED_CAPTION,
-    BUNDLED_RECORDS,
-    FinetuneConfig,
-    resolve_manifest,
-    use_bundled_data,
-)
+from mlx_clip.config import FinetuneConfig
+from mlx_clip.run.prepare import BUNDLED_CAPTION, BUNDLED_RECORDS, resolve_manifest, use_bundled_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +85,7 @@ def test_wheel_ships_the_package_with_the_emoji_set_and_its_licences(tmp_path):
     assert len(records) == 1906 and {demo + r["image_path"] for r in records} <= names
     for name in ("records.jsonl", "README.md", "LICENSE-emoji-datasource", "LICENSE-noto-emoji-images"):
         assert demo + name in names, name
-    assert {"mlx_clip/train/step.py", "mlx_clip/report/html.py", "mlx_clip/imagefolder.py"} <= names
+    assert {"mlx_clip/train/step.py", "mlx_clip/outputs/report/html.py", "mlx_clip/data/imagefolder.py"} <= names
     assert "Description-Content-Type: text/markdown" in metadata and "Requires-Dist: huggingface_hub>=0.25" in metadata
 
 
@@ -128,7 +123,7 @@ def test_cp1252_csv_needs_encoding_and_the_error_names_it(tmp_path, capsys):
 def test_finetune_passes_encoding_to_the_fetch(tmp_path):
     path = write_cp1252_csv(tmp_path)
     args = finetune.build_parser().parse_args(["--data", str(path), "--path-field", "path", "--encoding",
-                                               "windows-1252", "--out", str(tmp_path / "out")])
+                                               "windows-1252", "--out", str(tmp_path / "out"), "--batch-size", "1"])
     config = finetune.config_from_args(args)
     assert config.fetch.encoding == "cp1252"
     items = read_manifest(resolve_manifest(config, say=lambda line: None))

@@ -88,7 +88,7 @@ WORSE_HISTORY = [{"epoch": 0, "train_loss": None, "mean_R@1": 0.40, "i2t_R@1": 0
 
 
 def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
-    from mlx_clip.run.finetune import run_warnings, summary
+    from mlx_clip.run.console import run_warnings, summary
     from mlx_clip.outputs.model_card import render
     from mlx_clip.outputs.report import summary_section
 
@@ -96,19 +96,19 @@ def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
     plain = "scores below the starting model"
     text = summary(Path("runs/x"), WORSE_HISTORY, best, {"max_rss_bytes": 1})
     assert f"warning: the fine-tuned model {plain} (validation mean recall@1 0.400 before, 0.350 after" in text
-    assert plain in summary_section(WORSE_HISTORY, best, None, None)
+    assert plain in summary_section(WORSE_HISTORY, best, None, None, run_warnings(WORSE_HISTORY, best))
     card = render({"base_model": "openai/clip-vit-base-patch32",
                    "metrics": {"before": WORSE_HISTORY[0], "after": WORSE_HISTORY[2],
                                "warnings": run_warnings(WORSE_HISTORY, best)}})
     assert plain in card
     better = [WORSE_HISTORY[0], {**WORSE_HISTORY[1], "mean_R@1": 0.45}]
     assert plain not in summary(Path("runs/x"), better, {"epoch": 1}, {"max_rss_bytes": 1})
-    assert plain not in summary_section(better, {"epoch": 1}, None, None)
+    assert plain not in summary_section(better, {"epoch": 1}, None, None, run_warnings(better, {"epoch": 1}))
     assert run_warnings(better, {"epoch": 1}) == []
 
 
 def test_stuck_warning_after_warmup_only():
-    from mlx_clip.run.finetune import stuck_warning
+    from mlx_clip.run.console import stuck_warning
 
     chance = float(np.log(32))
     assert "stays at chance level" in stuck_warning(3, [chance * 0.99] * 4, [32] * 4, first_step=8, warmup_steps=2)

@@ -34,10 +34,15 @@ def _env(env_extra=None):
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
 
 
-def _finetune(args, env_extra=None, umask=None):
-    return subprocess.run([sys.executable, "finetune.py", *args], cwd=ROOT, env=_env(env_extra),
+def _finetune(args, env_extra=None, umask=None, script=("finetune.py",)):
+    return subprocess.run([sys.executable, *script, *args], cwd=ROOT, env=_env(env_extra),
                           capture_output=True, text=True, timeout=240,
                           preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+
+def _killed_at(kill_at, args):
+    """finetune.py's run, SIGKILLed at `kill_at` (step:N, checkpoint:N or epoch:N; tests/run_with_kill.py)."""
+    return _finetune(args, script=("tests/run_with_kill.py", kill_at))
 
 
 def _common(tiny_hf, shapes_manifest, runs):
@@ -103,7 +108,7 @@ def test_every_file_follows_the_umask(full_run):
 @pytest.mark.parametrize("kill_at", ["step:11", "checkpoint:2"])
 def test_killed_mid_epoch_or_mid_checkpoint_resumes_exactly(kill_at, full_run, tiny_hf, shapes_manifest, tmp_path):
     # step 11 is the 3rd of epoch 2; checkpoint:2 dies after epoch 2's weights file, before its optimizer file
-    killed = _finetune(_common(tiny_hf, shapes_manifest, tmp_path) + ["--name", "cut"], {"MLX_CLIP_KILL_AT": kill_at})
+    killed = _killed_at(kill_at, _common(tiny_hf, shapes_manifest, tmp_path) + ["--name", "cut"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     checkpoints = tmp_path / "cut" / "checkpoints"
     assert (checkpoints / "latest").read_text().strip() == "epoch-0001"
@@ -121,7 +126,7 @@ def test_killed_mid_epoch_or_mid_checkpoint_resumes_exactly(kill_at, full_run, t
 
 
 def test_truncated_checkpoint_names_the_older_one_which_resumes(full_run, tiny_hf, shapes_manifest, tmp_path):
-    killed = _finetune(_common(tiny_hf, shapes_manifest, tmp_path) + ["--name", "cut"], {"MLX_CLIP_KILL_AT": "epoch:2"})
+    killed = _killed_at("epoch:2", _common(tiny_hf, shapes_manifest, tmp_path) + ["--name", "cut"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     checkpoints = tmp_path / "cut" / "checkpoints"
     assert (checkpoints / "latest").read_text().strip() == "epoch-0002"

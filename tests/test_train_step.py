@@ -209,9 +209,9 @@ def test_non_finite_loss_stops_the_step(tiny_hf):
 def test_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_hf):
     from mlx_clip.train.step import NonFiniteError, clip_loss
 
-    def loss_with_nan_gradient(model, input_ids, pixel_values):
+    def loss_with_nan_gradient(model, input_ids, pixel_values, groups=None):
         s = model.logit_scale
-        return clip_loss(model, input_ids, pixel_values) + 0 * mx.sqrt(s - s).sum()  # value +0, d/ds NaN
+        return clip_loss(model, input_ids, pixel_values, groups) + 0 * mx.sqrt(s - s).sum()  # value +0, d/ds NaN
 
     class NanGradTrainer(Trainer):
         loss_fn = staticmethod(loss_with_nan_gradient)

@@ -105,18 +105,41 @@ class CardInfo:
 
     @classmethod
     def from_run(cls, run_folder: str | Path, **overrides: Any) -> "CardInfo":
-        """Read `config.json`, `metrics.json` and (if present) `data.json` of a run folder."""
-        folder = Path(run_folder)
+        """Read `config.json`, `metrics.json` and (if present) `data.json` of a run folder.
+
+        The one owner of what a card says about a run: finetune's own card and convert.py's
+        card for the same run folder are both built here. A finetune run's metrics.json (its
+        per-epoch `history`) becomes before/after on its held-out test set when it has one, else
+        validation's epoch 0 and best epoch; the config's `resolved` block stays in config.json.
+        """
+        from .run_paths import RunPaths
+
+        paths = RunPaths(Path(run_folder))
         parts: dict[str, Any] = {}
-        for key, name in (("config", "config.json"), ("metrics", "metrics.json"), ("data", "data.json")):
-            path = folder / name
+        for key, path in (("config", paths.config), ("metrics", paths.metrics), ("data", paths.card_data)):
             if path.is_file():
                 try:
                     parts[key] = json.loads(path.read_text(encoding="utf-8"))
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
                     raise InputError(f"{path}: not valid JSON ({err})") from None
+        if isinstance(parts.get("metrics"), Mapping) and isinstance(parts["metrics"].get("history"), list):
+            parts["metrics"] = _run_metrics(parts["metrics"])
+            parts["config"] = {k: v for k, v in (parts.get("config") or {}).items() if k != "resolved"}
         parts.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(parts)
+
+
+def _run_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A finetune run's metrics.json -> the card's before/after (test set first, else validation)."""
+    test = metrics.get("test")
+    if test:
+        return {"before": test["before"], "after": test["after"], "val_size": test["size"], "set": "test",
+                "warnings": metrics.get("warnings") or []}
+    history = metrics["history"]
+    before = history[0] if history and history[0].get("epoch") == 0 else {}
+    after = next((h for h in history if h.get("epoch") == metrics.get("best_epoch")), None) or {}
+    return {"before": before, "after": after, "val_size": metrics.get("val_records"), "set": "validation",
+            "warnings": metrics.get("warnings") or []}
 
 
 # ---------------------------------------------------------------------------------------------

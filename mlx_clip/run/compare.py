@@ -25,10 +25,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..outputs.run_paths import RunPaths
 from ..train.evaluate import EvalDetails, bootstrap_ci, paired_bootstrap_ci
 
-SPLIT_FILE = "split.json"
-TEST_RESULTS = "eval_test.npz"  # finetune.TEST_AFTER
 METRICS = ("mean@1", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "0-shot")
 
 
@@ -62,22 +61,24 @@ def per_image_scores(details: EvalDetails) -> dict[str, np.ndarray]:
 def load_run(folder: str | Path) -> RunResult:
     """A finished run's test results; one line naming what is missing otherwise."""
     folder = Path(folder)
-    config_path, split_path, results = folder / "config.json", folder / SPLIT_FILE, folder / TEST_RESULTS
+    paths = RunPaths(folder)
+    config_path, split_path, results = paths.config, paths.split, paths.test_after
     if not folder.is_dir() or not config_path.is_file():
-        raise InputError(f"{folder}: not a run folder (no config.json); pass folders that finetune.py wrote under runs/")
+        raise InputError(f"{folder}: not a run folder (no {config_path.name}); pass folders that finetune.py "
+                         "wrote under runs/")
     if not split_path.is_file():
-        raise InputError(f"{folder}: has no {SPLIT_FILE} (a run from before test sets); rerun it to compare")
+        raise InputError(f"{folder}: has no {split_path.name} (a run from before test sets); rerun it to compare")
     split = json.loads(split_path.read_text(encoding="utf-8"))
     if not split.get("test"):
         raise InputError(f"{folder}: has no test set; rerun with --test-fraction (e.g. 0.1) to compare runs")
     if not results.is_file():
-        raise InputError(f"{folder}: has no {TEST_RESULTS}; the run did not finish (finetune.py --resume finishes it)")
+        raise InputError(f"{folder}: has no {results.name}; the run did not finish (finetune.py --resume finishes it)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     details = EvalDetails.load(results)
     ids = list(split["test"])
     if len(ids) != details.ranks["i2t"].size:
-        raise InputError(f"{folder}: {TEST_RESULTS} has {details.ranks['i2t'].size} items, "
-                         f"{SPLIT_FILE} {len(ids)} test ids; the run folder is inconsistent")
+        raise InputError(f"{folder}: {results.name} has {details.ranks['i2t'].size} items, "
+                         f"{split_path.name} {len(ids)} test ids; the run folder is inconsistent")
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
     scores = {k: v[order] for k, v in per_image_scores(details).items()}
     return RunResult(folder, str(config.get("model")), list(config.get("captions") or []),

@@ -22,14 +22,17 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from ..models.clip import CLIP, write_json
-from ..errors import InputError
 from ..config import FinetuneConfig
-from .finetune import Float32View, Prepared, _run_name, prepare, train_epoch
 from ..data.sampling import sample_size
-from ..train.evaluate import EvalSet, evaluate
+from ..errors import InputError
+from ..models.clip import CLIP, write_json
+from ..outputs.run_paths import RunPaths
+from ..train.evaluate import evaluate
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, apply_locks, set_weights
+from .folder import run_name
+from .loop import Float32View, train_epoch
+from .prepare import Prepared, prepare
 
 CURVE_KEYS = ("mean_R@1", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_acc")
 PERMUTATION_SALT = 0x5EED  # the subsets' permutation differs from the split's for the same seed
@@ -105,7 +108,7 @@ def _train_subset(prepared: Prepared, model: CLIP, start: dict, subset: list[int
     sub = replace(prepared, config=config, train_index=subset)
     set_weights(model, start)
     mx.eval(model.parameters())
-    apply_locks(model, config.locks)
+    apply_locks(model, sub.locks())
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(sub.steps_per_epoch)), config.precision,
                       model.tokenizer.eos_token_id)
     stream = sub.train_stream()
@@ -124,15 +127,15 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
                    progress: bool = True, say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
     """Train on nested subsets of the training split, evaluate each on one validation set; write
     runs/NAME/curve.json, curve.png and curve.html. Returns the run folder."""
-    config.name = _run_name(config)
+    config.name = run_name(config)
     prepared = prepare(config, say, model)
     model = prepared.model
     subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)
     eval_set = prepared.eval_set()
     if not eval_set.image_paths:
         raise InputError("the learning curve needs a validation set; use --val-fraction > 0")
-    run_dir = Path(config.runs_dir) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = RunPaths.of(config.runs_dir, config.name)
+    paths.root.mkdir(parents=True, exist_ok=True)
     start = dict(tree_flatten(model.parameters()))  # MLX arrays are immutable: this keeps the starting weights
     val_ids = [prepared.items[i].record_id for i in prepared.val_index]
     say(f"learning curve: sizes {', '.join(map(str, subsets))} of {len(prepared.train_index)} training records, "
@@ -146,16 +149,16 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
         metrics = evaluate(trained, eval_set, config.label_prompt, threads=config.threads)
         points.append({"size": n, **info, **metrics, "seconds": time.perf_counter() - started})
         say(_point_line(points[-1], points[-1]["seconds"]))
-        write_json(run_dir / "curve.json", _curve_json(config, prepared, subsets, points, val_ids,
+        write_json(paths.curve_json, _curve_json(config, prepared, subsets, points, val_ids,
                                                        flat_threshold, None))  # partial results survive a stop
     survey = survey_size(config, len(prepared.items), survey_margin, population)
     result = _curve_json(config, prepared, subsets, points, val_ids, flat_threshold, survey)
-    write_json(run_dir / "curve.json", result)
-    plot_curve(run_dir / "curve.png", result)
-    write_curve_html(run_dir / "curve.html", result, run_dir / "curve.png")
+    write_json(paths.curve_json, result)
+    plot_curve(paths.curve_plot, result)
+    write_curve_html(paths.curve_html, result, paths.curve_plot)
     say(curve_summary(result))
-    say(f"wrote {run_dir}: curve.json curve.png curve.html")
-    return run_dir
+    say(f"wrote {paths.root}: {paths.curve_json.name} {paths.curve_plot.name} {paths.curve_html.name}")
+    return paths.root
 
 
 def _point_line(point: dict, seconds: float) -> str:

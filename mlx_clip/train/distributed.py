@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import mlx.core as mx
@@ -55,6 +56,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
 from ..models.model import normalize
+from .checkpoint import Checkpoint
 from .loss import contrastive_loss
 from .step import Trainer, trim_padding
 
@@ -223,28 +225,19 @@ class Dist:
             mx.eval(summed)
         return {key: value for (key, _, _), value in zip(spec, summed)}
 
-    def resume(self, config, resume: str, resume_config: Callable, load_checkpoint: Callable):
-        """(config, checkpoint folder, checkpoint) of the run to resume: rank 0 reads them, the others
-        receive them from it (so only rank 0 needs the runs folder)."""
-        from pathlib import Path
-
-        from .checkpoint import Checkpoint
-
-        checkpoint = path = None
-        if self.is_main:
-            config, path = resume_config(config, resume)
-            checkpoint = load_checkpoint(path)
+    def resume(self, config: dict | None, checkpoint: Checkpoint | None) -> tuple[dict, Checkpoint]:
+        """Rank 0's saved config (as a dict) and checkpoint on every rank: rank 0 passes what it
+        read, the others None, so only rank 0 needs the runs folder."""
         if not self.active:
-            return config, path, checkpoint
-        shared = self.broadcast_json({"config": config.to_dict(), "path": str(path), "info": checkpoint.info}
+            return config, checkpoint
+        shared = self.broadcast_json({"config": config, "path": str(checkpoint.folder), "info": checkpoint.info}
                                      if self.is_main else None)
         weights = self.broadcast_arrays(checkpoint.weights if self.is_main else None)
         optimizer = self.broadcast_arrays(dict(tree_flatten(checkpoint.optimizer_state)) if self.is_main else None)
         if not self.is_main:
-            config = type(config).from_dict(shared["config"])
-            path = Path(shared["path"])
-            checkpoint = Checkpoint(path, weights, tree_unflatten(list(optimizer.items())), [], shared["info"])
-        return config, path, checkpoint
+            checkpoint = Checkpoint(Path(shared["path"]), weights, tree_unflatten(list(optimizer.items())), [],
+                                    shared["info"])
+        return shared["config"], checkpoint
 
     def sharded_rows(self, embed: Callable[[list], np.ndarray], items: list) -> np.ndarray:
         """embed(items) computed as each rank embedding its contiguous slice, gathered on every rank."""

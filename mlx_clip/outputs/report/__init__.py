@@ -13,81 +13,79 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ...cli_args import rows as config_rows
-from ...data.captions import get_field, value_text
+from ...config import FinetuneConfig
+from ...data.captions import CaptionBuilder
+from ...data.dataset import Item
+from ...models.clip import CLIP
 from ...train.evaluate import (
     RECALL_AT,
     EvalDetails,
     evaluate,
     mean_r1_samples,
     paired_bootstrap_ci,
+    EvalSet,
     percentile_interval,
 )
-from .html import Raw, esc, fmt, img, page, png_file_uri, table, thumbnail_uri, with_ci
+from ..run_paths import RunPaths
+from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
+from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci
 
-if TYPE_CHECKING:
-    from ...models.clip import CLIP
-    from ...run.finetune import Prepared
+class RunData(Protocol):
+    """What the report reads of a prepared run (mlx_clip.run.prepare.Prepared): described here so
+    that outputs/ never imports run/, which imports it."""
 
-REPORT = "report.html"
-EXAMPLES = 8
-TOP_K = 5
-WORST = 6
+    config: FinetuneConfig
+    items: list[Item]
+    captions: CaptionBuilder
+    train_index: list[int]
+    val_index: list[int]
+    skipped_line: str | None
+    model: CLIP
+
+    def eval_set(self, index: list[int] | None = None) -> EvalSet: ...
+
+    def label_counts(self, index: list[int] | None = None) -> Counter: ...
 
 
-def write_report(run_dir: Path, prepared: "Prepared", final: "CLIP", history: list[dict], best: dict,
-                 step_losses: list[float] | None = None, before: EvalDetails | None = None) -> Path:
-    """Evaluate `final` on the validation set again (per item) and write run_dir/report.html."""
-    from ...run.finetune import BEFORE_DETAILS
-
-    run_dir = Path(run_dir)
+def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[dict], best: dict,
+                 warnings: list[str], before: EvalDetails | None = None) -> Path:
+    """Evaluate `final` on the validation set again (per item) and write report.html; `warnings`
+    are the run's (mlx_clip.run.console.run_warnings, as metrics.json holds them)."""
     config = prepared.config
     eval_set = prepared.eval_set()
     after = None
     if eval_set.image_paths:
         _, after = evaluate(final, eval_set, config.label_prompt, details=True, threads=config.threads)
-    if before is None and (run_dir / BEFORE_DETAILS).is_file():
-        before = EvalDetails.load(run_dir / BEFORE_DETAILS)
+    if before is None and paths.eval_before.is_file():
+        before = EvalDetails.load(paths.eval_before)
     thumbs = Thumbnails(eval_set.image_paths)
     labels = eval_set.labels
-    title = f"Fine-tuning run {run_dir.name}"
+    title = f"Fine-tuning run {paths.root.name}"
     sections = [
         f"<h1>{esc(title)}</h1><p class=muted>{esc(config.model)} fine-tuned on "
         f"{len(prepared.train_index)} records, validated on {len(prepared.val_index)}. "
         "Intervals are 95 % bootstrap percentile intervals over the validation items "
         "(1000 resamples, seeded); the change column resamples the same items before and after.</p>",
-        summary_section(history, best, before, after, _saved_warnings(run_dir)),
-        test_section(run_dir),
+        summary_section(history, best, before, after, warnings),
+        test_section(paths),
         data_section(prepared),
-        plots_section(run_dir),
+        plots_section(paths),
         scores_section(history, best, before, after),
         retrieval_section(before, after, thumbs, eval_set.captions),
         zero_shot_section(before, after, labels),
         worst_section(before, after, thumbs, eval_set.captions),
         config_section(prepared),
     ]
-    path = run_dir / REPORT
+    path = paths.report
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(page(title, "\n".join(s for s in sections if s)), encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-class Thumbnails:
-    """Data-URI thumbnails of validation images, each made once."""
-
-    def __init__(self, paths: list[str]):
-        self.paths = paths
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, index: int) -> str:
-        if index not in self.cache:
-            self.cache[index] = thumbnail_uri(self.paths[index])
-        return self.cache[index]
 
 
 def _best_row(history: list[dict], best: dict) -> dict | None:
@@ -97,17 +95,8 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 
 # --- sections ------------------------------------------------------------------------------------------
 
-def _saved_warnings(run_dir: Path) -> list[str] | None:
-    """metrics.json's warnings (they weigh the held-out test set when there is one)."""
-    metrics = run_dir / "metrics.json"
-    return json.loads(metrics.read_text(encoding="utf-8")).get("warnings") if metrics.is_file() else None
-
-
-def summary_section(history, best, before, after, saved_warnings: list[str] | None = None) -> str:
-    """The verdict first: warnings (stuck loss, a result below the starting model), then the scores."""
-    from ...run.finetune import run_warnings
-
-    found = saved_warnings if saved_warnings is not None else run_warnings(history, best)
+def summary_section(history, best, before, after, found: list[str]) -> str:
+    """The verdict first: the run's warnings (stuck loss, a result below the starting model), then the scores."""
     warnings = "".join(f'<li class="down"><strong>{esc(w)}</strong></li>' for w in found)
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
@@ -129,7 +118,7 @@ def summary_section(history, best, before, after, saved_warnings: list[str] | No
     return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
 
 
-def data_section(prepared: "Prepared") -> str:
+def data_section(prepared: RunData) -> str:
     config, model = prepared.config, prepared.model
     tokenizer = model.tokenizer
     report = prepared.captions.report(tokenizer.count_tokens, tokenizer.context_length)
@@ -151,10 +140,7 @@ def data_section(prepared: "Prepared") -> str:
     examples = [prepared.captions.first(i) for i in prepared.train_index[:3]]
     out += "<p>Example captions: " + "; ".join(f"<code>{esc(c)}</code>" for c in examples) + "</p>"
     if config.label_field:
-        counts = Counter(value_text(get_field(item.record, config.label_field)) or "(missing)"
-                         for item in prepared.items)
-        val_counts = Counter(value_text(get_field(prepared.items[i].record, config.label_field)) or "(missing)"
-                             for i in prepared.val_index)
+        counts, val_counts = prepared.label_counts(), prepared.label_counts(prepared.val_index)
         top = counts.most_common(40)
         most = top[0][1] if top else 1
         rows = [(label, n, val_counts.get(label, 0),
@@ -166,11 +152,11 @@ def data_section(prepared: "Prepared") -> str:
     return out
 
 
-def plots_section(run_dir: Path) -> str:
+def plots_section(paths: RunPaths) -> str:
     images = []
-    for name, alt in (("loss.png", "training loss per step and epoch"),
-                      ("recall.png", "validation recall and zero-shot accuracy per epoch")):
-        uri = png_file_uri(run_dir / name)
+    for path, alt in ((paths.loss_plot, "training loss per step and epoch"),
+                      (paths.recall_plot, "validation recall and zero-shot accuracy per epoch")):
+        uri = png_file_uri(path)
         if uri:
             images.append(img(uri, alt))
     return "<h2>Training curves</h2><div class=plots>" + "".join(images) + "</div>" if images else ""
@@ -207,25 +193,26 @@ def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: st
     return float(a.mean() - b.mean()), paired_bootstrap_ci(b, a)
 
 
-def test_section(run_dir: Path) -> str:
+def change_cell(change) -> Raw | str:
+    """A paired change and its interval, green when the interval is above 0, red when below."""
+    if not change:
+        return "–"
+    cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
+    return Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+
+
+def test_section(paths: RunPaths) -> str:
     """The held-out test set's before and after (from metrics.json and eval_test*.npz): unlike
     validation, it picked nothing, so these are the figures to quote."""
-    from ...run.finetune import TEST_AFTER, TEST_BEFORE
-
-    metrics = run_dir / "metrics.json"
-    test = json.loads(metrics.read_text(encoding="utf-8")).get("test") if metrics.is_file() else None
+    test = json.loads(paths.metrics.read_text(encoding="utf-8")).get("test") if paths.metrics.is_file() else None
     if not test:
         return ""
-    before, after = EvalDetails.load(run_dir / TEST_BEFORE), EvalDetails.load(run_dir / TEST_AFTER)
+    before, after = EvalDetails.load(paths.test_before), EvalDetails.load(paths.test_after)
     rows = []
     for key in SCORE_KEYS:
         if key not in test["before"] and key not in test["after"]:
             continue
-        change = paired_change(before, after, key)
-        cell = "–"
-        if change:
-            cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
-            cell = Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+        cell = change_cell(paired_change(before, after, key))
         rows.append((key, with_ci(test["before"].get(key), test["before"].get(f"{key}_ci95")),
                      with_ci(test["after"].get(key), test["after"].get(f"{key}_ci95")), cell))
     return (f"<h2>Held-out test set (n = {esc(test['size'])}): before and after</h2>"
@@ -242,11 +229,7 @@ def scores_section(history, best, before, after) -> str:
     for key in SCORE_KEYS:
         if key not in first and key not in last:
             continue
-        change = paired_change(before, after, key)
-        cell = "–"
-        if change:
-            cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
-            cell = Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+        cell = change_cell(paired_change(before, after, key))
         rows.append((key, with_ci(first.get(key), first.get(f"{key}_ci95")),
                      with_ci(last.get(key), last.get(f"{key}_ci95")), cell))
     for key in ("i2t_mean_rank", "t2i_mean_rank"):
@@ -260,87 +243,7 @@ def scores_section(history, best, before, after) -> str:
                     numeric=(1, 2, 3)))
 
 
-def _thumb(thumbs: Thumbnails, index: int, captions: list[str], hit: bool, note: str = "") -> str:
-    cls = "thumb hit" if hit else "thumb"
-    mark = '<span class="mark">✓</span>' if hit else ""
-    caption = captions[index]
-    return (f'<figure class="{cls}">{img(thumbs(index), caption)}{mark}'
-            f'<figcaption title="{esc(caption)}">{esc(note or caption)}</figcaption></figure>')
-
-
-def _top_images(details: EvalDetails, caption: int, k: int) -> np.ndarray:
-    scores = details.image_embeds @ details.caption_embeds[caption]
-    return np.argsort(-scores, kind="stable")[:k]
-
-
-def _retrieval_rows(before, after, thumbs, captions, caption: int, k: int = TOP_K) -> str:
-    rows = ""
-    for tag, details in (("before", before), ("after", after)):
-        if details is None:
-            continue
-        rank = int(details.ranks["t2i"][caption])
-        figures = "".join(_thumb(thumbs, int(i), captions, details.caption_of_image[i] == caption)
-                          for i in _top_images(details, caption, k))
-        rows += (f'<div class="row"><span class="tag">{tag}<br>rank {rank}</span>{figures}</div>')
-    return rows
-
-
-def retrieval_section(before, after, thumbs, captions) -> str:
-    details = after or before
-    if details is None or not len(details.captions):
-        return ""
-    n = len(details.captions)
-    chosen = sorted(np.random.default_rng(0).choice(n, size=min(EXAMPLES, n), replace=False))
-    out = (f"<h2>Text → image retrieval: {len(chosen)} validation captions</h2>"
-           f"<p class=muted>The top {TOP_K} of {len(thumbs.paths)} validation images for each caption; "
-           "the correct image has a green border and ✓; rank = position of the best correct image.</p>")
-    for c in chosen:
-        out += (f'<div class="query"><div class="caption">“{esc(details.captions[c])}”</div>'
-                + _retrieval_rows(before, after, thumbs, captions, int(c)) + "</div>")
-    return out
-
-
-def zero_shot_section(before, after, labels) -> str:
-    details = after or before
-    if details is None or details.zero_shot is None:
-        return ""
-    zs = details.zero_shot
-    rows = []
-    for j, label in enumerate(zs.classes):
-        members = zs.truth == j
-        row = [label, int(members.sum())]
-        for d in (before, after):
-            z = d.zero_shot if d is not None else None
-            row.append(fmt(float(z.correct[z.truth == j].mean())) if z is not None and z.classes == zs.classes
-                       else "–")
-        wrong = Counter(zs.classes[p] for p in zs.predicted[members & ~zs.correct])
-        row.append(", ".join(f"{k} ({v})" for k, v in wrong.most_common(2)))
-        rows.append(row)
-    return ("<h2>Zero-shot accuracy per label</h2><p class=muted>Each validation image classified by its "
-            "nearest label prompt among all labels present.</p>"
-            + table(["label", "validation images", "before", "after", "after: mistaken for"], rows,
-                    numeric=(1, 2, 3)))
-
-
-def worst_section(before, after, thumbs, captions) -> str:
-    if after is None or not len(after.captions):
-        return ""
-    order = np.argsort(-after.ranks["t2i"], kind="stable")[:WORST]
-    out = (f"<h2>Worst mistakes after fine-tuning</h2><p class=muted>The {len(order)} validation captions "
-           "whose correct image ranks lowest; the correct image, then what was retrieved instead.</p>")
-    for c in order:
-        c = int(c)
-        truth = int(np.flatnonzero(after.caption_of_image == c)[0])
-        rank_before = f"{int(before.ranks['t2i'][c])} → " if before is not None and before.ranks["t2i"].shape == \
-            after.ranks["t2i"].shape else ""
-        retrieved = "".join(_thumb(thumbs, int(i), captions, False) for i in _top_images(after, c, 4))
-        out += (f'<div class="query"><div class="caption">“{esc(after.captions[c])}” — rank '
-                f"{rank_before}{int(after.ranks['t2i'][c])}</div><div class=row><span class=tag>correct</span>"
-                f"{_thumb(thumbs, truth, captions, True)}<span class=tag>retrieved</span>{retrieved}</div></div>")
-    return out
-
-
-def config_section(prepared: "Prepared") -> str:
+def config_section(prepared: RunData) -> str:
     rows = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
             for k, v in config_rows(prepared.config)]
     return "<h2>Configuration</h2>" + table(["setting", "value"], rows)

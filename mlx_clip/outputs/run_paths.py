@@ -1,0 +1,106 @@
+"""Where a run's files live: runs/NAME/config.json, metrics.json, model/, export/ ...
+
+The one owner of these names: the run writes them, and the report, the model card, curve and
+compare read them through `RunPaths`. It lives under outputs/ (not run/) so that the report and
+the card, which run/ imports, can read it without importing run/ back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..train.checkpoint import LATEST
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of the run folder `root` (runs/NAME)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, runs_dir: str | Path, name: str) -> "RunPaths":
+        return cls(Path(runs_dir) / name)
+
+    @property
+    def config(self) -> Path:
+        """The settings (and what they resolved to); `--resume` reads them back."""
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def split(self) -> Path:
+        """Record ids of train, validation and test, with the test set's fingerprint (compare.py)."""
+        return self.root / "split.json"
+
+    @property
+    def card_data(self) -> Path:
+        """What the model card says about the data (CardInfo.from_run reads it)."""
+        return self.root / "data.json"
+
+    @property
+    def model(self) -> Path:
+        """The best epoch's MLX model."""
+        return self.root / "model"
+
+    @property
+    def export(self) -> Path:
+        """The best model as transformers / sentence-transformers folder, with its model card."""
+        return self.root / "export"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        """The pointer to the newest complete checkpoint (a run that has one can be resumed)."""
+        return self.checkpoints / LATEST
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def recall_plot(self) -> Path:
+        return self.root / "recall.png"
+
+    @property
+    def eval_before(self) -> Path:
+        """Epoch 0's per-item validation ranks and embeddings (report.html's "before")."""
+        return self.root / "eval_before.npz"
+
+    @property
+    def test_before(self) -> Path:
+        """The test set's per-item results before training, in split.json's test order."""
+        return self.root / "eval_test_before.npz"
+
+    @property
+    def test_before_metrics(self) -> Path:
+        """The test set's scores before training (a resumed run reads them back)."""
+        return self.root / "eval_test_before.json"
+
+    @property
+    def test_after(self) -> Path:
+        """The best model's per-item test results, in split.json's test order (compare.py)."""
+        return self.root / "eval_test.npz"
+
+    @property
+    def curve_json(self) -> Path:
+        return self.root / "curve.json"
+
+    @property
+    def curve_plot(self) -> Path:
+        return self.root / "curve.png"
+
+    @property
+    def curve_html(self) -> Path:
+        return self.root / "curve.html"

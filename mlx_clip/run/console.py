@@ -1,0 +1,159 @@
+"""What a run says on the console: the epoch table, the plan (describe), the warnings, the
+closing summary, and human-readable sizes and durations."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ..outputs.run_paths import RunPaths
+from ..train.step import count_parameters
+from .prepare import Prepared
+
+
+METRIC_COLUMNS = [("i2t_R@1", "i2t@1"), ("i2t_R@5", "i2t@5"), ("i2t_R@10", "i2t@10"), ("t2i_R@1", "t2i@1"),
+                  ("t2i_R@5", "t2i@5"), ("t2i_R@10", "t2i@10"), ("i2t_mean_rank", "i2t rank"),
+                  ("t2i_mean_rank", "t2i rank"), ("zero_shot_acc", "0-shot")]
+
+
+def table_header() -> str:
+    return f"{'epoch':>5} {'loss':>8} " + " ".join(f"{title:>8}" for _, title in METRIC_COLUMNS)
+
+
+def table_row(row: dict) -> str:
+    loss = f"{row['train_loss']:8.4f}" if row.get("train_loss") is not None else f"{'-':>8}"
+    cells = []
+    for key, _ in METRIC_COLUMNS:
+        value = row.get(key)
+        cells.append(f"{'-':>8}" if value is None else (f"{value:8.1f}" if "rank" in key else f"{value:8.3f}"))
+    label = "before" if row["epoch"] == 0 else str(row["epoch"])
+    return f"{label:>5} {loss} " + " ".join(cells)
+
+
+def peak_memory() -> dict[str, int]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = rss if sys.platform == "darwin" else rss * 1024
+    out = {"max_rss_bytes": int(rss)}
+    if hasattr(mx, "get_peak_memory"):
+        out["mlx_peak_bytes"] = int(mx.get_peak_memory())
+    return out
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def describe(prepared: Prepared, trainable: int) -> str:
+    """The plan: records, split, captions, model (with `trainable` of its parameters trained) and schedule."""
+    config, model = prepared.config, prepared.model
+    report = prepared.captions.report(model.tokenizer.count_tokens, model.tokenizer.context_length)
+    total = count_parameters(model.parameters())
+    spe = prepared.steps_per_epoch
+    total_steps = config.total_steps(spe)
+    lines = [
+        f"records: {len(prepared.items)} with images ({prepared.manifest})",
+        f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation (picks the best epoch), "
+        + (f"{len(prepared.test_index)} test (held out for the before/after figures)" if prepared.test_index
+           else "no test set (--test-fraction; the before/after figures come from validation)")
+        + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + f"; {prepared.split_line}",
+        f"captions: {report.line(model.tokenizer.context_length)}",
+        f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
+        f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
+        f"{config.precision}, image {model.config.vision.image_size}px",
+        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {total_steps} steps, "
+        f"lr {config.optim.lr:g} (warmup {config.optim.warmup_steps(total_steps)} steps, cosine), "
+        f"weight decay {config.optim.weight_decay:g}",
+    ]
+    return "\n".join(lines)
+
+
+STUCK_TOLERANCE = 0.02  # a post-warmup epoch loss within 2 % of chance (or above it) is "stuck"
+
+
+def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step: int, warmup_steps: int) -> str | None:
+    """A warning when this epoch's steps after warmup average a loss at chance level: ln(batch size),
+    the loss of scores that tell no image from another, so the model is not learning."""
+    after = [(loss, size) for k, (loss, size) in enumerate(zip(losses, sizes)) if first_step + k >= warmup_steps
+             and size > 1]
+    if not after:
+        return None
+    loss = float(np.mean([loss for loss, _ in after]))
+    chance = float(np.mean([math.log(size) for _, size in after]))
+    if loss < chance * (1 - STUCK_TOLERANCE):
+        return None
+    return (f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) stays at chance level "
+            f"(ln of the batch size = {chance:.3f}): the model is not learning; try another --lr or check "
+            "that the captions tell the images apart")
+
+
+def below_start_warning(history: list[dict], best: dict, test: dict | None = None) -> str | None:
+    """Said plainly when the kept (best) epoch scores below the starting model on mean recall@1:
+    on the held-out test set when there is one, else on validation."""
+    if test:
+        before, after, where = test["before"], test["after"], "held-out test"
+    else:
+        before = history[0] if history and history[0]["epoch"] == 0 else None
+        after, where = next((h for h in history if h["epoch"] == best["epoch"]), None), "validation"
+    if not before or not after or "mean_R@1" not in before or "mean_R@1" not in after:
+        return None
+    if after["mean_R@1"] >= before["mean_R@1"]:
+        return None
+    return (f"warning: the fine-tuned model scores below the starting model ({where} mean recall@1 "
+            f"{before['mean_R@1']:.3f} before, {after['mean_R@1']:.3f} after at its best epoch "
+            f"{best['epoch']}); the base model is the better choice for these records")
+
+
+def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> list[str]:
+    """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card."""
+    warnings = [row["warning"] for row in history if row.get("warning")]
+    below = below_start_warning(history, best, test)
+    return warnings + ([below] if below else [])
+
+
+def test_line(test: dict) -> str:
+    """The summary's held-out line: before -> after on the test set, with intervals."""
+    def fmt(row: dict, key: str) -> str:
+        ci = row.get(f"{key}_ci95")
+        return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    line = (f"held-out test ({test['size']} images, not used for training or picking the epoch): mean recall@1 "
+            f"{fmt(test['before'], 'mean_R@1')} before -> {fmt(test['after'], 'mean_R@1')} after")
+    if "zero_shot_acc" in test["after"] and "zero_shot_acc" in test["before"]:
+        line += f"; zero-shot accuracy {fmt(test['before'], 'zero_shot_acc')} -> {fmt(test['after'], 'zero_shot_acc')}"
+    return line
+
+
+def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: dict | None = None) -> str:
+    """The closing lines: before -> after, the warnings, peak memory and what was written."""
+    before = history[0] if history and history[0]["epoch"] == 0 else None
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
+    lines = []
+    if before and best_row and "mean_R@1" in before:
+        lines.append(f"validation mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
+                     f"after (best epoch {best['epoch']}; validation picked it, so this is optimistic)")
+    if test:
+        lines.append(test_line(test))
+    lines += run_warnings(history, best, test)
+    if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
+        lines.append(f"zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> {best_row['zero_shot_acc']:.3f} after")
+    peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"
+    if "mlx_peak_bytes" in memory:
+        peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
+    paths = RunPaths(run_dir)
+    written = [paths.config, paths.metrics, paths.report, paths.loss_plot, paths.recall_plot]
+    folders = [paths.model, paths.export, paths.checkpoints]
+    lines += [peak, f"wrote {paths.root}: " + " ".join([p.name for p in written] + [f"{p.name}/" for p in folders])]
+    return "\n".join(lines)
+

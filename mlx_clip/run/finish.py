@@ -1,0 +1,87 @@
+"""After the last epoch: the best model scored on the held-out test set, exported, and the run's
+metrics, data summary, model card, plots, report and closing summary written (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from ..models.clip import CLIP, load, write_json
+from ..outputs.export import export_hf
+from ..outputs.model_card import CardInfo, write_model_card
+from ..outputs.run_paths import RunPaths
+from ..train.evaluate import evaluate
+from ..train.step import check_finite_weights
+from .console import peak_memory, run_warnings, summary
+from .plots import save_plots
+from .prepare import Prepared
+
+DEFAULT_CAPTIONS = "(default: built from the record's text fields)"  # the card's line when no --caption
+
+
+def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict, step_losses: list[float],
+           say: Callable[[str], None] = print) -> None:
+    """Everything a finished run writes beside model/ and checkpoints/."""
+    final = load(paths.model)
+    check_finite_weights(final.parameters(), str(paths.model))  # what export, --register and --push use
+    test = held_out_test(prepared, final, paths)
+    export_hf(final, paths.export)
+    memory = peak_memory()
+    warnings = run_warnings(history, best, test)
+    best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
+    write_json(paths.metrics, {
+        "history": history, "best_epoch": best["epoch"], "best_mean_R@1": best_row.get("mean_R@1"),
+        "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
+        "step_losses": step_losses, **memory,
+        "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+        "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test, "warnings": warnings})
+    write_json(paths.card_data, card_data(prepared))
+    write_model_card(paths.export, CardInfo.from_run(paths.root))
+    save_plots(paths, history, step_losses)
+    write_run_report(paths, prepared, final, history, best, warnings, say)
+    say(summary(paths.root, history, best, memory, test))
+
+
+def held_out_test(prepared: Prepared, final: CLIP, paths: RunPaths) -> dict | None:
+    """The test set's scores before training and with the best model (chosen on validation, so
+    these are the unbiased figures); per-item results go to eval_test*.npz for compare.py."""
+    if not prepared.test_index:
+        return None
+    test_set = prepared.eval_set(prepared.test_index)
+    after = evaluate(final, test_set, prepared.config.label_prompt, keep=paths.test_after)
+    before = json.loads(paths.test_before_metrics.read_text(encoding="utf-8"))
+    return {"set": "test", "size": len(prepared.test_index), "fingerprint": prepared.split_ids["fingerprint"],
+            "source": "held-out test set: not trained on, not used to pick the best epoch",
+            "before": before, "after": after}
+
+
+def card_data(prepared: Prepared) -> dict:
+    """What the model card says about the data (runs/NAME/data.json; CardInfo.from_run reads it)."""
+    config = prepared.config
+    labels = None
+    if config.label_field:
+        labels = {"field": config.label_field, "counts": dict(prepared.label_counts().most_common())}
+    sample = config.sample.draws
+    return {"source": config.manifest or config.data, "records": len(prepared.items),
+            "train": len(prepared.train_index), "val": len(prepared.val_index), "test": len(prepared.test_index),
+            "sample": {"method": f"stratified by {config.sample.stratify}" if config.sample.stratify
+                       else "simple random",
+                       "size": config.sample.sample, "margin": config.sample.margin,
+                       "seed": config.sample.seed} if sample else None,
+            "labels": labels, "caption_templates": config.captions or [DEFAULT_CAPTIONS]}
+
+
+def write_run_report(paths: RunPaths, prepared: Prepared, final: CLIP, history: list[dict], best: dict,
+                     warnings: list[str], say: Callable[[str], None] = print) -> Path | None:
+    """runs/NAME/report.html (see mlx_clip.outputs.report); a failure here warns and never loses the run."""
+    try:
+        from ..outputs.report import write_report
+
+        return write_report(paths, prepared, final, history, best, warnings)
+    except Exception as err:  # noqa: BLE001  (the model and metrics are already written)
+        import traceback
+
+        traceback.print_exc()
+        say(f"warning: could not write {paths.report}: {err}")
+        return None

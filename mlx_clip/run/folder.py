@@ -1,0 +1,81 @@
+"""Which run folder a command writes: a fresh run's name, or the stopped run that `--resume`
+continues (its saved settings and checkpoint), and what a stop left to resume from."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from ..config import FinetuneConfig, ignored_on_resume
+from ..data.fetcher import FetchConfig
+from ..errors import InputError
+from ..outputs.run_paths import RunPaths
+from ..train.checkpoint import resolve_checkpoint
+
+def run_name(config: FinetuneConfig) -> str:
+    """--name checked (it becomes a folder name), or the start time."""
+    if config.name:
+        if not re.fullmatch(r"[\w.\-]+", config.name):
+            raise InputError(f"--name {config.name!r}: use letters, digits, '.', '-' and '_' only")
+        return config.name
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run(runs_dir: Path) -> Path:
+    runs = [p for p in runs_dir.glob("*") if RunPaths(p).latest_checkpoint.is_file()]
+    if not runs:
+        raise InputError(f"{runs_dir}: no run with a checkpoint to resume (pass --name NAME)")
+    return max(runs, key=lambda p: RunPaths(p).latest_checkpoint.stat().st_mtime)
+
+
+def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, Path]:
+    """The saved config of the run to resume and its checkpoint folder."""
+    runs_dir = Path(config.runs_dir)
+    if resume != "latest":
+        checkpoint = resolve_checkpoint(resume, runs_dir)
+        run_dir = checkpoint.parent.parent
+    else:
+        run_dir = runs_dir / config.name if config.name else latest_run(runs_dir)
+        checkpoint = resolve_checkpoint("latest", RunPaths(run_dir).checkpoints)
+    saved = json.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
+    resumed = FinetuneConfig.from_dict(saved)
+    resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
+    recorded = (saved.get("resolved") or {}).get("manifest")
+    if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
+        resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
+        resumed.sample = replace(resumed.sample, sample=None, margin=None)
+    return resumed, checkpoint
+
+
+def ignored_settings(given: FinetuneConfig, resumed: FinetuneConfig) -> str | None:
+    """The warning for flags given with --resume that differ from the run's saved settings."""
+    ignored = ignored_on_resume(given, resumed)
+    if not ignored:
+        return None
+    return "warning: a resumed run keeps its saved settings; ignored: " + ", ".join(ignored)
+
+
+def stopped_run(config: FinetuneConfig, resume: str | None) -> Path | None:
+    """The folder `run(config, resume)` was writing when it stopped; None if it had none yet.
+    (run() sets `config.name` of a fresh run; a resumed one is found as run() found it.)"""
+    runs_dir = Path(config.runs_dir)
+    try:
+        if resume and resume != "latest":
+            return resolve_checkpoint(resume, runs_dir).parent.parent
+        if config.name:
+            return runs_dir / config.name
+        return latest_run(runs_dir) if resume else None
+    except InputError:
+        return None
+
+
+def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
+    """The epoch of the run's `latest` checkpoint (None when it has none)."""
+    pointer = RunPaths(run_dir).latest_checkpoint if run_dir else None
+    try:
+        return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-")) if pointer else None
+    except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
+        return None

@@ -1,0 +1,267 @@
+"""The training run: `run()` opens (or resumes) a run folder, evaluates the starting model,
+trains epoch by epoch with a checkpoint after each, and hands the best model to `finish`.
+
+Under mlx.launch (several processes) it trains data-parallel (mlx_clip.train.distributed):
+--batch-size is the global batch; only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..config import FinetuneConfig
+from ..data.stream import TrainStream
+from ..errors import InputError
+from ..models.clip import CLIP, write_json
+from ..outputs.run_paths import RunPaths
+from ..train import distributed
+from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
+from ..train.evaluate import EvalSet, evaluate
+from ..train.optim import make_optimizer
+from ..train.step import NonFiniteError, Trainer, apply_locks, check_finite_weights, count_parameters, set_weights
+from .console import describe, stuck_warning, table_header, table_row
+from .finish import finish
+from .folder import ignored_settings, resume_config, run_name
+from .prepare import Prepared, prepare
+
+
+@dataclass
+class Hooks:
+    """Seams for tests that stop a run at an exact point (tests/run_with_kill.py): `on_step` after
+    every training step of this process, `on_checkpoint(epoch)` between the files of epoch's
+    checkpoint, `on_epoch(epoch)` once epoch's checkpoint is written."""
+
+    on_step: Callable[[], None] | None = None
+    on_checkpoint: Callable[[int], None] | None = None
+    on_epoch: Callable[[int], None] | None = None
+
+
+class Float32View:
+    """The float32 model to evaluate and save: the training model itself in float32; in
+    bfloat16 a second CLIP holding the master weights, so the training model never flips
+    dtype under its compiled functions."""
+
+    def __init__(self, model: CLIP, trainer: Trainer):
+        self.trainer = trainer
+        self.model = model
+        if trainer.precision != "float32":
+            self.model = CLIP(model.config, model.tokenizer, model.image_processor)
+            self.refresh()
+            self.model.eval()
+
+    def refresh(self) -> CLIP:
+        if self.trainer.precision != "float32":
+            set_weights(self.model, dict(tree_flatten(self.trainer.fp32_parameters())))
+            mx.eval(self.model.parameters())
+        return self.model
+
+
+def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
+                progress: bool, on_step: Callable[[], None] | None = None) -> tuple[list[float], list[int]]:
+    """One pass over the stream; each step's loss and batch size. `on_step` runs after each step."""
+    from tqdm import tqdm
+
+    losses, sizes = [], []
+    bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    seen = 0
+    for number, batch in enumerate(stream.epoch(epoch), 1):
+        extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
+        try:
+            loss = float(trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra))
+        except NonFiniteError as err:  # the weights are spoilt: stop before anything is saved
+            bar.close()
+            raise NonFiniteError(f"training diverged at epoch {epoch}, step {(epoch - 1) * len(stream) + number} "
+                                 f"({number} of the epoch): {err}; nothing of this epoch was saved, the last "
+                                 "checkpoint and model/ keep the last finite epoch") from None
+        losses.append(loss)
+        sizes.append(batch.get("global_size", len(batch["record_id"])))
+        seen += sizes[-1]
+        bar.update(sizes[-1])
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if on_step is not None:
+            on_step()
+    bar.close()
+    return losses, sizes
+
+
+@dataclass
+class Training:
+    """What the epochs change: the trainer (weights and optimizer) and the run's record so far."""
+
+    prepared: Prepared
+    paths: RunPaths
+    dist: distributed.Dist
+    trainer: Trainer
+    stream: TrainStream
+    eval_set: EvalSet  # validation: picks the best epoch
+    view: Float32View
+    history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": None, "score": -math.inf})
+    start_epoch: int = 1
+
+
+def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True,
+        say: Callable[[str], None] = print, model: CLIP | None = None, hooks: Hooks | None = None) -> Path:
+    """Train and write runs/NAME (config.json, metrics.json, plots, model/, export/, checkpoints/);
+    returns the run folder."""
+    hooks = hooks or Hooks()
+    dist = distributed.init()
+    if not dist.is_main:
+        say, progress = (lambda *_: None), False
+    config, checkpoint = open_run(config, resume, dist, say)
+    prepared = prepare(config, say, model)
+    paths = RunPaths.of(config.runs_dir, config.name)
+    if not resume and paths.latest_checkpoint.is_file():
+        raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")
+    if dist.is_main:
+        write_start(paths, prepared)
+    training = start_training(prepared, paths, dist, checkpoint)
+    say(describe(prepared, count_parameters(prepared.model.trainable_parameters())))
+    if dist.active:
+        say(dist.describe(config.batch_size))
+    say(table_header())
+    for row in training.history:
+        say(table_row(row))
+    if checkpoint is None:
+        evaluate_before(training, say)
+    for epoch in range(training.start_epoch, config.epochs + 1):
+        train_and_save(training, epoch, progress, hooks, say)
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(epoch)
+    if dist.is_main:  # rank 0 writes the model, export, metrics and plots
+        if training.best["epoch"] is None:  # no training (--epochs 0): the starting model
+            training.view.refresh().save(paths.model)
+        finish(paths, prepared, training.history, training.best, training.step_losses, say)
+    return paths.root
+
+
+def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
+             say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint | None]:
+    """A fresh run's config with its name, or the resumed run's saved config and checkpoint
+    (rank 0 reads them; other ranks receive them)."""
+    checkpoint = None
+    if resume:
+        saved = None
+        if dist.is_main:
+            saved, folder = resume_config(config, resume)
+            checkpoint = load_checkpoint(folder)
+        shared, checkpoint = dist.resume(saved.to_dict() if saved else None, checkpoint)
+        given, config = config, FinetuneConfig.from_dict(shared)
+        say(f"resuming {RunPaths.of(config.runs_dir, config.name).root} from {checkpoint.folder.name} "
+            f"(settings from its config.json)")
+        ignored = ignored_settings(given, config)
+        if ignored:
+            say(ignored)
+    config.name = run_name(config)
+    dist.check_batch_size(config.batch_size)
+    return config, checkpoint
+
+
+def write_start(paths: RunPaths, prepared: Prepared) -> None:
+    """config.json (the settings and what they resolved to) and split.json, before training."""
+    config, model = prepared.config, prepared.model
+    total_steps = config.total_steps(prepared.steps_per_epoch)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(paths.root)  # a crash mid-write (or a full disk) left them
+    write_json(paths.config, {**config.to_dict(), "resolved": {
+        "manifest": str(prepared.manifest), "records": len(prepared.items),
+        "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
+        "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
+        "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
+        "steps_per_epoch": prepared.steps_per_epoch, "total_steps": total_steps,
+        "warmup_steps": config.optim.warmup_steps(total_steps), "betas": list(config.optim.betas),
+        "eps": config.optim.eps,
+        "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
+    write_json(paths.split, prepared.split_ids)
+
+
+def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,
+                   checkpoint: Checkpoint | None) -> Training:
+    """Lock the towers, build the trainer and stream; a resumed run restores its checkpoint."""
+    config, model = prepared.config, prepared.model
+    apply_locks(model, prepared.locks())
+    trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
+                           config.precision,
+                           model.tokenizer.eos_token_id)
+    stream, eval_set = dist.stream(prepared.train_stream()), prepared.eval_set()
+    if checkpoint is None:
+        return Training(prepared, paths, dist, trainer, stream, eval_set, Float32View(model, trainer))
+    trainer.load_fp32_parameters(tree_unflatten(list(checkpoint.weights.items())))
+    trainer.load_optimizer_state(checkpoint.optimizer_state)
+    restore_random_state(checkpoint.random_state)
+    mx.eval(trainer.state)
+    info = checkpoint.info
+    return Training(prepared, paths, dist, trainer, stream, eval_set, Float32View(model, trainer), info["history"],
+                    info["step_losses"], info["best"], info["epoch"] + 1)
+
+
+def evaluate_before(training: Training, say: Callable[[str], None]) -> None:
+    """Epoch 0: the starting model on validation (per-item details kept for the report) and on
+    the test set (kept for compare.py and the summary)."""
+    prepared, paths, dist = training.prepared, training.paths, training.dist
+    label_prompt = prepared.config.label_prompt
+    started = time.perf_counter()
+    row = {"epoch": 0, "train_loss": None,
+           **evaluate(training.view.refresh(), training.eval_set, label_prompt, dist=dist,
+                      keep=paths.eval_before if dist.is_main else None)}
+    row["eval_seconds"] = time.perf_counter() - started
+    training.history.append(row)
+    say(table_row(row))
+    if row.get("zero_shot_note"):
+        say(row["zero_shot_note"])
+    if prepared.test_index and dist.is_main:
+        write_json(paths.test_before_metrics,
+                   evaluate(training.view.refresh(), prepared.eval_set(prepared.test_index), label_prompt,
+                            keep=paths.test_before))
+
+
+def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks, say: Callable[[str], None]) -> None:
+    """One epoch: train, evaluate on validation, keep the model when it is the best so far, and
+    write the epoch's checkpoint."""
+    prepared, paths, dist, trainer = training.prepared, training.paths, training.dist, training.trainer
+    config, spe = prepared.config, prepared.steps_per_epoch
+    mx.random.seed(config.sample.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
+    started = time.perf_counter()
+    losses, sizes = train_epoch(trainer, training.stream, epoch, config.epochs, progress, on_step=hooks.on_step)
+    train_seconds = time.perf_counter() - started
+    stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe,
+                          config.optim.warmup_steps(config.total_steps(spe)))
+    training.step_losses.extend(losses)
+    eval_model = training.view.refresh()
+    eval_started = time.perf_counter()
+    row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),  # per image
+           "lr": float(trainer.optimizer.optimizers[0].learning_rate),
+           **evaluate(eval_model, training.eval_set, config.label_prompt, dist=dist)}
+    row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
+               eval_seconds=time.perf_counter() - eval_started)
+    if stuck:
+        row["warning"] = stuck
+    training.history.append(row)
+    say(table_row(row))
+    if stuck:
+        say(stuck)
+    score = row.get("mean_R@1", -row["train_loss"])
+    if score > training.best["score"]:
+        training.best = {"epoch": epoch, "score": score}
+        if dist.is_main:
+            check_finite_weights(eval_model.parameters(), f"{paths.model} (epoch {epoch})")
+            eval_model.save(paths.model)
+    if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
+        check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
+        midway = (lambda: hooks.on_checkpoint(epoch)) if hooks.on_checkpoint is not None else None
+        save_checkpoint(paths.checkpoints, epoch, trainer.fp32_parameters(), trainer.optimizer.state,
+                        {"step": epoch * spe, "seed": config.sample.seed, "history": training.history,
+                         "step_losses": training.step_losses, "best": training.best,
+                         "stream": "numpy default_rng([seed, epoch])"},
+                        midway=midway)
