@@ -45,7 +45,7 @@ def worker(model_path: str, batch: int, steps: int, out: str) -> None:
 
     dist = distributed.init()
     model = mlx_clip.load(model_path)
-    trainer = dist.trainer(model, make_optimizer(OptimConfig(lr=1e-5, total_steps=1000)),
+    trainer = dist.trainer(model, make_optimizer(OptimConfig(lr=1e-5, warmup=0), total_steps=1000),
                            eos_token_id=model.tokenizer.eos_token_id)
     rng = np.random.default_rng(0)
     words = ["red", "blue", "green", "vase", "coin", "brooch", "bronze", "roman", "silver", "fragment"]

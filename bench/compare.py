@@ -183,7 +183,7 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
             mx.eval(model.embed_pixels(pixels_mx))
     else:
         apply_locks(model, LockConfig(lock_text=case == "train-lock-text"))
-        optimizer = make_optimizer(OptimConfig(lr=1e-5, weight_decay=0.1, total_steps=1000))
+        optimizer = make_optimizer(OptimConfig(lr=1e-5, weight_decay=0.1, warmup=0), total_steps=1000)
         trainer = Trainer(model, optimizer, settings.precision, eos_token_id=EOS)
         first_loss = float(trainer.step(ids, pixels))
 

@@ -17,6 +17,7 @@ from . import __version__
 from .errors import InputError
 from .models.clip import CLIP, DTYPES, load
 from .outputs.export import export_hf
+from .outputs.model_card import CardInfo, is_repo_id
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,10 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def card_info(args: argparse.Namespace, model: CLIP) -> "CardInfo":
+def card_info(args: argparse.Namespace, model: CLIP) -> CardInfo:
     """Card info for an export of --mlx-path: when it is a run's model/, the card that run wrote
     (CardInfo.from_run, the one owner), else a bare one."""
-    from .outputs.model_card import CardInfo, is_repo_id
     from .outputs.run_paths import RunPaths
 
     base = args.base_model

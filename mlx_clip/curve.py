@@ -3,36 +3,41 @@
     python curve.py --manifest data/manifest.jsonl --sizes 250,500,1000,1566 --caption "{title}" \
         --label-field category --survey-margin 0.025
 
-Takes finetune.py's flags (model, data, captions, training settings); each size trains the
+Takes finetune.py's settings (model, data, captions, training; --config too); each size trains the
 starting model afresh with them. Writes runs/NAME/curve.json, curve.png and curve.html.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .finetune import build_parser, config_from_args, write_error_line
+from .cli_args import margin_text
+from .config import FinetuneConfig, add_arguments, config_from_args
+from .finetune import write_error_line
 from .run.curve import learning_curve, parse_sizes
 from .errors import InputError
-from .fetch import _margin
-from .config import FinetuneConfig
 
 
-def curve_parser():
-    p = build_parser()
-    p.prog = "curve.py"
-    p.description = ("Learning curve: fine-tune on nested random subsets of the training split (each contains the "
-                     "smaller ones), evaluate each on one fixed validation set with 95%% bootstrap intervals, "
-                     "and say where more images stop helping.")
+def curve_parser() -> argparse.ArgumentParser:
+    """The config tree's flags (as finetune.py's) plus the curve's own; none of finetune's run control."""
+    p = argparse.ArgumentParser(
+        prog="curve.py",
+        description="Learning curve: fine-tune on nested random subsets of the training split (each contains the "
+                    "smaller ones), evaluate each on one fixed validation set with 95%% bootstrap intervals, "
+                    "and say where more images stop helping.")
+    p.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
+    add_arguments(p)
     g = p.add_argument_group("learning curve")
     g.add_argument("--sizes", "--learning-curve", dest="sizes", required=True, metavar="N,N,...",
                    help="training-set sizes to measure, e.g. 250,500,1000,1566 (each <= the training split)")
     g.add_argument("--flat-threshold", type=float, default=0.01, metavar="G",
-                   help="the curve is flat once each further 100 images gains less than G mean recall@1")
-    g.add_argument("--survey-margin", type=_margin, metavar="E",
+                   help="the curve is flat once each further 100 images gains less than G mean recall@1 "
+                        "(default: 0.01)")
+    g.add_argument("--survey-margin", type=margin_text, metavar="E",
                    help="mark the survey formula's n = N / (1 + N E^2) on the plot without sampling the data "
                         "(--margin also samples it)")
     g.add_argument("--population", type=int, metavar="N",
@@ -44,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     args = curve_parser().parse_args(argv)
     config = sizes = None
     try:
-        for flag in ("resume", "dry_run", "register", "push_to_hub"):
-            if getattr(args, flag):
-                raise InputError(f"--{flag.replace('_', '-')} is finetune.py's; curve.py measures, it keeps no model")
         sizes = parse_sizes(args.sizes)
         if args.flat_threshold <= 0:
             raise InputError("--flat-threshold must be > 0")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.test_fraction is None:  # the curve scores on validation only: no test set unless asked
             config.test_fraction = 0.0
         learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
-                       progress=not args.no_progress)
+                       progress=config.fetch.progress)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

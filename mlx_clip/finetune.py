@@ -15,67 +15,20 @@ import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .errors import InputError
-from .fetch import add_fetch_arguments, fetch_config_from_args
-from .config import FinetuneConfig
+from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.dry_run import dry_run
 from .run.folder import last_checkpoint_epoch, stopped_run
 from .run.loop import run
 from .train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:
-    d = FinetuneConfig()
+    """The flags of the config tree (mlx_clip.config) plus finetune's own: resume, dry run, publishing."""
     p = argparse.ArgumentParser(
         prog="finetune.py",
         description="Fine-tune CLIP (MLX) on your images and their catalogue metadata; measures "
-                    "retrieval before and after and exports a model llm and sentence-transformers load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "retrieval before and after and exports a model llm and sentence-transformers load.")
     p.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
-    p.add_argument("--model", default=d.model, help="model to start from: HF repo id, HF folder or MLX folder")
-    p.add_argument("--runs-dir", default=d.runs_dir, help="folder that holds one subfolder per run")
-    p.add_argument("--name", help="run name (folder under --runs-dir); default: the start time")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", default=d.data, metavar="RECORDS",
-                     help="metadata file (JSON, JSONL or CSV); its sample is fetched before training")
-    src.add_argument("--manifest", metavar="PATH", help="manifest.jsonl from fetch.py (images already fetched)")
-    add_fetch_arguments(p)  # fetch.py's record, sample and download flags
-    g = p.add_argument_group("captions and evaluation")
-    g.add_argument("--caption", action="append", default=[], metavar="TEMPLATE",
-                   help='caption template with {field} or {dotted.field} paths, e.g. "{object_type} from the '
-                        '{period}"; repeat for several, drawn at random per image and epoch; default: built from '
-                        "the record's title, category and keyword fields")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="fraction of records held out for validation (deterministic for a seed)")
-    g.add_argument("--test-fraction", type=float, default=None,
-                   help="fraction of distinct images held out as the test set that gives the before/after "
-                        "figures (never trained on, never used to pick the epoch); default 0.1 when that is "
-                        "at least 20 images, else none")
-    g.add_argument("--label-field", help="record field whose values are classes for zero-shot accuracy")
-    g.add_argument("--label-prompt", action="append", metavar="PROMPT", default=argparse.SUPPRESS,
-                   help=f"prompt for zero-shot classes, {{label}} is replaced (default: {d.label_prompt!r}); repeat "
-                        "for a prompt ensemble: each class's prompt embeddings averaged, as CLIP does")
-    t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (contrastive batch)")
-    t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
-    t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
-    t.add_argument("--warmup", type=float, default=d.warmup,
-                   help="linear warmup: a fraction of all steps when < 1, else a number of steps; then cosine decay")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="AdamW weight decay (never on biases, norms, embeddings or the temperature)")
-    t.add_argument("--lock-image", action="store_true", help="freeze the image tower")
-    t.add_argument("--lock-text", action="store_true", help="freeze the text tower")
-    t.add_argument("--unlock-last", type=int, default=d.unlock_last, metavar="N",
-                   help="train the last N layers (and final norm + projection) of locked towers")
-    t.add_argument("--precision", choices=["float32", "bfloat16"], default=d.precision,
-                   help="compute precision; bfloat16 keeps float32 master weights (Apple GPUs; slow on CPUs)")
-    t.add_argument("--threads", type=int, default=d.threads, help="image loading threads")
-    a = p.add_argument_group("augmentation (random resized crop and horizontal flip are always on)")
-    a.add_argument("--crop-min-area", type=float, default=d.crop_min_area,
-                   help="smallest random crop, as a fraction of the image's area")
-    a.add_argument("--no-hflip", action="store_true", help="no random horizontal flips (e.g. text on objects)")
-    a.add_argument("--vflip", action="store_true", help="random vertical flips")
-    a.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="random rotation up to DEG degrees")
-    a.add_argument("--color-jitter", type=float, default=0.0, metavar="S",
-                   help="random brightness, contrast and saturation in [1-S, 1+S]")
+    add_arguments(p)
     r = p.add_argument_group("run control")
     r.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue a stopped run exactly: 'latest' (of --name, or the newest run), a run folder "
@@ -90,37 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public", action="store_true", help="with --push-to-hub: make a new repository public "
                    "(default: private)")
     return p
-
-
-def label_prompts(given: list[str] | None) -> str | list[str]:
-    """No --label-prompt: the default; one: that prompt (as before); several: the ensemble."""
-    if not given:
-        return FinetuneConfig().label_prompt
-    return given[0] if len(given) == 1 else given
-
-
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    fetch_config = fetch_config_from_args(args)
-    fetch = {"sample": args.sample, "margin": args.margin, "out": str(fetch_config.out),
-             "url_field": fetch_config.url_field, "path_field": fetch_config.path_field,
-             "encoding": fetch_config.encoding,
-             "concurrency": fetch_config.concurrency, "per_host": fetch_config.per_host,
-             "connect_timeout": fetch_config.connect_timeout, "read_timeout": fetch_config.read_timeout,
-             "deadline": fetch_config.deadline, "allow_private": fetch_config.allow_private,
-             "retries": fetch_config.retries, "max_bytes": fetch_config.max_bytes,
-             "progress": fetch_config.progress}
-    fetch = {k: v for k, v in fetch.items() if v is not None}
-    return FinetuneConfig(
-        model=args.model, runs_dir=args.runs_dir, name=args.name, data=args.data, manifest=args.manifest,
-        fetch=fetch, id_field=getattr(args, "id_field", None), stratify=getattr(args, "stratify", None),
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-        captions=args.caption, label_field=args.label_field,
-        label_prompt=label_prompts(getattr(args, "label_prompt", None)), batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr,
-        warmup=args.warmup, weight_decay=args.weight_decay, seed=getattr(args, "seed", 0) or 0,
-        lock_image=args.lock_image, lock_text=args.lock_text, unlock_last=args.unlock_last,
-        precision=args.precision, hflip=not args.no_hflip, vflip=args.vflip, rotate=args.rotate,
-        color_jitter=args.color_jitter, crop_min_area=args.crop_min_area, threads=args.threads)
 
 
 def publish(run_dir, args: argparse.Namespace) -> None:
@@ -170,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             if is_main_process():
                 dry_run(config)
         else:
-            run_dir = run(config, resume=args.resume, progress=not args.no_progress)
+            run_dir = run(config, resume=args.resume, progress=config.fetch.progress)
             if is_main_process():  # under mlx.launch: rank 0 holds the run folder
                 publish(run_dir, args)
     except InputError as err:

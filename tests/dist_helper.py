@@ -23,7 +23,8 @@ from mlx_clip.train.step import value_and_grad  # noqa: E402
 
 CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle", "a yellow star",
             "a blue circle"]
-OPTIM = OptimConfig(lr=1e-3, weight_decay=0.1, warmup_steps=0, total_steps=100)
+OPTIM = OptimConfig(lr=1e-3, weight_decay=0.1, warmup=0)
+TOTAL_STEPS = 100
 
 
 GROUPS = np.array([0, 1, 2, 3, 4, 1])  # image groups: rows 1 and 5 show the same image
@@ -41,7 +42,7 @@ def main():
     dist = distributed.init()
     assert dist.size == 2, dist.size
     model = mlx_clip.load(model_path)
-    trainer = dist.trainer(model, make_optimizer(OPTIM), eos_token_id=model.tokenizer.eos_token_id)
+    trainer = dist.trainer(model, make_optimizer(OPTIM, TOTAL_STEPS), eos_token_id=model.tokenizer.eos_token_id)
     losses, grads = [], {}
     for phase in ("grad", "step"):
         for b, (ids, pixels, groups) in enumerate(batches(model)):

@@ -44,7 +44,8 @@ def main() -> None:
     if point not in ("step", "checkpoint", "epoch") or not n.isdigit():
         sys.exit(f"usage: run_with_kill.py step:N|checkpoint:N|epoch:N FLAGS... (got {sys.argv[1]!r})")
     args = finetune.build_parser().parse_args(sys.argv[2:])
-    run(finetune.config_from_args(args), resume=args.resume, progress=not args.no_progress,
+    config = finetune.config_from_args(args)
+    run(config, resume=args.resume, progress=config.fetch.progress,
         hooks=kill_hooks(point, int(n)))
 
 

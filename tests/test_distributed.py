@@ -78,7 +78,7 @@ def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_pa
             for got in ranks:
                 np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
                                            err_msg=name)
-    trainer = Trainer(model, make_optimizer(dist_helper.OPTIM), eos_token_id=model.tokenizer.eos_token_id)
+    trainer = Trainer(model, make_optimizer(dist_helper.OPTIM, dist_helper.TOTAL_STEPS), eos_token_id=model.tokenizer.eos_token_id)
     losses = [float(trainer.step(ids, pixels, groups=groups)) for ids, pixels, groups in dist_helper.batches(model)]
     for got in ranks:
         np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
@@ -216,12 +216,13 @@ def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
 
 
 def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
-    from mlx_clip.config import FinetuneConfig
+    from mlx_clip.config import AugmentConfig, FinetuneConfig, SampleConfig
     from mlx_clip.run.prepare import prepare
     from mlx_clip.train.distributed import Dist, ShardedStream
 
-    config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20, seed=3,
-                            captions=["a {colour} {shape}", "{shape}, {colour}"], rotate=10, val_fraction=0.25)
+    config = FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=20,
+                            sample=SampleConfig(seed=3), captions=["a {colour} {shape}", "{shape}, {colour}"],
+                            augment=AugmentConfig(rotate=10), val_fraction=0.25)
     prepared = prepare(config, say=lambda *_: None)
     single = list(prepared.train_stream().epoch(2))
     shards = [list(ShardedStream(prepared.train_stream(), Dist(rank=r, size=2)).epoch(2)) for r in (0, 1)]

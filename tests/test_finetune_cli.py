@@ -34,7 +34,7 @@ def test_run_folder_contents(finished_run):
                  "export/model.safetensors", "export/modules.json", "checkpoints/latest"):
         assert (finished_run / name).is_file(), name
     config = json.loads((finished_run / "config.json").read_text())
-    assert config["lock_text"] and config["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
+    assert config["locks"]["lock_text"] and config["locks"]["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
     assert config["resolved"]["total_steps"] == 2 * config["resolved"]["steps_per_epoch"]
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
@@ -74,7 +74,7 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
     assert f"({total / 1e6:.1f}M parameters, {trained / 1e6:.2f}M trained)" in capsys.readouterr().out
 
     prepared = prepare(FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=16,
-                                      lock_text=True, unlock_last=1), say=lambda *_: None)
+                                      locks=LockConfig(lock_text=True, unlock_last=1)), say=lambda *_: None)
     describe(prepared, trained)
     assert count_parameters(prepared.model.trainable_parameters()) == total  # no lock applied by describing
 

@@ -125,7 +125,7 @@ def test_finetune_passes_encoding_to_the_fetch(tmp_path):
     args = finetune.build_parser().parse_args(["--data", str(path), "--path-field", "path", "--encoding",
                                                "windows-1252", "--out", str(tmp_path / "out"), "--batch-size", "1"])
     config = finetune.config_from_args(args)
-    assert config.fetch["encoding"] == "cp1252"
+    assert config.fetch.encoding == "cp1252"
     items = read_manifest(resolve_manifest(config, say=lambda line: None))
     assert [item.record["title"] for item in items] == ["\u201cCaf\u00e9\u201d sign \u20ac5", "plain"]
 

@@ -20,7 +20,7 @@ from fetch_server import FetchServer, make_image  # noqa: E402
 from mlx_clip.data.dataset import read_manifest  # noqa: E402
 from mlx_clip.errors import InputError  # noqa: E402
 from mlx_clip.fetch import main as fetch_main  # noqa: E402
-from mlx_clip.config import FinetuneConfig  # noqa: E402
+from mlx_clip.config import FetchConfig, FinetuneConfig, SampleConfig  # noqa: E402
 from mlx_clip.run.prepare import prepare, resolve_manifest  # noqa: E402
 from mlx_clip.data.imagefolder import write_metadata  # noqa: E402
 
@@ -126,7 +126,7 @@ def test_finetune_reads_an_imagefolder_made_with_datasets_conventions(tmp_path, 
     folder = write_hand_made_imagefolder(tmp_path / "imgs")
     assert len(load_imagefolder(folder, tmp_path / "cache")) == 6  # it is an ImageFolder to datasets too
     config = FinetuneConfig(data=str(folder), model=str(tiny_hf), captions=["{caption}"], label_field="kind",
-                            batch_size=2, val_fraction=0.34, fetch={"out": str(tmp_path / "out")})
+                            batch_size=2, val_fraction=0.34, fetch=FetchConfig(out=tmp_path / "out"))
     prepared = prepare(config, say=lambda line: None)
     assert prepared.manifest == tmp_path / "out" / "manifest.jsonl"
     by_caption = {item.record["caption"]: item for item in prepared.items}
@@ -136,14 +136,16 @@ def test_finetune_reads_an_imagefolder_made_with_datasets_conventions(tmp_path, 
         assert item.image_path.resolve() == (folder / "pics" / f"p{i}.png").resolve()
         assert item.record["kind"] == ("square" if i % 2 else "block")
 
-    sampled = resolve_manifest(FinetuneConfig(data=str(folder), fetch={"out": str(tmp_path / "s"), "sample": 3}),
+    sampled = resolve_manifest(FinetuneConfig(data=str(folder), fetch=FetchConfig(out=tmp_path / "s"),
+                                              sample=SampleConfig(sample=3)),
                                say=lambda line: None)
     assert len(read_manifest(sampled)) == 3
 
 
 def test_finetune_reads_a_fetched_folder(fetched, tmp_path):
     assert resolve_manifest(FinetuneConfig(data=str(fetched)), say=print) == fetched / "manifest.jsonl"
-    sample = resolve_manifest(FinetuneConfig(data=str(fetched), fetch={"out": str(tmp_path / "s"), "sample": 2}),
+    sample = resolve_manifest(FinetuneConfig(data=str(fetched), fetch=FetchConfig(out=tmp_path / "s"),
+                                             sample=SampleConfig(sample=2)),
                               say=lambda line: None)
     items = read_manifest(sample)
     assert len(items) == 2 and all(item.image_path.resolve().is_relative_to(fetched.resolve()) for item in items)
@@ -151,7 +153,7 @@ def test_finetune_reads_a_fetched_folder(fetched, tmp_path):
     shared = tmp_path / "shared"  # what a datasets user receives: the images and metadata.jsonl only
     shutil.copytree(fetched / "images", shared / "images")
     shutil.copy(fetched / "metadata.jsonl", shared / "metadata.jsonl")
-    items = read_manifest(resolve_manifest(FinetuneConfig(data=str(shared), fetch={"out": str(tmp_path / "o")}),
+    items = read_manifest(resolve_manifest(FinetuneConfig(data=str(shared), fetch=FetchConfig(out=tmp_path / "o")),
                                            say=lambda line: None))
     assert sorted(item.record["id"] for item in items) == ["a", "b", "c"]
     assert all(item.image_path.resolve().is_relative_to(shared.resolve()) for item in items)
@@ -163,7 +165,7 @@ def test_imagefolder_mistakes_are_one_line(tmp_path):
                                          r"e.g. --data .*ds/train"):
         resolve_manifest(FinetuneConfig(data=str(tmp_path / "ds")), say=print)
     with pytest.raises(InputError, match="is read as records and --out is the same folder; pass another --out"):
-        resolve_manifest(FinetuneConfig(data=str(split), fetch={"out": str(split)}), say=print)
+        resolve_manifest(FinetuneConfig(data=str(split), fetch=FetchConfig(out=split)), say=print)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="a folder without manifest.jsonl"):
         resolve_manifest(FinetuneConfig(data=str(tmp_path / "empty")), say=print)

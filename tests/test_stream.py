@@ -39,7 +39,7 @@ def _decode_ids(pixels, processor):
 
 
 def test_every_augmentation_keeps_image_and_record_together(tmp_path):
-    config = AugmentConfig(crop_area=(0.3, 1.0), hflip=True, vflip=True, rotate=30.0, color_jitter=0.0)
+    config = AugmentConfig(crop_min_area=0.3, hflip=True, vflip=True, rotate=30.0, color_jitter=0.0)
     items, stream = _stream(tmp_path, config)
     processor = ImageProcessor.from_dict({}, 24)
     seen_captions = set()
@@ -66,7 +66,7 @@ def test_every_augmentation_keeps_image_and_record_together(tmp_path):
 
 
 def test_epochs_are_reproducible_and_differ(tmp_path):
-    config = AugmentConfig(crop_area=(0.3, 1.0), vflip=True, rotate=20.0, color_jitter=0.3)
+    config = AugmentConfig(crop_min_area=0.3, vflip=True, rotate=20.0, color_jitter=0.3)
     _, stream = _stream(tmp_path, config, batch_size=16, count=20)
     first = [b["pixels"] for b in stream.epoch(1)]
     again = [b["pixels"] for b in stream.epoch(1)]
@@ -80,7 +80,7 @@ def test_augment_crops_flips_and_jitters():
     from PIL import Image
     image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))
     rng = np.random.default_rng(0)
-    row = draw_augmentations(rng, 1, AugmentConfig(crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=False))[0]
+    row = draw_augmentations(rng, 1, AugmentConfig(crop_min_area=1.0, crop_ratio=(1.0, 1.0), hflip=False))[0]
     plain = augment(image, row, 32)
     row[4] = 1  # horizontal flip
     np.testing.assert_array_equal(augment(image, row, 32), plain[:, ::-1])
@@ -120,7 +120,7 @@ def _write_asymmetric(folder, count=24):
     return manifest
 
 
-ALL_ON = AugmentConfig(crop_area=(0.3, 1.0), hflip=True, vflip=True, rotate=30.0, color_jitter=0.4)
+ALL_ON = AugmentConfig(crop_min_area=0.3, hflip=True, vflip=True, rotate=30.0, color_jitter=0.4)
 
 
 def _asymmetric_stream(manifest, seed):

@@ -88,8 +88,8 @@ def test_one_step_matches_pytorch(tiny_hf):
         opt.step()
         ref_losses.append(ref_loss.item())
 
-    optimizer = make_optimizer(OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100,
-                                           betas=BETAS, eps=EPS))
+    optimizer = make_optimizer(OptimConfig(lr=LR, weight_decay=WD, warmup=0,
+                                           betas=BETAS, eps=EPS), total_steps=100)
     trainer = Trainer(model, optimizer)
     for step in range(STEPS):
         loss = float(trainer.step(ids, pixels[::-1].copy() if step else pixels, groups=GROUPS))
@@ -112,9 +112,9 @@ def test_bfloat16_compute_keeps_float32_master_weights(tiny_hf):
     model32, model16 = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
     ids = model32.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
-    full = Trainer(model32, make_optimizer(config))
-    mixed = Trainer(model16, make_optimizer(config), precision="bfloat16")
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup=0, betas=BETAS, eps=EPS)
+    full = Trainer(model32, make_optimizer(config, total_steps=100))
+    mixed = Trainer(model16, make_optimizer(config, total_steps=100), precision="bfloat16")
     assert model16.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == mx.bfloat16
     assert model16.logit_scale.dtype == mx.float32
     for _ in range(3):
@@ -140,9 +140,9 @@ def test_trimmed_padding_gives_the_same_step(tiny_hf):
     ids = full_model.tokenizer(CAPTIONS)
     assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 16)
     pixels = np.random.default_rng(1).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    config = OptimConfig(lr=LR, weight_decay=WD, warmup_steps=0, total_steps=100, betas=BETAS, eps=EPS)
-    full = Trainer(full_model, make_optimizer(config))
-    trimmed = Trainer(trim_model, make_optimizer(config), eos_token_id=trim_model.tokenizer.eos_token_id)
+    config = OptimConfig(lr=LR, weight_decay=WD, warmup=0, betas=BETAS, eps=EPS)
+    full = Trainer(full_model, make_optimizer(config, total_steps=100))
+    trimmed = Trainer(trim_model, make_optimizer(config, total_steps=100), eos_token_id=trim_model.tokenizer.eos_token_id)
     assert abs(float(full.step(ids, pixels)) - float(trimmed.step(ids, pixels))) < 1e-6
     a, b = dict(tree_flatten(full_model.parameters())), dict(tree_flatten(trim_model.parameters()))
     # Adam's first step moves each weight by about lr * sign(gradient); where a gradient is near
@@ -157,7 +157,7 @@ def test_locked_towers_stay_put(tiny_hf, lock):
     from mlx_clip.train.step import LockConfig, apply_locks
     model, start = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
     apply_locks(model, LockConfig(**lock))
-    trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-2, total_steps=10)))
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-2, warmup=0), total_steps=10))
     ids = model.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(2).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
     for _ in range(2):
@@ -187,7 +187,7 @@ def test_bfloat16_step_is_traced_once(tiny_hf):
     model = mlx_clip.load(tiny_hf)
     ids = model.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    trainer = CountingTrainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)), precision="bfloat16")
+    trainer = CountingTrainer(model, make_optimizer(OptimConfig(lr=LR, warmup=0), total_steps=10), precision="bfloat16")
     for _ in range(4):
         trainer.step(ids, pixels)
     assert trainer.traces == 1
@@ -199,7 +199,7 @@ def test_non_finite_loss_stops_the_step(tiny_hf):
     model = mlx_clip.load(tiny_hf)
     ids = model.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    trainer = Trainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)))
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=LR, warmup=0), total_steps=10))
     assert np.isfinite(float(trainer.step(ids, pixels)))
     pixels[2] = np.nan  # a poisoned batch
     with pytest.raises(NonFiniteError, match=r"the loss is nan \(lr .*\); try a lower --lr"):
@@ -219,7 +219,7 @@ def test_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_hf):
     model = mlx_clip.load(tiny_hf)
     ids = model.tokenizer(CAPTIONS)
     pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
-    trainer = NanGradTrainer(model, make_optimizer(OptimConfig(lr=LR, total_steps=10)))
+    trainer = NanGradTrainer(model, make_optimizer(OptimConfig(lr=LR, warmup=0), total_steps=10))
     with pytest.raises(NonFiniteError, match="a gradient is nan"):
         trainer.step(ids, pixels)
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator
 import aiohttp
 from tqdm import tqdm
 
+from ..cli_args import encoding_name, positive_int, positive_seconds, setting
 from ..errors import InputError
 from ..io import write_bytes, write_jsonl
 from .download import DownloadFailure, Downloader, IPAddress, is_private_address
@@ -84,36 +85,62 @@ image_path`` is simply rewritten relative to the manifest.
 """
 
 
+RECORDS_GROUP = "records and sample"  # the argument group of the fields that read the records
+
+
 @dataclass
 class FetchConfig:
-    """Where to put the images and how to fetch them."""
+    """Where to put the images and how to fetch them (fetch.py's and finetune.py's download flags)."""
 
-    out: Path | str = Path("data")
-    url_field: str | None = None  # dotted path; detected from the records when None
-    path_field: str | None = None  # dotted path of a local image path (relative to the records)
-    encoding: str | None = None  # the records file's text encoding; None: UTF-8 (a BOM is skipped)
-    id_field: str | None = None  # dotted path; an "id"-like field is used when None
-    concurrency: int = 16  # requests in flight overall
-    per_host: int = 4  # requests in flight per host
-    connect_timeout: float = 10.0  # seconds to open a connection
-    read_timeout: float = 30.0  # seconds without a byte before giving up
-    deadline: float = 120.0  # seconds for one image, from its first request, retries included
-    retries: int = 4  # further tries after connection errors, timeouts, 5xx and 429
-    backoff: float = 0.5  # first retry waits about this long; doubles each time (with jitter)
-    max_backoff: float = 30.0
-    max_retry_after: float = 60.0  # cap on a server's Retry-After
-    max_bytes: int = 50_000_000  # bodies larger than this fail as too_large
-    max_redirects: int = 10
-    user_agent: str = USER_AGENT
-    progress: bool = True  # tqdm bar on stderr when it is a terminal
-    allow_private: bool = False  # follow redirects from public hosts to private addresses
+    out: Path | str = setting(Path("data"), "output folder for manifest.jsonl, failures.jsonl and images/",
+                              metavar="DIR")
+    url_field: str | None = setting(
+        None, "field holding each record's image URL; a dotted path reaches nested fields "
+        "(media.0.url). Default: detected (image_url, primaryImage, url, IIIF links, ...)",
+        metavar="FIELD", group=RECORDS_GROUP)
+    path_field: str | None = setting(
+        None, "field holding a local image path, relative to the records file; such images are "
+        "checked and kept without downloading", metavar="FIELD", group=RECORDS_GROUP)
+    encoding: str | None = setting(
+        None, "text encoding of the records file, e.g. cp1252 for a CSV saved by Excel on Windows "
+        "(default: UTF-8, with or without a byte-order mark)", type=encoding_name, metavar="NAME",
+        group=RECORDS_GROUP)
+    id_field: str | None = setting(
+        None, "field holding each record's identifier (names its image file and its failure "
+        "line). Default: an id-like field (id, identifier, objectID) if present", metavar="FIELD",
+        group=RECORDS_GROUP)
+    concurrency: int = setting(16, "requests in flight overall", type=positive_int, metavar="N")
+    per_host: int = setting(4, "requests in flight per host", type=positive_int, metavar="N")
+    connect_timeout: float | None = setting(None, "seconds to open a connection; None: a third of "
+                                            "read_timeout, at most 10 s", cli=False)
+    read_timeout: float = setting(
+        30.0, "give up on a request after this long without data; connecting gets a third "
+        "of it, at most 10 s", flag="--timeout", metavar="SECONDS", check=positive_seconds)
+    deadline: float = setting(
+        120.0, "give up on an image this long after its first request, retries included, "
+        "however steadily a slow server trickles bytes", metavar="SECONDS", check=positive_seconds)
+    retries: int = setting(
+        4, "further tries after timeouts, connection errors, HTTP 5xx and 429, with "
+        "exponential backoff and Retry-After honoured", metavar="N", from_cli=lambda n: max(0, n))
+    backoff: float = setting(0.5, "first retry waits about this long; doubles each time (with jitter)", cli=False)
+    max_backoff: float = setting(30.0, cli=False)
+    max_retry_after: float = setting(60.0, "cap on a server's Retry-After", cli=False)
+    max_bytes: int = setting(50_000_000, "largest image to accept, in bytes", type=positive_int, metavar="N")
+    max_redirects: int = setting(10, cli=False)
+    user_agent: str = setting(USER_AGENT, cli=False, save=False)
+    progress: bool = setting(True, "do not show the progress bar", flag="--no-progress")
+    allow_private: bool = setting(
+        False, "follow redirects from public hosts to loopback, link-local and private "
+        "addresses (refused by default as redirect_private; records pointing at such an "
+        "address directly are always fetched)")
     # What counts as private; the tests swap it to play a public host on 127.0.0.1.
-    private_address: Callable[[IPAddress], bool] = is_private_address
+    private_address: Callable[[IPAddress], bool] = setting(is_private_address, cli=False, save=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         for name in ("connect_timeout", "read_timeout", "deadline"):
-            if not getattr(self, name) > 0:
+            value = getattr(self, name)
+            if not (value is None and name == "connect_timeout") and not value > 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
         if self.concurrency < 1 or self.per_host < 1:
             raise ValueError("concurrency and per_host must be at least 1")
@@ -121,6 +148,11 @@ class FetchConfig:
             raise ValueError("retries must be >= 0")
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+
+    @property
+    def connect_seconds(self) -> float:
+        """connect_timeout, or a third of read_timeout (at most 10 s): a dead host fails fast."""
+        return self.connect_timeout if self.connect_timeout is not None else min(10.0, self.read_timeout / 3)
 
 
 @dataclass
@@ -377,7 +409,7 @@ class _Fetcher:
         c = self.config
         connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host)
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=c.connect_timeout, sock_read=c.read_timeout
+            total=None, sock_connect=c.connect_seconds, sock_read=c.read_timeout
         )
         show = c.progress and sys.stderr.isatty()
         with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:

@@ -22,6 +22,7 @@ import mlx.data as dx
 import numpy as np
 from PIL import Image
 
+from ..cli_args import setting
 from .captions import CaptionBuilder
 from .dataset import Item
 from ..models.preprocess import ImageProcessor, load_image, to_rgb
@@ -34,18 +35,19 @@ SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)
 class AugmentConfig:
     """Training augmentations: random resized crop, flips, rotation, colour jitter."""
 
-    crop_area: tuple[float, float] = (0.6, 1.0)  # fraction of the image's area
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height
-    hflip: bool = True
-    vflip: bool = False
-    rotate: float = 0.0  # max degrees either way
-    color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-s, 1+s]
+    crop_min_area: float = setting(0.6, "smallest random crop, as a fraction of the image's area (the largest "
+                                   "is the whole image)")
+    crop_ratio: tuple[float, float] = setting((3 / 4, 4 / 3), "width / height range of the crop", cli=False)
+    hflip: bool = setting(True, "no random horizontal flips (e.g. text on objects)", flag="--no-hflip")
+    vflip: bool = setting(False, "random vertical flips")
+    rotate: float = setting(0.0, "random rotation up to DEG degrees either way", metavar="DEG")
+    color_jitter: float = setting(0.0, "random brightness, contrast and saturation in [1-S, 1+S]", metavar="S")
 
 
 def draw_augmentations(rng: np.random.Generator, n: int, config: AugmentConfig) -> np.ndarray:
     """(n, 10) float32: one row of random choices per sample."""
     out = np.zeros((n, 10), np.float32)
-    out[:, SCALE] = rng.uniform(*config.crop_area, n)
+    out[:, SCALE] = rng.uniform(config.crop_min_area, 1.0, n)
     out[:, LOG_RATIO] = rng.uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), n)
     out[:, U] = rng.uniform(0, 1, n)
     out[:, V] = rng.uniform(0, 1, n)
@@ -145,7 +147,7 @@ class TrainStream:
         self.mean = np.asarray(processor.image_mean, np.float32)
         self.std = np.asarray(processor.image_std, np.float32)
         self.scale = np.float32(processor.rescale_factor if processor.do_rescale else 1.0)
-        self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_area[0])))
+        self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_min_area)))
         self.image_groups = image_groups(self.items)
         self._token_cache: dict[str, np.ndarray] = {}
 

@@ -61,19 +61,20 @@ def describe(prepared: Prepared, trainable: int) -> str:
     report = prepared.captions.report(model.tokenizer.count_tokens, model.tokenizer.context_length)
     total = count_parameters(model.parameters())
     spe = prepared.steps_per_epoch
-    optim = config.optim(spe)
+    total_steps = config.total_steps(spe)
     lines = [
         f"records: {len(prepared.items)} with images ({prepared.manifest})",
         f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation (picks the best epoch), "
         + (f"{len(prepared.test_index)} test (held out for the before/after figures)" if prepared.test_index
            else "no test set (--test-fraction; the before/after figures come from validation)")
-        + (f" (stratified by {config.stratify})" if config.stratify else "") + f"; {prepared.split_line}",
+        + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + f"; {prepared.split_line}",
         f"captions: {report.line(model.tokenizer.context_length)}",
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
         f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
         f"{config.precision}, image {model.config.vision.image_size}px",
-        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {optim.total_steps} steps, "
-        f"lr {config.lr:g} (warmup {optim.warmup_steps} steps, cosine), weight decay {config.weight_decay:g}",
+        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {total_steps} steps, "
+        f"lr {config.optim.lr:g} (warmup {config.optim.warmup_steps(total_steps)} steps, cosine), "
+        f"weight decay {config.optim.weight_decay:g}",
     ]
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -85,7 +85,7 @@ def flattening_size(sizes: Sequence[int], values: Sequence[float], threshold: fl
 def survey_size(config: FinetuneConfig, n_records: int, survey_margin: str | float | None = None,
                 population: int | None = None) -> dict | None:
     """The sample size the survey formula gives (or the --sample asked), for the plot."""
-    margin = survey_margin or config.fetch.get("margin")
+    margin = survey_margin or config.sample.margin
     if margin:
         if population is None and not survey_margin and config.data and not config.manifest:
             from ..data.records import read_records
@@ -98,8 +98,8 @@ def survey_size(config: FinetuneConfig, n_records: int, survey_margin: str | flo
         n = sample_size(population, str(margin))
         return {"size": n, "how": f"n = N / (1 + N e²) = {n} for N = {population}, e = {margin}",
                 "population": population, "margin": float(margin)}
-    if config.fetch.get("sample"):
-        n = int(config.fetch["sample"])
+    if config.sample.sample:
+        n = int(config.sample.sample)
         return {"size": n, "how": f"--sample {n}", "population": None, "margin": None}
     return None
 
@@ -110,12 +110,12 @@ def _train_subset(prepared: Prepared, model: CLIP, start: dict, subset: list[int
     set_weights(model, start)
     mx.eval(model.parameters())
     apply_locks(model, sub.locks())
-    trainer = Trainer(model, make_optimizer(config.optim(sub.steps_per_epoch)), config.precision,
+    trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(sub.steps_per_epoch)), config.precision,
                       model.tokenizer.eos_token_id)
     stream = sub.train_stream()
     losses: list[float] = []
     for epoch in range(1, config.epochs + 1):
-        mx.random.seed(config.seed * 100_003 + epoch)
+        mx.random.seed(config.sample.seed * 100_003 + epoch)
         step_losses, sizes = train_epoch(trainer, stream, epoch, config.epochs, progress)
         losses.append(float(np.average(step_losses, weights=sizes)))
     return Float32View(model, trainer).refresh(), {"train_loss": losses[-1] if losses else None,
@@ -131,7 +131,7 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
     config.name = run_name(config)
     prepared = prepare(config, say, model)
     model = prepared.model
-    subsets = nested_subsets(prepared.train_index, sizes, config.seed)
+    subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)
     eval_set = prepared.eval_set()
     if not eval_set.image_paths:
         raise InputError("the learning curve needs a validation set; use --val-fraction > 0")
@@ -177,14 +177,14 @@ def _curve_json(config, prepared, subsets, points, val_ids, threshold, survey) -
     sizes = [p["size"] for p in trained]
     values = [p["mean_R@1"] for p in trained]
     flat = flattening_size(sizes, values, threshold) if len(trained) > 1 else None
-    order = training_order(prepared.train_index, config.seed)
+    order = training_order(prepared.train_index, config.sample.seed)
     return {
         "sizes": sizes, "points": points, "val_size": len(val_ids), "val_ids": val_ids,
         "train_records": len(prepared.train_index),
         "subset_order": [prepared.items[i].record_id for i in order[:max(subsets)]],  # size N = first N ids
         "flat_threshold": threshold, "flat_metric": "mean_R@1", "flat_at": flat,
         "gains_per_100": gains_per_100(sizes, values), "survey": survey,
-        "config": asdict(config),
+        "config": config.to_dict(),
     }
 
 

@@ -26,7 +26,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     apply_locks(model, prepared.locks())
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
-    trainer = Trainer(model, make_optimizer(config.optim(spe)), config.precision, model.tokenizer.eos_token_id)
+    trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream()
     batches, load_times = [], []
     started = time.perf_counter()

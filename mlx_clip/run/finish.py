@@ -63,12 +63,13 @@ def card_data(prepared: Prepared) -> dict:
     labels = None
     if config.label_field:
         labels = {"field": config.label_field, "counts": dict(prepared.label_counts().most_common())}
-    sample = config.fetch.get("sample") or config.fetch.get("margin")
+    sample = config.sample.draws
     return {"source": config.manifest or config.data, "records": len(prepared.items),
             "train": len(prepared.train_index), "val": len(prepared.val_index), "test": len(prepared.test_index),
-            "sample": {"method": f"stratified by {config.stratify}" if config.stratify else "simple random",
-                       "size": config.fetch.get("sample"), "margin": config.fetch.get("margin"),
-                       "seed": config.seed} if sample else None,
+            "sample": {"method": f"stratified by {config.sample.stratify}" if config.sample.stratify
+                       else "simple random",
+                       "size": config.sample.sample, "margin": config.sample.margin,
+                       "seed": config.sample.seed} if sample else None,
             "labels": labels, "caption_templates": config.captions or [DEFAULT_CAPTIONS]}
 
 

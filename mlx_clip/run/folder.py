@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, ignored_on_resume
+from ..data.fetcher import FetchConfig
 from ..errors import InputError
 from ..outputs.run_paths import RunPaths
 from ..train.checkpoint import resolve_checkpoint
-
-KEPT_ON_RESUME = ("runs_dir", "name", "data", "manifest", "fetch")  # where the run is, not how it trains
-
 
 def run_name(config: FinetuneConfig) -> str:
     """--name checked (it becomes a folder name), or the start time."""
@@ -47,20 +45,17 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
     recorded = (saved.get("resolved") or {}).get("manifest")
     if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
-        resumed.manifest, resumed.fetch = recorded, {}
+        resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
+        resumed.sample = replace(resumed.sample, sample=None, margin=None)
     return resumed, checkpoint
 
 
 def ignored_settings(given: FinetuneConfig, resumed: FinetuneConfig) -> str | None:
     """The warning for flags given with --resume that differ from the run's saved settings."""
-    defaults = FinetuneConfig()
-    ignored = [f.name for f in fields(FinetuneConfig) if f.name not in KEPT_ON_RESUME
-               and getattr(given, f.name) != getattr(defaults, f.name)
-               and getattr(given, f.name) != getattr(resumed, f.name)]
+    ignored = ignored_on_resume(given, resumed)
     if not ignored:
         return None
-    return ("warning: a resumed run keeps its saved settings; ignored: "
-            + ", ".join(f"--{n.replace('_', '-')} {getattr(given, n)}" for n in ignored))
+    return "warning: a resumed run keeps its saved settings; ignored: " + ", ".join(ignored)
 
 
 def stopped_run(config: FinetuneConfig, resume: str | None) -> Path | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -157,7 +157,7 @@ def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
         if dist.is_main:
             saved, folder = resume_config(config, resume)
             checkpoint = load_checkpoint(folder)
-        shared, checkpoint = dist.resume(asdict(saved) if saved else None, checkpoint)
+        shared, checkpoint = dist.resume(saved.to_dict() if saved else None, checkpoint)
         given, config = config, FinetuneConfig.from_dict(shared)
         say(f"resuming {RunPaths.of(config.runs_dir, config.name).root} from {checkpoint.folder.name} "
             f"(settings from its config.json)")
@@ -172,16 +172,17 @@ def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
 def write_start(paths: RunPaths, prepared: Prepared) -> None:
     """config.json (the settings and what they resolved to) and split.json, before training."""
     config, model = prepared.config, prepared.model
-    optim = config.optim(prepared.steps_per_epoch)
+    total_steps = config.total_steps(prepared.steps_per_epoch)
     paths.root.mkdir(parents=True, exist_ok=True)
     remove_partial_writes(paths.root)  # a crash mid-write (or a full disk) left them
-    write_json(paths.config, {**asdict(config), "resolved": {
+    write_json(paths.config, {**config.to_dict(), "resolved": {
         "manifest": str(prepared.manifest), "records": len(prepared.items),
         "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
         "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
         "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
-        "steps_per_epoch": prepared.steps_per_epoch, "total_steps": optim.total_steps,
-        "warmup_steps": optim.warmup_steps, "betas": list(optim.betas), "eps": optim.eps,
+        "steps_per_epoch": prepared.steps_per_epoch, "total_steps": total_steps,
+        "warmup_steps": config.optim.warmup_steps(total_steps), "betas": list(config.optim.betas),
+        "eps": config.optim.eps,
         "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
     write_json(paths.split, prepared.split_ids)
 
@@ -191,7 +192,8 @@ def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,
     """Lock the towers, build the trainer and stream; a resumed run restores its checkpoint."""
     config, model = prepared.config, prepared.model
     apply_locks(model, prepared.locks())
-    trainer = dist.trainer(model, make_optimizer(config.optim(prepared.steps_per_epoch)), config.precision,
+    trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
+                           config.precision,
                            model.tokenizer.eos_token_id)
     stream, eval_set = dist.stream(prepared.train_stream()), prepared.eval_set()
     if checkpoint is None:
@@ -230,11 +232,12 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
     write the epoch's checkpoint."""
     prepared, paths, dist, trainer = training.prepared, training.paths, training.dist, training.trainer
     config, spe = prepared.config, prepared.steps_per_epoch
-    mx.random.seed(config.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
+    mx.random.seed(config.sample.seed * 100_003 + epoch)  # epoch-determined, so a resumed run matches
     started = time.perf_counter()
     losses, sizes = train_epoch(trainer, training.stream, epoch, config.epochs, progress, on_step=hooks.on_step)
     train_seconds = time.perf_counter() - started
-    stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe, config.optim(spe).warmup_steps)
+    stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe,
+                          config.optim.warmup_steps(config.total_steps(spe)))
     training.step_losses.extend(losses)
     eval_model = training.view.refresh()
     eval_started = time.perf_counter()
@@ -259,7 +262,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
         check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
         midway = (lambda: hooks.on_checkpoint(epoch)) if hooks.on_checkpoint is not None else None
         save_checkpoint(paths.checkpoints, epoch, trainer.fp32_parameters(), trainer.optimizer.state,
-                        {"step": epoch * spe, "seed": config.seed, "history": training.history,
+                        {"step": epoch * spe, "seed": config.sample.seed, "history": training.history,
                          "step_losses": training.step_losses, "best": training.best,
                          "stream": "numpy default_rng([seed, epoch])"},
                         midway=midway)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,19 +65,18 @@ class Prepared:
         )
 
     def locks(self) -> LockConfig:
-        """Which towers train: the one place the lock flags become a LockConfig."""
-        return LockConfig(self.config.lock_image, self.config.lock_text, self.config.unlock_last)
+        """Which towers train (the config tree's `locks`)."""
+        return self.config.locks
 
     def train_stream(self) -> TrainStream:
         size = self.model.config.vision.image_size
         return TrainStream([self.items[i] for i in self.train_index], self.captions, self.model.tokenizer,
-                           self.model.image_processor, size, self.config.batch_size, self.config.seed,
-                           self.config.augment(), threads=self.config.threads, caption_index=self.train_index)
+                           self.model.image_processor, size, self.config.batch_size, self.config.sample.seed,
+                           self.config.augment, threads=self.config.threads, caption_index=self.train_index)
 
 
 # --- the manifest ----------------------------------------------------------------------------------------
 
-SAMPLE_KEYS = ("sample", "margin")  # fetch_records arguments; the other config.fetch keys are FetchConfig's
 BUNDLED_RECORDS = Path(__file__).resolve().parents[1] / "demo" / "emoji" / "records.jsonl"  # see its README.md
 BUNDLED_CAPTION = "{name}, an emoji of {subcategory}"
 BUNDLED_LABEL_FIELD = "category"
@@ -85,15 +84,11 @@ BUNDLED_LABEL_FIELD = "category"
 
 def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
     """Draw and fetch the sample of `config.data` (as fetch.py does); returns its manifest.jsonl."""
-    from ..data.fetcher import FetchConfig, fetch_records
+    from ..data.fetcher import fetch_records
 
-    known = {f.name for f in fields(FetchConfig)}
-    fetch_config = FetchConfig(**{k: v for k, v in config.fetch.items() if k in known and v is not None},
-                               id_field=config.id_field)
-    sample = {k: config.fetch[k] for k in SAMPLE_KEYS if config.fetch.get(k) is not None}
-    say(f"fetching images for {config.data} into {fetch_config.out}")
-    summary = fetch_records(config.data, fetch_config, stratify=config.stratify, seed=config.seed,
-                            log=say, **sample)
+    say(f"fetching images for {config.data} into {config.fetch.out}")
+    summary = fetch_records(config.data, config.fetch, sample=config.sample.sample, margin=config.sample.margin,
+                            stratify=config.sample.stratify, seed=config.sample.seed, log=say)
     say(str(summary))
     metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
     if metadata.rows:
@@ -108,7 +103,7 @@ def use_bundled_data(config: FinetuneConfig, say: Callable[[str], None] = print)
     if config.manifest or config.data != FinetuneConfig.data or Path(config.data).exists():
         return
     config.data = str(BUNDLED_RECORDS)
-    config.fetch = {**config.fetch, "path_field": "image_path", "url_field": None}
+    config.fetch = replace(config.fetch, path_field="image_path", url_field=None)
     config.captions = config.captions or [BUNDLED_CAPTION]
     config.label_field = config.label_field or BUNDLED_LABEL_FIELD
     say(f"no {FinetuneConfig.data}: training on the emoji set bundled with mlx_clip ({BUNDLED_RECORDS.parent}); "
@@ -133,7 +128,7 @@ def _is_manifest(path: Path) -> bool:
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
     use_bundled_data(config, say)
     if config.manifest:
-        if any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+        if config.sample.draws:
             raise InputError(f"{config.manifest}: --sample/--margin draw from --data; to train on a sample of a "
                              "manifest pass it as --data with --path-field image_path and another --out")
         return Path(config.manifest)
@@ -142,7 +137,7 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print)
         return _folder_manifest(config, data, say)
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
-    sampling = any(config.fetch.get(k) is not None for k in SAMPLE_KEYS) or config.fetch.get("path_field")
+    sampling = config.sample.draws or config.fetch.path_field
     if _is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
     check_before_fetch(config)
@@ -155,10 +150,10 @@ def check_before_fetch(config: FinetuneConfig) -> None:
     from ..data.records import load_records
     from ..data.sampling import choose_sample
 
-    records = load_records(config.data, config.fetch.get("encoding"))
+    records = load_records(config.data, config.fetch.encoding)
     try:
-        indices, _ = choose_sample(records.records, config.fetch.get("sample"), config.fetch.get("margin"),
-                                   config.stratify, config.seed)
+        indices, _ = choose_sample(records.records, config.sample.sample, config.sample.margin,
+                                   config.sample.stratify, config.sample.seed)
     except ValueError as err:
         raise InputError(f"{records.path}: {err}") from None
     sample = [records.records[i] for i in indices]
@@ -189,18 +184,16 @@ def _check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> Non
 def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None]) -> Path:
     """--data DIR: a folder fetch.py wrote (its manifest.jsonl, or a sample drawn from it), or an
     ImageFolder, whose metadata.jsonl / metadata.csv is read as records with file_name as the path."""
-    from ..data.fetcher import FetchConfig
-
     manifest = folder / "manifest.jsonl"
     if _is_manifest(manifest):
-        if not any(config.fetch.get(k) is not None for k in SAMPLE_KEYS):
+        if not config.sample.draws:
             return manifest
         records, path_field = manifest, "image_path"
     else:
         records, path_field = metadata_file(folder), FILE_COLUMN
-    if Path(config.fetch.get("out") or FetchConfig().out).resolve() == folder.resolve():
+    if config.fetch.out.resolve() == folder.resolve():
         raise InputError(f"--data {folder} is read as records and --out is the same folder; pass another --out")
-    fetch = {**config.fetch, "path_field": config.fetch.get("path_field") or path_field}
+    fetch = replace(config.fetch, path_field=config.fetch.path_field or path_field)
     return fetch_manifest(replace(config, data=str(records), fetch=fetch), say)
 
 
@@ -212,13 +205,13 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         raise InputError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
     if config.batch_size < 1 or config.epochs < 0:
         raise InputError("--batch-size must be >= 1 and --epochs >= 0")
-    if not 0 < config.crop_min_area <= 1:
-        raise InputError(f"--crop-min-area must be in (0, 1], got {config.crop_min_area}")
+    if not 0 < config.augment.crop_min_area <= 1:
+        raise InputError(f"--crop-min-area must be in (0, 1], got {config.augment.crop_min_area}")
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
     manifest = resolve_manifest(config, say)
-    items = read_manifest(manifest, config.id_field)
+    items = read_manifest(manifest, config.fetch.id_field)
     check = check_images(items)
     skipped_line = check.line() if check.skipped else None
     if skipped_line:
@@ -234,7 +227,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         captions = CaptionBuilder(config.captions, [item.record for item in items])
     _check_label_field(config, [item.record for item in items])
     config.test_fraction = _test_fraction(config, len(items))
-    parts = split(items, config.val_fraction, config.seed, config.stratify, config.test_fraction)
+    parts = split(items, config.val_fraction, config.sample.seed, config.sample.stratify, config.test_fraction)
     position = {id(item): i for i, item in enumerate(items)}
     train_index, val_index, test_index = ([position[id(item)] for item in side]
                                           for side in (parts.train, parts.val, parts.test))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.optimizers as optim
 
+from ..cli_args import setting
+
 _NO_DECAY = re.compile(r"(^|\.)(bias|logit_scale|class_embedding)$|norm|layrnorm|embedding")
 
 
@@ -23,18 +25,25 @@ def no_weight_decay(path: str, _array: mx.array | None = None) -> bool:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-5
-    weight_decay: float = 0.1
-    warmup_steps: int = 0
-    total_steps: int = 1
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    min_lr_ratio: float = 0.0
+    """AdamW and its learning-rate schedule (the steps are known once the split is)."""
+
+    lr: float = setting(1e-5, "peak learning rate (AdamW)")
+    warmup: float = setting(0.1, "linear warmup: a fraction of all steps when < 1, else a number of steps; "
+                                 "then cosine decay")
+    weight_decay: float = setting(0.1, "AdamW weight decay (never on biases, norms, embeddings or the temperature)")
+    betas: tuple[float, float] = setting((0.9, 0.98), "AdamW's moment decay rates", cli=False)
+    eps: float = setting(1e-6, "AdamW's epsilon", cli=False)
+    min_lr_ratio: float = setting(0.0, "where the cosine ends, as a fraction of lr", cli=False)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """`warmup` in steps: a fraction of `total_steps` when < 1, else a step count."""
+        return int(round(self.warmup * total_steps)) if self.warmup < 1 else int(self.warmup)
 
 
-def lr_schedule(config: OptimConfig):
+def lr_schedule(config: OptimConfig, total_steps: int):
     """step (0-based, as the optimizer passes it) -> lr: linear warmup to lr, then cosine to min."""
-    base, warmup, total = config.lr, max(0, config.warmup_steps), max(1, config.total_steps)
+    base, total = config.lr, max(1, total_steps)
+    warmup = max(0, config.warmup_steps(total))
     floor = base * config.min_lr_ratio
 
     def schedule(step: mx.array) -> mx.array:
@@ -47,9 +56,9 @@ def lr_schedule(config: OptimConfig):
     return schedule
 
 
-def make_optimizer(config: OptimConfig) -> optim.MultiOptimizer:
+def make_optimizer(config: OptimConfig, total_steps: int) -> optim.MultiOptimizer:
     """AdamW (decoupled decay, bias-corrected like torch.optim.AdamW) in two parameter groups."""
-    schedule = lr_schedule(config)
+    schedule = lr_schedule(config, total_steps)
     kwargs = dict(learning_rate=schedule, betas=list(config.betas), eps=config.eps, bias_correction=True)
     return optim.MultiOptimizer(
         [optim.AdamW(weight_decay=0.0, **kwargs), optim.AdamW(weight_decay=config.weight_decay, **kwargs)],

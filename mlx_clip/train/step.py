@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from ..cli_args import setting
 from ..errors import InputError
 from ..models.model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
@@ -23,9 +24,12 @@ PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
 
 @dataclass
 class LockConfig:
-    lock_image: bool = False
-    lock_text: bool = False
-    unlock_last: int = 0  # last N transformer layers (+ final norm and projection) of locked towers
+    """Which towers to freeze, and how many of their last layers to train anyway."""
+
+    lock_image: bool = setting(False, "freeze the image tower")
+    lock_text: bool = setting(False, "freeze the text tower")
+    unlock_last: int = setting(0, "train the last N layers (and final norm + projection) of locked towers",
+                               metavar="N")
 
 
 def apply_locks(model: CLIPModel, config: LockConfig) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ...cli_args import rows as config_rows
 from ...config import FinetuneConfig
 from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
@@ -127,7 +127,7 @@ def data_section(prepared: RunData) -> str:
     rows = [("records with images", len(prepared.items)),
             ("skipped", prepared.skipped_line or "none"),
             ("train / validation", f"{len(prepared.train_index)} / {len(prepared.val_index)}"
-             + (f" (stratified by {config.stratify})" if config.stratify else "")),
+             + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "")),
             ("distinct captions", report.captions),
             ("caption tokens min / median / mean / max",
              f"{tokens.min()} / {np.median(tokens):.0f} / {tokens.mean():.1f} / {tokens.max()}"),
@@ -146,7 +146,7 @@ def data_section(prepared: RunData) -> str:
                  Raw(f'<span class="bar" style="width:{max(1, round(160 * n / most))}px"></span>'))
                 for label, n in top]
         out += (f"<h3>Labels ({esc(config.label_field)}): {len(counts)} values"
-                + (f", the 40 most common shown" if len(counts) > 40 else "") + "</h3>"
+                + (", the 40 most common shown" if len(counts) > 40 else "") + "</h3>"
                 + table(["label", "records", "validation", ""], rows, numeric=(1, 2)))
     return out
 
@@ -243,7 +243,6 @@ def scores_section(history, best, before, after) -> str:
 
 
 def config_section(prepared: RunData) -> str:
-    config = asdict(prepared.config)
     rows = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
-            for k, v in config.items()]
+            for k, v in config_rows(prepared.config)]
     return "<h2>Configuration</h2>" + table(["setting", "value"], rows)
