@@ -99,7 +99,9 @@ def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
 
 
 class Trainer:
-    """Owns the model, the optimizer and the compiled step.
+    """Owns the model, the optimizer and the compiled step: `nn.value_and_grad(model, loss_fn)` and
+    the update under `mx.compile(inputs=state, outputs=state)`, as mlx-examples' mnist; frozen
+    (locked) modules get no gradient and no optimizer state.
 
     float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
     copies used for the forward and backward pass; the optimizer updates float32 master
