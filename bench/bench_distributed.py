@@ -41,7 +41,6 @@ def worker(model_path: str, batch: int, steps: int, out: str) -> None:
 
     from mlx_clip.train import distributed
     from mlx_clip.train.optim import OptimConfig, make_optimizer
-    from mlx_clip.train.step import trainable_tree
 
     dist = distributed.init()
     model = mlx_clip.load(model_path)
@@ -62,9 +61,9 @@ def worker(model_path: str, batch: int, steps: int, out: str) -> None:
         times.append(time.perf_counter() - began)
     step_s = float(np.median(times[2:]))
     reduce_s = None
-    params = sum(v.size for _, v in tree_flatten(trainable_tree(model)))
+    params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     if dist.active:
-        grads = [mx.zeros_like(v) for _, v in tree_flatten(trainable_tree(model))]
+        grads = [mx.zeros_like(v) for _, v in tree_flatten(model.trainable_parameters())]
         tree = {str(i): g for i, g in enumerate(grads)}
         mx.eval(tree)
         reduce_times = []

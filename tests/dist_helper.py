@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_clip  # noqa: E402  (first: OpenBLAS under MLX on Linux)
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from mlx_clip.train import distributed  # noqa: E402
 from mlx_clip.train.optim import OptimConfig, make_optimizer  # noqa: E402
-from mlx_clip.train.step import value_and_grad  # noqa: E402
 
 CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle", "a yellow star",
             "a blue circle"]
@@ -52,7 +52,7 @@ def main():
                 losses.append(float(trainer.step(local_ids, local_pixels, groups=local_groups, valid=valid)))
                 continue
             # gradients at the starting weights, summed over ranks (as the compiled step does)
-            _, g = value_and_grad(model, trainer.loss_fn)(*trainer.step_inputs(*args))
+            _, g = nn.value_and_grad(model, trainer.loss_fn)(model, *trainer.step_inputs(*args))
             grads.update({f"grad{b}.{k}": np.array(v) for k, v in tree_flatten(trainer.reduce_grads(g))})
     flat = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
     np.savez(Path(out) / f"rank{dist.rank}.npz", losses=np.array(losses), **flat, **grads)

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 import mlx_clip
 from mlx.utils import tree_flatten
 from mlx_clip.train.optim import make_optimizer
-from mlx_clip.train.step import Trainer, clip_loss, value_and_grad
+from mlx_clip.train.step import Trainer, clip_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -73,7 +74,7 @@ def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_pa
     for b, (ids, pixels, groups) in enumerate(dist_helper.batches(model)):
         # the sum over ranks of their gradients is the single-process gradient of the global batch
         # (Adam's update hides gradient scale errors; this does not)
-        _, grads = value_and_grad(model, clip_loss)(mx.array(ids), mx.array(pixels), mx.array(groups))
+        _, grads = nn.value_and_grad(model, clip_loss)(model, mx.array(ids), mx.array(pixels), mx.array(groups))
         for name, value in tree_flatten(grads):
             for got in ranks:
                 np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,

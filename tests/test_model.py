@@ -22,16 +22,15 @@ def _forward_both(folder, batch=2):
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(ids, dtype=torch.long), pixel_values=pixels)
     ours = model(mx.array(ids), mx.array(pixels.permute(0, 2, 3, 1).numpy()))
-    return ref, [np.array(t) for t in ours]
+    return ref, {name: np.array(value) for name, value in vars(ours).items()}
 
 
 def _assert_parity(ref, ours, tol=1e-4):
-    logits_per_image, logits_per_text, image_embeds, text_embeds = ours
     pairs = {
-        "image_embeds": (image_embeds, ref.image_embeds),
-        "text_embeds": (text_embeds, ref.text_embeds),
-        "logits_per_image": (logits_per_image, ref.logits_per_image),
-        "logits_per_text": (logits_per_text, ref.logits_per_text),
+        "image_embeds": (ours["image_embeds"], ref.image_embeds),
+        "text_embeds": (ours["text_embeds"], ref.text_embeds),
+        "logits_per_image": (ours["logits_per_image"], ref.logits_per_image),
+        "logits_per_text": (ours["logits_per_text"], ref.logits_per_text),
     }
     for name, (mine, theirs) in pairs.items():
         diff = np.abs(mine - theirs.numpy()).max()
@@ -67,7 +66,7 @@ def b32_hf(tmp_path_factory, openai_vocab):
 
 def test_b32_dimensions_parity(b32_hf):
     ref, ours = _forward_both(b32_hf)
-    assert ours[2].shape == (2, 512)
+    assert ours["image_embeds"].shape == (2, 512)
     _assert_parity(ref, ours)
 
 
@@ -150,3 +149,25 @@ def test_cpu_streams_embed_like_one_pass(tiny_hf):
     np.testing.assert_allclose(split, whole, atol=1e-6)
     if _blas.loaded_blas:
         assert ctypes.CDLL(_blas.loaded_blas).openblas_get_num_threads() == threads
+
+
+def test_mlx_folder_keeps_hf_names_and_the_mlx_patch_layout(tiny_hf, tmp_path):
+    """The MLX folder's tensors are HF's, the patch kernel stored (out, kh, kw, in) as MLX folders
+    always were, and both folders load to bit-identical weights (PatchEmbedding is a module)."""
+    from mlx.utils import tree_flatten
+    from safetensors.numpy import load_file
+
+    from mlx_clip.models.model import PatchEmbedding
+
+    hf = load_file(tiny_hf / "model.safetensors")
+    model = mlx_clip.load(tiny_hf)
+    assert isinstance(model.vision_model.embeddings.patch_embedding, PatchEmbedding)
+    saved = load_file(model.save(tmp_path / "mlx") / "mlx_model.safetensors")
+    key = "vision_model.embeddings.patch_embedding.weight"
+    assert saved[key].tobytes() == np.ascontiguousarray(hf[key].transpose(0, 2, 3, 1)).tobytes()
+    assert set(saved) == {k for k in hf if not k.endswith("position_ids")}
+    again = mlx_clip.load(tmp_path / "mlx")
+    for name, value in tree_flatten(again.parameters()):
+        assert np.array(value).tobytes() == saved[name].tobytes(), name
+    for name, value in tree_flatten(model.parameters()):
+        assert np.array(value).tobytes() == saved[name].tobytes(), name

@@ -173,6 +173,28 @@ def test_locked_towers_stay_put(tiny_hf, lock):
     assert "logit_scale" in changed  # the temperature always trains
 
 
+def test_frozen_weights_get_no_gradient_and_no_optimizer_state(tiny_hf):
+    """Locked towers are frozen modules (patch embedding included): the step's gradients and
+    the optimizer's state (what a checkpoint stores) cover exactly the trainable weights."""
+    import mlx.nn as nn
+
+    from mlx_clip.train.step import LockConfig, apply_locks, clip_loss
+    model = mlx_clip.load(tiny_hf)
+    apply_locks(model, LockConfig(lock_image=True))
+    trainable = {k for k, _ in tree_flatten(model.trainable_parameters())}
+    assert "vision_model.embeddings.patch_embedding.weight" not in trainable
+    assert "visual_projection.weight" not in trainable and "text_projection.weight" in trainable
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=LR, warmup=0), total_steps=10))
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(2).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    _, grads = nn.value_and_grad(model, clip_loss)(model, *trainer.step_inputs(ids, pixels))
+    assert {k for k, _ in tree_flatten(grads)} == trainable
+    trainer.step(ids, pixels)
+    state = {k.split(".", 2)[2].rsplit(".", 1)[0] for k, _ in tree_flatten(trainer.optimizer.state)
+             if k.endswith((".m", ".v"))}
+    assert state == trainable
+
+
 class CountingTrainer(Trainer):
     """Counts how often the compiled step is traced (the Python body runs only when tracing)."""
 

@@ -11,10 +11,10 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from . import weights as W
-from .._blas import single_threaded_blas
 from .config import CLIPConfig
 from ..errors import InputError
 from ..io import write_json, write_safetensors
+from .fast_ops import on_cpu_streams
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .tokenizer import CLIPTokenizer
@@ -39,7 +39,6 @@ class CLIP(CLIPModel):
         super().__init__(config)
         self._tokenizer = tokenizer
         self.image_processor = image_processor or ImageProcessor.from_dict({}, config.vision.image_size)
-        self._streams: list | None = None
         # inputs=self.state: the compiled functions read the current weights on every call.
         self._embed_image_fn = mx.compile(lambda pixels: normalize(self.encode_image(pixels)), inputs=self.state)
         self._embed_text_fn = mx.compile(lambda ids: normalize(self.encode_text(ids)), inputs=self.state)
@@ -63,32 +62,11 @@ class CLIP(CLIPModel):
         """Preprocessed (N, H, W, 3) pixels -> L2-normalised embeddings (MLX array).
 
         On a GPU: one compiled forward pass. On a multi-core CPU the batch is split across one
-        MLX stream per core, each with single-threaded BLAS: MLX runs a stream's non-matmul
-        work (activations, norms, softmax) on one thread, so this keeps every core busy. It
-        took ViT-B/32 embedding from 23 to 33 images/s on 2 cores (bench/README.md).
+        MLX stream per core (fast_ops.on_cpu_streams).
         """
         pixels = mx.array(pixel_values).astype(self.dtype)
-        streams = self._cpu_streams()
-        if len(streams) < 2 or pixels.shape[0] < 2 * len(streams):
-            return self._embed_image_fn(pixels)
-        bounds = np.linspace(0, pixels.shape[0], len(streams) + 1).astype(int)
-        with single_threaded_blas():
-            parts = []
-            for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
-                with mx.stream(stream):
-                    parts.append(normalize(self.encode_image(pixels[start:stop])))
-            out = mx.concatenate(parts)
-            mx.eval(out)
-        return out
-
-    def _cpu_streams(self) -> list:
-        """One MLX CPU stream per usable core (none on a GPU or a single core)."""
-        if mx.default_device() != mx.cpu:
-            return []
-        if self._streams is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            self._streams = [mx.new_stream(mx.cpu) for _ in range(min(cores, 8))] if cores > 1 else []
-        return self._streams
+        split = on_cpu_streams(lambda part: normalize(self.encode_image(part)), pixels)
+        return self._embed_image_fn(pixels) if split is None else split
 
     def embed_tokens(self, input_ids: np.ndarray | mx.array) -> mx.array:
         """Token ids (N, L) -> L2-normalised embeddings (MLX array)."""

@@ -1,70 +1,27 @@
-"""CLIP in MLX: a vision transformer and a text transformer with projections.
+"""CLIP in MLX: a vision transformer and a text transformer with projections, plain modules.
 
 Module and parameter names follow transformers' `CLIPModel`, so weight names map one to
-one; only the patch embedding's layout differs (MLX stores (out, kh, kw, in)).
+one; only the patch embedding's layout differs (MLX stores (out, kh, kw, in); weights.py
+converts). The CPU fast paths (libm-free activations) live in fast_ops.py.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .config import CLIPConfig, TextConfig, VisionConfig
-
-
-_LOG2E = 1.4426950408889634
-_ROUND = 12582912.0  # 1.5 * 2**23: adding then subtracting it rounds a float32 to an integer
-# 2**f on [-0.5, 0.5] (Taylor coefficients of exp(f ln 2)); relative error below 2e-7.
-_EXP2_COEFFICIENTS = (1.5403530393381606e-4, 1.3333558146428443e-3, 9.6181291076284772e-3,
-                      5.5504108664821580e-2, 2.4022650695910071e-1, 6.9314718055994531e-1, 1.0)
-
-
-def _exp2(t: mx.array) -> mx.array:
-    """2**t from multiplies, adds and an exponent-bit shift: no libm calls.
-
-    MLX's CPU kernels evaluate `exp` one element at a time through libm's `fmaf`; this form
-    compiles to plain arithmetic instead, which made ViT-B/32 training 16% faster on an x86
-    CPU (see bench/README.md). Exact to float32 rounding for the sigmoid's use.
-    """
-    t = mx.clip(t, -126.0, 126.0)
-    k = (t + _ROUND) - _ROUND
-    f = t - k
-    p = _EXP2_COEFFICIENTS[0]
-    for c in _EXP2_COEFFICIENTS[1:]:
-        p = p * f + c
-    return p * ((k.astype(mx.int32) + 127) << 23).view(mx.float32)
-
-
-def _sigmoid(z: mx.array) -> mx.array:
-    if z.dtype != mx.float32:  # the bit trick is float32's; half precision is for GPUs anyway
-        return mx.sigmoid(z)
-    return 1.0 / (1.0 + _exp2(z * -_LOG2E))
-
-
-@mx.custom_function
-def _quick_gelu(x: mx.array) -> mx.array:
-    """x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32."""
-    return x * _sigmoid(1.702 * x)
-
-
-@_quick_gelu.vjp
-def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.array:
-    s = _sigmoid(1.702 * x)
-    return cotangent * (s + 1.702 * x * s * (1.0 - s))
-
-
-def _gelu_tanh(x: mx.array) -> mx.array:
-    return 0.5 * x * (1.0 + mx.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+from .fast_ops import gelu_tanh, quick_gelu
 
 
 ACTIVATIONS = {
-    "quick_gelu": _quick_gelu,
+    "quick_gelu": quick_gelu,
     "gelu": nn.gelu,
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
     "relu": nn.relu,
     "silu": nn.silu,
     "swish": nn.silu,
@@ -172,29 +129,40 @@ class TextTransformer(nn.Module):
         return mx.take_along_axis(x, positions[:, None, None], axis=1)[:, 0]
 
 
+class PatchEmbedding(nn.Module):
+    """The patch convolution (kernel = stride = patch size, no bias) as one matmul over patches.
+
+    The weight keeps MLX's convolution layout (out, kh, kw, in) and transformers' name, so
+    weights load as for nn.Conv2d; the matmul is cheaper than MLX's convolution path.
+    """
+
+    def __init__(self, channels: int, dims: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.weight = mx.zeros((dims, patch_size, patch_size, channels))
+
+    def __call__(self, pixel_values: mx.array) -> mx.array:
+        """(N, H, W, C) -> (N, patches, dims), patches in row-major order."""
+        n, h, w, c = pixel_values.shape
+        p = self.patch_size
+        gh, gw = h // p, w // p
+        patches = pixel_values.reshape(n, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(n, gh * gw, p * p * c)
+        return patches @ self.weight.reshape(self.weight.shape[0], -1).T
+
+
 class VisionEmbeddings(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
-        self.patch_size = config.patch_size
         dims = config.hidden_size
         self.class_embedding = mx.zeros((dims,))
-        # (out, kh, kw, in): MLX's convolution layout, used here as a matmul over patches.
-        self.patch_embedding = {
-            "weight": mx.zeros((dims, config.patch_size, config.patch_size, config.num_channels))
-        }
+        self.patch_embedding = PatchEmbedding(config.num_channels, dims, config.patch_size)
         self.position_embedding = nn.Embedding(config.num_patches + 1, dims)
 
     def __call__(self, pixel_values: mx.array) -> mx.array:
         """pixel_values: (N, H, W, C) -> (N, 1 + patches, hidden_size)."""
-        n, h, w, c = pixel_values.shape
-        p = self.patch_size
-        gh, gw = h // p, w // p
-        # Non-overlapping patches as one matmul: cheaper than the convolution path.
-        patches = pixel_values.reshape(n, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(n, gh * gw, p * p * c)
-        weight = self.patch_embedding["weight"]
-        x = patches @ weight.reshape(weight.shape[0], -1).T
-        cls = mx.broadcast_to(self.class_embedding.astype(x.dtype), (n, 1, x.shape[-1]))
+        x = self.patch_embedding(pixel_values)
+        cls = mx.broadcast_to(self.class_embedding.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
         x = mx.concatenate([cls, x], axis=1)
         return x + self.position_embedding.weight
 
@@ -220,6 +188,16 @@ class VisionTransformer(nn.Module):
         return self.post_layernorm(x[:, 0])
 
 
+@dataclass
+class CLIPModelOutput:
+    """What `CLIPModel.__call__` returns, named as transformers' CLIPOutput."""
+
+    logits_per_image: mx.array  # (images, texts), scaled by the temperature
+    logits_per_text: mx.array  # its transpose
+    image_embeds: mx.array  # L2-normalised
+    text_embeds: mx.array  # L2-normalised
+
+
 class CLIPModel(nn.Module):
     """The MLX modules and parameters of CLIP (no tokenizer or preprocessing)."""
 
@@ -240,15 +218,12 @@ class CLIPModel(nn.Module):
         """Projected text features (not normalised), shape (N, projection_dim)."""
         return self.text_projection(self.text_model(input_ids))
 
-    def __call__(self, input_ids: mx.array, pixel_values: mx.array):
-        """Normalised embeddings and logits, as transformers' CLIPModel.forward.
-
-        Returns (logits_per_image, logits_per_text, image_embeds, text_embeds).
-        """
+    def __call__(self, input_ids: mx.array, pixel_values: mx.array) -> CLIPModelOutput:
+        """Normalised embeddings and logits, as transformers' CLIPModel.forward."""
         image_embeds = normalize(self.encode_image(pixel_values))
         text_embeds = normalize(self.encode_text(input_ids))
         logits_per_text = (text_embeds @ image_embeds.T) * mx.exp(self.logit_scale)
-        return logits_per_text.T, logits_per_text, image_embeds, text_embeds
+        return CLIPModelOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds)
 
 
 def normalize(x: mx.array) -> mx.array:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
@@ -95,45 +96,16 @@ def count_parameters(tree) -> int:
     return sum(v.size for _, v in tree_flatten(tree))
 
 
-def _prune(tree):
-    """Drop empty dicts left where frozen arrays were (list positions are kept)."""
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            value = _prune(value)
-            if isinstance(value, mx.array) or value:
-                out[key] = value
-        return out
-    if isinstance(tree, list):
-        return [_prune(v) for v in tree]
-    return tree
-
-
-def trainable_tree(model: CLIPModel) -> dict:
-    """`model.trainable_parameters()` without the `{}` MLX leaves for frozen arrays held in plain
-    dicts (the patch embedding), which `Module.update` would reject."""
-    return _prune(model.trainable_parameters())
-
-
-def value_and_grad(model: CLIPModel, fn):
-    """nn.value_and_grad over `trainable_tree(model)`."""
-    def inner(params, *args):
-        model.update(params)
-        return fn(model, *args)
-
-    grad_fn = mx.value_and_grad(inner)
-    return lambda *args: grad_fn(trainable_tree(model), *args)
-
-
 def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
               groups: mx.array | None = None) -> mx.array:
     """`groups`: equal for entries showing the same image (see loss.py); None: all different."""
-    logits_per_image, _, _, _ = model(input_ids, pixel_values)
-    return contrastive_loss(logits_per_image, groups)
+    return contrastive_loss(model(input_ids, pixel_values).logits_per_image, groups)
 
 
 class Trainer:
-    """Owns the model, the optimizer and the compiled step.
+    """Owns the model, the optimizer and the compiled step: `nn.value_and_grad(model, loss_fn)` and
+    the update under `mx.compile(inputs=state, outputs=state)`, as mlx-examples' mnist; frozen
+    (locked) modules get no gradient and no optimizer state.
 
     float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
     copies used for the forward and backward pass; the optimizer updates float32 master
@@ -150,7 +122,7 @@ class Trainer:
         self.precision = precision
         self.eos_token_id = eos_token_id  # set: trailing padding is trimmed (see trim_padding)
         self.compute_dtype = PRECISIONS[precision]
-        trainable = trainable_tree(model)
+        trainable = model.trainable_parameters()
         optimizer.init(trainable)
         self.master: dict = {}
         self.frozen_fp32: dict = {}
@@ -159,6 +131,7 @@ class Trainer:
             self.master.update(tree_map(lambda p: p, trainable))
             self._cast_model_from(self.frozen_fp32)
         self.state = [model.state, optimizer.state, mx.random.state, self.master]
+        self._loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         self._step = mx.compile(self._step_fp32 if precision == "float32" else self._step_mixed,
                                 inputs=self.state, outputs=self.state)
 
@@ -176,7 +149,7 @@ class Trainer:
         return grads
 
     def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
-        loss, grads = value_and_grad(self.model, self.loss_fn)(input_ids, pixel_values, *extra)
+        loss, grads = self._loss_and_grad(self.model, input_ids, pixel_values, *extra)
         grads = self.reduce_grads(grads)
         self.optimizer.update(self.model, grads)
         self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
@@ -184,7 +157,7 @@ class Trainer:
 
     def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
         pixels = pixel_values.astype(self.compute_dtype)
-        loss, grads = value_and_grad(self.model, self.loss_fn)(input_ids, pixels, *extra)
+        loss, grads = self._loss_and_grad(self.model, input_ids, pixels, *extra)
         grads = self.reduce_grads(tree_map(lambda g: g.astype(mx.float32), grads))
         new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
         new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
@@ -241,6 +214,6 @@ class Trainer:
             return
         flat = dict(tree_flatten(tree))
         self.frozen_fp32.update(flat)
-        trainable = dict(tree_flatten(trainable_tree(self.model)))
+        trainable = dict(tree_flatten(self.model.trainable_parameters()))
         self.master.update(tree_unflatten([(k, flat[k]) for k in trainable]))
         self._cast_model_from(flat)
