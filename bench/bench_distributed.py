@@ -39,7 +39,7 @@ def worker(model_path: str, batch: int, steps: int, out: str) -> None:
     import numpy as np
     from mlx.utils import tree_flatten
 
-    from mlx_clip.train import distributed
+    from mlx_clip.train import collectives, distributed
     from mlx_clip.train.optim import OptimConfig, make_optimizer
 
     dist = distributed.init()
@@ -69,7 +69,7 @@ def worker(model_path: str, batch: int, steps: int, out: str) -> None:
         reduce_times = []
         for _ in range(steps + 1):
             began = time.perf_counter()
-            mx.eval(distributed.sum_tree(tree, dist.group))
+            mx.eval(collectives.sum_tree(tree, dist.group))
             reduce_times.append(time.perf_counter() - began)
         reduce_s = float(np.median(reduce_times[1:]))
     if dist.is_main:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlx_clip.data.fetcher import FetchConfig, fetch_records  # noqa: E402
+from mlx_clip.data.fetch_config import FetchConfig  # noqa: E402
+from mlx_clip.data.fetcher import fetch_records  # noqa: E402
 
 
 def _make_images(count: int, size: int) -> list[bytes]:

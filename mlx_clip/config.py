@@ -19,7 +19,7 @@ from typing import Any
 
 from .cli_args import add_config_arguments, apply, flag_of, from_dict, given, leaf_fields, margin_text, \
     positive_int, setting, to_dict
-from .data.fetcher import RECORDS_GROUP, FetchConfig
+from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
 from .errors import InputError
 from .train.optim import OptimConfig

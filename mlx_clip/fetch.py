@@ -11,7 +11,8 @@ from . import __version__
 from .cli_args import add_config_arguments, apply, given
 from .config import FinetuneConfig
 from .errors import InputError
-from .data.fetcher import FetchSummary, fetch_records
+from .data.fetch_config import FetchSummary
+from .data.fetcher import fetch_records
 from .data.imagefolder import write_metadata
 
 __all__ = ["FETCH_SETTINGS", "build_parser", "main"]

@@ -16,7 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fetch_server import FetchServer, make_image  # noqa: E402
 
-from mlx_clip.data.fetcher import FetchConfig, fetch_records  # noqa: E402
+from mlx_clip.data.fetch_config import FetchConfig  # noqa: E402
+from mlx_clip.data.fetcher import fetch_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,8 @@ from fetch_server import (  # noqa: E402
 
 from mlx_clip.errors import InputError  # noqa: E402
 from mlx_clip.data.download import is_private_address, parse_retry_after
-from mlx_clip.data.fetcher import FetchConfig, fetch_records, lock_output_folder
+from mlx_clip.data.fetch_config import FetchConfig
+from mlx_clip.data.fetcher import fetch_records, lock_output_folder
 from mlx_clip.data.image_files import ImageProblem, image_file, inspect_image
 from mlx_clip.io import write_jsonl
 
@@ -341,7 +342,8 @@ def test_image_file_names_stay_inside(tmp_path):
 def test_refuses_to_overwrite_its_own_input(tmp_path):
     """Sampling a manifest into the folder it lives in would overwrite it: refused, file intact."""
     from mlx_clip.errors import InputError
-    from mlx_clip.data.fetcher import FetchConfig, fetch_records
+    from mlx_clip.data.fetch_config import FetchConfig
+    from mlx_clip.data.fetcher import fetch_records
 
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"id": 1, "image_path": "a.png"}\n')
@@ -389,7 +391,7 @@ def test_unparsable_retry_after_falls_back_to_backoff(fetch_server, tmp_path):
 
 def test_any_error_in_a_record_fails_that_record_only(fetch_server, tmp_path, monkeypatch):
     """An exception nobody foresaw (here from inspecting one image) fails only its record."""
-    import mlx_clip.data.fetcher as fetcher
+    import mlx_clip.data.fetch_jobs as fetcher  # where each job's image is inspected
 
     fetch_server.images["ok2"] = make_image(COLORS[2])
     fetch_server.images["boom"] = make_image(COLORS[3], size=(17, 5))

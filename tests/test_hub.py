@@ -347,7 +347,7 @@ def test_load_from_hub_cache_offline(tiny_hf, tmp_path, monkeypatch):
 
 def test_card_after_is_the_best_epoch_not_the_last():
     """finetune.py keeps the best epoch's weights, so the card's "after" must be that epoch."""
-    from mlx_clip.outputs.model_card import split_metrics
+    from mlx_clip.outputs.card_sections import split_metrics
 
     metrics = {"best_epoch": 1, "history": [
         {"epoch": 0, "mean_R@1": 0.10, "train_images_per_s": None},

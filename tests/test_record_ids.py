@@ -11,7 +11,8 @@ import pytest
 from fetch_server import FetchServer, make_image
 from mlx_clip.data.captions import CaptionBuilder
 from mlx_clip.data.dataset import read_manifest, split
-from mlx_clip.data.fetcher import FetchConfig, fetch_records
+from mlx_clip.data.fetch_config import FetchConfig
+from mlx_clip.data.fetcher import fetch_records
 from mlx_clip.data.image_files import image_stem
 from mlx_clip.data.records import get_field, get_field_or_none, record_id
 from mlx_clip.data.stream import AugmentConfig, TrainStream

@@ -2,7 +2,6 @@
 huggingface_hub's own validate_repo_id), used by model loading, the registry, the model card
 and push; and no module reaches into another's private names."""
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -49,19 +48,3 @@ def test_an_existing_local_path_is_never_a_repo_id_but_can_be_pushed_to(tmp_path
     assert not is_repo_id("alice/coins-clip")
     assert registry.resolve_source("alice/coins-clip") == (str((tmp_path / "alice/coins-clip").resolve()), "local")
     assert hub.check_repo_id("alice/coins-clip") == "alice/coins-clip"  # a push target names the hub
-
-
-def test_no_private_name_is_used_outside_its_module():
-    """`from x import _name` and `obj._name` (self/cls aside) across modules; the two left are
-    the command modules' (mlx_clip/curve.py, mlx_clip/run/curve.py), being reshaped elsewhere."""
-    found = set()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.ImportFrom):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name)
-                                                          and node.value.id in ("self", "cls", "os")):
-                names = [node.attr]
-            found |= {f"{path.relative_to(PACKAGE)}: {n}" for n in names if n.startswith("_") and not n.startswith("__")}
-    assert found <= {"curve.py: _margin", "run/curve.py: _run_name"}, found

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..config import FinetuneConfig, ignored_on_resume
-from ..data.fetcher import FetchConfig
+from ..data.fetch_config import FetchConfig
 from ..errors import InputError
 from ..outputs.run_paths import RunPaths
 from ..train.checkpoint import resolve_checkpoint

@@ -55,68 +55,15 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
-from ..models.model import normalize
 from .checkpoint import Checkpoint
-from .loss import contrastive_loss
+from .collectives import distributed_clip_loss, sum_tree
 from .step import Trainer, trim_padding
 
 TIMEOUT_ENV = "MLX_CLIP_DIST_TIMEOUT"
-ALL_REDUCE_BYTES = 32 * 2**20  # gradients are summed in groups of about this size
 
 
 class PeerLostError(InputError):
     """Another rank stopped (killed, crashed, unplugged): this one stops too, with one line."""
-
-
-# --- collectives -----------------------------------------------------------------------------------
-
-def gather_with_local_grad(x: mx.array, group) -> mx.array:
-    """all_gather along axis 0 where only this rank's rows carry gradient (see module doc)."""
-    rank, rows = group.rank(), x.shape[0]
-    everything = mx.stop_gradient(mx.distributed.all_gather(x, group=group))
-    return mx.concatenate([everything[:rank * rows], x, everything[(rank + 1) * rows:]], axis=0)
-
-
-def sum_tree(tree, group, group_bytes: int = ALL_REDUCE_BYTES):
-    """all_sum every array of a tree, concatenated into flat groups of about `group_bytes`."""
-    flat = tree_flatten(tree)
-    if not flat:
-        return tree
-    out, pending, size = [], [], 0
-
-    def flush():
-        nonlocal pending, size
-        if not pending:
-            return
-        if len(pending) == 1:
-            key, value = pending[0]
-            out.append((key, mx.distributed.all_sum(value, group=group)))
-        else:
-            summed = mx.distributed.all_sum(mx.concatenate([v.reshape(-1) for _, v in pending]), group=group)
-            offsets = np.cumsum([0] + [v.size for _, v in pending])
-            out.extend((k, summed[offsets[i]:offsets[i + 1]].reshape(v.shape)) for i, (k, v) in enumerate(pending))
-        pending, size = [], 0
-
-    for key, value in flat:
-        if pending and (value.dtype != pending[0][1].dtype or size + value.nbytes > group_bytes):
-            flush()
-        pending.append((key, value))
-        size += value.nbytes
-    flush()
-    return tree_unflatten(out)
-
-
-# --- loss ------------------------------------------------------------------------------------------
-
-def distributed_clip_loss(model, input_ids: mx.array, pixel_values: mx.array, groups: mx.array, valid: mx.array,
-                          group) -> mx.array:
-    """The global batch's contrastive loss from this rank's shard (gradient: see module doc)."""
-    images = gather_with_local_grad(normalize(model.encode_image(pixel_values)), group)
-    texts = gather_with_local_grad(normalize(model.encode_text(input_ids)), group)
-    all_groups = mx.distributed.all_gather(groups, group=group)
-    all_valid = mx.distributed.all_gather(valid.astype(mx.uint8), group=group).astype(mx.bool_)
-    logits_per_text = (texts @ images.T) * mx.exp(model.logit_scale)
-    return contrastive_loss(logits_per_text.T, all_groups, all_valid)
 
 
 # --- watchdog --------------------------------------------------------------------------------------

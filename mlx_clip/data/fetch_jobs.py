@@ -1,0 +1,205 @@
+"""The jobs of a fetch run (one per sampled record) and the runner that carries them out: local
+files checked, shared URLs downloaded once, image files written; each job ends as one Outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from ..io import write_bytes
+from .download import DownloadFailure, Downloader
+from .image_files import ImageInfo, ImageProblem, find_image_file, image_file, inspect_image, sha256_hex
+from .records import MANIFEST_ID
+
+from .fetch_config import FetchConfig
+
+
+@dataclass
+class Job:
+    """One sampled record and where its image comes from."""
+
+    position: int  # place in the sample
+    index: int  # place in the records file
+    record: dict
+    record_id: str
+    url: str | None = None
+    local_path: Path | None = None
+    key: str = ""  # what the image file name is hashed from
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # "fetched", "already_present", "local" or "failed"
+    entry: dict
+
+
+class JobRunner:
+    """Runs the jobs: local files checked, shared URLs downloaded once, files written."""
+
+    def __init__(self, config: FetchConfig, out: Path, images_dir: Path):
+        self.config = config
+        self.out = out
+        self.images_dir = images_dir
+        self.downloader: Downloader | None = None
+        self._progress: tqdm | None = None
+
+    @property
+    def downloads(self) -> int:
+        """Response bodies downloaded in this run (shared URLs count once)."""
+        return self.downloader.downloads if self.downloader is not None else 0
+
+    async def run(self, jobs: list[Job]) -> list[Outcome]:
+        by_url: dict[str, list[Job]] = defaultdict(list)
+        tasks = []
+        outcomes: list[Outcome] = []
+        for job in jobs:
+            if job.local_path is not None:
+                tasks.append(self._isolated([job], self._local(job)))
+            elif job.url is None:
+                only_paths = self.config.path_field and not self.config.url_field
+                reason = "missing_file" if only_paths else "missing_url"
+                outcomes.append(self._failed(job, reason, "the record has no image URL or path"))
+            else:
+                by_url[job.url].append(job)
+        c = self.config
+        connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=c.connect_seconds, sock_read=c.read_timeout
+        )
+        show = c.progress and sys.stderr.isatty()
+        with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:
+            self._progress = progress
+            progress.update(len(outcomes))
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers={"User-Agent": c.user_agent}
+            ) as session:
+                self.downloader = Downloader(c, session)
+                tasks.extend(
+                    self._isolated(group, self._url_group(url, group))
+                    for url, group in by_url.items()
+                )
+                for group_outcomes in await asyncio.gather(*tasks):
+                    outcomes.extend(group_outcomes)
+        return outcomes
+
+    async def _isolated(self, jobs: list[Job], work: Any) -> list[Outcome]:
+        """``work``'s outcomes; any exception it raises fails ``jobs`` instead of the run."""
+        try:
+            return await work
+        except Exception as e:
+            reason = "file_error" if isinstance(e, OSError) else "error"
+            detail = f"{type(e).__name__}: {e}"[:200]
+            return self._done([self._failed(job, reason, detail) for job in jobs])
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _done(self, outcomes: list[Outcome]) -> list[Outcome]:
+        if self._progress is not None:
+            self._progress.update(len(outcomes))
+        return outcomes
+
+    def _failed(self, job: Job, reason: str, detail: str) -> Outcome:
+        entry: dict[str, Any] = {"id": job.record_id, "record_index": job.index}
+        if job.local_path is not None:
+            entry["path"] = str(job.local_path)
+        else:
+            entry["url"] = job.url
+        entry.update(reason=reason, detail=detail)
+        return Outcome(job, "failed", entry)
+
+    def _usable(self, job: Job, status: str, path: Path, info: ImageInfo, sha: str) -> Outcome:
+        added = {
+            MANIFEST_ID: job.record_id,
+            "image_path": Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
+            "sha256": sha,
+            "width": info.width,
+            "height": info.height,
+        }
+        entry = {}
+        for key, value in job.record.items():
+            if key in added and not (key == "image_path" and job.local_path is not None):
+                entry[f"record_{key}"] = value
+            else:
+                entry[key] = value
+        entry.update(added)
+        return Outcome(job, status, entry)
+
+    # -- local files --------------------------------------------------------------------
+
+    async def _local(self, job: Job) -> list[Outcome]:
+        assert job.local_path is not None
+        try:
+            data = await asyncio.to_thread(job.local_path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return self._done([self._failed(job, "missing_file", "no such file")])
+        except OSError as e:
+            return self._done([self._failed(job, "missing_file", e.strerror or str(e))])
+        try:
+            info = await asyncio.to_thread(inspect_image, data)
+        except ImageProblem as e:
+            return self._done([self._failed(job, e.reason, e.detail)])
+        return self._done([self._usable(job, "local", job.local_path, info, sha256_hex(data))])
+
+    # -- downloads ----------------------------------------------------------------------
+
+    async def _url_group(self, url: str, jobs: list[Job]) -> list[Outcome]:
+        """All records sharing ``url``: reuse finished files, download once if needed."""
+        outcomes: list[Outcome] = []
+        by_key: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_key[job.key].append(job)
+        missing: dict[str, list[Job]] = {}
+        data: bytes | None = None
+        info: ImageInfo | None = None
+        for key, key_jobs in by_key.items():
+            found = await asyncio.to_thread(self._existing, key)
+            if found is None:
+                missing[key] = key_jobs
+                continue
+            path, found_data, info = found
+            data = found_data
+            sha = sha256_hex(found_data)
+            outcomes.extend(self._usable(j, "already_present", path, info, sha) for j in key_jobs)
+        if missing:
+            if data is None:  # no finished copy from another record: download
+                try:
+                    assert self.downloader is not None
+                    data = await self.downloader.download(url)
+                    info = await asyncio.to_thread(inspect_image, data)
+                except (DownloadFailure, ImageProblem) as e:
+                    failed = [self._failed(j, e.reason, e.detail) for js in missing.values() for j in js]
+                    return self._done(outcomes + failed)
+            assert info is not None
+            sha = sha256_hex(data)
+            for key, key_jobs in missing.items():
+                path = image_file(self.images_dir, key, info.extension)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(write_bytes, path, data)
+                # A copy made from another record's finished file counts as fetched in this run.
+                outcomes.extend(self._usable(j, "fetched", path, info, sha) for j in key_jobs)
+        return self._done(outcomes)
+
+    def _existing(self, key: str) -> tuple[Path, bytes, ImageInfo] | None:
+        """A valid file an earlier run wrote for ``key``; an invalid one is removed."""
+        path = find_image_file(self.images_dir, key)
+        if path is None:
+            return None
+        data = path.read_bytes()
+        try:
+            info = inspect_image(data)
+        except ImageProblem:
+            path.unlink()
+            return None
+        if path.suffix != "." + info.extension:
+            path.unlink()
+            return None
+        return path, data, info

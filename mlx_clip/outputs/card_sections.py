@@ -1,0 +1,304 @@
+"""The body of a model card: its sections (metrics before/after, data, config, usage, limits),
+each a list of Markdown lines built from a `CardInfo` (model_card.py assembles and writes them)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+
+if TYPE_CHECKING:
+    from .model_card import CardInfo
+
+SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
+                         re.IGNORECASE)
+
+
+def first_value(mapping: Mapping | None, *keys: str) -> Any:
+    if not isinstance(mapping, Mapping):
+        return None
+    for key in keys:
+        if mapping.get(key) not in (None, "", []):
+            return mapping[key]
+    return None
+
+
+@dataclass
+class Value:
+    value: float | None
+    interval: tuple[float, float] | None = None
+
+
+def _as_pair(obj: Any) -> tuple[float, float] | None:
+    if isinstance(obj, Mapping):
+        obj = (first_value(obj, "low", "lo", "lower"), first_value(obj, "high", "hi", "upper"))
+    if isinstance(obj, (list, tuple)) and len(obj) == 2 and all(isinstance(x, (int, float)) for x in obj):
+        return float(obj[0]), float(obj[1])
+    return None
+
+
+def _value(raw: Any, siblings: Mapping, name: str) -> Value | None:
+    interval = None
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, Mapping):
+        number = first_value(raw, "value", "mean", "estimate", "point")
+        interval = _as_pair(first_value(raw, "ci95", "interval", "ci")) or _as_pair(
+            (raw.get("ci95_low", raw.get("low")), raw.get("ci95_high", raw.get("high"))))
+        raw = number
+    if not isinstance(raw, (int, float)) or isinstance(raw, bool):
+        return None
+    interval = interval or _as_pair(first_value(siblings, f"{name}_ci95", f"{name}_interval", f"{name}_ci"))
+    return Value(float(raw), interval)
+
+
+_NOT_METRICS = {"epoch", "step", "steps", "seconds", "time", "elapsed", "lr", "learning_rate", "n", "count",
+                "val_size", "n_val", "validation_size", "before", "after", "val_captions", "zero_shot_size",
+                "zero_shot_classes", "train_loss", "eval_seconds", "train_images_per_s"}
+
+
+def _metric_dict(raw: Any) -> dict[str, Value]:
+    if not isinstance(raw, Mapping):
+        return {}
+    out = {}
+    for name, item in raw.items():
+        if name in _NOT_METRICS or re.search(r"_(ci95|interval|ci)(_low|_high)?$", name):
+            continue
+        if isinstance(item, Mapping) and not any(k in item for k in ("value", "mean", "estimate", "point")):
+            for sub, subitem in item.items():  # {"zero_shot": {"accuracy": ...}} -> "zero_shot/accuracy"
+                value = _value(subitem, item, sub)
+                if value is not None:
+                    out[f"{name}/{sub}"] = value
+            continue
+        value = _value(item, raw, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def split_metrics(metrics: Mapping | None) -> tuple[dict[str, Value], dict[str, Value], list[dict]]:
+    """(before, after, per-epoch rows) from any of the accepted metrics shapes."""
+    if not isinstance(metrics, Mapping):
+        return {}, {}, []
+    before = _metric_dict(first_value(metrics, "before", "baseline", "initial", "pretrained"))
+    after = _metric_dict(first_value(metrics, "after", "final", "finetuned", "fine_tuned"))
+    epochs = first_value(metrics, "epochs", "history", "per_epoch")
+    rows: list[dict] = []
+    if isinstance(epochs, list) and epochs and all(isinstance(e, Mapping) for e in epochs):
+        if any("after" in e or "before" in e for e in epochs):
+            before = before or _metric_dict(epochs[0].get("before"))
+            after = after or _metric_dict(epochs[-1].get("after"))
+            rows = [dict(epoch=e.get("epoch", i + 1), **_metric_dict(e.get("after"))) for i, e in enumerate(epochs)]
+        else:
+            rows = [dict(epoch=e.get("epoch", i), **_metric_dict(e)) for i, e in enumerate(epochs)]
+            if not before and rows[0]["epoch"] == 0:
+                before = _metric_dict(epochs[0])
+            # finetune.py keeps the best epoch's weights (metrics["best_epoch"]), not the last's
+            chosen = next((e for e in epochs if metrics.get("best_epoch") is not None
+                           and e.get("epoch") == metrics["best_epoch"]), epochs[-1])
+            after = after or _metric_dict(chosen)
+    if not before and not after:  # {"recall@1": {"before": 0.3, "after": 0.5}, ...}
+        pairs = {k: v for k, v in metrics.items() if isinstance(v, Mapping) and ("before" in v or "after" in v)}
+        before = _metric_dict({k: v["before"] for k, v in pairs.items() if "before" in v})
+        after = _metric_dict({k: v["after"] for k, v in pairs.items() if "after" in v})
+    if not before and not after:
+        after = _metric_dict(metrics)  # a flat dict of final metrics
+    return before, after, rows
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # shares to 3 places, ranks to 1
+
+
+def _fmt_value(v: Value | None) -> str:
+    if v is None:
+        return "–"
+    text = _fmt(v.value)
+    if v.interval:
+        text += f" [{_fmt(v.interval[0])}, {_fmt(v.interval[1])}]"
+    return text
+
+
+def _val_size(info: CardInfo) -> Any:
+    return first_value(info.metrics, "val_size", "n_val", "validation_size", "n") or \
+        first_value(info.data, "val", "val_size", "validation")
+
+
+def metrics_section(info: CardInfo) -> list[str]:
+    before, after, rows = split_metrics(info.metrics)
+    if not before and not after:
+        return []
+    names = list(dict.fromkeys([*before, *after]))
+    has_interval = any(v.interval for v in [*before.values(), *after.values()])
+    n_val = _val_size(info)
+    lines = ["## Evaluation: before and after fine-tuning", ""]
+    kind = info.metrics.get("set", "validation") if isinstance(info.metrics, Mapping) else "validation"
+    warnings = info.metrics.get("warnings") if isinstance(info.metrics, Mapping) else None
+    for warning in warnings if isinstance(warnings, list) else []:
+        lines += [f"> **{str(warning).replace(chr(10), ' ')}**", ""]
+    where = f"the held-out {kind} set ({n_val} images)" if n_val else f"the held-out {kind} set"
+    if kind == "test":
+        where += ", which was neither trained on nor used to pick the best epoch"
+    lines.append(f"Measured on {where}; \"before\" is the base model, \"after\" the fine-tuned one.")
+    if has_interval:
+        lines.append("Brackets give the 95% interval reported with each value.")
+    else:
+        size = f" ({n_val} images)" if n_val else ""
+        lines.append(f"No confidence interval was computed: read the values with the validation-set size{size} in mind.")
+    lines += ["", "| metric | before | after | change |", "|---|---|---|---|"]
+    for name in names:
+        b, a = before.get(name), after.get(name)
+        change = "–"
+        if b is not None and a is not None and b.value is not None and a.value is not None:
+            small = abs(a.value) <= 1 and abs(b.value) <= 1
+            change = f"{a.value - b.value:+.3f}" if small else f"{a.value - b.value:+.1f}"
+        lines.append(f"| {name} | {_fmt_value(b)} | {_fmt_value(a)} | {change} |")
+    lines.append("")
+    lines.append("Recall@k: share of queries whose match ranks in the top k; mean rank: lower is better.")
+    if len(rows) > 1:
+        columns = list(dict.fromkeys(k for r in rows for k in r if k != "epoch"))
+        lines += ["", "Per epoch:", "", "| epoch | " + " | ".join(columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for r in rows:
+            lines.append(f"| {r['epoch']} | " + " | ".join(_fmt_value(r.get(c)) for c in columns) + " |")
+    return lines + [""]
+
+
+def data_section(info: CardInfo) -> list[str]:
+    data = info.data if isinstance(info.data, Mapping) else {}
+    if not data and not info.caption_templates and not info.datasets:
+        return []
+    lines = ["## Training data", ""]
+    source = first_value(data, "source", "name", "metadata", "path")
+    if source:
+        lines.append(f"- Source: `{source}`")
+    if info.datasets:
+        lines.append("- Hub datasets: " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in info.datasets))
+    records = first_value(data, "records", "n_records", "population")
+    if records is not None:
+        lines.append(f"- Records in the metadata: {records}")
+    sample = data.get("sample") if isinstance(data.get("sample"), Mapping) else {}
+    method = first_value(sample, "method") or first_value(data, "sample_method")
+    size = first_value(sample, "size", "n") or first_value(data, "sample_size")
+    if method or size:
+        extra = [f"{k} {sample[k]}" for k in ("by", "seed", "margin") if sample.get(k) not in (None, "")]
+        text = f"- Sample: {size if size is not None else '?'} records, {method or 'method not recorded'}"
+        lines.append(text + (f" ({', '.join(extra)})" if extra else ""))
+    images = first_value(data, "images", "downloaded", "n_images")
+    if images is not None:
+        lines.append(f"- Images used: {images}")
+    train, val = first_value(data, "train", "n_train"), first_value(data, "val", "n_val", "validation")
+    if train is not None or val is not None:
+        lines.append(f"- Split: {train if train is not None else '?'} train / {val if val is not None else '?'} validation")
+    labels = data.get("labels") if isinstance(data.get("labels"), Mapping) else {}
+    label_field = first_value(labels, "field") or first_value(data, "label_field")
+    counts = first_value(labels, "counts", "distribution") or first_value(data, "label_counts", "label_distribution")
+    if isinstance(counts, Mapping) and counts:
+        total = sum(v for v in counts.values() if isinstance(v, (int, float))) or 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1] if isinstance(kv[1], (int, float)) else 0)
+        shown = ranked[:15]
+        lines += ["", f"Label distribution{f' (`{label_field}`)' if label_field else ''}:", "",
+                  "| label | records | share |", "|---|---|---|"]
+        for label, count in shown:
+            share = f"{100 * count / total:.1f}%" if isinstance(count, (int, float)) else "–"
+            lines.append(f"| {label} | {count} | {share} |")
+        if len(ranked) > len(shown):
+            rest = sum(v for _, v in ranked[len(shown):] if isinstance(v, (int, float)))
+            lines.append(f"| ({len(ranked) - len(shown)} more labels) | {rest} | {100 * rest / total:.1f}% |")
+    if info.caption_templates:
+        lines += ["", "Caption templates (record fields in braces; one drawn at random per image and epoch):", ""]
+        lines += [f"- `{t}`" for t in info.caption_templates]
+    return lines + [""]
+
+
+def _flatten(config: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if SECRET_KEY.search(str(key)):
+            continue
+        if isinstance(value, Mapping):
+            out += _flatten(value, f"{name}.")
+        elif key in ("caption_templates", "captions", "templates"):
+            continue  # shown with the data
+        else:
+            out.append((name, value))
+    return out
+
+
+def config_section(info: CardInfo) -> list[str]:
+    if not isinstance(info.config, Mapping) or not info.config:
+        return []
+    lines = ["## Training configuration", "", "| setting | value |", "|---|---|"]
+    for name, value in _flatten(info.config):
+        text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+        text = text.replace("|", "\\|").replace("\n", " ")
+        if len(text) > 120:
+            text = text[:117] + "..."
+        lines.append(f"| {name} | {text} |")
+    return lines + [""]
+
+
+def usage_section(repo: str) -> list[str]:
+    return [
+        "## How to use", "",
+        "With transformers (zero-shot classification of an image against your own labels):", "",
+        "```python",
+        "from PIL import Image",
+        "from transformers import CLIPModel, CLIPProcessor",
+        "",
+        f'model = CLIPModel.from_pretrained("{repo}")',
+        f'processor = CLIPProcessor.from_pretrained("{repo}")',
+        'labels = ["a bronze coin", "a red-figure amphora", "a flint arrowhead"]',
+        'inputs = processor(text=labels, images=Image.open("photo.jpg"), return_tensors="pt", padding=True)',
+        "probs = model(**inputs).logits_per_image.softmax(dim=1)",
+        "```", "",
+        "With sentence-transformers (image and text embeddings in one space, for search):", "",
+        "```python",
+        "from PIL import Image",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'model = SentenceTransformer("{repo}")',
+        'image_vectors = model.encode([Image.open("photo.jpg")])',
+        'text_vectors = model.encode(["a bronze coin from the Roman period"])',
+        "print(model.similarity(image_vectors, text_vectors))",
+        "```", "",
+        "With mlx-clip-finetune's `mlx_clip` on a Mac (MLX; downloaded once, then used from the cache):", "",
+        "```python",
+        "import mlx_clip",
+        "",
+        f'model = mlx_clip.load("{repo}")',
+        'image_vectors = model.embed_images(["photo.jpg"])   # (N, D) unit vectors',
+        'text_vectors = model.embed_texts(["a bronze coin"])',
+        "scores = image_vectors @ text_vectors.T",
+        "```", "",
+        "With [llm](https://llm.datasette.io/) and this project's plugin:", "",
+        "```bash",
+        f"llm mlx-clip register my-clip {repo}",
+        "llm embed-multi photos -m mlx-clip/my-clip --files photos/ '*.jpg' --binary",
+        "llm similar photos -c 'a bronze coin'",
+        "```", "",
+    ]
+
+
+def limits_section(info: CardInfo) -> list[str]:
+    base = f" `{info.base_model}`" if info.base_model else ""
+    return [
+        "## Intended use and limits", "",
+        "Intended for image-text retrieval and zero-shot classification of images like those it was "
+        "fine-tuned on: searching a collection by description, suggesting labels for cataloguing, "
+        "finding similar images.", "",
+        f"- It inherits the biases and failure modes of the base model{base} (trained on web image-text "
+        "pairs) and adds those of the fine-tuning data: labels rare in the training sample are "
+        "recognised less reliably, and captions built from catalogue metadata carry that catalogue's "
+        "vocabulary and gaps.",
+        "- The metrics above come from one validation split of the same collection; expect lower "
+        "scores on images from other sources.",
+        "- Not for identifying people, for surveillance, or for decisions about people.",
+        "- Text longer than 77 tokens is truncated.", "",
+    ]
