@@ -17,7 +17,8 @@ from . import __version__
 from .errors import InputError
 from .models.clip import CLIP, DTYPES, load
 from .outputs.export import export_hf
-from .outputs.model_card import CardInfo, is_repo_id
+from .models.weights import is_repo_id
+from .outputs.card_info import CardInfo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

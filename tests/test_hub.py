@@ -19,7 +19,8 @@ import huggingface_hub
 import mlx_clip
 from mlx_clip.outputs import hub, model_card
 from mlx_clip.errors import InputError
-from mlx_clip.outputs.model_card import CardInfo, build_card, render, write_model_card
+from mlx_clip.outputs.card_info import CardInfo
+from mlx_clip.outputs.model_card import build_card, render, write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"

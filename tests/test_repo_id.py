@@ -11,7 +11,8 @@ from mlx_clip.errors import InputError
 from mlx_clip.models import weights
 from mlx_clip.models.weights import is_repo_id
 from mlx_clip.outputs import hub
-from mlx_clip.outputs.model_card import CardInfo, render
+from mlx_clip.outputs.card_info import CardInfo
+from mlx_clip.outputs.model_card import render
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlx_clip"
 GOOD = ["alice/coins-clip", "openai/clip-vit-base-patch32", "A1/b_c.d"]

@@ -7,11 +7,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 
-if TYPE_CHECKING:
-    from .model_card import CardInfo
+from .card_info import CardInfo
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)

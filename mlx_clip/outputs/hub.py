@@ -14,7 +14,8 @@ from typing import Any, Mapping
 from ..errors import InputError
 from ..io import write_text
 from ..models.weights import is_repo_id
-from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, CardInfo, scrub_tokens, write_model_card
+from .card_info import CardInfo
+from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, scrub_tokens, write_model_card
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 # Left out of every upload: partial files from an interrupted write, caches, editor and OS litter.

@@ -33,16 +33,15 @@ usage as well, and the `sentence-transformers` tag keeps it discoverable there.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
 from ..io import write_text
 from ..models.weights import is_repo_id
+from .card_info import CardInfo
 from .card_sections import (
     config_section,
     data_section,
@@ -70,82 +69,6 @@ KNOWN_LICENSES = [
 ]
 
 _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-
-
-@dataclass
-class CardInfo:
-    """What a card says. Everything is optional; `from_dict` / `from_run` build one from plain data."""
-
-    base_model: str | None = None
-    """Hub repo id (or local path) of the model that was fine-tuned or converted."""
-    repo_id: str | None = None
-    """Where the model lives on the hub; the usage snippets use it."""
-    license: str | None = None
-    """SPDX-like hub licence id; default: the base model's licence if known, else "other"."""
-    model_name: str | None = None
-    datasets: list[str] | None = None
-    """Hub dataset ids (front matter `datasets`)."""
-    config: dict | None = None
-    metrics: dict | None = None
-    data: dict | None = None
-    caption_templates: list[str] | None = None
-    tags: list[str] = field(default_factory=list)
-    language: str | list[str] | None = None
-    description: str | None = None
-    """A paragraph of your own at the top of the card."""
-
-    @classmethod
-    def from_dict(cls, info: Mapping[str, Any] | "CardInfo" | None) -> "CardInfo":
-        if info is None:
-            return cls()
-        if isinstance(info, CardInfo):
-            return info
-        if not isinstance(info, Mapping):
-            raise InputError(f"model card info must be a dict or CardInfo, not {type(info).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(info) - names)
-        if unknown:
-            raise InputError(f"model card info: unknown field(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(names))})")
-        return cls(**{k: v for k, v in info.items() if v is not None or k != "tags"})
-
-    @classmethod
-    def from_run(cls, run_folder: str | Path, **overrides: Any) -> "CardInfo":
-        """Read `config.json`, `metrics.json` and (if present) `data.json` of a run folder.
-
-        The one owner of what a card says about a run: finetune's own card and convert.py's
-        card for the same run folder are both built here. A finetune run's metrics.json (its
-        per-epoch `history`) becomes before/after on its held-out test set when it has one, else
-        validation's epoch 0 and best epoch; the config's `resolved` block stays in config.json.
-        """
-        from .run_paths import RunPaths
-
-        paths = RunPaths(Path(run_folder))
-        parts: dict[str, Any] = {}
-        for key, path in (("config", paths.config), ("metrics", paths.metrics), ("data", paths.card_data)):
-            if path.is_file():
-                try:
-                    parts[key] = json.loads(path.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise InputError(f"{path}: not valid JSON ({err})") from None
-        if isinstance(parts.get("metrics"), Mapping) and isinstance(parts["metrics"].get("history"), list):
-            parts["metrics"] = _run_metrics(parts["metrics"])
-            parts["config"] = {k: v for k, v in (parts.get("config") or {}).items() if k != "resolved"}
-        parts.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(parts)
-
-
-def _run_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """A finetune run's metrics.json -> the card's before/after (test set first, else validation)."""
-    test = metrics.get("test")
-    if test:
-        return {"before": test["before"], "after": test["after"], "val_size": test["size"], "set": "test",
-                "warnings": metrics.get("warnings") or []}
-    history = metrics["history"]
-    before = history[0] if history and history[0].get("epoch") == 0 else {}
-    after = next((h for h in history if h.get("epoch") == metrics.get("best_epoch")), None) or {}
-    return {"before": before, "after": after, "val_size": metrics.get("val_records"), "set": "validation",
-            "warnings": metrics.get("warnings") or []}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from typing import Callable
 from ..io import write_json
 from ..models.clip import CLIP, load
 from ..outputs.export import export_hf
-from ..outputs.model_card import CardInfo, write_model_card
+from ..outputs.card_info import CardInfo
+from ..outputs.model_card import write_model_card
 from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
 from ..train.step import check_finite_weights
