@@ -17,9 +17,8 @@ from pathlib import Path
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .cli_args import margin_text
 from .config import FinetuneConfig, add_arguments, config_from_args
-from .finetune import write_error_line
 from .run.curve import learning_curve, parse_sizes
-from .errors import InputError
+from .errors import InputError, write_error_line
 
 
 def curve_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .cli_args import add_config_arguments, apply, given
 from .config import FinetuneConfig
-from .errors import InputError
+from .errors import InputError, write_error_line
 from .data.fetch_config import FetchSummary
 from .data.fetcher import fetch_records
 from .data.imagefolder import write_metadata
@@ -55,14 +55,20 @@ def main(argv: list[str] | None = None) -> int:
             seed=config.sample.seed,
             log=print,
         )
+        print(summary)
+        print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(summary)
-    print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
+    except OSError as err:  # a full disk or a read-only --out: one line, finished images are kept
+        line = write_error_line(err, "run the same command again (finished images are kept)")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
     return 0
 
 

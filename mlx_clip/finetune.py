@@ -10,11 +10,10 @@ and writes runs/NAME/ with the best model (model/) and an HF/sentence-transforme
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .errors import InputError
+from .errors import InputError, write_error_line
 from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.dry_run import dry_run
 from .run.folder import last_checkpoint_epoch, stopped_run
@@ -61,15 +60,6 @@ def publish(run_dir, args: argparse.Namespace) -> None:
 
         url = push_to_hub(run_dir / "export", args.push_to_hub, private=not args.public)
         print(f"uploaded {run_dir / 'export'} to {url}")
-
-
-def write_error_line(err: OSError, resume_hint: str) -> str | None:
-    """One line for an output folder that is full or cannot be written; None for other errors."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"error: {err.filename}: {err.strerror}; free space, then {resume_hint}"
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"error: {err.filename}: {err.strerror}"
-    return None
 
 
 def resume_hint(config: FinetuneConfig, resume: str | None) -> str:

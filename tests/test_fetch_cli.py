@@ -232,3 +232,21 @@ def test_a_second_fetch_on_the_same_folder_is_refused(fetch_server, tmp_path):
     assert first.returncode == 0, stderr
     assert "8 of 8 records usable" in stdout
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_full_disk_is_one_line(monkeypatch, tmp_path, capsys):
+    """A disk filling up while fetch.py writes (manifest, images) ends with one line, exit 2."""
+    import errno
+
+    from mlx_clip import fetch
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "manifest.jsonl"))
+
+    monkeypatch.setattr(fetch, "fetch_records", full)
+    records = tmp_path / "records.json"
+    records.write_text('[{"id": "a", "image_url": "http://127.0.0.1:9/a.jpg"}]', encoding="utf-8")
+    assert fetch.main([str(records), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'out' / 'manifest.jsonl'}: No space left on device; free space, then "
+                   "run the same command again (finished images are kept)"]

@@ -44,7 +44,7 @@ from .records import MISSING, Records, get_field, has_own_id, load_records, reco
 from .sampling import choose_sample
 from .url_field import detect_url_field
 
-from .fetch_config import FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig, FetchSummary
+from .fetch_config import FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_NAME, FetchConfig, FetchSummary
 from .fetch_jobs import Job, JobRunner
 
 __all__ = ["fetch_records", "fetch_records_async", "lock_output_folder"]
