@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -84,8 +85,15 @@ class CLIP(CLIPModel):
         return self._in_batches(list(texts), batch_size, lambda b: self.embed_tokens(self.tokenizer(b)))
 
     def _in_batches(self, items: list, batch_size: int, embed) -> np.ndarray:
-        out = [np.array(embed(items[start:start + batch_size]).astype(mx.float32))
-               for start in range(0, len(items), batch_size)]
+        """Embed in batches; a progress bar on a terminal when there is more than one batch."""
+        from tqdm import tqdm
+
+        out = []
+        with tqdm(total=len(items), desc="embedding", leave=False, dynamic_ncols=True,
+                  disable=len(items) <= batch_size or not sys.stderr.isatty()) as bar:
+            for start in range(0, len(items), batch_size):
+                out.append(np.array(embed(items[start:start + batch_size]).astype(mx.float32)))
+                bar.update(len(out[-1]))
         return np.concatenate(out) if out else np.zeros((0, self.config.projection_dim), np.float32)
 
     def set_dtype_all(self, dtype: mx.Dtype) -> None:
