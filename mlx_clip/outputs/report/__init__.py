@@ -45,6 +45,7 @@ class RunData(Protocol):
     captions: CaptionBuilder
     train_index: list[int]
     val_index: list[int]
+    test_index: list[int]
     skipped_line: str | None
     model: CLIP
 
@@ -126,7 +127,8 @@ def data_section(prepared: RunData) -> str:
     words = np.array([len(t.split()) for t in texts] or [0])
     rows = [("records with images", len(prepared.items)),
             ("skipped", prepared.skipped_line or "none"),
-            ("train / validation", f"{len(prepared.train_index)} / {len(prepared.val_index)}"
+            ("train / validation / test",
+             f"{len(prepared.train_index)} / {len(prepared.val_index)} / {len(prepared.test_index)}"
              + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "")),
             ("distinct captions", report.captions),
             ("caption tokens min / median / mean / max",
