@@ -18,7 +18,6 @@ from ..io import write_bytes
 from .download import DownloadFailure, Downloader
 from .image_files import ImageInfo, ImageProblem, find_image_file, image_file, inspect_image, sha256_hex
 from .records import MANIFEST_ID
-
 from .fetch_config import FetchConfig
 
 

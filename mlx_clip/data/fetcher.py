@@ -36,18 +36,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
 from ..errors import InputError
 from ..io import write_jsonl
 from .image_files import remove_partial_files
 from .records import MISSING, Records, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
 from .url_field import detect_url_field
-
 from .fetch_config import FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_NAME, FetchConfig, FetchSummary
 from .fetch_jobs import Job, JobRunner
 
 __all__ = ["fetch_records", "fetch_records_async", "lock_output_folder"]
+
 
 def fetch_records(
     records_path: str | os.PathLike,

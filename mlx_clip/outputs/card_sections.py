@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-
 from .card_info import CardInfo
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
