@@ -86,4 +86,4 @@ def test_a_run_that_cannot_learn_is_flagged_stuck(tiny_hf, shapes_manifest, tmp_
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("epoch 2: the training loss after warmup" in w for w in metrics["warnings"])
     assert "stays at chance level" in (run / "report.html").read_text()
-    assert "stays at chance level" in (run / "export" / "README.md").read_text()
+    assert "stays at chance level" in (run / "model" / "README.md").read_text()
