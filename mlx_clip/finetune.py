@@ -4,7 +4,8 @@
 
 Reads a metadata file (fetching the sample's images with fetch.py's machinery) or a
 manifest.jsonl written by fetch.py, trains with MLX, evaluates retrieval before and after,
-and writes runs/NAME/ with the best model (model/) and an HF/sentence-transformers export.
+and writes runs/NAME/ with the best model in model/ (the folder transformers, sentence-transformers,
+llm and the hub all take).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--register", metavar="NAME",
                    help="register the fine-tuned model with llm as mlx-clip/NAME (see `llm mlx-clip list`)")
     s.add_argument("--push-to-hub", metavar="REPO_ID",
-                   help="upload the run's export (with its model card) to the Hugging Face hub")
+                   help="upload the run's model/ folder (with its model card) to the Hugging Face hub")
     s.add_argument("--public", action="store_true", help="with --push-to-hub: make a new repository public "
                    "(default: private)")
     return p
@@ -46,11 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def publish(run_dir, args: argparse.Namespace) -> None:
     """--register and --push-to-hub, after a finished run."""
+    from .outputs.run_paths import RunPaths
+
+    model = RunPaths(run_dir).published_model
     if args.register:
         from .registry import read_registry, register_model
 
         previous = read_registry().get(args.register)
-        registered = register_model(args.register, run_dir / "model", replace=True, validate=False)
+        registered = register_model(args.register, model, replace=True, validate=False)
         if previous is not None and previous.source != registered.source:
             print(f"warning: mlx-clip/{args.register} pointed at {previous.source} and now at {registered.source}; "
                   f"re-embed collections made with the old model (llm collections list)", file=sys.stderr)
@@ -58,8 +62,8 @@ def publish(run_dir, args: argparse.Namespace) -> None:
     if args.push_to_hub:
         from .outputs.hub import push_to_hub
 
-        url = push_to_hub(run_dir / "export", args.push_to_hub, private=not args.public)
-        print(f"uploaded {run_dir / 'export'} to {url}")
+        url = push_to_hub(model, args.push_to_hub, private=not args.public)
+        print(f"uploaded {model} to {url}")
 
 
 def resume_hint(config: FinetuneConfig, resume: str | None) -> str:

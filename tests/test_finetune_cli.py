@@ -12,6 +12,7 @@ from PIL import Image
 
 from mlx_clip import finetune
 import mlx_clip
+from test_llm_plugin import LLM, plugin_site  # noqa: F401  (plugin_site: the fixture llm runs with)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +31,8 @@ def finished_run(tiny_hf, shapes_manifest, tmp_path_factory):
 
 
 def test_run_folder_contents(finished_run):
-    for name in ("config.json", "metrics.json", "loss.png", "recall.png", "model/mlx_model.safetensors",
-                 "export/model.safetensors", "export/modules.json", "checkpoints/latest"):
+    for name in ("config.json", "metrics.json", "loss.png", "recall.png", "model/model.safetensors",
+                 "model/modules.json", "model/README.md", "checkpoints/latest"):
         assert (finished_run / name).is_file(), name
     config = json.loads((finished_run / "config.json").read_text())
     assert config["locks"]["lock_text"] and config["locks"]["unlock_last"] == 1 and config["captions"] == ["a {colour} {shape}"]
@@ -45,13 +46,13 @@ def test_run_folder_contents(finished_run):
 
 def test_convert_card_for_a_run_is_the_card_the_run_wrote(finished_run):
     """One owner of what a card says about a run (CardInfo.from_run): convert.py --push-to-hub of
-    runs/NAME/model writes the card finetune wrote into runs/NAME/export/."""
+    runs/NAME/model writes the card finetune wrote into runs/NAME/model/."""
     from mlx_clip.convert import card_info, parse_args
     from mlx_clip.outputs.model_card import build_card
 
     args = parse_args(["--to-hf", "--mlx-path", str(finished_run / "model"), "--hf-path", "unused"])
     card = str(build_card(card_info(args, mlx_clip.load(finished_run / "model"))))
-    written = (finished_run / "export" / "README.md").read_text()
+    written = (finished_run / "model" / "README.md").read_text()
     assert "Measured on the held-out validation set" in written and "| epoch |" not in written
     assert card == written
 
@@ -96,7 +97,7 @@ def test_export_loads_in_sentence_transformers(finished_run, shapes_manifest):
     from sentence_transformers import SentenceTransformer
 
     model = mlx_clip.load(finished_run / "model")
-    st = SentenceTransformer(str(finished_run / "export"), device="cpu")
+    st = SentenceTransformer(str(finished_run / "model"), device="cpu")
     texts = ["a red circle", "a blue square"]
     image_path = shapes_manifest.parent / "images" / "s0001.png"
     ours = np.concatenate([model.embed_texts(texts), model.embed_images([image_path])])
@@ -105,6 +106,109 @@ def test_export_loads_in_sentence_transformers(finished_run, shapes_manifest):
     theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
     cosine = (ours * theirs).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine
+
+
+def _run_weights(run: Path) -> list[str]:
+    """Every weights file of a run folder outside checkpoints/."""
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*.safetensors")
+                  if p.relative_to(run).parts[0] != "checkpoints")
+
+
+def _vectors_agree(ours: np.ndarray, theirs: np.ndarray) -> None:
+    theirs = np.asarray(theirs, np.float64)
+    theirs = theirs / np.linalg.norm(theirs, axis=-1, keepdims=True)
+    cosine = (ours * theirs).sum(axis=-1)
+    assert cosine.min() >= 0.9999, cosine
+
+
+def test_one_model_folder_every_consumer_takes(finished_run, shapes_manifest, plugin_site, tmp_path):
+    """The best epoch is saved once, in model/, and transformers, sentence-transformers,
+    mlx_clip.load and `llm mlx-clip register` all take that folder and embed the same."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import CLIPModel, CLIPProcessor
+    from mlx.utils import tree_flatten
+
+    assert _run_weights(finished_run) == ["model/model.safetensors"]
+    assert not (finished_run / "export").exists()
+    folder = finished_run / "model"
+    model = mlx_clip.load(folder)
+    params = dict(tree_flatten(model.parameters()))
+    assert {str(v.dtype) for v in params.values()} == {"mlx.core.float32"}
+    again = dict(tree_flatten(mlx_clip.load(model.save(tmp_path / "mlx")).parameters()))  # the MLX layout
+    assert all(np.array_equal(np.array(params[k]), np.array(again[k])) for k in params)  # bit-identical
+    texts, image_path = ["a red circle", "a blue square"], shapes_manifest.parent / "images" / "s0001.png"
+    ours_text, ours_image = model.embed_texts(texts), model.embed_images([image_path])
+    with Image.open(image_path) as opened:
+        image = opened.convert("RGB")
+
+    hf, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        out = hf(**processor(text=texts, images=[image], return_tensors="pt", padding=True))
+    _vectors_agree(ours_text, out.text_embeds.numpy())
+    _vectors_agree(ours_image, out.image_embeds.numpy())
+    st = SentenceTransformer(str(folder), device="cpu")
+    _vectors_agree(ours_text, st.encode(texts))
+    _vectors_agree(ours_image, st.encode([image]))
+    llm = LLM(tmp_path / "llm", plugin_site)
+    llm("mlx-clip", "register", "tuned", folder)
+    _vectors_agree(ours_text[:1], [llm.vector("embed", "-m", "mlx-clip/tuned", "-c", texts[0])])
+    _vectors_agree(ours_image, [llm.vector("embed", "-m", "mlx-clip/tuned", "--binary", "-i", image_path)])
+
+
+def _old_layout(finished_run: Path, old: Path) -> mlx_clip.CLIP:
+    """A copy of the run as runs were written before one model folder: model/ in MLX layout and
+    the HF copy with the card in export/."""
+    shutil.copytree(finished_run, old)
+    model = mlx_clip.load(old / "model")
+    card = (old / "model" / "README.md").read_text()
+    shutil.rmtree(old / "model")
+    model.save(old / "model")
+    mlx_clip.export_hf(model, old / "export")
+    (old / "export" / "README.md").write_text(card)
+    assert _run_weights(old) == ["export/model.safetensors", "model/mlx_model.safetensors"]
+    return model
+
+
+def test_old_layout_run_loads_registers_publishes_and_resumes_into_one_folder(finished_run, plugin_site,
+                                                                             tmp_path, monkeypatch):
+    import huggingface_hub
+    from mlx_clip.outputs.run_paths import RunPaths
+
+    old = tmp_path / "runs" / "old"
+    model = _old_layout(finished_run, old)
+    assert RunPaths(old).published_model == old / "export"
+    assert RunPaths(finished_run).published_model == finished_run / "model"
+    text = model.embed_texts(["a red circle"])
+    _vectors_agree(text, mlx_clip.load(old / "model").embed_texts(["a red circle"]))
+    llm = LLM(tmp_path / "llm", plugin_site)
+    llm("mlx-clip", "register", "old", old / "model")
+    _vectors_agree(text, [llm.vector("embed", "-m", "mlx-clip/old", "-c", "a red circle")])
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo",
+                        lambda repo_id, **kw: huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: uploads.append(kw))
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    finetune.publish(old, finetune.build_parser().parse_args(["--push-to-hub", "alice/old-run"]))
+    assert [Path(u["folder_path"]) for u in uploads] == [old / "export"]
+
+    assert finetune.main(["--runs-dir", str(old.parent), "--name", "old", "--resume", "--no-progress"]) == 0
+    assert _run_weights(old) == ["model/model.safetensors"] and (old / "model" / "README.md").is_file()
+    _vectors_agree(text, mlx_clip.load(old / "model").embed_texts(["a red circle"]))
+
+
+def test_resume_refuses_a_changed_split(finished_run, tmp_path, capsys):
+    """--resume recomputes the split from the manifest; a run trained on another split (its
+    split.json differs) is refused with one line, and split.json is left as it was."""
+    run = shutil.copytree(finished_run, tmp_path / "runs" / "moved")
+    split = json.loads((run / "split.json").read_text())
+    split["train"][0], split["val"][0] = split["val"][0], split["train"][0]
+    (run / "split.json").write_text(json.dumps(split))
+    before = (run / "split.json").read_text()
+    line = _error_line(capsys, ["--runs-dir", str(run.parent), "--name", "moved", "--resume", "--no-progress"])
+    assert "split.json" in line and "train/val" in line and "another --name" in line
+    assert (run / "split.json").read_text() == before
 
 
 def _error_line(capsys, argv):
@@ -180,7 +284,7 @@ def test_bfloat16_run_saves_float32_model(tiny_hf, shapes_manifest, tmp_path):
     assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "bf", "--epochs", "2",
                                "--precision", "bfloat16", "--lr", "1e-3", "--label-field", "label")) == 0
     import mlx.core as mx
-    weights = mx.load(str(tmp_path / "bf" / "model" / "mlx_model.safetensors"))
+    weights = mx.load(str(tmp_path / "bf" / "model" / "model.safetensors"))
     assert {v.dtype for v in weights.values()} == {mx.float32}
     metrics = json.loads((tmp_path / "bf" / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["history"][2]["train_loss"] < metrics["history"][1]["train_loss"] + 1
@@ -202,12 +306,12 @@ def test_metadata_file_is_sampled_and_fetched(tiny_hf, shapes_manifest, tmp_path
     assert len(manifest) == 60 and len({m["label"] for m in manifest}) == 12  # every stratum drawn
     config = json.loads((tmp_path / "runs" / "fetched" / "config.json").read_text())
     assert config["resolved"]["records"] == 60
-    card = (tmp_path / "runs" / "fetched" / "export" / "README.md").read_text()
+    card = (tmp_path / "runs" / "fetched" / "model" / "README.md").read_text()
     assert "a {colour} {shape}" in card and "stratified by label" in card
 
 
 def test_register_and_push_after_the_run(tiny_hf, shapes_manifest, tmp_path, monkeypatch, capsys):
-    """--register NAME puts the run's model in llm's registry; --push-to-hub uploads its export
+    """--register NAME puts the run's model in llm's registry; --push-to-hub uploads that folder
     (huggingface_hub patched at its boundary: the hub is not reachable from tests)."""
     import huggingface_hub
 
@@ -225,7 +329,7 @@ def test_register_and_push_after_the_run(tiny_hf, shapes_manifest, tmp_path, mon
     assert Path(registry["shapes"].source) == (tmp_path / "pub" / "model").resolve()
     (upload,) = uploads
     assert upload["repo_id"] == "alice/shapes-clip"
-    assert Path(upload["folder_path"]) == tmp_path / "pub" / "export"
+    assert Path(upload["folder_path"]) == tmp_path / "pub" / "model"
     assert "mlx-clip/shapes" in capsys.readouterr().out
 
 

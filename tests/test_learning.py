@@ -60,6 +60,7 @@ def test_a_loss_that_turns_nan_stops_the_run_and_saves_nothing_non_finite(tiny_h
     assert (run / "model").is_dir() and not (run / "export").exists() and not (run / "metrics.json").exists()
     weights = [p for p in run.rglob("*") if p.suffix in (".safetensors", ".npz")]
     assert any(p.parent.name == "model" for p in weights)
+    assert sorted(p.name for p in (run / "model").glob("*.safetensors")) == ["model.safetensors"]  # saved in HF layout
     for path in weights:
         if path.suffix == ".npz":  # the "before" embeddings and ranks
             with np.load(path, allow_pickle=True) as data:
@@ -86,4 +87,4 @@ def test_a_run_that_cannot_learn_is_flagged_stuck(tiny_hf, shapes_manifest, tmp_
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("epoch 2: the training loss after warmup" in w for w in metrics["warnings"])
     assert "stays at chance level" in (run / "report.html").read_text()
-    assert "stays at chance level" in (run / "export" / "README.md").read_text()
+    assert "stays at chance level" in (run / "model" / "README.md").read_text()

@@ -37,7 +37,7 @@ def test_metrics_carry_intervals_and_validation_size(run_dir):
     assert before.ranks["i2t"].shape == (first["val_size"],)
     assert float((before.ranks["i2t"] <= 1).mean()) == pytest.approx(first["i2t_R@1"])
     assert float(before.zero_shot.correct.mean()) == pytest.approx(first["zero_shot_acc"])
-    card = (run_dir / "export" / "README.md").read_text()
+    card = (run_dir / "model" / "README.md").read_text()
     assert re.search(r"\d\.\d+[^\n|]*\[?\d\.\d+\s*[,–-]\s*\d\.\d+", card), "model card shows no interval"
 
 

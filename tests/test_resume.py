@@ -80,7 +80,7 @@ def assert_same_run(cut: Path, full: Path) -> None:
     assert len(ours_metrics["step_losses"]) == 3 * STEPS_PER_EPOCH
     assert ours_metrics["best_epoch"] == theirs_metrics["best_epoch"]
     for name in ("checkpoints/epoch-0003/weights.safetensors", "checkpoints/epoch-0003/optimizer.safetensors",
-                 "model/mlx_model.safetensors", "export/model.safetensors"):
+                 "model/model.safetensors"):
         a, b = mx.load(str(cut / name)), mx.load(str(full / name))
         assert a.keys() == b.keys()
         for key in a:
@@ -99,7 +99,7 @@ def full_run(tiny_hf, shapes_manifest, tmp_path_factory) -> Path:
 
 def test_every_file_follows_the_umask(full_run):
     paths = [full_run, *full_run.rglob("*")]
-    assert {"model", "export", "checkpoints", "config.json", "metrics.json"} <= {p.name for p in paths}
+    assert {"model", "checkpoints", "config.json", "metrics.json"} <= {p.name for p in paths}
     modes = {str(p.relative_to(full_run)): oct(p.stat().st_mode & 0o777) for p in paths}
     expected = {str(p.relative_to(full_run)): oct((0o777 if p.is_dir() else 0o666) & ~UMASK) for p in paths}
     assert modes == expected

@@ -93,7 +93,7 @@ def test_run_writes_split_and_held_out_test_figures(tiny_hf, shapes_manifest, tm
         low, high = row["mean_R@1_ci95"]
         assert row["val_size"] == 48 and low <= row["mean_R@1"] <= high
     assert "held-out test (48 images" in out and "48 test" in out
-    card = (run / "export" / "README.md").read_text()
+    card = (run / "model" / "README.md").read_text()
     assert "held-out test set (48 images)" in card
     assert np.load(run / "eval_test.npz", allow_pickle=True)["i2t_ranks"].shape == (48,)
     assert "Held-out test set (n = 48)" in (run / "report.html").read_text()

@@ -46,6 +46,17 @@ def export_hf(model: CLIP, path: str | Path) -> Path:
     return folder
 
 
+def save_run_model(model: CLIP, path: str | Path) -> Path:
+    """Save a run's best model in the one folder every consumer takes (export_hf's layout).
+
+    An old run resumed here has MLX weights in that folder, which mlx_clip.load would read
+    before the new HF ones: they go once the HF weights are written.
+    """
+    folder = export_hf(model, path)
+    (folder / W.MLX_WEIGHTS).unlink(missing_ok=True)
+    return folder
+
+
 def cap_model_max_length(path: Path, positions: int) -> None:
     """Set `model_max_length` to the text model's positions when it is missing or larger.
 

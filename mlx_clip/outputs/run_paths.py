@@ -1,4 +1,4 @@
-"""Where a run's files live: runs/NAME/config.json, metrics.json, model/, export/ ...
+"""Where a run's files live: runs/NAME/config.json, metrics.json, model/, checkpoints/ ...
 
 The one owner of these names: the run writes them, and the report, the model card, curve and
 compare read them through `RunPaths`. It lives under outputs/ (not run/) so that the report and
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models.weights import HF_WEIGHTS, MLX_WEIGHTS
 from ..train.checkpoint import LATEST
 
 
@@ -44,13 +45,27 @@ class RunPaths:
 
     @property
     def model(self) -> Path:
-        """The best epoch's MLX model."""
+        """The best epoch, saved once: a transformers / sentence-transformers folder with its model
+        card, which mlx_clip.load, llm and the hub take as it is. (Runs made before this held the
+        MLX layout here and the HF copy in `export`.)"""
         return self.root / "model"
 
     @property
     def export(self) -> Path:
-        """The best model as transformers / sentence-transformers folder, with its model card."""
+        """An old run's second copy of the best model, in HF layout (runs now save `model` only)."""
         return self.root / "export"
+
+    @property
+    def old_layout(self) -> bool:
+        """Whether model/ holds an old run's MLX-layout weights (mlx_model.safetensors)."""
+        return (self.model / MLX_WEIGHTS).is_file()
+
+    @property
+    def published_model(self) -> Path:
+        """The folder to register or push: model/, or an old run's export/ (model/ is MLX there)."""
+        if self.old_layout and (self.export / HF_WEIGHTS).is_file():
+            return self.export
+        return self.model
 
     @property
     def checkpoints(self) -> Path:

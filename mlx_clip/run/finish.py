@@ -1,16 +1,18 @@
-"""After the last epoch: the best model scored on the held-out test set, exported, and the run's
-metrics, data summary, model card, plots, report and closing summary written (rank 0 only)."""
+"""After the last epoch: the best model scored on the held-out test set, and the run's metrics,
+data summary, model card (beside the model in model/), plots, report and closing summary
+written (rank 0 only)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
 from ..io import write_json
 from ..models.clip import CLIP, load
-from ..outputs.export import export_hf
 from ..outputs.card_info import CardInfo
+from ..outputs.export import save_run_model
 from ..outputs.model_card import write_model_card
 from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
@@ -26,9 +28,9 @@ def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict,
            say: Callable[[str], None] = print) -> None:
     """Everything a finished run writes beside model/ and checkpoints/."""
     final = load(paths.model)
-    check_finite_weights(final.parameters(), str(paths.model))  # what export, --register and --push use
+    check_finite_weights(final.parameters(), str(paths.model))  # what --register and --push use
     test = held_out_test(prepared, final, paths)
-    export_hf(final, paths.export)
+    one_model_folder(paths, final, say)
     memory = peak_memory()
     warnings = run_warnings(history, best, test)
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
@@ -39,10 +41,20 @@ def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict,
         "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
         "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test, "warnings": warnings})
     write_json(paths.card_data, card_data(prepared))
-    write_model_card(paths.export, CardInfo.from_run(paths.root))
+    write_model_card(paths.model, CardInfo.from_run(paths.root))
     save_plots(paths, history, step_losses)
     write_run_report(paths, prepared, final, history, best, warnings, say)
     say(summary(paths.root, history, best, memory, test))
+
+
+def one_model_folder(paths: RunPaths, final: CLIP, say: Callable[[str], None]) -> None:
+    """A resumed old run (MLX model/ plus an HF copy in export/) ends with the one model/ of new
+    runs: its best model rewritten in HF layout there, and the copy, now stale, removed."""
+    if paths.old_layout:
+        save_run_model(final, paths.model)
+    if paths.export.is_dir():
+        shutil.rmtree(paths.export)
+        say(f"removed {paths.export} (a second copy of the model): {paths.model} now holds it for every use")
 
 
 def held_out_test(prepared: Prepared, final: CLIP, paths: RunPaths) -> dict | None:

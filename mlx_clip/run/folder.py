@@ -79,3 +79,20 @@ def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
         return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-")) if pointer else None
     except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
         return None
+
+
+def check_resumed_split(paths: RunPaths, split_ids: dict) -> None:
+    """Refuse to resume on records whose train/val/test split is not the one the run trained on.
+
+    --resume recomputes the split from the manifest; if its record ids changed since (records
+    edited, or a run made before record ids were derived as now), continuing would train and
+    score on other images than the checkpoint's history did. A run without split.json is not checked.
+    """
+    if not paths.split.is_file():
+        return
+    saved = json.loads(paths.split.read_text(encoding="utf-8"))
+    differ = [side for side in ("train", "val", "test") if saved.get(side) != split_ids.get(side)]
+    if differ:
+        raise InputError(f"{paths.split}: the {'/'.join(differ)} record ids recomputed from the manifest differ from "
+                         f"the ones this run was trained on (records changed, or the run predates the current "
+                         f"record ids); --resume cannot continue it: start a new run with another --name")

@@ -22,6 +22,7 @@ from ..data.stream import TrainStream
 from ..errors import InputError
 from ..io import write_json
 from ..models.clip import CLIP
+from ..outputs.export import save_run_model
 from ..outputs.run_paths import RunPaths
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
@@ -30,7 +31,7 @@ from ..train.optim import make_optimizer
 from ..train.step import NonFiniteError, Trainer, apply_locks, check_finite_weights, count_parameters, set_weights
 from .console import describe, stuck_warning, table_header, table_row
 from .finish import finish
-from .folder import ignored_settings, resume_config, run_name
+from .folder import check_resumed_split, ignored_settings, resume_config, run_name
 from .prepare import Prepared, prepare
 
 
@@ -114,7 +115,7 @@ class Training:
 
 def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True,
         say: Callable[[str], None] = print, model: CLIP | None = None, hooks: Hooks | None = None) -> Path:
-    """Train and write runs/NAME (config.json, metrics.json, plots, model/, export/, checkpoints/);
+    """Train and write runs/NAME (config.json, metrics.json, plots, model/, checkpoints/);
     returns the run folder."""
     hooks = hooks or Hooks()
     dist = distributed.init()
@@ -125,6 +126,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
         raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")
+    if resume and dist.is_main:  # before write_start rewrites split.json
+        check_resumed_split(paths, prepared.split_ids)
     if dist.is_main:
         write_start(paths, prepared)
     training = start_training(prepared, paths, dist, checkpoint)
@@ -140,9 +143,9 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         train_and_save(training, epoch, progress, hooks, say)
         if hooks.on_epoch is not None:
             hooks.on_epoch(epoch)
-    if dist.is_main:  # rank 0 writes the model, export, metrics and plots
+    if dist.is_main:  # rank 0 writes the model, metrics and plots
         if training.best["epoch"] is None:  # no training (--epochs 0): the starting model
-            training.view.refresh().save(paths.model)
+            save_run_model(training.view.refresh(), paths.model)
         finish(paths, prepared, training.history, training.best, training.step_losses, say)
     return paths.root
 
@@ -257,7 +260,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
         training.best = {"epoch": epoch, "score": score}
         if dist.is_main:
             check_finite_weights(eval_model.parameters(), f"{paths.model} (epoch {epoch})")
-            eval_model.save(paths.model)
+            save_run_model(eval_model, paths.model)
     if dist.is_main:  # atomic (temp folder + rename): a rank dying now leaves the previous one intact
         check_finite_weights(trainer.fp32_parameters(), f"checkpoint of epoch {epoch}")
         midway = (lambda: hooks.on_checkpoint(epoch)) if hooks.on_checkpoint is not None else None
