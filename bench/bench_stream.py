@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="the model's image size")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=2, help="small, so the threads share even a short run")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     parser.add_argument("--note", default="", help="free text kept in the JSON (e.g. 'machine shared')")
     parser.add_argument("--json", type=Path, help="write the results here")
