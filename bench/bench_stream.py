@@ -147,8 +147,9 @@ def main() -> None:
                     print(f"{stream:5s} {fmt:9s} threads={threads} {row['per_thread_images_per_s']:7.1f} "
                           f"img/s per thread (runs {min(runs):.1f}-{max(runs):.1f})", flush=True)
             diff = max_abs_diff(paths[fmt], processor)
-            results["cases"][f"eval_diff/{fmt}"] = {"format": fmt, "max_abs_diff": diff}
-            print(f"eval  {fmt:9s} max |stream - full decode| = {diff:.4f}", flush=True)
+            levels = diff * 255 * min(processor.image_std)  # one grey level of the narrowest channel
+            results["cases"][f"eval_diff/{fmt}"] = {"format": fmt, "max_abs_diff": diff, "grey_levels": levels}
+            print(f"eval  {fmt:9s} max |stream - full decode| = {diff:.4f} ({levels:.2f} grey levels)", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

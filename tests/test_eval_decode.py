@@ -68,3 +68,16 @@ def test_images_below_the_threshold_are_exact(tmp_path):
         paths.append(str(tmp_path / name))
     processor = ImageProcessor()
     assert np.abs(_pixels(paths, processor) - processor(paths)).max() <= 1e-6
+
+
+def test_reduced_sizes_no_scale_divides_keep_the_full_picture_extent(tmp_path):
+    """Reduced sizes are rounded up; the resize must still read exactly the full picture's extent
+    (measured: 1 grey level; 3-3.8 when the rounded-up edge is stretched in)."""
+    processor = ImageProcessor.from_dict({}, 24)
+    paths = []
+    for size in [(431, 217), (2001, 1503), (1000, 230)]:
+        paths.append(str(tmp_path / f"{size[0]}x{size[1]}.png"))
+        _photo(*size).save(paths[-1])
+    assert all(decode_reduced(p, EvalStream([], processor).min_side).scale >= 3 for p in paths)
+    diff = np.abs(_pixels(paths, processor) - processor(paths))
+    assert diff.max() <= 2.01 * GREY_LEVEL, diff.max() / GREY_LEVEL
