@@ -119,14 +119,19 @@ class ImageProcessor:
         )
         return out
 
-    def resize_and_crop(self, image: Image.Image) -> Image.Image:
-        """Shortest side to `shortest_edge` (transformers' rounding), then centre crop."""
+    def resize_and_crop(self, image: Image.Image, full_size: tuple[int, int] | None = None,
+                        scale: int = 1) -> Image.Image:
+        """Shortest side to `shortest_edge` (transformers' rounding), then centre crop.
+
+        `image` may be a picture of `full_size` decoded at 1/`scale` (JPEG draft, `Image.reduce`,
+        sizes rounded up): the output size and the resampled extent are then those of the full
+        picture, so only the resampling's input differs from a full-size decode."""
         if self.do_resize:
-            width, height = image.size
+            width, height = full_size or image.size
             short, long = (width, height) if width <= height else (height, width)
             new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
             size = (new_short, new_long) if width <= height else (new_long, new_short)
-            image = image.resize(size, resample=self.resample)
+            image = image.resize(size, resample=self.resample, box=(0, 0, width / scale, height / scale))
         if self.do_center_crop:
             width, height = image.size
             top = (height - self.crop_height) // 2
