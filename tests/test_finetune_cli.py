@@ -373,3 +373,19 @@ def test_resume_says_which_flags_it_ignores(tiny_hf, shapes_manifest, tmp_path, 
     capsys.readouterr()
     assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--name", "r", "--resume", "--epochs", "3")) == 0
     assert "ignored: --epochs 3" in capsys.readouterr().out
+
+
+def test_a_missing_model_is_said_before_anything_is_fetched(tmp_path, capsys):
+    """A typo in --model (or a hub id with no network) must not cost the user hours of downloads."""
+    (tmp_path / "img").mkdir()
+    lines = []
+    for i in range(4):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "img" / f"{i}.png")
+        lines.append(json.dumps({"id": f"r{i}", "title": f"red {i}", "path": f"img/{i}.png"}))
+    (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code = finetune.main(["--data", str(tmp_path / "records.jsonl"), "--path-field", "path", "--batch-size", "2",
+                          "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-such-model"),
+                          "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'no-such-model'}: no such model folder"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()

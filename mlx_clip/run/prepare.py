@@ -19,6 +19,7 @@ from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
 from ..errors import InputError
 from ..models.clip import CLIP, load
+from ..models.weights import resolve_model_folder
 from ..train.evaluate import EvalSet
 from ..train.step import LockConfig
 
@@ -210,6 +211,8 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
+    if model is None:  # a typo in --model, or no network for a hub id: said before hours of downloads
+        model_folder = resolve_model_folder(config.model)
     manifest = resolve_manifest(config, say)
     items = read_manifest(manifest, config.fetch.id_field)
     check = check_images(items)
@@ -233,7 +236,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
                                           for side in (parts.train, parts.val, parts.test))
     _check_batch_size(config, len(train_index), "the training set")
     if model is None:
-        model = load(config.model, dtype="float32")
+        model = load(model_folder, dtype="float32")
     model.tokenizer  # noqa: B018  (a model without tokenizer files fails here, clearly)
     return Prepared(config, manifest, items, skipped_line, captions, train_index, val_index, model,
                     test_index, parts.line(), parts.ids(), len(empty))
