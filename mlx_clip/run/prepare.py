@@ -126,7 +126,11 @@ def _is_manifest(path: Path) -> bool:
     return False
 
 
-def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
+def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
+                     before_fetch: Callable[[], None] = lambda: None) -> Path:
+    """The manifest to train on: given, found in a folder, or fetched from the records.
+    `before_fetch` runs once the records have passed their checks and just before fetching
+    (prepare finds the model there, so a --model typo is said before hours of downloads)."""
     use_bundled_data(config, say)
     if config.manifest:
         if config.sample.draws:
@@ -135,13 +139,14 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print)
         return Path(config.manifest)
     data = Path(config.data)
     if data.is_dir():
-        return _folder_manifest(config, data, say)
+        return _folder_manifest(config, data, say, before_fetch)
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
     sampling = config.sample.draws or config.fetch.path_field
     if _is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
     check_before_fetch(config)
+    before_fetch()
     return fetch_manifest(config, say)
 
 
@@ -182,7 +187,8 @@ def _check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> Non
                          f"use --batch-size {max(1, train_size)} or less")
 
 
-def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None]) -> Path:
+def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None],
+                     before_fetch: Callable[[], None]) -> Path:
     """--data DIR: a folder fetch.py wrote (its manifest.jsonl, or a sample drawn from it), or an
     ImageFolder, whose metadata.jsonl / metadata.csv is read as records with file_name as the path."""
     manifest = folder / "manifest.jsonl"
@@ -195,6 +201,7 @@ def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], 
     if config.fetch.out.resolve() == folder.resolve():
         raise InputError(f"--data {folder} is read as records and --out is the same folder; pass another --out")
     fetch = replace(config.fetch, path_field=config.fetch.path_field or path_field)
+    before_fetch()
     return fetch_manifest(replace(config, data=str(records), fetch=fetch), say)
 
 
@@ -211,9 +218,14 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
-    if model is None:  # a typo in --model, or no network for a hub id: said before hours of downloads
-        model_folder = resolve_model_folder(config.model)
-    manifest = resolve_manifest(config, say)
+    found: list[Path] = []
+
+    def find_model() -> None:
+        """Before any fetch: a --model typo, or a hub id with no network, is said before hours of downloads."""
+        if model is None:
+            found.append(resolve_model_folder(config.model))
+
+    manifest = resolve_manifest(config, say, find_model)
     items = read_manifest(manifest, config.fetch.id_field)
     check = check_images(items)
     skipped_line = check.line() if check.skipped else None
@@ -236,7 +248,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
                                           for side in (parts.train, parts.val, parts.test))
     _check_batch_size(config, len(train_index), "the training set")
     if model is None:
-        model = load(model_folder, dtype="float32")
+        model = load(found[0] if found else config.model, dtype="float32")
     model.tokenizer  # noqa: B018  (a model without tokenizer files fails here, clearly)
     return Prepared(config, manifest, items, skipped_line, captions, train_index, val_index, model,
                     test_index, parts.line(), parts.ids(), len(empty))
