@@ -5,6 +5,7 @@ preprocessor_config.json, and the sentence-transformers module files."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from mlx.utils import tree_flatten
@@ -29,20 +30,32 @@ def hf_config(model: CLIP) -> dict:
 
 
 def export_hf(model: CLIP, path: str | Path) -> Path:
-    """Write `model` as an HF + sentence-transformers folder at `path`; returns the folder."""
+    """Write `model` as an HF + sentence-transformers folder at `path`; returns the folder.
+
+    On a terminal a bar names the step: the weights (~600 MB for ViT-B/32) take the time."""
+    from tqdm import tqdm
+
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    weights = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
-    write_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
-    write_json(folder / "config.json", hf_config(model))
-    write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
-    if model.has_tokenizer:
-        model.tokenizer.save(folder)
-        cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
-    write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
-    write_json(folder / "config_sentence_transformers.json", {
-        "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
-    })
+    with tqdm(total=3, desc=f"export {folder.name}", unit="step", leave=False,
+              disable=not sys.stderr.isatty()) as bar:
+        bar.set_postfix_str("weights")
+        weights = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
+        write_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
+        bar.update()
+        bar.set_postfix_str("configs and tokenizer")
+        write_json(folder / "config.json", hf_config(model))
+        write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
+        if model.has_tokenizer:
+            model.tokenizer.save(folder)
+            cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
+        bar.update()
+        bar.set_postfix_str("sentence-transformers files")
+        write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
+        write_json(folder / "config_sentence_transformers.json", {
+            "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+        })
+        bar.update()
     return folder
 
 
