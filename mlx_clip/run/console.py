@@ -143,11 +143,12 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
     if before and best_row and "mean_R@1" in before:
         lines.append(f"validation mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
                      f"after (best epoch {best['epoch']}; validation picked it, so this is optimistic)")
+    if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
+        lines.append(f"validation zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> "
+                     f"{best_row['zero_shot_acc']:.3f} after")
     if test:
         lines.append(test_line(test))
     lines += run_warnings(history, best, test)
-    if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
-        lines.append(f"zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> {best_row['zero_shot_acc']:.3f} after")
     peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"
     if "mlx_peak_bytes" in memory:
         peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
