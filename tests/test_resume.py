@@ -145,23 +145,32 @@ def test_truncated_checkpoint_names_the_older_one_which_resumes(full_run, tiny_h
     assert "from epoch-0001" in resumed.stdout
     assert_same_run(tmp_path / "cut", full_run)
 
-
-def test_ctrl_c_stops_with_one_line_and_resume_finishes(full_run, tiny_hf, shapes_manifest, tmp_path):
-    proc = subprocess.Popen([sys.executable, "finetune.py", *_common(tiny_hf, shapes_manifest, tmp_path),
-                             "--name", "cut"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+def _interrupt(command: list[str], marker, written: Path, wait: float) -> tuple[int, str]:
+    """Run `command`, and once a stdout line satisfies `marker` and `written` exists (or `wait`
+    seconds pass), send it Ctrl-C; its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        for line in proc.stdout:  # the table row of epoch 1, then its checkpoint: training epoch 2 now
-            if line.split()[:1] == ["1"]:
+        for line in proc.stdout:
+            if marker(line):
                 break
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "cut" / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + wait
+        while not written.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    return proc.returncode, stderr
+
+
+
+def test_ctrl_c_stops_with_one_line_and_resume_finishes(full_run, tiny_hf, shapes_manifest, tmp_path):
+    # the table row of epoch 1, then its checkpoint: training epoch 2 now
+    returncode, stderr = _interrupt(["finetune.py", *_common(tiny_hf, shapes_manifest, tmp_path), "--name", "cut"],
+                                    lambda line: line.split()[:1] == ["1"],
+                                    tmp_path / "cut" / "checkpoints" / "latest", wait=60)
+    assert returncode == 130, stderr
     line = _one_line(stderr)
     latest = (tmp_path / "cut" / "checkpoints" / "latest").read_text().strip()
     assert latest in ("epoch-0001", "epoch-0002")
@@ -176,20 +185,10 @@ def test_ctrl_c_stops_with_one_line_and_resume_finishes(full_run, tiny_hf, shape
 def test_ctrl_c_in_curve_is_one_line_and_keeps_the_measured_sizes(tiny_hf, shapes_manifest, tmp_path):
     args = _common(tiny_hf, shapes_manifest, tmp_path)
     args[args.index("--epochs") + 1] = "1"
-    proc = subprocess.Popen([sys.executable, "curve.py", *args, "--name", "c", "--sizes", "48,96,173"], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:  # curve.json is written right after this line
-            if "48 images" in line:
-                break
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "c" / "curve.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
+    # curve.json is written right after the line of the first size
+    returncode, stderr = _interrupt(["curve.py", *args, "--name", "c", "--sizes", "48,96,173"],
+                                    lambda line: "48 images" in line, tmp_path / "c" / "curve.json", wait=30)
+    assert returncode == 130, stderr
     saved = json.loads((tmp_path / "c" / "curve.json").read_text())
     done = len(saved["sizes"])
     assert _one_line(stderr) == f"interrupted after {done} of 3 sizes; {tmp_path}/c/curve.json keeps them"
