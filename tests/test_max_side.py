@@ -47,15 +47,16 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
 def catalogue_images() -> dict[str, bytes]:
     """Large pictures in the formats and modes catalogues hold, and one small JPEG."""
     rgb = Image.fromarray(picture(1200, 900))
-    rgba = Image.fromarray(picture(600, 1000, 1)).convert("RGBA")
-    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 600, dtype=np.uint8), (1000, 1))))
-    grey16 = Image.fromarray((picture(1000, 600, 2)[..., 0].astype(np.uint16) * 257))
-    exif = Image.Exif()
+    exif, exif_png = Image.Exif(), Image.Exif()
     exif[0x0112] = 6  # stored sideways: turned 90 degrees when shown
+    exif_png[0x0112] = 8  # the other way
+    rgba = Image.fromarray(picture(1000, 600, 1)).convert("RGBA")  # shown 600x1000, transparent on the left
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 600, dtype=np.uint8)[:, None], (1, 1000))))
+    grey16 = Image.fromarray((picture(1000, 600, 2)[..., 0].astype(np.uint16) * 257))
     return {
         "photo.jpg": encoded(rgb, "JPEG", quality=90),
         "cmyk.jpg": encoded(rgb.convert("CMYK"), "JPEG", quality=90),
-        "alpha.png": encoded(rgba, "PNG"),
+        "alpha.png": encoded(rgba, "PNG", exif=exif_png),
         "grey16.png": encoded(grey16, "PNG"),
         "sideways.jpg": encoded(Image.fromarray(picture(1000, 500, 3)), "JPEG", quality=90, exif=exif),
         "small.jpg": encoded(Image.fromarray(picture(400, 300, 4)), "JPEG", quality=90),
