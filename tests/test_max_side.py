@@ -1,4 +1,4 @@
-"""fetch's resized training copy (--max-side, default 448): what is stored, what the manifest says,
+"""fetch's resized training copy (--max-side, default 512): what is stored, what the manifest says,
 what the streams read, and how a later run with another size treats the folder."""
 
 from __future__ import annotations
@@ -94,10 +94,10 @@ def sha(data: bytes) -> str:
 def test_default_stores_resized_copies_with_the_originals_identity(server, records, tmp_path):
     images = catalogue_images()
     text, manifest = fetch(records, tmp_path / "out")
-    assert DEFAULT_MAX_SIDE == 448
-    assert "resized          6 stored with the longest side at 448 px" in text, text
-    shown = {"photo": (448, 336), "cmyk": (448, 336), "alpha": (269, 448), "grey16": (448, 269),
-             "sideways": (224, 448), "photo-again": (448, 336)}
+    assert DEFAULT_MAX_SIDE == 512
+    assert "resized          6 stored with the longest side at 512 px" in text, text
+    shown = {"photo": (512, 384), "cmyk": (512, 384), "alpha": (307, 512), "grey16": (512, 307),
+             "sideways": (256, 512), "photo-again": (512, 384)}
     for rid, entry in manifest.items():
         name = "photo.jpg" if rid == "photo-again" else next(n for n in images if n.startswith(rid + "."))
         original = Image.open(io.BytesIO(images[name]))
@@ -167,7 +167,7 @@ def test_a_folder_fetched_before_is_resized_in_place_and_a_larger_size_downloads
     assert sum(server.hits.values()) == hits  # made from the full-size files on disk, nothing downloaded
     assert "6 of them stored again at this size from files already here" in text, text
     assert {r: e["sha256"] for r, e in resized.items()} == {r: e["sha256"] for r, e in full.items()}
-    assert max(resized["photo"]["width"], resized["photo"]["height"]) == 448
+    assert max(resized["photo"]["width"], resized["photo"]["height"]) == 512
     assert len(list((out / "images").rglob("*.*"))) == 7  # the full-size files were replaced, not kept beside
 
     text, again = fetch(records, out)  # the same size again: nothing to do
@@ -229,7 +229,7 @@ def test_the_streams_read_the_resized_copy(server, records, tmp_path):
     assert pixels.shape == (len(items), 32, 32, 3)
     assert set(seen) == {str(item.image_path) for item in items}  # the copies, nothing else
     for item in items:
-        assert max(Image.open(item.image_path).size) == 448
+        assert max(Image.open(item.image_path).size) == 512
     train = TrainStream(items, None, None, processor, 32, 2, seed=0)
     samples = [dict(index=np.array(i, np.int64), image_path=str(item.image_path).encode(),
                     aug=np.array([1, 0, 0, 0, 0, 0, 0, 1, 1, 1], np.float32)) for i, item in enumerate(items)]
@@ -240,7 +240,7 @@ def test_the_flag_is_on_fetch_and_finetune():
     for script in ("fetch.py", "finetune.py"):
         help_text = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True,
                                    text=True, cwd=REPO, timeout=60).stdout
-        assert "--max-side N" in help_text and "(default: 448)" in help_text and "--keep-originals" in help_text
+        assert "--max-side N" in help_text and "(default: 512)" in help_text and "--keep-originals" in help_text
     result = subprocess.run([sys.executable, str(REPO / "fetch.py"), "records.json", "--max-side", "-1"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2

@@ -6,7 +6,7 @@
   id and URL (of the URL alone when the record has no id), with the extension of the format
   Pillow detects, never the remote file name. Records that share a URL share one download;
   each record whose id differs gets its own copy of the file. An image whose longest side is
-  over ``max_side`` (default 448) is stored as a resized copy (:mod:`.stored_copy`), the file
+  over ``max_side`` (default 512) is stored as a resized copy (:mod:`.stored_copy`), the file
   training reads; with ``keep_originals`` the original goes to ``data/originals/ab/...``.
 - ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
   fields plus ``record_id`` (:func:`~mlx_clip.data.records.record_id`), ``image_path``
