@@ -5,7 +5,7 @@ scaling; PNG and TIFF in full, which no reduced decode avoids); the same picture
 longest side at 512 pixels decodes and augments at 83-300 images/s per thread alone (46-131
 with two threads on shared cores; bench/README.md). Why 512 (``bench/bench_max_side.py``, pixels compared with the ideal ones cut
 from the full-size decode): for 224-pixel models on photo-like pictures every size from 336 up is
-within half a grey level on average; on a worst case with detail at every scale (1/f noise),
+within 0.7 grey levels on average; on a worst case with detail at every scale (1/f noise),
 512 keeps training crops as close to the ideal as the stream on the originals is (1.95-1.97
 against 1.96-2.09 grey levels on average, two runs; 448: 2.5, 336: 4.1) and evaluation within
 1.6 (448: 2.0). Models
