@@ -6,6 +6,11 @@ I;16), and TIFF (uncompressed and LZW), so anyone can rerun it without a data se
 
     python bench/bench_stream.py --count 16 --repeats 3 --json bench/results/stream.json
 
+Each format is measured on the original files and on the copies fetch.py stores by default
+(`--max-side 512`: longest side 512, JPEG quality 92 or PNG with alpha, made by
+`mlx_clip.data.stored_copy.make_copy`), which is what training reads after a default fetch;
+`--max-side 0` measures the originals only.
+
 The training stream is `TrainStream.batches` (decode + random resized crop + flips +
 normalise), the evaluation stream is `EvalStream` as train/evaluate.py runs it. Each case is
 repeated; the JSON keeps every run, the median and the spread. `max_abs_diff` is the largest
@@ -31,6 +36,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlx_clip.data.dataset import Item  # noqa: E402
+from mlx_clip.data.image_files import inspect_image, sha256_hex  # noqa: E402
+from mlx_clip.data.stored_copy import DEFAULT_MAX_SIDE, Original, make_copy  # noqa: E402
 from mlx_clip.data.stream import AugmentConfig, EvalStream, TrainStream, draw_augmentations  # noqa: E402
 from mlx_clip.models.preprocess import ImageProcessor  # noqa: E402
 
@@ -77,6 +84,19 @@ def write_files(folder: Path, count: int, width: int, height: int) -> dict[str, 
     return paths
 
 
+def stored_copies(paths: list[str], max_side: int) -> list[str]:
+    """The files fetch.py would store for `paths` with --max-side `max_side` (beside them)."""
+    out = []
+    for path in paths:
+        data = Path(path).read_bytes()
+        info = inspect_image(data)
+        copy = make_copy(data, Original(sha256_hex(data), info.width, info.height, info.format), max_side)
+        target = Path(path).with_name(f"{Path(path).stem}_max{max_side}.{copy.extension}")
+        target.write_bytes(copy.data)
+        out.append(str(target))
+    return out
+
+
 def train_rate(paths: list[str], processor: ImageProcessor, threads: int, batch: int) -> float:
     stream = TrainStream([Item(f"r{i}", Path(p), {}) for i, p in enumerate(paths)], None, None,
                          processor, processor.crop_height, batch, seed=0, threads=threads)
@@ -120,6 +140,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2, help="small, so the threads share even a short run")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--max-side", type=int, nargs="+", default=[0, DEFAULT_MAX_SIDE],
+                        help="0: the original files; N: the copies fetch.py --max-side N stores")
     parser.add_argument("--note", default="", help="free text kept in the JSON (e.g. 'machine shared')")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -135,21 +157,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_files(Path(tmp), args.count, args.width, args.height)
         for fmt in args.formats:
-            for stream, rate in (("train", train_rate), ("eval", eval_rate)):
-                for threads in args.threads:
-                    rate(paths[fmt][:2], processor, threads, args.batch)  # warm-up
-                    runs = [rate(paths[fmt], processor, threads, args.batch) / threads
-                            for _ in range(args.repeats)]
-                    row = {"format": fmt, "stream": stream, "threads": threads,
-                           "per_thread_images_per_s": statistics.median(runs),
-                           "spread": [min(runs), max(runs)], "runs": runs}
-                    results["cases"][f"{stream}/{fmt}/{threads}"] = row
-                    print(f"{stream:5s} {fmt:9s} threads={threads} {row['per_thread_images_per_s']:7.1f} "
-                          f"img/s per thread (runs {min(runs):.1f}-{max(runs):.1f})", flush=True)
-            diff = max_abs_diff(paths[fmt], processor)
-            levels = diff * 255 * min(processor.image_std)  # one grey level of the narrowest channel
-            results["cases"][f"eval_diff/{fmt}"] = {"format": fmt, "max_abs_diff": diff, "grey_levels": levels}
-            print(f"eval  {fmt:9s} max |stream - full decode| = {diff:.4f} ({levels:.2f} grey levels)", flush=True)
+            for side in args.max_side:
+                files = stored_copies(paths[fmt], side) if side else paths[fmt]
+                name = f"{fmt}@{side}" if side else fmt
+                for stream, rate in (("train", train_rate), ("eval", eval_rate)):
+                    for threads in args.threads:
+                        rate(files[:2], processor, threads, args.batch)  # warm-up
+                        runs = [rate(files, processor, threads, args.batch) / threads
+                                for _ in range(args.repeats)]
+                        row = {"format": fmt, "max_side": side, "stream": stream, "threads": threads,
+                               "per_thread_images_per_s": statistics.median(runs),
+                               "spread": [min(runs), max(runs)], "runs": runs}
+                        results["cases"][f"{stream}/{name}/{threads}"] = row
+                        print(f"{stream:5s} {name:14s} threads={threads} {row['per_thread_images_per_s']:7.1f} "
+                              f"img/s per thread (runs {min(runs):.1f}-{max(runs):.1f})", flush=True)
+            if 0 in args.max_side:
+                diff = max_abs_diff(paths[fmt], processor)
+                levels = diff * 255 * min(processor.image_std)  # one grey level of the narrowest channel
+                results["cases"][f"eval_diff/{fmt}"] = {"format": fmt, "max_abs_diff": diff, "grey_levels": levels}
+                print(f"eval  {fmt:9s} max |stream - full decode| = {diff:.4f} ({levels:.2f} grey levels)",
+                      flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

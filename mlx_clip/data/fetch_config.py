@@ -10,15 +10,21 @@ from typing import Callable
 from ..cli_args import encoding_name, positive_int, positive_seconds, setting
 from .download import IPAddress, is_private_address
 from .records import MANIFEST_ID
+from .stored_copy import DEFAULT_MAX_SIDE
 
 USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-clip-finetune)"
 MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.jsonl"
 IMAGES_DIR = "images"
+ORIGINALS_DIR = "originals"  # --keep-originals: the downloaded files of resized images
 LOCK_NAME = ".fetch.lock"
-MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height")
+MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height", "original_width", "original_height",
+                 "original_path")
 """Keys ``fetch`` adds to each record in the manifest (``record_id``: the id
-:func:`~mlx_clip.data.records.record_id` gave it, which also names its image file).
+:func:`~mlx_clip.data.records.record_id` gave it, which also names its image file; ``sha256`` and
+``original_width``/``original_height`` describe the original image, ``width``/``height`` the file
+at ``image_path``, a resized copy when the original was larger than ``--max-side``;
+``original_path`` only with ``--keep-originals``).
 
 A record's own value under one of these keys (say a museum object's ``width`` in cm) is kept
 under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
@@ -66,6 +72,14 @@ class FetchConfig:
     backoff: float = setting(0.5, "first retry waits about this long; doubles each time (with jitter)", cli=False)
     max_backoff: float = setting(30.0, cli=False)
     max_retry_after: float = setting(60.0, "cap on a server's Retry-After", cli=False)
+    max_side: int = setting(
+        DEFAULT_MAX_SIDE, "store images whose longest side is over N pixels resized to N (aspect kept, "
+        "JPEG quality 92, PNG when transparent): the file training reads, decoded 10-40x faster than "
+        "a 3000x2250 original; the manifest's sha256 stays the original's. 0 keeps full size",
+        type=int, metavar="N", check=lambda n: None if n >= 0 else f"must be 0 (full size) or a number of pixels, got {n}")
+    keep_originals: bool = setting(
+        False, "also keep the original of each resized image, in OUT/originals/ (the manifest's "
+        "original_path); a later run with another --max-side resizes from them instead of downloading again")
     max_bytes: int = setting(50_000_000, "largest image to accept, in bytes", type=positive_int, metavar="N")
     max_redirects: int = setting(10, cli=False)
     user_agent: str = setting(USER_AGENT, cli=False, save=False)
@@ -89,6 +103,8 @@ class FetchConfig:
             raise ValueError("retries must be >= 0")
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        if self.max_side < 0:
+            raise ValueError("max_side must be 0 (full size) or a number of pixels")
 
     @property
     def connect_seconds(self) -> float:
@@ -112,6 +128,12 @@ class FetchSummary:
     failures_path: Path
     sample_explanation: str = ""
     removed_partial_files: int = 0
+    max_side: int = 0  # --max-side of this run
+    resized: int = 0  # records whose stored file is a resized copy
+    resized_on_disk: int = 0  # stored again at this --max-side from files an earlier run left
+    downloaded_again: int = 0  # originals downloaded again for a larger --max-side (or --keep-originals)
+    kept_smaller: int = 0  # ... whose download failed: the smaller copy an earlier run made stays
+    originals_dir: Path | None = None  # --keep-originals
 
     @property
     def usable(self) -> int:
@@ -133,6 +155,7 @@ class FetchSummary:
         ]
         if self.local:
             lines.append(f"  local files      {self.local:,}")
+        lines.extend(self._stored_lines())
         lines.append(f"  failed           {self.failed_total:,}" + (
             f" -> {self.failures_path}" if self.failed_total else ""))
         for reason, count in sorted(self.failed.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -140,3 +163,21 @@ class FetchSummary:
         rate = f", {self.images_per_second:.1f} images/s fetched" if self.fetched else ""
         lines.append(f"  time             {self.seconds:.1f} s{rate}")
         return "\n".join(lines)
+
+    def _stored_lines(self) -> list[str]:
+        """What training will read: resized copies (how many, the size) or full-size files."""
+        if not self.max_side:
+            return ["  stored           full size (--max-side 0)"]
+        lines = [f"  resized          {self.resized:,} stored with the longest side at {self.max_side} px "
+                 "(what training reads; --max-side 0 keeps full size; sha256 is the original's)"]
+        if self.resized_on_disk:
+            lines.append(f"    {self.resized_on_disk:,} of them stored again at this size from files already here")
+        if self.downloaded_again:
+            lines.append(f"    {self.downloaded_again:,} originals downloaded again: their stored copies were "
+                         "smaller than this size (--keep-originals keeps originals for such changes)")
+        if self.kept_smaller:
+            lines.append(f"    {self.kept_smaller:,} kept at the smaller size an earlier run stored: "
+                         "their originals could not be downloaded again")
+        if self.originals_dir is not None:
+            lines.append(f"  originals        kept in {self.originals_dir} (the manifest's original_path)")
+        return lines

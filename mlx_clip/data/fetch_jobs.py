@@ -14,11 +14,12 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from ..io import write_bytes
 from .download import DownloadFailure, Downloader
-from .image_files import ImageInfo, ImageProblem, find_image_file, image_file, inspect_image, sha256_hex
+from .image_files import ImageInfo, ImageProblem, inspect_image, sha256_hex
+from .image_store import Existing, ImageStore, Stored
 from .records import MANIFEST_ID
-from .fetch_config import FetchConfig
+from .fetch_config import ORIGINALS_DIR, FetchConfig
+from .stored_copy import Original
 
 
 @dataclass
@@ -39,6 +40,16 @@ class Outcome:
     job: Job
     status: str  # "fetched", "already_present", "local" or "failed"
     entry: dict
+    stored: Stored | None = None  # the file the manifest line points at
+
+
+@dataclass
+class StoreCounts:
+    """What this run did to files an earlier run stored (for the closing summary)."""
+
+    resized_on_disk: int = 0  # stored again at this run's --max-side from files already on disk
+    downloaded_again: int = 0  # originals downloaded again: a stored copy was smaller than wanted
+    kept_smaller: int = 0  # ... and the download failed, so the smaller copy stays
 
 
 class JobRunner:
@@ -48,6 +59,8 @@ class JobRunner:
         self.config = config
         self.out = out
         self.images_dir = images_dir
+        self.store = ImageStore(images_dir, out / ORIGINALS_DIR, config.max_side, config.keep_originals)
+        self.counts = StoreCounts()
         self.downloader: Downloader | None = None
         self._progress: tqdm | None = None
 
@@ -115,14 +128,18 @@ class JobRunner:
         entry.update(reason=reason, detail=detail)
         return Outcome(job, "failed", entry)
 
-    def _usable(self, job: Job, status: str, path: Path, info: ImageInfo, sha: str) -> Outcome:
-        added = {
+    def _usable(self, job: Job, status: str, stored: Stored) -> Outcome:
+        added: dict[str, Any] = {
             MANIFEST_ID: job.record_id,
-            "image_path": Path(os.path.relpath(path.resolve(), self.out)).as_posix(),
-            "sha256": sha,
-            "width": info.width,
-            "height": info.height,
+            "image_path": self._relative(stored.path),
+            "sha256": stored.original.sha256,  # the original's: duplicates group, a re-fetch is recognised
+            "width": stored.width,
+            "height": stored.height,
+            "original_width": stored.original.width,
+            "original_height": stored.original.height,
         }
+        if stored.original_path is not None:
+            added["original_path"] = self._relative(stored.original_path)
         entry = {}
         for key, value in job.record.items():
             if key in added and not (key == "image_path" and job.local_path is not None):
@@ -130,7 +147,10 @@ class JobRunner:
             else:
                 entry[key] = value
         entry.update(added)
-        return Outcome(job, status, entry)
+        return Outcome(job, status, entry, stored)
+
+    def _relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path.resolve(), self.out)).as_posix()
 
     # -- local files --------------------------------------------------------------------
 
@@ -146,59 +166,56 @@ class JobRunner:
             info = await asyncio.to_thread(inspect_image, data)
         except ImageProblem as e:
             return self._done([self._failed(job, e.reason, e.detail)])
-        return self._done([self._usable(job, "local", job.local_path, info, sha256_hex(data))])
+        original = Original(sha256_hex(data), info.width, info.height, info.format)
+        stored = Stored(job.local_path, info.width, info.height, original)
+        return self._done([self._usable(job, "local", stored)])
 
     # -- downloads ----------------------------------------------------------------------
 
     async def _url_group(self, url: str, jobs: list[Job]) -> list[Outcome]:
-        """All records sharing ``url``: reuse finished files, download once if needed."""
+        """All records sharing ``url``: settle files an earlier run stored, download once if needed."""
         outcomes: list[Outcome] = []
         by_key: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_key[job.key].append(job)
         missing: dict[str, list[Job]] = {}
-        data: bytes | None = None
+        smaller: dict[str, Stored] = {}  # stored copies smaller than wanted, kept if the download fails
+        data: bytes | None = None  # the original's bytes, when at hand
         info: ImageInfo | None = None
+        present: Stored | None = None  # a file stored right for this run, for other keys of the URL
         for key, key_jobs in by_key.items():
-            found = await asyncio.to_thread(self._existing, key)
-            if found is None:
+            existing: Existing | None = await asyncio.to_thread(self.store.lookup, key)
+            if existing is None:
                 missing[key] = key_jobs
                 continue
-            path, found_data, info = found
-            data = found_data
-            sha = sha256_hex(found_data)
-            outcomes.extend(self._usable(j, "already_present", path, info, sha) for j in key_jobs)
+            if existing.original_data is not None:
+                data, info = existing.original_data, existing.original_info
+            stored, rewritten = await asyncio.to_thread(self.store.settle, key, existing)
+            if stored is None:
+                missing[key], smaller[key] = key_jobs, existing.stored
+                continue
+            self.counts.resized_on_disk += rewritten
+            present = stored
+            outcomes.extend(self._usable(j, "already_present", stored) for j in key_jobs)
         if missing:
-            if data is None:  # no finished copy from another record: download
+            if data is None and (present is None or self.config.keep_originals):  # download
                 try:
                     assert self.downloader is not None
                     data = await self.downloader.download(url)
                     info = await asyncio.to_thread(inspect_image, data)
                 except (DownloadFailure, ImageProblem) as e:
-                    failed = [self._failed(j, e.reason, e.detail) for js in missing.values() for j in js]
+                    self.counts.kept_smaller += len(smaller)
+                    outcomes.extend(self._usable(j, "already_present", smaller[k]) for k in smaller for j in missing[k])
+                    failed = [self._failed(j, e.reason, e.detail) for k, js in missing.items() if k not in smaller
+                              for j in js]
                     return self._done(outcomes + failed)
-            assert info is not None
-            sha = sha256_hex(data)
+                self.counts.downloaded_again += len(smaller)
             for key, key_jobs in missing.items():
-                path = image_file(self.images_dir, key, info.extension)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(write_bytes, path, data)
+                if data is not None and info is not None:
+                    stored = await asyncio.to_thread(self.store.write, key, data, info)
+                else:
+                    assert present is not None
+                    stored = await asyncio.to_thread(self.store.duplicate, key, present)
                 # A copy made from another record's finished file counts as fetched in this run.
-                outcomes.extend(self._usable(j, "fetched", path, info, sha) for j in key_jobs)
+                outcomes.extend(self._usable(j, "fetched", stored) for j in key_jobs)
         return self._done(outcomes)
-
-    def _existing(self, key: str) -> tuple[Path, bytes, ImageInfo] | None:
-        """A valid file an earlier run wrote for ``key``; an invalid one is removed."""
-        path = find_image_file(self.images_dir, key)
-        if path is None:
-            return None
-        data = path.read_bytes()
-        try:
-            info = inspect_image(data)
-        except ImageProblem:
-            path.unlink()
-            return None
-        if path.suffix != "." + info.extension:
-            path.unlink()
-            return None
-        return path, data, info

@@ -5,11 +5,14 @@
 - ``data/images/ab/abcdef....jpg``: one file per record, named from the SHA-1 of the record's
   id and URL (of the URL alone when the record has no id), with the extension of the format
   Pillow detects, never the remote file name. Records that share a URL share one download;
-  each record whose id differs gets its own copy of the file.
+  each record whose id differs gets its own copy of the file. An image whose longest side is
+  over ``max_side`` (default 512) is stored as a resized copy (:mod:`.stored_copy`), the file
+  training reads; with ``keep_originals`` the original goes to ``data/originals/ab/...``.
 - ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
   fields plus ``record_id`` (:func:`~mlx_clip.data.records.record_id`), ``image_path``
-  (relative to the manifest's folder), ``sha256``, ``width`` and ``height`` of the image (a record's own field of one of these names is kept as
-  ``record_<name>``).
+  (relative to the manifest's folder), ``sha256`` of the original image, ``width`` and ``height`` of the stored file,
+  ``original_width`` and ``original_height`` (and ``original_path`` with ``keep_originals``); a
+  record's own field of one of these names is kept as ``record_<name>``.
 - ``data/failures.jsonl``: one line per unusable record: ``id``, ``record_index``, ``url`` (or
   ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
   ``detail``.
@@ -42,7 +45,8 @@ from .image_files import remove_partial_files
 from .records import MISSING, Records, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
 from .url_field import detect_url_field
-from .fetch_config import FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_NAME, FetchConfig, FetchSummary
+from .fetch_config import (FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_NAME, ORIGINALS_DIR, FetchConfig,
+                           FetchSummary)
 from .fetch_jobs import Job, JobRunner
 
 __all__ = ["fetch_records", "fetch_records_async", "lock_output_folder"]
@@ -102,7 +106,7 @@ async def fetch_records_async(
     images_dir = out / IMAGES_DIR
     out.mkdir(parents=True, exist_ok=True)
     with lock_output_folder(out):
-        removed = remove_partial_files(images_dir)
+        removed = remove_partial_files(images_dir) + remove_partial_files(out / ORIGINALS_DIR)
         for stale in out.glob("*.jsonl.*.part"):
             stale.unlink()
             removed += 1
@@ -130,6 +134,12 @@ async def fetch_records_async(
         failures_path=failures_path,
         sample_explanation=explanation,
         removed_partial_files=removed,
+        max_side=config.max_side,
+        resized=sum(1 for o in outcomes if o.stored is not None and o.stored.resized),
+        resized_on_disk=fetch.counts.resized_on_disk,
+        downloaded_again=fetch.counts.downloaded_again,
+        kept_smaller=fetch.counts.kept_smaller,
+        originals_dir=out / ORIGINALS_DIR if config.keep_originals else None,
     )
 
 
