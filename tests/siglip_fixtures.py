@@ -69,7 +69,8 @@ def gemma_tokenizer(vocab_size: int = VOCAB_SIZE, **config):
 
 
 def make_hf_siglip(folder: Path, vision: dict | None = None, text: dict | None = None, seed: int = 0,
-                   tokenizer: str = "spiece", resample: int = 2, tokenizer_config: dict | None = None) -> Path:
+                   tokenizer: str = "spiece", resample: int = 2, tokenizer_config: dict | None = None,
+                   logit_scale: float = 4.7, logit_bias: float = -3.0) -> Path:
     """Save a random transformers SiglipModel with tokenizer and image processor to `folder`.
 
     tokenizer "spiece": SigLIP v1's files (spiece.model only, SiglipTokenizer); "gemma": SigLIP 2's
@@ -88,9 +89,9 @@ def make_hf_siglip(folder: Path, vision: dict | None = None, text: dict | None =
     config = SiglipConfig(text_config=text, vision_config=vision)
     torch.manual_seed(seed)
     model = SiglipModel(config).eval()
-    with torch.no_grad():  # pretrained-like temperature and bias (exp(4.7) = 110 > CLIP's clamp of 100)
-        model.logit_scale.fill_(4.7)
-        model.logit_bias.fill_(-3.0)
+    with torch.no_grad():  # default: pretrained-like (exp(4.7) = 110 > CLIP's clamp of 100); SigLIP's
+        model.logit_scale.fill_(logit_scale)  # training init is ln 10 and -10
+        model.logit_bias.fill_(logit_bias)
     model.save_pretrained(folder)
     length = text["max_position_embeddings"]
     if tokenizer == "gemma":
