@@ -2,6 +2,7 @@
 trimmed, and a tiny SigLIP trained end to end through finetune.py, then used by llm and compare."""
 
 import json
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -14,7 +15,7 @@ from mlx_clip import compare, finetune
 from mlx_clip.models import weights as W
 from mlx_clip.train.loss import chance_loss, sigmoid_loss
 from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
-from mlx_clip.train.step import Trainer
+from mlx_clip.train.step import Trainer, clip_loss
 from siglip_fixtures import TINY_TEXT, make_hf_siglip
 from test_llm_plugin import LLM, cosine, plugin_site  # noqa: F401  (plugin_site: the fixture)
 
@@ -66,6 +67,20 @@ def test_chance_level_is_the_best_constant_logit():
     assert chance_loss("softmax", batch) == pytest.approx(np.log(batch))
 
 
+def assert_same_update(name: str, mine: np.ndarray, theirs: np.ndarray, start: np.ndarray, lr: float) -> None:
+    """Two steps' weights equal to 1e-5, but for attention key biases: a key bias adds one constant to
+    all of a query's scores, which softmax ignores, so its true gradient is 0 and Adam scales float
+    noise there up to ~lr per step (differently on each side); there both moved at most 2.5 lr."""
+    noise = np.zeros(mine.shape, bool)
+    if name.endswith("k_proj.bias"):
+        noise[:] = True
+    elif name.endswith("in_proj_bias"):  # q, k, v stacked
+        noise[len(mine) // 3: 2 * len(mine) // 3] = True
+    for side in (mine, theirs):
+        assert np.abs(side - start)[noise].max(initial=0) <= 2.5 * lr, name
+    np.testing.assert_allclose(mine[~noise], theirs[~noise], atol=1e-5, rtol=0, err_msg=name)
+
+
 def test_one_step_matches_pytorch(siglip_hf):
     from transformers import SiglipModel
 
@@ -104,16 +119,7 @@ def test_one_step_matches_pytorch(siglip_hf):
     moved = 0
     for name, param in hf.named_parameters():
         mine, theirs, start = np.array(ours[name]), param.detach().numpy(), initial[name].numpy()
-        # A key bias adds one constant to all of a query's scores, which softmax ignores: its true
-        # gradient is 0, and Adam scales float noise there up to ~lr per step on both sides alike.
-        noise = np.zeros(mine.shape, bool)
-        if name.endswith("k_proj.bias"):
-            noise[:] = True
-        elif name.endswith("in_proj_bias"):
-            noise[len(mine) // 3: 2 * len(mine) // 3] = True
-        for side in (mine, theirs):
-            assert np.abs(side - start)[noise].max(initial=0) <= 2.5 * LR, name
-        np.testing.assert_allclose(mine[~noise], theirs[~noise], atol=1e-5, rtol=0, err_msg=name)
+        assert_same_update(name, mine, theirs, start, LR)
         moved += not np.allclose(theirs, start)
     assert moved > len(ours) // 2
     assert float(model.logit_scale[0]) > np.log(100)  # no CLIP clamp: the pretrained-like 4.7 stays
@@ -180,3 +186,33 @@ def test_llm_embeds_with_the_fine_tuned_siglip(runs, tmp_path, plugin_site, shap
     image = shapes_manifest.parent / "images" / "s0001.png"
     vector = llm.vector("embed", "-m", "mlx-clip/shapes", "--binary", "-i", image)
     assert cosine(vector, model.embed_images([image])[0]) >= 0.9999
+
+
+def test_two_ranks_step_equals_one_process(tmp_path):
+    """Data-parallel SigLIP: logits with the bias from all-gathered features, the sigmoid loss over the
+    global batch (a positive pair split across ranks, a padded short shard), summed gradients (the
+    temperature's and the bias's divided by the ranks) equal one process with the global batch."""
+    import mlx.nn as nn
+
+    import dist_helper
+    from test_distributed import finish, start_ranks
+
+    siglip_hf = make_hf_siglip(tmp_path / "model", tokenizer="gemma", seed=4, logit_scale=np.log(10), logit_bias=-10)
+    results = finish(start_ranks([str(Path(dist_helper.__file__)), "step", str(siglip_hf), str(tmp_path)], tmp_path))
+    for rc, _, stderr in results:
+        assert rc == 0, stderr
+    model = mlx_clip.load(siglip_hf)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    for b, (ids, pixels, groups) in enumerate(dist_helper.batches(model)):
+        _, grads = nn.value_and_grad(model, clip_loss)(model, mx.array(ids), mx.array(pixels), mx.array(groups))
+        for name, value in tree_flatten(grads):
+            for got in ranks:
+                np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
+                                           err_msg=name)
+    start = {name: np.array(value) for name, value in tree_flatten(model.parameters())}
+    trainer = Trainer(model, make_optimizer(dist_helper.OPTIM, dist_helper.TOTAL_STEPS))
+    losses = [float(trainer.step(ids, pixels, groups=groups)) for ids, pixels, groups in dist_helper.batches(model)]
+    for got in ranks:
+        np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
+        for name, value in tree_flatten(model.parameters()):
+            assert_same_update(name, got[name], np.array(value), start[name], dist_helper.OPTIM.lr)
