@@ -70,11 +70,13 @@ def gemma_tokenizer(vocab_size: int = VOCAB_SIZE, **config):
 
 def make_hf_siglip(folder: Path, vision: dict | None = None, text: dict | None = None, seed: int = 0,
                    tokenizer: str = "spiece", resample: int = 2, tokenizer_config: dict | None = None,
-                   logit_scale: float = 4.7, logit_bias: float = -3.0) -> Path:
+                   logit_scale: float = 4.7, logit_bias: float = -3.0, config_file_extra: dict | None = None) -> Path:
     """Save a random transformers SiglipModel with tokenizer and image processor to `folder`.
 
     tokenizer "spiece": SigLIP v1's files (spiece.model only, SiglipTokenizer); "gemma": SigLIP 2's
     (a GemmaTokenizer tokenizer.json, extra `tokenizer_config` settings passed to it).
+    `config_file_extra` is merged into the saved tokenizer_config.json (settings transformers
+    applies at load time, over what tokenizer.json says).
     """
     import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
@@ -92,10 +94,17 @@ def make_hf_siglip(folder: Path, vision: dict | None = None, text: dict | None =
     with torch.no_grad():  # default: pretrained-like (exp(4.7) = 110 > CLIP's clamp of 100); SigLIP's
         model.logit_scale.fill_(logit_scale)  # training init is ln 10 and -10
         model.logit_bias.fill_(logit_bias)
+        generator = torch.Generator().manual_seed(seed)
+        for name, param in model.named_parameters():  # biases start at 0: make each one count
+            if name.endswith("bias") and name != "logit_bias" and not param.any():
+                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
     model.save_pretrained(folder)
     length = text["max_position_embeddings"]
     if tokenizer == "gemma":
         gemma_tokenizer(model_max_length=length, **(tokenizer_config or {})).save_pretrained(folder)
+        if config_file_extra:
+            path = folder / "tokenizer_config.json"
+            path.write_text(json.dumps(dict(json.loads(path.read_text()), **config_file_extra), indent=2))
     else:
         spiece = train_spiece(folder / "_spiece")
         SiglipTokenizer(vocab_file=str(spiece), model_max_length=length).save_pretrained(folder)

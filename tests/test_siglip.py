@@ -33,9 +33,11 @@ def siglip_v1(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def siglip_v2(tmp_path_factory) -> Path:
-    """SigLIP 2's files: a Gemma tokenizer.json, right padding and end-of-text added as transformers' config says."""
+    """SigLIP 2's files: a Gemma tokenizer.json (end-of-text in its template), right padding, and a
+    tokenizer_config.json whose add_bos_token, which transformers 5 ignores beside a tokenizer.json."""
     return make_hf_siglip(tmp_path_factory.mktemp("siglip_v2"), tokenizer="gemma", resample=3, seed=1,
-                          tokenizer_config=dict(padding_side="right", add_eos_token=True))
+                          tokenizer_config=dict(padding_side="right", add_eos_token=True),
+                          config_file_extra=dict(add_bos_token=True, add_eos_token=True))
 
 
 def _parity(folder: Path, tol: float = 1e-4, batch: int = 3) -> None:
@@ -84,6 +86,8 @@ def test_token_ids_equal_transformers(fixture, request):
     got = ours(TEXTS)
     for text, want, have in zip(TEXTS, expected, got):
         assert list(have) == list(want), repr(text)
+    if fixture == "siglip_v2":  # as transformers: tokenizer.json's template, not the config's add_bos_token
+        assert got[0][0] != reference.bos_token_id and reference.eos_token_id in got[0]
     assert ours.count_tokens(["x " * 100])[0] > length  # counted before truncation
 
 

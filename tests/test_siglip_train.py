@@ -134,6 +134,17 @@ def test_text_padding_is_kept(siglip_hf):
     assert trainer.step_inputs(ids, np.zeros((1, 32, 32, 3), np.float32))[0].shape == ids.shape == (1, 16)
 
 
+def test_bfloat16_keeps_temperature_and_bias_float32(siglip_hf):
+    model = mlx_clip.load(siglip_hf)
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-3), 10), precision="bfloat16")
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    assert np.isfinite(float(trainer.step(ids, pixels, groups=GROUPS)))
+    assert model.logit_scale.dtype == model.logit_bias.dtype == mx.float32
+    assert model.text_model.head.weight.dtype == mx.bfloat16
+    assert trainer.fp32_parameters()["logit_bias"].dtype == mx.float32
+
+
 @pytest.fixture(scope="module")
 def runs(shapes_manifest, tmp_path_factory):
     """base: a random SigLIP at SigLIP's training init (scale ln 10, bias -10), not trained;

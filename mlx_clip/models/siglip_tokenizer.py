@@ -1,8 +1,8 @@
 """SigLIP's tokenizers through the `tokenizers` library, ids equal to transformers'.
 
-SigLIP 2 ships a Gemma `tokenizer.json`: read as it is, with what transformers changes at load
-time mirrored (tokenizer_config.json's add_bos_token / add_eos_token rewrite the template, and
-Gemma pads on the left unless told otherwise). SigLIP v1 repos ship only `spiece.model`, which
+SigLIP 2 ships a Gemma `tokenizer.json`: read as it is (transformers 5 also ignores
+tokenizer_config.json's add_bos_token / add_eos_token when there is one), padded on the side
+transformers pads (the config's padding_side, else the file's, else left for Gemma). SigLIP v1 repos ship only `spiece.model`, which
 transformers reads with the sentencepiece runtime; here it is converted ONCE, at load time,
 into an equivalent `tokenizer.json` (saved with the model, so later loads and exports need no
 sentencepiece). Reading the model file takes `sentencepiece`'s protobuf schema; nothing at
@@ -94,21 +94,6 @@ def spiece_to_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
     return tokenizer
 
 
-def _apply_template_flags(tokenizer: Tokenizer, config: dict[str, Any]) -> None:
-    """transformers rewrites a tokenizer.json's template when tokenizer_config.json sets
-    add_bos_token or add_eos_token (TokenizersBackend.update_post_processor): do the same."""
-    if "add_bos_token" not in config and "add_eos_token" not in config:
-        return
-    bos, eos = _token(config.get("bos_token"), None), _token(config.get("eos_token"), None)
-    add_bos = bool(config.get("add_bos_token")) and bos is not None
-    add_eos = bool(config.get("add_eos_token")) and eos is not None
-    single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
-    pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-    special = ([(bos, tokenizer.token_to_id(bos))] if add_bos else []) + \
-              ([(eos, tokenizer.token_to_id(eos))] if add_eos else [])
-    tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
-
-
 class SiglipTokenizer:
     """Texts -> (N, context_length) int32 ids, padded to max_length as SigLIP was trained."""
 
@@ -135,8 +120,8 @@ class SiglipTokenizer:
         config_path = folder / "tokenizer_config.json"
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
         if (folder / "tokenizer.json").is_file():
+            # as transformers 5: the file's template wins over the config's add_bos/eos_token
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            _apply_template_flags(tokenizer, config)
         elif (folder / "spiece.model").is_file():
             print(f"{folder}: converting spiece.model to a tokenizer.json", file=sys.stderr)
             tokenizer = spiece_to_tokenizer(folder / "spiece.model", config)
