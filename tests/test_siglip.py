@@ -66,6 +66,16 @@ def test_tiny_siglip2_parity(siglip_v2):
     _parity(siglip_v2)
 
 
+def test_odd_config_fields_honoured(tmp_path):
+    """Image size no patch divides (as so400m-patch14-384), eps, widths, heads and a text head
+    projecting onto the vision width are all read."""
+    vision = dict(hidden_size=48, intermediate_size=40, num_hidden_layers=3, num_attention_heads=3,
+                  image_size=36, patch_size=8, layer_norm_eps=1e-3, hidden_act="gelu")
+    text = dict(hidden_size=20, intermediate_size=56, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=12, projection_size=48, layer_norm_eps=1e-5)
+    _parity(make_hf_siglip(tmp_path / "odd", vision=vision, text=text, seed=5))
+
+
 def test_base_sized_parity(tmp_path):
     """google/siglip-base-patch16-224's widths (768, 12 heads, 196 patches of 16 px at 224, 64 text
     positions) with 2 of its 12 layers per tower: all 12 took 34 s here (mostly building and saving

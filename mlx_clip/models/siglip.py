@@ -102,14 +102,17 @@ class _TextEmbeddings(nn.Module):
 
 
 class BiasedPatchEmbedding(PatchEmbedding):
-    """CLIP's patch matmul plus the bias SigLIP's convolution has."""
+    """CLIP's patch matmul plus the bias SigLIP's convolution has. Pixels past the last whole patch
+    are dropped, as the strided "valid" convolution drops them (so400m-patch14-384: 27 x 14 = 378)."""
 
     def __init__(self, channels: int, dims: int, patch_size: int):
         super().__init__(channels, dims, patch_size)
         self.bias = mx.zeros((dims,))
 
     def __call__(self, pixel_values: mx.array) -> mx.array:
-        return super().__call__(pixel_values) + self.bias
+        p = self.patch_size
+        height, width = pixel_values.shape[1] // p * p, pixel_values.shape[2] // p * p
+        return super().__call__(pixel_values[:, :height, :width]) + self.bias
 
 
 class VisionEmbeddings(nn.Module):
