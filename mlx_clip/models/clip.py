@@ -57,11 +57,6 @@ class Embedder:
         return self._tokenizer
 
     @property
-    def trim_token_id(self) -> int | None:
-        """The token after which training may drop padding columns (None: never; the family says)."""
-        return self.tokenizer.eos_token_id if family_of(self).trims_padding else None
-
-    @property
     def has_tokenizer(self) -> bool:
         """Whether tokenizer files came with the model (`tokenizer` raises when they did not)."""
         return self._tokenizer is not None
