@@ -158,7 +158,7 @@ class SiglipTokenizer:
             source = self.folder / name if self.folder is not None else None
             if source is not None and source.is_file() and source.resolve() != (folder / name).resolve():
                 write_bytes(folder / name, source.read_bytes())
-        if not (folder / "tokenizer.json").is_file():
+        if self.folder is None or not (self.folder / "tokenizer.json").is_file():  # converted here
             saved = Tokenizer.from_str(self._tokenizer.to_str())
             saved.no_padding()
             saved.no_truncation()
