@@ -169,6 +169,15 @@ def test_convert_round_trip_and_export(fixture, request, tmp_path):
         assert cosine.min() >= 0.9999, cosine
 
 
+def test_saving_over_an_old_model_folder_writes_the_converted_tokenizer(siglip_v1, tmp_path):
+    target = tmp_path / "old"
+    target.mkdir()
+    (target / "tokenizer.json").write_text("{}")  # what an earlier save of something else left
+    model = mlx_clip.load(siglip_v1)
+    model.save(target)
+    assert (mlx_clip.load(target).tokenizer(TEXTS) == model.tokenizer(TEXTS)).all()
+
+
 def test_naflex_siglip2_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "naflex"
     folder.mkdir()
