@@ -1,4 +1,4 @@
-"""Convert CLIP weights between Hugging Face and MLX folders.
+"""Convert CLIP and SigLIP weights between Hugging Face and MLX folders.
 
   python convert.py --hf-path openai/clip-vit-base-patch32 --mlx-path mlx_models/b32
   python convert.py --to-hf --mlx-path runs/demo/model --hf-path exports/demo
@@ -15,7 +15,8 @@ from mlx.utils import tree_flatten
 
 from . import __version__
 from .errors import InputError
-from .models.clip import CLIP, DTYPES, load
+from .models.clip import CLIP, DTYPES, SigLIP, load
+from .models.family import family_of
 from .outputs.export import export_hf
 from .models.weights import is_repo_id
 from .outputs.card_info import CardInfo
@@ -24,7 +25,7 @@ from .outputs.card_info import CardInfo
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="convert.py",
-        description="Convert CLIP between Hugging Face (transformers / sentence-transformers) and MLX folders.",
+        description="Convert CLIP or SigLIP between Hugging Face (transformers / sentence-transformers) and MLX folders.",
     )
     parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
     parser.add_argument("--hf-path", required=True,
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def card_info(args: argparse.Namespace, model: CLIP) -> CardInfo:
+def card_info(args: argparse.Namespace, model: CLIP | SigLIP) -> CardInfo:
     """Card info for an export of --mlx-path: when it is a run's model/, the card that run wrote
     (CardInfo.from_run, the one owner), else a bare one."""
     from .outputs.run_paths import RunPaths
@@ -63,7 +64,8 @@ def card_info(args: argparse.Namespace, model: CLIP) -> CardInfo:
     base = args.base_model
     if base is None and is_repo_id(model.config.raw.get("_name_or_path")):
         base = model.config.raw["_name_or_path"]
-    overrides = dict(base_model=base, license=args.license, repo_id=args.push_to_hub)
+    overrides = dict(base_model=base, license=args.license, repo_id=args.push_to_hub,
+                     model_type=family_of(model).model_type)
     run = RunPaths(Path(args.mlx_path).parent)
     if run.metrics.is_file() and run.config.is_file():
         return CardInfo.from_run(run.root, **overrides)

@@ -1,4 +1,5 @@
-"""`CLIP`: the MLX model with its tokenizer and image preprocessing, ready to embed and save."""
+"""`CLIP` and `SigLIP`: the MLX models with their tokenizer and image preprocessing, ready to embed
+and save; `load` reads either (the family comes from config.json, models/family.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from . import weights as W
 from .config import CLIPConfig
 from ..errors import InputError
 from ..io import write_json, write_safetensors
+from .family import family_of, read_config
 from .fast_ops import on_cpu_streams
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
+from .siglip import SiglipConfig, SiglipModel
+from .siglip_tokenizer import SiglipTokenizer, TokenizerUnreadable
 from .tokenizer import CLIPTokenizer
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -31,22 +35,25 @@ def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
         raise InputError(f"unknown dtype {dtype!r} (choose float32, bfloat16 or float16)") from None
 
 
-class CLIP(CLIPModel):
-    """CLIP in MLX with its tokenizer and preprocessing; `embed_images`/`embed_texts` give unit vectors."""
+class Embedder:
+    """What a loaded model adds to its modules (CLIPModel or SiglipModel): tokenizer, preprocessing,
+    `embed_images`/`embed_texts` (unit vectors) and `save`."""
 
-    def __init__(self, config: CLIPConfig, tokenizer: CLIPTokenizer | None = None,
+    def __init__(self, config: CLIPConfig | SiglipConfig, tokenizer: CLIPTokenizer | SiglipTokenizer | None = None,
                  image_processor: ImageProcessor | None = None):
         super().__init__(config)
         self._tokenizer = tokenizer
-        self.image_processor = image_processor or ImageProcessor.from_dict({}, config.vision.image_size)
+        self.image_processor = image_processor or ImageProcessor.from_dict(
+            family_of(config).default_preprocessor(config.vision.image_size), config.vision.image_size)
         # inputs=self.state: the compiled functions read the current weights on every call.
         self._embed_image_fn = mx.compile(lambda pixels: normalize(self.encode_image(pixels)), inputs=self.state)
         self._embed_text_fn = mx.compile(lambda ids: normalize(self.encode_text(ids)), inputs=self.state)
 
     @property
-    def tokenizer(self) -> CLIPTokenizer:
+    def tokenizer(self) -> CLIPTokenizer | SiglipTokenizer:
         if self._tokenizer is None:
-            raise InputError("this model has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
+            raise InputError("this model has no tokenizer files (tokenizer.json, vocab.json + merges.txt, "
+                             "or spiece.model)")
         return self._tokenizer
 
     @property
@@ -116,23 +123,37 @@ class CLIP(CLIPModel):
         return folder
 
 
-def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP:
-    """Load a CLIP model from an MLX or HF folder, or a hub repo id (downloaded once, then cached).
+class CLIP(Embedder, CLIPModel):
+    """CLIP in MLX with its tokenizer and preprocessing; `embed_images`/`embed_texts` give unit vectors."""
+
+
+class SigLIP(Embedder, SiglipModel):
+    """SigLIP (or fixed-resolution SigLIP 2) in MLX with its tokenizer and preprocessing."""
+
+
+def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP | SigLIP:
+    """Load a CLIP or SigLIP model from an MLX or HF folder, or a hub repo id (downloaded once, then cached).
 
     `dtype=None` keeps the dtype the weights are stored in; float32 is the right choice on
     CPUs, bfloat16 or float16 halve memory on Apple GPUs.
     """
     folder = W.resolve_model_folder(path_or_repo)
-    config = CLIPConfig.from_file(folder / "config.json")
+    config = read_config(folder / "config.json")
+    family = family_of(config)
     weights, is_mlx = W.read_weights(folder)
     if not is_mlx:
         weights = W.hf_to_mlx(weights)
     tokenizer = None
     try:
-        tokenizer = CLIPTokenizer.from_folder(folder, config.text.max_position_embeddings)
+        tokenizer = family.tokenizer_class.from_folder(folder, config.text.max_position_embeddings)
+    except TokenizerUnreadable:
+        raise
     except InputError:
-        pass  # embedding texts then says the tokenizer is missing
-    model = CLIP(config, tokenizer, ImageProcessor.from_folder(folder, config.vision.image_size))
+        pass  # no tokenizer files: embedding texts then says so
+    wrapper = next(cls for cls in (CLIP, SigLIP) if issubclass(cls, family.model_class))
+    image_size = config.vision.image_size
+    model = wrapper(config, tokenizer, ImageProcessor.from_folder(
+        folder, image_size, family.default_preprocessor(image_size)))
     W.check_weights(W.parameter_shapes(model), weights, folder)
     target = parse_dtype(dtype)
     if target is not None:

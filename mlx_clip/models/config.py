@@ -21,7 +21,8 @@ _VISION_DEFAULTS = dict(
 )
 
 
-def _pick(cls, raw: dict[str, Any], defaults: dict[str, Any]):
+def pick_fields(cls, raw: dict[str, Any], defaults: dict[str, Any]):
+    """A config dataclass from a config.json section, transformers' defaults for what it leaves out."""
     values = {f.name: raw.get(f.name, defaults.get(f.name)) for f in fields(cls)}
     return cls(**values)
 
@@ -74,8 +75,8 @@ class CLIPConfig:
         if model_type != "clip" and "CLIPModel" not in architectures:
             found = model_type or (architectures[0] if architectures else "no model_type")
             raise InputError(f"{source}: not a CLIP config (model_type is {found!r}, expected 'clip')")
-        text = _pick(TextConfig, raw.get("text_config") or {}, _TEXT_DEFAULTS)
-        vision = _pick(VisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
+        text = pick_fields(TextConfig, raw.get("text_config") or {}, _TEXT_DEFAULTS)
+        vision = pick_fields(VisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
         for name, sub in (("text_config", text), ("vision_config", vision)):
             if sub.hidden_size % sub.num_attention_heads:
                 raise InputError(
@@ -92,13 +93,18 @@ class CLIPConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "CLIPConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: missing (a model folder needs a config.json)")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
+
+
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """A model folder's config.json as a dict; a missing or malformed file is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: missing (a model folder needs a config.json)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    return raw

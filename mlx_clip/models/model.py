@@ -201,6 +201,8 @@ class CLIPModelOutput:
 class CLIPModel(nn.Module):
     """The MLX modules and parameters of CLIP (no tokenizer or preprocessing)."""
 
+    model_type = "clip"  # the key of models/family.py's registry
+
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = config
@@ -218,11 +220,15 @@ class CLIPModel(nn.Module):
         """Projected text features (not normalised), shape (N, projection_dim)."""
         return self.text_projection(self.text_model(input_ids))
 
+    def similarity(self, text_embeds: mx.array, image_embeds: mx.array) -> mx.array:
+        """logits_per_text from normalised embeddings: cosine scaled by the temperature."""
+        return (text_embeds @ image_embeds.T) * mx.exp(self.logit_scale)
+
     def __call__(self, input_ids: mx.array, pixel_values: mx.array) -> CLIPModelOutput:
         """Normalised embeddings and logits, as transformers' CLIPModel.forward."""
         image_embeds = normalize(self.encode_image(pixel_values))
         text_embeds = normalize(self.encode_text(input_ids))
-        logits_per_text = (text_embeds @ image_embeds.T) * mx.exp(self.logit_scale)
+        logits_per_text = self.similarity(text_embeds, image_embeds)
         return CLIPModelOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds)
 
 

@@ -1,7 +1,9 @@
-"""Evaluation image preprocessing equal to transformers' CLIPImageProcessor (PIL backend).
+"""Evaluation image preprocessing equal to transformers' CLIPImageProcessor and SiglipImageProcessor
+(PIL backends), as the folder's preprocessor_config.json says.
 
-Resize the shortest side (bicubic), centre-crop, rescale to [0, 1], normalise with the
-folder's mean and std. Any mode (RGBA and LA on white, P, L, CMYK, 16-bit) becomes RGB, and
+CLIP: resize the shortest side (bicubic), centre-crop. SigLIP (`size` is {height, width}):
+resize to exactly that size with the file's resampling, no crop. Then rescale to [0, 1] and
+normalise with the folder's mean and std. Any mode (RGBA and LA on white, P, L, CMYK, 16-bit) becomes RGB, and
 EXIF orientation is applied first. Output is channels-last (N, H, W, 3) float32, MLX's layout.
 """
 
@@ -75,13 +77,26 @@ class ImageProcessor:
     image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN
     image_std: tuple[float, ...] = OPENAI_CLIP_STD
     resample: int = 3  # PIL bicubic
+    resize_to: tuple[int, int] | None = None  # (height, width): resize to exactly this (SigLIP), no aspect kept
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], image_size: int = 224) -> "ImageProcessor":
+        size = raw.get("size", image_size)
+        if isinstance(size, dict) and "shortest_edge" not in size and "height" in size and "width" in size:
+            height, width = int(size["height"]), int(size["width"])
+            return cls(
+                shortest_edge=min(height, width), crop_height=height, crop_width=width,
+                do_resize=raw.get("do_resize", True), do_center_crop=False,
+                do_rescale=raw.get("do_rescale", True), rescale_factor=raw.get("rescale_factor", 1 / 255),
+                do_normalize=raw.get("do_normalize", True),
+                image_mean=tuple(raw.get("image_mean") or OPENAI_CLIP_MEAN),
+                image_std=tuple(raw.get("image_std") or OPENAI_CLIP_STD),
+                resample=int(raw.get("resample", 3)), resize_to=(height, width), raw=raw,
+            )
         crop = raw.get("crop_size", image_size)
         return cls(
-            shortest_edge=_edge(raw.get("size", image_size), "shortest_edge", image_size),
+            shortest_edge=_edge(size, "shortest_edge", image_size),
             crop_height=_edge(crop, "height", image_size),
             crop_width=int(crop.get("width", crop.get("height", image_size))) if isinstance(crop, dict) else _edge(crop, "width", image_size),
             do_resize=raw.get("do_resize", True),
@@ -96,18 +111,29 @@ class ImageProcessor:
         )
 
     @classmethod
-    def from_folder(cls, folder: str | Path, image_size: int = 224) -> "ImageProcessor":
+    def from_folder(cls, folder: str | Path, image_size: int = 224,
+                    defaults: dict[str, Any] | None = None) -> "ImageProcessor":
+        """The folder's preprocessor_config.json, else `defaults` (the model family's)."""
         path = Path(folder) / "preprocessor_config.json"
         if not path.is_file():
-            return cls.from_dict({}, image_size)
+            return cls.from_dict(defaults or {}, image_size)
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), image_size)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: not valid JSON ({err})") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """A preprocessor_config.json that transformers' CLIPImageProcessor reads."""
+        """A preprocessor_config.json that transformers' CLIPImageProcessor (SiglipImageProcessor) reads."""
         out = dict(self.raw)
+        if self.resize_to is not None:
+            out.update(
+                image_processor_type=out.get("image_processor_type", "SiglipImageProcessor"),
+                size={"height": self.resize_to[0], "width": self.resize_to[1]},
+                do_resize=self.do_resize, do_rescale=self.do_rescale, rescale_factor=self.rescale_factor,
+                do_normalize=self.do_normalize, image_mean=list(self.image_mean),
+                image_std=list(self.image_std), resample=self.resample,
+            )
+            return out
         out.update(
             image_processor_type=out.get("image_processor_type", "CLIPImageProcessor"),
             size={"shortest_edge": self.shortest_edge},
@@ -121,12 +147,17 @@ class ImageProcessor:
 
     def resize_and_crop(self, image: Image.Image, full_size: tuple[int, int] | None = None,
                         scale: int = 1) -> Image.Image:
-        """Shortest side to `shortest_edge` (transformers' rounding), then centre crop.
+        """Shortest side to `shortest_edge` (transformers' rounding), then centre crop; or, with
+        `resize_to`, exactly that size.
 
         `image` may be a picture of `full_size` decoded at 1/`scale` (JPEG draft, `Image.reduce`,
         sizes rounded up): the output size and the resampled extent are then those of the full
         picture, so only the resampling's input differs from a full-size decode."""
-        if self.do_resize:
+        if self.do_resize and self.resize_to is not None:
+            width, height = full_size or image.size
+            size = (self.resize_to[1], self.resize_to[0])
+            image = image.resize(size, resample=self.resample, box=(0, 0, width / scale, height / scale))
+        elif self.do_resize:
             width, height = full_size or image.size
             short, long = (width, height) if width <= height else (height, width)
             new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)

@@ -32,6 +32,8 @@ class CardInfo:
     language: str | list[str] | None = None
     description: str | None = None
     """A paragraph of your own at the top of the card."""
+    model_type: str | None = None
+    """The model family's config.json model_type ("clip", "siglip"); None: CLIP."""
 
     @classmethod
     def from_dict(cls, info: Mapping[str, Any] | "CardInfo" | None) -> "CardInfo":
@@ -70,6 +72,12 @@ class CardInfo:
         if isinstance(parts.get("metrics"), Mapping) and isinstance(parts["metrics"].get("history"), list):
             parts["metrics"] = run_metrics(parts["metrics"])
             parts["config"] = {k: v for k, v in (parts.get("config") or {}).items() if k != "resolved"}
+        model_config = paths.model / "config.json"
+        if model_config.is_file():
+            try:
+                parts["model_type"] = json.loads(model_config.read_text(encoding="utf-8")).get("model_type")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                pass  # loading the model says what is wrong with it
         parts.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(parts)
 

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..models.family import Family
 from .card_info import CardInfo
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
@@ -242,11 +243,22 @@ def config_section(info: CardInfo) -> list[str]:
     return lines + [""]
 
 
-def usage_section(repo: str) -> list[str]:
+def transformers_snippet(repo: str, family: Family) -> list[str]:
+    """Zero-shot classification with transformers: CLIP's softmax over labels; SigLIP's texts padded
+    to max_length as it was trained, and an independent sigmoid per label."""
+    if family.model_type == "siglip":
+        return [
+            "import torch",
+            "from PIL import Image",
+            "from transformers import AutoModel, AutoProcessor",
+            "",
+            f'model = AutoModel.from_pretrained("{repo}")  # a SiglipModel',
+            f'processor = AutoProcessor.from_pretrained("{repo}")',
+            'labels = ["a bronze coin", "a red-figure amphora", "a flint arrowhead"]',
+            'inputs = processor(text=labels, images=Image.open("photo.jpg"), return_tensors="pt", padding="max_length")',
+            "probs = torch.sigmoid(model(**inputs).logits_per_image)  # each label on its own",
+        ]
     return [
-        "## How to use", "",
-        "With transformers (zero-shot classification of an image against your own labels):", "",
-        "```python",
         "from PIL import Image",
         "from transformers import CLIPModel, CLIPProcessor",
         "",
@@ -255,6 +267,15 @@ def usage_section(repo: str) -> list[str]:
         'labels = ["a bronze coin", "a red-figure amphora", "a flint arrowhead"]',
         'inputs = processor(text=labels, images=Image.open("photo.jpg"), return_tensors="pt", padding=True)',
         "probs = model(**inputs).logits_per_image.softmax(dim=1)",
+    ]
+
+
+def usage_section(repo: str, family: Family) -> list[str]:
+    return [
+        "## How to use", "",
+        "With transformers (zero-shot classification of an image against your own labels):", "",
+        "```python",
+        *transformers_snippet(repo, family),
         "```", "",
         "With sentence-transformers (image and text embeddings in one space, for search):", "",
         "```python",
@@ -284,7 +305,7 @@ def usage_section(repo: str) -> list[str]:
     ]
 
 
-def limits_section(info: CardInfo) -> list[str]:
+def limits_section(info: CardInfo, family: Family) -> list[str]:
     base = f" `{info.base_model}`" if info.base_model else ""
     return [
         "## Intended use and limits", "",
@@ -298,5 +319,6 @@ def limits_section(info: CardInfo) -> list[str]:
         "- The metrics above come from one validation split of the same collection; expect lower "
         "scores on images from other sources.",
         "- Not for identifying people, for surveillance, or for decisions about people.",
-        "- Text longer than 77 tokens is truncated.", "",
+        "- Text longer than 77 tokens is truncated." if family.model_type == "clip" else
+        "- Text longer than the text model's positions (64 tokens in Google's SigLIP checkpoints) is truncated.", "",
     ]

@@ -1,5 +1,5 @@
-"""Write a fine-tuned MLX model as a Hugging Face folder that transformers, sentence-transformers
-(and so `llm-clip`) load: model.safetensors with HF names and layouts, config.json, tokenizer,
+"""Write a fine-tuned MLX model (CLIP or SigLIP) as a Hugging Face folder that transformers,
+sentence-transformers (and so `llm-clip`) load: model.safetensors with HF names and layouts, config.json, tokenizer,
 preprocessor_config.json, and the sentence-transformers module files."""
 
 from __future__ import annotations
@@ -12,24 +12,22 @@ from mlx.utils import tree_flatten
 
 from ..models import weights as W
 from ..io import write_json, write_safetensors
-from ..models.clip import CLIP
-
-SENTENCE_TRANSFORMERS_MODULES = [
-    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}
-]
+from ..models.clip import CLIP, SigLIP
+from ..models.family import family_of
 
 
-def hf_config(model: CLIP) -> dict:
+def hf_config(model: CLIP | SigLIP) -> dict:
+    family = family_of(model)
     config = {k: v for k, v in model.config.raw.items() if k != "mlx_clip_dtype"}
-    config.setdefault("architectures", ["CLIPModel"])
-    config["model_type"] = "clip"
+    config.setdefault("architectures", [family.architecture])
+    config["model_type"] = family.model_type
     dtype = str(model.dtype).split(".")[-1]
     config["dtype"] = dtype
     config.pop("torch_dtype", None)
     return config
 
 
-def export_hf(model: CLIP, path: str | Path) -> Path:
+def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
     """Write `model` as an HF + sentence-transformers folder at `path`; returns the folder.
 
     On a terminal a bar names the step: the weights (~600 MB for ViT-B/32) take the time."""
@@ -51,15 +49,14 @@ def export_hf(model: CLIP, path: str | Path) -> Path:
             cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
         bar.update()
         bar.set_postfix_str("sentence-transformers files")
-        write_json(folder / "modules.json", SENTENCE_TRANSFORMERS_MODULES)  # type: ignore[arg-type]
-        write_json(folder / "config_sentence_transformers.json", {
-            "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
-        })
+        for name, content in family_of(model).sentence_transformers_files(
+                model.config.text.max_position_embeddings).items():
+            write_json(folder / name, content)
         bar.update()
     return folder
 
 
-def save_run_model(model: CLIP, path: str | Path) -> Path:
+def save_run_model(model: CLIP | SigLIP, path: str | Path) -> Path:
     """Save a run's best model in the one folder every consumer takes (export_hf's layout).
 
     An old run resumed here has MLX weights in that folder, which mlx_clip.load would read

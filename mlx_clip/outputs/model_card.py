@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from ..io import write_text
+from ..models.family import FAMILIES, Family
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
 from .card_sections import (
@@ -136,7 +137,13 @@ def resolve(info: CardInfo) -> CardInfo:
         datasets=[d for d in (datasets or []) if is_repo_id(d)] or None, config=info.config,
         metrics=info.metrics, data=info.data, caption_templates=_caption_templates(info),
         tags=list(info.tags or []), language=info.language, description=info.description,
+        model_type=info.model_type,
     )
+
+
+def family_of_card(info: CardInfo) -> Family:
+    """The card's model family (CLIP unless the model's config.json says otherwise)."""
+    return FAMILIES.get(str(info.model_type), FAMILIES["clip"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +154,8 @@ def card_data(info: CardInfo):
     """The hub metadata as `huggingface_hub.ModelCardData`."""
     from huggingface_hub import ModelCardData
 
-    tags = list(dict.fromkeys(BASE_TAGS + [t for t in info.tags if t]))
+    family = family_of_card(info)
+    tags = list(dict.fromkeys([family.model_type] + BASE_TAGS[1:] + [t for t in info.tags if t]))
     base = info.base_model if is_repo_id(info.base_model) else None
     return ModelCardData(
         base_model=base, license=info.license, library_name=LIBRARY_NAME, pipeline_tag=PIPELINE_TAG,
@@ -161,18 +169,19 @@ def render(info: CardInfo | Mapping[str, Any] | None = None) -> str:
     info = resolve(CardInfo.from_dict(info))
     data = card_data(info)
     repo = info.repo_id or PLACEHOLDER_REPO
-    title = info.model_name or (repo.split("/")[-1] if info.repo_id else "Fine-tuned CLIP")
+    family = family_of_card(info)
+    title = info.model_name or (repo.split("/")[-1] if info.repo_id else f"Fine-tuned {family.name}")
     body = [GENERATED_MARK, "", f"# {title}", ""]
     if info.description:
         body += [info.description.strip(), ""]
     fine_tuned = bool(info.metrics or info.config or info.data)
     what = "fine-tuned with" if fine_tuned else "converted with"
     base = (f"[`{info.base_model}`](https://huggingface.co/{info.base_model})" if is_repo_id(info.base_model)
-            else f"`{info.base_model}`" if info.base_model else "a CLIP model")
+            else f"`{info.base_model}`" if info.base_model else f"a {family.name} model")
     body += [
-        f"A CLIP model (image and text encoders sharing one embedding space) {what} "
+        f"A {family.name} model (image and text encoders sharing one embedding space) {what} "
         "mlx-clip-finetune in Apple MLX, from " + base + ". "
-        "The folder is a transformers `CLIPModel` with its tokenizer and image processor, and a "
+        f"The folder is a transformers `{family.architecture}` with its tokenizer and image processor, and a "
         "sentence-transformers model.", "",
         "- Base model: " + base,
         f"- Licence: `{info.license}`" + (" (the base model's licence is not known: check it before sharing)"
@@ -182,8 +191,8 @@ def render(info: CardInfo | Mapping[str, Any] | None = None) -> str:
     body += metrics_section(info)
     body += data_section(info)
     body += config_section(info)
-    body += usage_section(repo)
-    body += limits_section(info)
+    body += usage_section(repo, family)
+    body += limits_section(info, family)
     text = "---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(body).rstrip() + "\n"
     return scrub_tokens(text)
 

@@ -3,7 +3,6 @@ closing summary, and human-readable sizes and durations."""
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
+from ..train.loss import chance_loss
 from ..train.step import count_parameters
 from .prepare import Prepared
 
@@ -82,19 +82,20 @@ def describe(prepared: Prepared, trainable: int) -> str:
 STUCK_TOLERANCE = 0.02  # a post-warmup epoch loss within 2 % of chance (or above it) is "stuck"
 
 
-def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step: int, warmup_steps: int) -> str | None:
-    """A warning when this epoch's steps after warmup average a loss at chance level: ln(batch size),
-    the loss of scores that tell no image from another, so the model is not learning."""
+def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step: int, warmup_steps: int,
+                  loss_kind: str = "softmax") -> str | None:
+    """A warning when this epoch's steps after warmup average a loss at chance level (loss.chance_loss:
+    ln(batch size) for CLIP), the loss of scores that tell no image from another: not learning."""
     after = [(loss, size) for k, (loss, size) in enumerate(zip(losses, sizes)) if first_step + k >= warmup_steps
              and size > 1]
     if not after:
         return None
     loss = float(np.mean([loss for loss, _ in after]))
-    chance = float(np.mean([math.log(size) for _, size in after]))
+    chance = float(np.mean([chance_loss(loss_kind, size) for _, size in after]))
     if loss < chance * (1 - STUCK_TOLERANCE):
         return None
     return (f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) stays at chance level "
-            f"(ln of the batch size = {chance:.3f}): the model is not learning; try another --lr or check "
+            f"({'ln of the batch size' if loss_kind == 'softmax' else 'chance for this batch size'} = {chance:.3f}): the model is not learning; try another --lr or check "
             "that the captions tell the images apart")
 
 

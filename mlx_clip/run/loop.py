@@ -48,14 +48,15 @@ class Hooks:
 
 class Float32View:
     """The float32 model to evaluate and save: the training model itself in float32; in
-    bfloat16 a second CLIP holding the master weights, so the training model never flips
+    bfloat16 a second model of the same class holding the master weights, so the training model never flips
     dtype under its compiled functions."""
 
     def __init__(self, model: CLIP, trainer: Trainer):
         self.trainer = trainer
         self.model = model
         if trainer.precision != "float32":
-            self.model = CLIP(model.config, model.tokenizer if model.has_tokenizer else None, model.image_processor)
+            self.model = type(model)(model.config, model.tokenizer if model.has_tokenizer else None,
+                                     model.image_processor)
             self.refresh()
             self.model.eval()
 
@@ -240,7 +241,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
     losses, sizes = train_epoch(trainer, training.stream, epoch, config.epochs, progress, on_step=hooks.on_step)
     train_seconds = time.perf_counter() - started
     stuck = stuck_warning(epoch, losses, sizes, (epoch - 1) * spe,
-                          config.optim.warmup_steps(config.total_steps(spe)))
+                          config.optim.warmup_steps(config.total_steps(spe)), trainer.loss_kind)
     training.step_losses.extend(losses)
     eval_model = training.view.refresh()
     eval_started = time.perf_counter()

@@ -1,5 +1,5 @@
 """What the ranks of a data-parallel run exchange: features all-gathered with the gradient on the
-local rows only, gradients summed in flat groups, and the global batch's contrastive loss.
+local rows only, gradients summed in flat groups, and the global batch's loss.
 
 Why the local rows only: each rank backpropagates its own shard; summing the ranks' gradients
 (sum_tree) then gives the gradient of the global batch's loss, as one process with the global
@@ -12,8 +12,9 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..models.family import family_of
 from ..models.model import normalize
-from .loss import contrastive_loss
+from .loss import LOSSES
 
 ALL_REDUCE_BYTES = 32 * 2**20  # gradients are summed in groups of about this size
 
@@ -56,10 +57,10 @@ def sum_tree(tree, group, group_bytes: int = ALL_REDUCE_BYTES):
 
 def distributed_clip_loss(model, input_ids: mx.array, pixel_values: mx.array, groups: mx.array, valid: mx.array,
                           group) -> mx.array:
-    """The global batch's contrastive loss from this rank's shard (gradient: see module doc)."""
+    """The global batch's loss (the model family's) from this rank's shard (gradient: see module doc)."""
     images = gather_with_local_grad(normalize(model.encode_image(pixel_values)), group)
     texts = gather_with_local_grad(normalize(model.encode_text(input_ids)), group)
     all_groups = mx.distributed.all_gather(groups, group=group)
     all_valid = mx.distributed.all_gather(valid.astype(mx.uint8), group=group).astype(mx.bool_)
-    logits_per_text = (texts @ images.T) * mx.exp(model.logit_scale)
-    return contrastive_loss(logits_per_text.T, all_groups, all_valid)
+    logits_per_text = model.similarity(texts, images)
+    return LOSSES[family_of(model).loss](logits_per_text.T, all_groups, all_valid)

@@ -288,8 +288,9 @@ class DistributedTrainer(Trainer):
 
     def reduce_grads(self, grads):
         summed = sum_tree(grads, self.dist.group)
-        if "logit_scale" in summed:  # every rank holds the full dL/ds
-            summed["logit_scale"] = summed["logit_scale"] / self.dist.size
+        for name in ("logit_scale", "logit_bias"):  # every rank holds the full dL/ds (and SigLIP's dL/db)
+            if name in summed:
+                summed[name] = summed[name] / self.dist.size
         return summed
 
     def step_inputs(self, input_ids, pixel_values, groups=None, valid=None):

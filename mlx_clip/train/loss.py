@@ -1,4 +1,5 @@
-"""CLIP's symmetric contrastive loss; batch entries showing the same image are each other's positives.
+"""The image-text losses: CLIP's symmetric contrastive loss and SigLIP's sigmoid loss; batch entries
+showing the same image are each other's positives in both.
 
 Two entries whose images have the same content (equal sha256: two records sharing one image
 file, each with its own caption and augmentation) are both right answers: each row's target
@@ -6,7 +7,8 @@ mass is spread evenly over the entries of its image group, in both directions. E
 equal *captions* need no rule: their text features are identical, and spreading the target
 over them gives plain CLIP's loss and gradient exactly.
 
-One function serves one process and data-parallel training (`valid` masks a padded shard).
+Each function serves one process and data-parallel training (`valid` masks a padded shard);
+`LOSSES` maps a model family's `loss` (models/family.py) to its function.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import math
 
 import mlx.core as mx
 
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP / open_clip clamp the log temperature here
 
 
 def group_targets(groups: mx.array, valid: mx.array | None = None) -> mx.array:
@@ -46,3 +47,31 @@ def contrastive_loss(logits_per_image: mx.array, groups: mx.array | None = None,
         return -mx.where(targets > 0, targets * log_p, 0.0).sum() / count
 
     return (direction(logits) + direction(logits.T)) / 2
+
+
+def sigmoid_loss(logits_per_image: mx.array, groups: mx.array | None = None,
+                 valid: mx.array | None = None) -> mx.array:
+    """SigLIP's loss: each (image, text) pair is its own yes/no question, yes when the two show the
+    same image group; -sum of log sigmoid(+-logit) over valid pairs, per valid row (transformers'
+    SiglipModel loss when every entry is its own group). Symmetric, so one direction serves both.
+    """
+    logits = logits_per_image.astype(mx.float32)
+    groups = mx.arange(logits.shape[0]) if groups is None else groups
+    signs = 2 * (groups[:, None] == groups[None, :]).astype(mx.float32) - 1
+    log_likelihood = -mx.logaddexp(mx.zeros_like(logits), -signs * logits)  # log sigmoid(sign * logit)
+    if valid is None:
+        return -log_likelihood.sum() / logits.shape[0]
+    v = valid.astype(mx.float32)
+    return -(log_likelihood * v[:, None] * v[None, :]).sum() / v.sum()
+
+
+LOSSES = {"softmax": contrastive_loss, "sigmoid": sigmoid_loss}
+
+
+def chance_loss(kind: str, batch_size: int) -> float:
+    """The loss of scores that tell no pair from another, at the best constant: ln B for the
+    contrastive loss; for the sigmoid loss one logit for every pair, sigmoid = 1/B, giving
+    ln B - (B - 1) ln(1 - 1/B) (about ln B + 1)."""
+    if kind == "sigmoid" and batch_size > 1:
+        return math.log(batch_size) - (batch_size - 1) * math.log1p(-1 / batch_size)
+    return math.log(batch_size)

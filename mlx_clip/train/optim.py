@@ -1,7 +1,8 @@
 """AdamW with the usual fine-tuning groups and a warmup + cosine learning-rate schedule.
 
-No weight decay on biases, norms (layer_norm*, *layrnorm*, *layernorm*), embeddings (class,
-position and token embeddings) and the temperature `logit_scale`, as in CLIP and open_clip.
+No weight decay on biases (SigLIP's `logit_bias` and `in_proj_bias` included), norms
+(layer_norm*, *layrnorm*, *layernorm*), embeddings (class, position and token embeddings) and
+the temperature `logit_scale`, as in CLIP and open_clip.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import mlx.optimizers as optim
 
 from ..cli_args import setting
 
-_NO_DECAY = re.compile(r"(^|\.)(bias|logit_scale|class_embedding)$|norm|layrnorm|embedding")
+_NO_DECAY = re.compile(r"(^|[._])(bias|logit_scale|class_embedding|probe)$|norm|layrnorm|embedding")
 
 
 def no_weight_decay(path: str, _array: mx.array | None = None) -> bool:

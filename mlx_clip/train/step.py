@@ -17,8 +17,9 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..cli_args import setting
 from ..errors import InputError
+from ..models.family import family_of
 from ..models.model import CLIPModel
-from .loss import MAX_LOGIT_SCALE, contrastive_loss
+from .loss import LOSSES
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
 
@@ -98,8 +99,9 @@ def count_parameters(tree) -> int:
 
 def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
               groups: mx.array | None = None) -> mx.array:
-    """`groups`: equal for entries showing the same image (see loss.py); None: all different."""
-    return contrastive_loss(model(input_ids, pixel_values).logits_per_image, groups)
+    """The model family's loss (contrastive or sigmoid); `groups`: equal for entries showing the same
+    image (see loss.py); None: all different."""
+    return LOSSES[family_of(model).loss](model(input_ids, pixel_values).logits_per_image, groups)
 
 
 class Trainer:
@@ -110,7 +112,7 @@ class Trainer:
     float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
     copies used for the forward and backward pass; the optimizer updates float32 master
     weights (`self.master`) and the copies are refreshed from them after every step. The
-    temperature stays float32. `fp32_parameters()` gives the weights to save either way.
+    temperature (and SigLIP's bias) stays float32. `fp32_parameters()` gives the weights to save either way.
     """
 
     def __init__(self, model: CLIPModel, optimizer, precision: str = "float32",
@@ -120,7 +122,11 @@ class Trainer:
         self.model = model
         self.optimizer = optimizer
         self.precision = precision
-        self.eos_token_id = eos_token_id  # set: trailing padding is trimmed (see trim_padding)
+        family = family_of(model)
+        # set: trailing padding is trimmed (see trim_padding), where the family allows it
+        self.eos_token_id = eos_token_id if family.trims_padding else None
+        self.max_logit_scale = family.max_logit_scale
+        self.loss_kind = family.loss  # loss.LOSSES' key
         self.compute_dtype = PRECISIONS[precision]
         trainable = model.trainable_parameters()
         optimizer.init(trainable)
@@ -136,7 +142,7 @@ class Trainer:
                                 inputs=self.state, outputs=self.state)
 
     def _cast(self, name: str, value: mx.array) -> mx.array:
-        return value if name == "logit_scale" else value.astype(self.compute_dtype)
+        return value if name in ("logit_scale", "logit_bias") else value.astype(self.compute_dtype)
 
     def _cast_model_from(self, flat: dict) -> None:
         set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
@@ -152,7 +158,8 @@ class Trainer:
         loss, grads = self._loss_and_grad(self.model, input_ids, pixel_values, *extra)
         grads = self.reduce_grads(grads)
         self.optimizer.update(self.model, grads)
-        self.model.logit_scale = mx.minimum(self.model.logit_scale, MAX_LOGIT_SCALE)
+        if self.max_logit_scale is not None:
+            self.model.logit_scale = mx.minimum(self.model.logit_scale, self.max_logit_scale)
         return loss, gradient_sum(grads)
 
     def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
@@ -160,7 +167,8 @@ class Trainer:
         loss, grads = self._loss_and_grad(self.model, input_ids, pixels, *extra)
         grads = self.reduce_grads(tree_map(lambda g: g.astype(mx.float32), grads))
         new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
-        new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], MAX_LOGIT_SCALE)
+        if self.max_logit_scale is not None and "logit_scale" in new_master:
+            new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], self.max_logit_scale)
         # MultiOptimizer merges its groups' trees in group order: put the master weights back in
         # their own order, or the compiled step sees new inputs after step 1 and traces again.
         self.master.update(tree_unflatten([(k, new_master[k]) for k, _ in tree_flatten(self.master)]))
