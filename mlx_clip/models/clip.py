@@ -15,6 +15,7 @@ from .config import CLIPConfig
 from ..errors import InputError
 from ..io import write_json, write_safetensors
 from .fast_ops import on_cpu_streams
+from .lora import merged_weights
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .tokenizer import CLIPTokenizer
@@ -111,7 +112,7 @@ class CLIP(CLIPModel):
         write_json(folder / "preprocessor_config.json", self.image_processor.to_dict())
         if self._tokenizer is not None:
             self._tokenizer.save(folder)
-        weights = dict(tree_flatten(self.parameters()))
+        weights = merged_weights(self)  # LoRA adapters folded in: a plain model
         write_safetensors(folder / W.MLX_WEIGHTS, weights, {"format": "mlx"})
         return folder
 

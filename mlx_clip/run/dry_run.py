@@ -13,7 +13,7 @@ import numpy as np
 from ..config import FinetuneConfig
 from ..models.clip import CLIP
 from ..train.optim import make_optimizer
-from ..train.step import Trainer, apply_locks, count_parameters
+from ..train.step import Trainer, count_parameters
 from .console import describe, duration, gib, peak_memory
 from .prepare import prepare
 
@@ -23,7 +23,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     """Print what the run would do and its measured cost (a few real steps on real batches); train nothing."""
     prepared = prepare(config, say, model)
     model = prepared.model
-    apply_locks(model, prepared.locks())
+    prepared.ready_to_train()
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)

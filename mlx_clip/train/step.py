@@ -17,6 +17,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..cli_args import setting
 from ..errors import InputError
+from ..models.lora import LoraConfig, add_adapters
 from ..models.model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
 
@@ -33,8 +34,10 @@ class LockConfig:
                                metavar="N")
 
 
-def apply_locks(model: CLIPModel, config: LockConfig) -> None:
-    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection."""
+def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = None, seed: int = 0) -> None:
+    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection.
+    With `lora` (rank > 0) the blocks left trainable get adapters, and only the adapters and the
+    temperature train (models/lora.py)."""
     model.unfreeze()
     towers = []
     if config.lock_image:
@@ -49,6 +52,9 @@ def apply_locks(model: CLIPModel, config: LockConfig) -> None:
                 layer.unfreeze()
             getattr(tower, final_norm).unfreeze()
             projection.unfreeze()
+    if lora is not None and lora.rank and not add_adapters(model, lora, seed):
+        raise InputError("--lora: both towers are locked, so no block can get an adapter; drop --lock-image "
+                         "or --lock-text, or add --unlock-last N")
 
 
 def trim_padding(input_ids: np.ndarray, eos_token_id: int | None, multiple: int = 16) -> np.ndarray:
