@@ -4,6 +4,10 @@ with the adapters merged that embeds like the adapted one (float32 and bfloat16)
 where adapters go; a LoRA run learns the synthetic shapes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -194,3 +198,33 @@ def test_a_lora_run_learns_the_shapes_and_saves_a_plain_model(tiny_hf, shapes_ma
     assert "vision_model.encoder.layers.0.mlp.fc1.weight" in changed  # adapters merged into the saved weights
     assert "vision_model.encoder.layers.0.layer_norm1.weight" not in changed  # everything else frozen
     assert "visual_projection.weight" not in changed
+
+
+def test_a_killed_lora_run_resumes_to_the_uninterrupted_result(tiny_hf, shapes_manifest, tmp_path):
+    """Adapters, their AdamW state and the temperature are in the checkpoint: killed in epoch 2 and
+    resumed, a LoRA run with checkpointed blocks ends bit for bit like the uninterrupted one."""
+    from test_resume import ROOT, assert_same_run
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # bitwise reproducible BLAS (test_resume.py)
+    args = ["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(tmp_path),
+            "--caption", "a {colour} {shape}", "--caption", "{shape}, {colour}", "--label-field", "label",
+            "--batch-size", "24", "--epochs", "3", "--lr", "1e-3", "--rotate", "10", "--no-progress", "--seed", "5",
+            "--lora", "4", "--lora-targets", "q_proj,v_proj,fc1", "--grad-checkpoint"]
+
+    def finetune_py(*extra, script=("finetune.py",)):
+        return subprocess.run([sys.executable, *script, *extra], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    full = finetune_py(*args, "--name", "full")
+    assert full.returncode == 0, full.stderr
+    killed = finetune_py("step:11", *args, "--name", "cut", script=("tests/run_with_kill.py",))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = finetune_py("--runs-dir", str(tmp_path), "--name", "cut", "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from epoch-0001" in resumed.stdout
+    assert_same_run(tmp_path / "cut", tmp_path / "full")
+    weights = mx.load(str(tmp_path / "cut" / "checkpoints" / "epoch-0003" / "weights.safetensors"))
+    assert "vision_model.encoder.layers.1.self_attn.q_proj.lora_b" in weights
+    assert float(mx.abs(weights["vision_model.encoder.layers.1.self_attn.q_proj.lora_b"]).max()) > 0
+    optimizer = mx.load(str(tmp_path / "cut" / "checkpoints" / "epoch-0003" / "optimizer.safetensors"))
+    assert any(k.endswith("q_proj.lora_b.m") for k in optimizer) and not any("fc2" in k for k in optimizer)
