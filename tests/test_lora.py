@@ -228,3 +228,24 @@ def test_a_killed_lora_run_resumes_to_the_uninterrupted_result(tiny_hf, shapes_m
     assert float(mx.abs(weights["vision_model.encoder.layers.1.self_attn.q_proj.lora_b"]).max()) > 0
     optimizer = mx.load(str(tmp_path / "cut" / "checkpoints" / "epoch-0003" / "optimizer.safetensors"))
     assert any(k.endswith("q_proj.lora_b.m") for k in optimizer) and not any("fc2" in k for k in optimizer)
+
+
+def test_dry_run_names_the_setup_and_weighs_its_peak_against_the_ram(tiny_hf, shapes_manifest, tmp_path, capsys):
+    from mlx_clip.run.dry_run import memory_line
+
+    assert finetune.main(["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(tmp_path),
+                          "--no-progress", "--batch-size", "16", "--dry-run", "--lora", "4", "--lora-alpha", "2",
+                          "--grad-checkpoint"]) == 0
+    out = capsys.readouterr().out
+    assert "setup: LoRA rank 4 (scale 0.5) on q_proj,k_proj,v_proj,out_proj,fc1,fc2, gradient checkpointing, " \
+           "float32, batch 16" in out
+    assert "of this machine's" in out and "RAM: fits" in out and "on a Mac (Apple GPU) this needs 8 GB" in out
+    assert not any(tmp_path.iterdir())
+
+    gib = 2**30
+    tight = memory_line({"max_rss_bytes": 20 * gib, "mlx_peak_bytes": 11 * gib}, ram=24 * gib, gpu_budget=16 * gib)
+    assert "= 83% of this machine's 24.00 GiB RAM: does NOT fit comfortably" in tight
+    assert "GPU budget here is 16.00 GiB: fits" in tight
+    assert "this needs 18 GB of RAM or more" in tight  # 11 GiB > 2/3 of 16 GiB
+    assert "this needs 16 GB of RAM" in memory_line({"max_rss_bytes": 11 * gib, "mlx_peak_bytes": 10 * gib},
+                                                    ram=16 * gib)
