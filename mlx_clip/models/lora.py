@@ -23,6 +23,8 @@ from ..errors import InputError
 from .model import Encoder
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+ALL_LOCKED = ("--lora: both towers are locked, so no block can get an adapter; drop --lock-image or --lock-text, "
+              "or add --unlock-last N")
 
 
 def target_list(text: str) -> list[str]:

@@ -19,9 +19,10 @@ from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
 from ..errors import InputError
 from ..models.clip import CLIP, load
+from ..models.lora import ALL_LOCKED
+from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
 from ..train.evaluate import EvalSet
-from ..models.model import set_grad_checkpoint
 from ..train.step import LockConfig, apply_locks
 
 AUTO_TEST_FRACTION = 0.1  # --test-fraction's default ...
@@ -220,8 +221,7 @@ def check_lora(config: FinetuneConfig) -> None:
     config.lora.check()
     locks = config.locks
     if config.lora.rank and locks.lock_image and locks.lock_text and not locks.unlock_last:
-        raise InputError("--lora: both towers are locked, so no block can get an adapter; drop --lock-image "
-                         "or --lock-text, or add --unlock-last N")
+        raise InputError(ALL_LOCKED)
 
 
 def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None) -> Prepared:

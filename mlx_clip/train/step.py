@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..cli_args import setting
 from ..errors import InputError
-from ..models.lora import LoraConfig, add_adapters
+from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
 from ..models.model import CLIPModel
 from .loss import MAX_LOGIT_SCALE, contrastive_loss
 
@@ -53,8 +53,7 @@ def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = 
             getattr(tower, final_norm).unfreeze()
             projection.unfreeze()
     if lora is not None and lora.rank and not add_adapters(model, lora, seed):
-        raise InputError("--lora: both towers are locked, so no block can get an adapter; drop --lock-image "
-                         "or --lock-text, or add --unlock-last N")
+        raise InputError(ALL_LOCKED)
 
 
 def trim_padding(input_ids: np.ndarray, eos_token_id: int | None, multiple: int = 16) -> np.ndarray:
@@ -112,6 +111,9 @@ class Trainer:
     """Owns the model, the optimizer and the compiled step: `nn.value_and_grad(model, loss_fn)` and
     the update under `mx.compile(inputs=state, outputs=state)`, as mlx-examples' mnist; frozen
     (locked) modules get no gradient and no optimizer state.
+
+    With gradient checkpointing on (models/model.py Encoder) the step is two compiled functions,
+    gradients then update (see `_checkpointed_step`).
 
     float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
     copies used for the forward and backward pass; the optimizer updates float32 master
@@ -188,9 +190,9 @@ class Trainer:
     def _checkpointed_step(self, update):
         """With gradient checkpointing (models/model.py Encoder) the gradients are computed and
         evaluated by one compiled function and applied by a second: in one graph with AdamW's update
-        MLX schedules the blocks' recomputations early and most of the saving is lost (peak of the
-        model in tests/test_grad_checkpoint.py on CPU: 270 MiB without checkpointing, 237 MiB with it
-        in one graph, 150 MiB split)."""
+        MLX schedules the blocks' recomputations early and most of the saving is lost (the step's
+        peak above its weights and optimizer state, tests/test_grad_checkpoint.py's model on CPU:
+        247 MiB without checkpointing, 194 MiB with it in one graph, 109 MiB split)."""
         gradients = mx.compile(self._gradients, inputs=self.state, outputs=self.state)
         update = mx.compile(update, inputs=self.state, outputs=self.state)
 
