@@ -93,6 +93,8 @@ def _shown(value: Any) -> str:
         return ""
     if isinstance(value, float):
         value = f"{value:g}"
+    elif isinstance(value, (list, tuple)):  # as typed: --lora-targets q_proj,v_proj
+        value = ",".join(map(str, value))
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 100_000:
         value = f"{value:,}"
     return f" (default: {value})"

@@ -6,6 +6,7 @@ and what runs/NAME/config.json holds (so `finetune.py --config runs/NAME/config.
       fetch:   FetchConfig   (reading the records and downloading their images; data/fetcher.py)
       optim:   OptimConfig   (train/optim.py)
       locks:   LockConfig    (train/step.py)
+      lora:    LoraConfig    (models/lora.py)
       augment: AugmentConfig (data/stream.py)
 """
 
@@ -22,6 +23,7 @@ from .cli_args import add_config_arguments, apply, flag_of, from_dict, given, le
 from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
 from .errors import InputError
+from .models.lora import LoraConfig
 from .train.optim import OptimConfig
 from .train.step import LockConfig
 
@@ -88,6 +90,9 @@ class FinetuneConfig:
     epochs: int = setting(5, "passes over the training split", group="training")
     optim: OptimConfig = setting(default_factory=OptimConfig, help="training")
     locks: LockConfig = setting(default_factory=LockConfig, help="training")
+    lora: LoraConfig = setting(default_factory=LoraConfig, help="training")
+    grad_checkpoint: bool = setting(False, "recompute each transformer block in the backward pass instead of "
+                                    "keeping its activations: less memory, more time per step", group="training")
     precision: str = setting("float32", "compute precision; bfloat16 keeps float32 master weights (Apple GPUs; "
                              "slow on CPUs)", choices=["float32", "bfloat16"], group="training")
     threads: int = setting(4, "image loading threads", group="training")
@@ -205,5 +210,5 @@ def _get(config: Any, path: str) -> Any:
     return config
 
 
-__all__ = ["FinetuneConfig", "SampleConfig", "FetchConfig", "AugmentConfig", "OptimConfig", "LockConfig",
+__all__ = ["FinetuneConfig", "SampleConfig", "FetchConfig", "AugmentConfig", "OptimConfig", "LockConfig", "LoraConfig",
            "load_config", "add_arguments", "config_from_args", "ignored_on_resume"]

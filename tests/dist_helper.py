@@ -1,6 +1,7 @@
 """One rank of a 2-process test (tests/test_distributed.py): `python dist_helper.py step MODEL OUT`.
 
-Started with MLX_RANK / MLX_HOSTFILE set, as mlx.launch does. `step`: this rank's shard of
+Started with MLX_RANK / MLX_HOSTFILE set, as mlx.launch does. `python dist_helper.py step MODEL OUT
+lora`: the same with LoRA adapters (rank 4) and gradient checkpointing (`adapt`). `step`: this rank's shard of
 two global batches (6 pairs, then 5 with a short shard; rows 1 and 5 show one image, so a
 group of positives spans both ranks): the rank-summed gradients of each at
 the starting weights, then two DistributedTrainer steps; writes losses, gradients and weights
@@ -42,6 +43,8 @@ def main():
     dist = distributed.init()
     assert dist.size == 2, dist.size
     model = mlx_clip.load(model_path)
+    if sys.argv[4:] == ["lora"]:
+        adapt(model)
     trainer = dist.trainer(model, make_optimizer(OPTIM, TOTAL_STEPS), eos_token_id=model.tokenizer.eos_token_id)
     losses, grads = [], {}
     for phase in ("grad", "step"):
@@ -56,6 +59,16 @@ def main():
             grads.update({f"grad{b}.{k}": np.array(v) for k, v in tree_flatten(trainer.reduce_grads(g))})
     flat = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
     np.savez(Path(out) / f"rank{dist.rank}.npz", losses=np.array(losses), **flat, **grads)
+
+
+def adapt(model):
+    """LoRA adapters of rank 4 on every block, and checkpointed blocks."""
+    from mlx_clip.models.lora import LoraConfig
+    from mlx_clip.models.model import set_grad_checkpoint
+    from mlx_clip.train.step import LockConfig, apply_locks
+
+    apply_locks(model, LockConfig(), LoraConfig(rank=4), seed=0)
+    set_grad_checkpoint(model)
 
 
 def shard(ids, pixels, groups, dist, eos):

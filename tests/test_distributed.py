@@ -16,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import pytest
 
 import mlx_clip
 from mlx.utils import tree_flatten
@@ -63,13 +64,19 @@ def finish(procs, timeout=240):
     return out
 
 
-def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_path):
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_path, mode):
+    """`lora`: LoRA adapters and gradient checkpointing (dist_helper.adapt) on both sides."""
     import dist_helper
 
-    results = finish(start_ranks([str(HERE / "dist_helper.py"), "step", str(tiny_hf), str(tmp_path)], tmp_path))
+    results = finish(start_ranks([str(HERE / "dist_helper.py"), "step", str(tiny_hf), str(tmp_path)]
+                                 + (["lora"] if mode == "lora" else []), tmp_path))
     for rc, _, stderr in results:
         assert rc == 0, stderr
     model = mlx_clip.load(tiny_hf)
+    if mode == "lora":
+        dist_helper.adapt(model)
+        assert any("lora_b" in name for name in np.load(tmp_path / "rank0.npz").files)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     for b, (ids, pixels, groups) in enumerate(dist_helper.batches(model)):
         # the sum over ranks of their gradients is the single-process gradient of the global batch

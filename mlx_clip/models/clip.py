@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..io import write_json, write_safetensors
 from .family import family_of, read_config
 from .fast_ops import on_cpu_streams
+from .lora import merged_weights
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .siglip import SiglipConfig, SiglipModel
@@ -118,7 +119,7 @@ class Embedder:
         write_json(folder / "preprocessor_config.json", self.image_processor.to_dict())
         if self._tokenizer is not None:
             self._tokenizer.save(folder)
-        weights = dict(tree_flatten(self.parameters()))
+        weights = merged_weights(self)  # LoRA adapters folded in: a plain model
         write_safetensors(folder / W.MLX_WEIGHTS, weights, {"format": "mlx"})
         return folder
 

@@ -84,14 +84,40 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
+    """The stack of blocks. `grad_checkpoint` (set_grad_checkpoint) recomputes each block in the
+    backward pass instead of keeping its activations: a training step then holds each block's
+    input plus one block's activations, at the cost of a second forward pass of every block."""
+
     def __init__(self, config: TextConfig | VisionConfig):
         super().__init__()
         self.layers = [EncoderLayer(config) for _ in range(config.num_hidden_layers)]
+        self.grad_checkpoint = False  # a plain attribute: not a parameter, never saved
 
     def __call__(self, x: mx.array, mask: str | mx.array | None = None) -> mx.array:
         for layer in self.layers:
-            x = layer(x, mask)
+            x = checkpointed(layer, x, mask) if self.grad_checkpoint else layer(x, mask)
         return x
+
+
+def checkpointed(layer: nn.Module, x: mx.array, mask: str | mx.array | None) -> mx.array:
+    """`layer(x, mask)` under mx.checkpoint. The layer's trainable parameters are passed in as
+    inputs (as mlx-lm does), so their gradients flow through the recomputation; frozen ones are
+    constants."""
+
+    def block(params: dict, x: mx.array) -> mx.array:
+        layer.update(params)
+        return layer(x, mask)
+
+    return mx.checkpoint(block)(layer.trainable_parameters(), x)
+
+
+def set_grad_checkpoint(model: nn.Module, enabled: bool = True) -> int:
+    """Switch gradient checkpointing on every Encoder in `model` (any model built from Encoder);
+    returns how many encoders it set."""
+    encoders = [m for m in model.modules() if isinstance(m, Encoder)]
+    for encoder in encoders:
+        encoder.grad_checkpoint = enabled
+    return len(encoders)
 
 
 class TextEmbeddings(nn.Module):

@@ -8,12 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from mlx.utils import tree_flatten
-
 from ..models import weights as W
 from ..io import write_json, write_safetensors
 from ..models.clip import CLIP, SigLIP
 from ..models.family import family_of
+from ..models.lora import merged_weights
 
 
 def hf_config(model: CLIP | SigLIP) -> dict:
@@ -38,7 +37,7 @@ def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
     with tqdm(total=3, desc=f"export {folder.name}", unit="step", leave=False,
               disable=not sys.stderr.isatty()) as bar:
         bar.set_postfix_str("weights")
-        weights = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
+        weights = W.mlx_to_hf(merged_weights(model))  # LoRA adapters folded in: a plain CLIP
         write_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
         bar.update()
         bar.set_postfix_str("configs and tokenizer")

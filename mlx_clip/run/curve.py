@@ -30,7 +30,7 @@ from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
 from ..train.optim import make_optimizer
-from ..train.step import Trainer, apply_locks, set_weights
+from ..train.step import Trainer, set_weights
 from .folder import run_name
 from .loop import Float32View, train_epoch
 from .prepare import Prepared, prepare
@@ -109,7 +109,7 @@ def _train_subset(prepared: Prepared, model: CLIP, start: dict, subset: list[int
     sub = replace(prepared, config=config, train_index=subset)
     set_weights(model, start)
     mx.eval(model.parameters())
-    apply_locks(model, sub.locks())
+    sub.ready_to_train(model)
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(sub.steps_per_epoch)), config.precision,
                       model.tokenizer.eos_token_id)
     stream = sub.train_stream()

@@ -3,6 +3,8 @@ without training or writing a run folder."""
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,7 +15,7 @@ import numpy as np
 from ..config import FinetuneConfig
 from ..models.clip import CLIP
 from ..train.optim import make_optimizer
-from ..train.step import Trainer, apply_locks, count_parameters
+from ..train.step import Trainer, count_parameters
 from .console import describe, duration, gib, peak_memory
 from .prepare import prepare
 
@@ -23,7 +25,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     """Print what the run would do and its measured cost (a few real steps on real batches); train nothing."""
     prepared = prepare(config, say, model)
     model = prepared.model
-    apply_locks(model, prepared.locks())
+    prepared.ready_to_train()
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)
@@ -36,6 +38,8 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
         if len(batches) >= min(measure_steps, spe):
             break
     stream_images_s = sum(len(b["record_id"]) for b in batches) / max(1e-9, load_times[-1])
+    mx.synchronize()
+    mx.reset_peak_memory()  # from here: the weights, the optimizer state and the steps' activations
     step_times = []
     for i in range(measure_steps):
         batch = batches[i % len(batches)]
@@ -55,12 +59,49 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     say(f"estimated time per epoch: {duration(train_epoch_s + eval_s)} (train {duration(train_epoch_s)}, "
         f"eval {duration(eval_s)}); all {config.epochs} epochs + evaluation before: "
         f"{duration(config.epochs * (train_epoch_s + eval_s) + eval_s)}")
-    peak = f"estimated peak memory: {gib(memory['max_rss_bytes'])} process RSS"
-    if "mlx_peak_bytes" in memory:
-        peak += f" ({gib(memory['mlx_peak_bytes'])} MLX arrays)"
-    say(peak)
+    say(f"setup: {setup_line(config)}")
+    say(memory_line(memory))
     fetched = "" if config.manifest or prepared.manifest == Path(config.data) else \
         f" (the sample's images were fetched into {prepared.manifest.parent}, ready for the real run)"
     say(f"dry run: nothing trained, no run folder written{fetched}")
     return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": train_epoch_s + eval_s,
-            **memory}
+            "ram_bytes": machine_ram(), **memory}
+
+
+MAC_MEMORY_GB = (8, 16, 18, 24, 32, 36, 48, 64, 96, 128, 192)
+# Assumed: macOS lets Metal use about 2/3 to 3/4 of RAM (recommendedMaxWorkingSetSize; nearer 3/4 on
+# the larger Macs); we take the lower 2/3, so "fits" holds on a 16 GB Mac too.
+GPU_SHARE = 2 / 3
+TIGHT = 0.75  # above this share of RAM the machine starts swapping or killing the run
+
+
+def machine_ram() -> int:
+    """Physical memory in bytes (macOS and Linux)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def setup_line(config: FinetuneConfig) -> str:
+    """The combination measured: what decides the memory (so a user can try another one)."""
+    lora = config.lora
+    parts = [f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {','.join(lora.targets)}" if lora.rank
+             else "full fine-tuning (--lora R trains adapters only)",
+             "gradient checkpointing" if config.grad_checkpoint else "no gradient checkpointing (--grad-checkpoint)",
+             config.precision, f"batch {config.batch_size}"]
+    return ", ".join(parts)
+
+
+def memory_line(memory: dict[str, int], ram: int | None = None, gpu_budget: int | None = None) -> str:
+    """Peak memory against this machine's RAM, and the smallest Mac whose GPU budget holds MLX's peak."""
+    ram = ram or machine_ram()
+    gpu_budget = gpu_budget or mx.device_info().get("max_recommended_working_set_size")
+    rss, arrays = memory["max_rss_bytes"], memory.get("mlx_peak_bytes", memory["max_rss_bytes"])
+    verdict = "fits" if rss <= TIGHT * ram else \
+        "does NOT fit comfortably (try --lora 8, --grad-checkpoint or a smaller --batch-size)"
+    line = (f"estimated peak memory: {gib(rss)} process RSS ({gib(arrays)} MLX arrays) = {rss / ram:.0%} of this "
+            f"machine's {gib(ram)} RAM: {verdict}")
+    if gpu_budget:
+        line += f"; MLX's GPU budget here is {gib(gpu_budget)}: " + ("fits" if arrays <= gpu_budget else "too much")
+    need = next((gb for gb in MAC_MEMORY_GB if arrays <= GPU_SHARE * gb * 2**30), None)
+    mac = f"{need} GB of RAM or more" if need else f"more than {MAC_MEMORY_GB[-1]} GB of RAM"
+    return line + (f"\non a Mac (Apple GPU) this needs {mac}: {math.ceil(arrays / 2**20)} MiB of MLX arrays "
+                   f"measured here, against an assumed GPU share of {GPU_SHARE:.0%} of RAM")

@@ -22,13 +22,14 @@ from ..data.stream import TrainStream
 from ..errors import InputError
 from ..io import write_json
 from ..models.clip import CLIP
+from ..models.lora import merged_weights
 from ..outputs.export import save_run_model
 from ..outputs.run_paths import RunPaths
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
 from ..train.evaluate import EvalSet, evaluate
 from ..train.optim import make_optimizer
-from ..train.step import NonFiniteError, Trainer, apply_locks, check_finite_weights, count_parameters, set_weights
+from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
 from .console import describe, stuck_warning, table_header, table_row
 from .finish import finish
 from .folder import check_resumed_split, ignored_settings, resume_config, run_name
@@ -47,9 +48,10 @@ class Hooks:
 
 
 class Float32View:
-    """The float32 model to evaluate and save: the training model itself in float32; in
-    bfloat16 a second model of the same class holding the master weights, so the training model never flips
-    dtype under its compiled functions."""
+    """The float32 model to evaluate and save: the training model itself in float32 (with LoRA,
+    evaluated through its adapters; the export merges them); in bfloat16 a second, plain model of
+    the same family holding the master weights (adapters merged), so the training model never
+    flips dtype under its compiled functions."""
 
     def __init__(self, model: CLIP, trainer: Trainer):
         self.trainer = trainer
@@ -62,7 +64,8 @@ class Float32View:
 
     def refresh(self) -> CLIP:
         if self.trainer.precision != "float32":
-            set_weights(self.model, dict(tree_flatten(self.trainer.fp32_parameters())))
+            flat = dict(tree_flatten(self.trainer.fp32_parameters()))
+            set_weights(self.model, merged_weights(self.trainer.model, flat))  # LoRA: adapters folded in
             mx.eval(self.model.parameters())
         return self.model
 
@@ -195,7 +198,7 @@ def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,
                    checkpoint: Checkpoint | None) -> Training:
     """Lock the towers, build the trainer and stream; a resumed run restores its checkpoint."""
     config, model = prepared.config, prepared.model
-    apply_locks(model, prepared.locks())
+    prepared.ready_to_train()
     trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
                            config.precision,
                            model.tokenizer.eos_token_id)

@@ -19,9 +19,11 @@ from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
 from ..errors import InputError
 from ..models.clip import CLIP, load
+from ..models.lora import ALL_LOCKED
+from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
 from ..train.evaluate import EvalSet
-from ..train.step import LockConfig
+from ..train.step import LockConfig, apply_locks
 
 AUTO_TEST_FRACTION = 0.1  # --test-fraction's default ...
 MIN_AUTO_TEST = 20  # ... when it holds at least this many images; else no test set unless asked
@@ -68,6 +70,13 @@ class Prepared:
     def locks(self) -> LockConfig:
         """Which towers train (the config tree's `locks`)."""
         return self.config.locks
+
+    def ready_to_train(self, model: CLIP | None = None) -> None:
+        """Locks, LoRA adapters and gradient checkpointing as the config asks, on `model` (default:
+        the prepared one); before the Trainer is made, which takes what is trainable then."""
+        model = self.model if model is None else model
+        apply_locks(model, self.config.locks, self.config.lora, self.config.sample.seed)
+        set_grad_checkpoint(model, self.config.grad_checkpoint)
 
     def train_stream(self) -> TrainStream:
         size = self.model.config.vision.image_size
@@ -207,6 +216,14 @@ def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], 
 
 # --- preparation -----------------------------------------------------------------------------------
 
+def check_lora(config: FinetuneConfig) -> None:
+    """--lora's settings, and that some block is left to adapt (said before any download)."""
+    config.lora.check()
+    locks = config.locks
+    if config.lora.rank and locks.lock_image and locks.lock_text and not locks.unlock_last:
+        raise InputError(ALL_LOCKED)
+
+
 def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None) -> Prepared:
     """Manifest -> checked items, captions, split and model; all input errors surface here."""
     if config.precision not in ("float32", "bfloat16"):
@@ -218,6 +235,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
     if config.threads < 1:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
+    check_lora(config)
     found: list[Path] = []
 
     def find_model() -> None:

@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from ..cli_args import setting
 from ..errors import InputError
 from ..models.family import family_of
+from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
 from ..models.model import CLIPModel
 from .loss import LOSSES
 
@@ -34,8 +35,10 @@ class LockConfig:
                                metavar="N")
 
 
-def apply_locks(model: CLIPModel, config: LockConfig) -> None:
-    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection."""
+def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = None, seed: int = 0) -> None:
+    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection.
+    With `lora` (rank > 0) the blocks left trainable get adapters, and only the adapters and the
+    temperature train (models/lora.py)."""
     model.unfreeze()
     towers = []
     if config.lock_image:
@@ -50,6 +53,8 @@ def apply_locks(model: CLIPModel, config: LockConfig) -> None:
                 layer.unfreeze()
             getattr(tower, final_norm).unfreeze()
             projection.unfreeze()
+    if lora is not None and lora.rank and not add_adapters(model, lora, seed):
+        raise InputError(ALL_LOCKED)
 
 
 def trim_padding(input_ids: np.ndarray, eos_token_id: int | None, multiple: int = 16) -> np.ndarray:
@@ -109,6 +114,9 @@ class Trainer:
     the update under `mx.compile(inputs=state, outputs=state)`, as mlx-examples' mnist; frozen
     (locked) modules get no gradient and no optimizer state.
 
+    With gradient checkpointing on (models/model.py Encoder) the step is two compiled functions,
+    gradients then update (see `_checkpointed_step`).
+
     float32: the model's weights are updated in place. bfloat16: the model holds bfloat16
     copies used for the forward and backward pass; the optimizer updates float32 master
     weights (`self.master`) and the copies are refreshed from them after every step. The
@@ -140,6 +148,8 @@ class Trainer:
         self._loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         self._step = mx.compile(self._step_fp32 if precision == "float32" else self._step_mixed,
                                 inputs=self.state, outputs=self.state)
+        if any(getattr(module, "grad_checkpoint", False) for module in model.modules()):
+            self._step = self._checkpointed_step(self._update_fp32 if precision == "float32" else self._update_mixed)
 
     def _cast(self, name: str, value: mx.array) -> mx.array:
         return value if name in ("logit_scale", "logit_bias") else value.astype(self.compute_dtype)
@@ -154,18 +164,28 @@ class Trainer:
         """Gradients -> the gradients to apply (identity in one process)."""
         return grads
 
-    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
+    def _gradients(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, dict]:
+        """The loss and the gradients to apply (float32, reduced over processes)."""
+        if self.precision != "float32":
+            pixel_values = pixel_values.astype(self.compute_dtype)
         loss, grads = self._loss_and_grad(self.model, input_ids, pixel_values, *extra)
-        grads = self.reduce_grads(grads)
+        if self.precision != "float32":
+            grads = tree_map(lambda g: g.astype(mx.float32), grads)
+        return loss, self.reduce_grads(grads)
+
+    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, mx.array]:
+        return self._update_fp32(*self._gradients(input_ids, pixel_values, *extra))
+
+    def _update_fp32(self, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array]:
         self.optimizer.update(self.model, grads)
         if self.max_logit_scale is not None:
             self.model.logit_scale = mx.minimum(self.model.logit_scale, self.max_logit_scale)
         return loss, gradient_sum(grads)
 
-    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> mx.array:
-        pixels = pixel_values.astype(self.compute_dtype)
-        loss, grads = self._loss_and_grad(self.model, input_ids, pixels, *extra)
-        grads = self.reduce_grads(tree_map(lambda g: g.astype(mx.float32), grads))
+    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, mx.array]:
+        return self._update_mixed(*self._gradients(input_ids, pixel_values, *extra))
+
+    def _update_mixed(self, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array]:
         new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
         if self.max_logit_scale is not None and "logit_scale" in new_master:
             new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], self.max_logit_scale)
@@ -174,6 +194,22 @@ class Trainer:
         self.master.update(tree_unflatten([(k, new_master[k]) for k, _ in tree_flatten(self.master)]))
         self._cast_model_from(new_master)
         return loss, gradient_sum(grads)
+
+    def _checkpointed_step(self, update):
+        """With gradient checkpointing (models/model.py Encoder) the gradients are computed and
+        evaluated by one compiled function and applied by a second: in one graph with AdamW's update
+        MLX schedules the blocks' recomputations early and most of the saving is lost (the step's
+        peak above its weights and optimizer state, tests/test_grad_checkpoint.py's model on CPU:
+        247 MiB without checkpointing, 194 MiB with it in one graph, 109 MiB split)."""
+        gradients = mx.compile(self._gradients, inputs=self.state, outputs=self.state)
+        update = mx.compile(update, inputs=self.state, outputs=self.state)
+
+        def step(*args) -> tuple[mx.array, mx.array]:
+            loss, grads = gradients(*args)
+            mx.eval(loss, grads)
+            return update(loss, grads)
+
+        return step
 
     def learning_rate(self) -> float:
         """The learning rate of the last step (the schedule's value)."""
