@@ -112,6 +112,10 @@ def test_stuck_warning_after_warmup_only():
 
     chance = float(np.log(32))
     assert "stays at chance level" in stuck_warning(3, [chance * 0.99] * 4, [32] * 4, first_step=8, warmup_steps=2)
-    assert "stays at chance level" in stuck_warning(3, [chance * 1.5] * 4, [32] * 4, first_step=8, warmup_steps=2)
+    above = stuck_warning(3, [chance * 1.5] * 4, [32] * 4, first_step=8, warmup_steps=2)
+    assert "is above chance level" in above and "not learning" in above
+    falling = stuck_warning(3, [chance * 2, chance * 1.9, chance * 1.5, chance * 1.3], [32] * 4, first_step=8,
+                            warmup_steps=2)
+    assert "is above chance level" in falling and "falling" in falling and "not learning" not in falling
     assert stuck_warning(3, [chance * 0.9] * 4, [32] * 4, first_step=8, warmup_steps=2) is None  # learning
     assert stuck_warning(1, [chance] * 4, [32] * 4, first_step=0, warmup_steps=4) is None  # all in warmup

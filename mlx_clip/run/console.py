@@ -94,9 +94,13 @@ def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step:
     chance = float(np.mean([chance_loss(loss_kind, size) for _, size in after]))
     if loss < chance * (1 - STUCK_TOLERANCE):
         return None
-    return (f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) stays at chance level "
-            f"({'ln of the batch size' if loss_kind == 'softmax' else 'chance for this batch size'} = {chance:.3f}): the model is not learning; try another --lr or check "
-            "that the captions tell the images apart")
+    named = "ln of the batch size" if loss_kind == "softmax" else "chance for this batch size"
+    where = "stays at" if loss <= chance * (1 + STUCK_TOLERANCE) else "is above"
+    half = len(after) // 2
+    falling = half >= 2 and np.mean([x for x, _ in after[half:]]) < np.mean([x for x, _ in after[:half]]) * (1 - STUCK_TOLERANCE)
+    advice = ("it is falling, so it may only need more epochs or a higher --lr" if falling else
+              "the model is not learning; try another --lr or check that the captions tell the images apart")
+    return f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) {where} chance level ({named} = {chance:.3f}): {advice}"
 
 
 def below_start_warning(history: list[dict], best: dict, test: dict | None = None) -> str | None:
