@@ -1,4 +1,5 @@
-"""CPU fast paths, kept apart from the model code: libm-free activations and per-core streams.
+"""CPU fast paths, kept apart from the model code: libm-free activations, a linear layer whose
+weight gradient comes out in the weight's own layout, and per-core streams.
 
 Each one computes what the plain MLX expression computes (to float32 rounding) and exists
 only because MLX's CPU backend is slow at the plain form; tests/test_model.py pins each
@@ -13,6 +14,7 @@ from functools import cache
 from typing import Callable
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 from .._blas import single_threaded_blas
@@ -60,6 +62,37 @@ def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.a
     return cotangent * (s + 1.702 * x * s * (1.0 - s))
 
 
+@mx.custom_function
+def _affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+    return mx.addmm(bias, x, weight.T)
+
+
+@_affine.vjp
+def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple:
+    x, weight, _bias = primals
+    rows = cotangent.reshape(-1, cotangent.shape[-1])
+    # (out, rows) @ (rows, in): the weight's gradient row-major like the weight, so the
+    # optimizer's fused update reads every operand contiguously
+    weight_grad = rows.T @ x.reshape(-1, x.shape[-1])
+    return cotangent @ weight, weight_grad, rows.sum(axis=0)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same output) whose weight gradient is row-major.
+
+    MLX differentiates `x @ weight.T` into a transposed view of `x.T @ grad`, so every
+    weight gradient came out column-major and AdamW's fused update over (gradient, moments,
+    weight) ran MLX's strided kernel: 6.4 % of a ViT-B/32 training step on one core
+    (perf; bench/README.md). Computing `grad.T @ x` instead gives the same numbers in the
+    weight's layout at the same GEMM cost.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "bias" not in self:
+            return super().__call__(x)
+        return _affine(x, self.weight, self.bias)
+
+
 def gelu_tanh(x: mx.array) -> mx.array:
     """GELU's tanh approximation (transformers' gelu_new / gelu_pytorch_tanh)."""
     return 0.5 * x * (1.0 + mx.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
@@ -76,6 +109,24 @@ def _streams_per_core() -> tuple:
     return tuple(mx.new_stream(mx.cpu) for _ in range(min(cores, MAX_STREAMS))) if cores > 1 else ()
 
 
+def batch_streams(batch_size: int) -> tuple:
+    """The CPU streams a batch of this size is split across: one per core, or none where that
+    does not pay (a GPU, one core, under two rows per stream)."""
+    streams = cpu_streams()
+    return streams if len(streams) >= 2 and batch_size >= 2 * len(streams) else ()
+
+
+def per_stream(fn: Callable[[mx.array], mx.array], x: mx.array, streams: tuple) -> mx.array:
+    """fn(x) as one slice of the batch per stream, concatenated; lazy and differentiable (the
+    backward pass of each slice runs on its slice's stream too)."""
+    bounds = np.linspace(0, x.shape[0], len(streams) + 1).astype(int)
+    parts = []
+    for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
+        with mx.stream(stream):
+            parts.append(fn(x[start:stop]))
+    return mx.concatenate(parts)
+
+
 def on_cpu_streams(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array | None:
     """fn(x) as one slice of the batch per CPU stream, each with single-threaded BLAS (evaluated);
     None where that does not pay (a GPU, one core, a batch under two rows per stream).
@@ -84,15 +135,10 @@ def on_cpu_streams(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array 
     keeps every core busy: it took ViT-B/32 embedding from 23 to 33 images/s on 2 cores
     (bench/README.md).
     """
-    streams = cpu_streams()
-    if len(streams) < 2 or x.shape[0] < 2 * len(streams):
+    streams = batch_streams(x.shape[0])
+    if not streams:
         return None
-    bounds = np.linspace(0, x.shape[0], len(streams) + 1).astype(int)
     with single_threaded_blas():
-        parts = []
-        for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
-            with mx.stream(stream):
-                parts.append(fn(x[start:stop]))
-        out = mx.concatenate(parts)
+        out = per_stream(fn, x, streams)
         mx.eval(out)
     return out
