@@ -3,6 +3,7 @@ whose weight gradient is row-major, and the step whose towers run one batch slic
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -61,3 +62,23 @@ def test_loss_split_across_core_streams_equals_the_whole_batch(tiny_hf):
     for name, grad in tree_flatten(split_grads):
         np.testing.assert_allclose(np.array(grad), np.array(whole_flat[name]), rtol=1e-4, atol=1e-6, err_msg=name)
     assert not batch_streams(len(cpu_streams()) * 2 - 1)  # too few rows per stream: not split
+
+
+@pytest.mark.skipif(len(cpu_streams()) < 2, reason="needs a CPU with two or more cores")
+def test_adamw_spread_over_core_streams_equals_adamw():
+    from mlx_clip.train.optim import StreamedAdamW
+
+    rng = np.random.default_rng(0)
+    shapes = {"a": (64, 32), "b": (32,), "c": (16, 16), "d": (128,), "e": (8, 3)}
+    params = {k: mx.array(rng.standard_normal(s).astype(np.float32)) for k, s in shapes.items()}
+    kwargs = dict(learning_rate=1e-2, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.1, bias_correction=True)
+    spread, plain = StreamedAdamW(**kwargs), optim.AdamW(**kwargs)
+    ours, ref = dict(params), dict(params)
+    for step in range(3):
+        grads = {k: mx.array(rng.standard_normal(s).astype(np.float32)) for k, s in shapes.items()}
+        ours, ref = spread.apply_gradients(grads, ours), plain.apply_gradients(grads, ref)
+        mx.eval(ours, ref)
+    for k in shapes:
+        np.testing.assert_allclose(np.array(ours[k]), np.array(ref[k]), rtol=1e-6, atol=1e-7, err_msg=k)
+        assert not np.allclose(np.array(ours[k]), np.array(params[k]))
+    assert sorted(spread.stream_load) != [0] * len(spread.stream_load) and min(spread.stream_load) > 0  # all used
