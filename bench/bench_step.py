@@ -4,9 +4,10 @@
   python bench/bench_step.py --config b32 --batch 32 --rounds 6 --json bench/results/step_ab.json
 
 Variants, each its own model (same weights) and optimizer:
-  plain       nn.Linear, one stream (the step before these fast paths)
+  plain       nn.Linear, one stream, mlx's AdamW (the step before these fast paths)
   row-major   fast_ops.Linear: weight gradients row-major, so AdamW's fused update is contiguous
-  split       row-major + both towers split across one CPU stream per core (the shipped step)
+  split       row-major + both towers split across one CPU stream per core and AdamW's updates
+              spread over them (optim.StreamedAdamW): the shipped step
 Every round runs one step of each variant, in rotating order, so a shared machine's load falls
 on all of them alike; the figures are medians over rounds with min and max, and each variant's
 per-round ratio to `plain`. Process CPU time per step is reported too (less sensitive to other
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlx_clip  # noqa: E402,F401  (first: OpenBLAS under MLX on Linux)
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
+import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from compare_env import describe_machine, environment  # noqa: E402
@@ -39,6 +41,7 @@ from mlx_clip.models import model as model_module  # noqa: E402
 from mlx_clip.models.clip import CLIP  # noqa: E402
 from mlx_clip.models.config import CLIPConfig  # noqa: E402
 from mlx_clip.train.loss import contrastive_loss  # noqa: E402
+from mlx_clip.train import optim as optim_module  # noqa: E402
 from mlx_clip.train.optim import OptimConfig, make_optimizer  # noqa: E402
 from mlx_clip.train.step import LockConfig, Trainer, apply_locks  # noqa: E402
 
@@ -54,16 +57,19 @@ class OneStreamTrainer(Trainer):
 
 
 def build(variant: str, config: CLIPConfig, weights: list, lock_text: bool) -> Trainer:
-    fast_linear = model_module.Linear
+    """The variant's trainer; the replaced layer and optimizer are swapped in for its construction only."""
+    fast_linear, streamed_adamw = model_module.Linear, optim_module.StreamedAdamW
     if variant == "plain":
-        model_module.Linear = nn.Linear  # the layer these fast paths replaced
+        model_module.Linear = nn.Linear
+    if variant != "split":
+        optim_module.StreamedAdamW = optim.AdamW
     try:
         model = CLIP(config)
+        model.load_weights(weights)
+        apply_locks(model, LockConfig(lock_text=lock_text))
+        optimizer = make_optimizer(OptimConfig(lr=1e-5, weight_decay=0.1, warmup=0), total_steps=1000)
     finally:
-        model_module.Linear = fast_linear
-    model.load_weights(weights)
-    apply_locks(model, LockConfig(lock_text=lock_text))
-    optimizer = make_optimizer(OptimConfig(lr=1e-5, weight_decay=0.1, warmup=0), total_steps=1000)
+        model_module.Linear, optim_module.StreamedAdamW = fast_linear, streamed_adamw
     trainer_class = Trainer if variant == "split" else OneStreamTrainer
     return trainer_class(model, optimizer, eos_token_id=EOS)
 
