@@ -9,7 +9,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_clip
-from mlx_clip.models.fast_ops import Linear, batch_streams, cpu_streams
+from mlx_clip.models.fast_ops import Linear, backward_on_forward_stream, batch_streams, cpu_streams
 from mlx_clip.train.loss import contrastive_loss
 from mlx_clip.train.step import clip_loss
 
@@ -82,3 +82,27 @@ def test_adamw_spread_over_core_streams_equals_adamw():
         np.testing.assert_allclose(np.array(ours[k]), np.array(ref[k]), rtol=1e-6, atol=1e-7, err_msg=k)
         assert not np.allclose(np.array(ours[k]), np.array(params[k]))
     assert sorted(spread.stream_load) != [0] * len(spread.stream_load) and min(spread.stream_load) > 0  # all used
+
+
+def test_custom_backward_runs_on_the_stream_its_forward_ran_on():
+    """MLX builds a custom VJP on the default stream; the helper moves it to the forward's stream, so
+    the split step's backward passes (Linear, quick_gelu) stay on their own cores' streams."""
+    seen = []
+
+    def backward(x, cotangent, output):
+        seen.append(str(mx.default_stream(mx.default_device())))
+        return cotangent * 3
+
+    triple = backward_on_forward_stream(lambda x: x * 3, backward)
+    stream = mx.new_stream(mx.default_device())
+
+    def loss(x):
+        with mx.stream(stream):
+            y = triple(x)
+        return y.sum()
+
+    grad = mx.grad(loss)(mx.ones(3))
+    np.testing.assert_array_equal(np.array(grad), [3, 3, 3])
+    assert seen == [str(stream)] and str(stream) != str(mx.default_stream(mx.default_device()))
+    mx.grad(lambda x: triple(x).sum())(mx.ones(2))  # no stream given: the default one
+    assert seen[-1] == str(mx.default_stream(mx.default_device()))

@@ -49,25 +49,50 @@ def _sigmoid(z: mx.array) -> mx.array:
     return 1.0 / (1.0 + _exp2(z * -_LOG2E))
 
 
-@mx.custom_function
-def quick_gelu(x: mx.array) -> mx.array:
-    """x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32."""
+def backward_on_forward_stream(forward: Callable, backward: Callable) -> Callable:
+    """`forward` with the custom VJP `backward`, which runs on the stream the forward ran on.
+
+    MLX runs a custom VJP's ops on whatever stream is the default when the gradient is
+    built, not on the forward op's stream as it does for its own ops; so when the training step
+    puts each slice of the batch on its own core's stream (train/step.py), every custom
+    backward pass would pile up on one stream and one thread. One custom_function per stream.
+    """
+    made: dict[str, mx.custom_function] = {}
+
+    def call(*arrays: mx.array) -> mx.array:
+        stream = mx.default_stream(mx.default_device())
+        function = made.get(str(stream))
+        if function is None:
+            function = made[str(stream)] = mx.custom_function(forward)
+
+            def vjp(primals, cotangent, output, stream=stream):
+                with mx.stream(stream):
+                    return backward(primals, cotangent, output)
+
+            function.vjp(vjp)
+        return function(*arrays)
+
+    return call
+
+
+def _quick_gelu(x: mx.array) -> mx.array:
     return x * _sigmoid(1.702 * x)
 
 
-@quick_gelu.vjp
 def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.array:
     # written out so the backward pass reuses the libm-free sigmoid too
     s = _sigmoid(1.702 * x)
     return cotangent * (s + 1.702 * x * s * (1.0 - s))
 
 
-@mx.custom_function
+# x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32
+quick_gelu = backward_on_forward_stream(_quick_gelu, _quick_gelu_vjp)
+
+
 def _affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
     return mx.addmm(bias, x, weight.T)
 
 
-@_affine.vjp
 def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple:
     x, weight, _bias = primals
     rows = cotangent.reshape(-1, cotangent.shape[-1])
@@ -75,6 +100,10 @@ def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple
     # optimizer's fused update reads every operand contiguously
     weight_grad = rows.T @ x.reshape(-1, x.shape[-1])
     return cotangent @ weight, weight_grad, rows.sum(axis=0)
+
+
+# x @ weight.T + bias, with the weight's gradient row-major (see Linear)
+affine = backward_on_forward_stream(_affine, _affine_vjp)
 
 
 class Linear(nn.Linear):
@@ -90,7 +119,7 @@ class Linear(nn.Linear):
     def __call__(self, x: mx.array) -> mx.array:
         if "bias" not in self:
             return super().__call__(x)
-        return _affine(x, self.weight, self.bias)
+        return affine(x, self.weight, self.bias)
 
 
 def gelu_tanh(x: mx.array) -> mx.array:
