@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from compare import CONFIGS, EOS, VOCAB  # noqa: E402  (the same model configurations)
+from compare_setup import CONFIGS, EOS, VOCAB  # noqa: E402  (the same model configurations)
 
 MODES = {  # name: (LoRA rank, gradient checkpointing)
     "full": (0, False),

@@ -1,4 +1,5 @@
-"""CPU fast paths, kept apart from the model code: libm-free activations and per-core streams.
+"""CPU fast paths, kept apart from the model code: libm-free activations, a linear layer whose
+weight gradient comes out in the weight's own layout, and per-core streams.
 
 Each one computes what the plain MLX expression computes (to float32 rounding) and exists
 only because MLX's CPU backend is slow at the plain form; tests/test_model.py pins each
@@ -13,6 +14,7 @@ from functools import cache
 from typing import Callable
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 from .._blas import single_threaded_blas
@@ -47,17 +49,77 @@ def _sigmoid(z: mx.array) -> mx.array:
     return 1.0 / (1.0 + _exp2(z * -_LOG2E))
 
 
-@mx.custom_function
-def quick_gelu(x: mx.array) -> mx.array:
-    """x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32."""
+def backward_on_forward_stream(forward: Callable, backward: Callable) -> Callable:
+    """`forward` with the custom VJP `backward`, which runs on the stream the forward ran on.
+
+    MLX runs a custom VJP's ops on whatever stream is the default when the gradient is
+    built, not on the forward op's stream as it does for its own ops; so when the training step
+    puts each slice of the batch on its own core's stream (train/step.py), every custom
+    backward pass would pile up on one stream and one thread. One custom_function per stream.
+    """
+    made: dict[str, mx.custom_function] = {}
+
+    def call(*arrays: mx.array) -> mx.array:
+        stream = mx.default_stream(mx.default_device())
+        function = made.get(str(stream))
+        if function is None:
+            function = made[str(stream)] = mx.custom_function(forward)
+
+            def vjp(primals, cotangent, output, stream=stream):
+                with mx.stream(stream):
+                    return backward(primals, cotangent, output)
+
+            function.vjp(vjp)
+        return function(*arrays)
+
+    return call
+
+
+def _quick_gelu(x: mx.array) -> mx.array:
     return x * _sigmoid(1.702 * x)
 
 
-@quick_gelu.vjp
 def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.array:
     # written out so the backward pass reuses the libm-free sigmoid too
     s = _sigmoid(1.702 * x)
     return cotangent * (s + 1.702 * x * s * (1.0 - s))
+
+
+# x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32
+quick_gelu = backward_on_forward_stream(_quick_gelu, _quick_gelu_vjp)
+
+
+def _affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+    return mx.addmm(bias, x, weight.T)
+
+
+def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple:
+    x, weight, _bias = primals
+    rows = cotangent.reshape(-1, cotangent.shape[-1])
+    # (out, rows) @ (rows, in): the weight's gradient row-major like the weight, so the
+    # optimizer's fused update reads every operand contiguously
+    weight_grad = rows.T @ x.reshape(-1, x.shape[-1])
+    return cotangent @ weight, weight_grad, rows.sum(axis=0)
+
+
+# x @ weight.T + bias, with the weight's gradient row-major (see Linear)
+affine = backward_on_forward_stream(_affine, _affine_vjp)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same output) whose weight gradient is row-major.
+
+    MLX differentiates `x @ weight.T` into a transposed view of `x.T @ grad`, so every
+    weight gradient came out column-major and AdamW's fused update over (gradient, moments,
+    weight) ran MLX's strided kernel: 6.4 % of a ViT-B/32 training step on one core
+    (perf; bench/README.md). Computing `grad.T @ x` instead gives the same numbers in the
+    weight's layout at the same GEMM cost.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "bias" not in self:
+            return super().__call__(x)
+        return affine(x, self.weight, self.bias)
 
 
 def gelu_tanh(x: mx.array) -> mx.array:
@@ -76,6 +138,24 @@ def _streams_per_core() -> tuple:
     return tuple(mx.new_stream(mx.cpu) for _ in range(min(cores, MAX_STREAMS))) if cores > 1 else ()
 
 
+def batch_streams(batch_size: int) -> tuple:
+    """The CPU streams a batch of this size is split across: one per core, or none where that
+    does not pay (a GPU, one core, under two rows per stream)."""
+    streams = cpu_streams()
+    return streams if len(streams) >= 2 and batch_size >= 2 * len(streams) else ()
+
+
+def per_stream(fn: Callable[[mx.array], mx.array], x: mx.array, streams: tuple) -> mx.array:
+    """fn(x) as one slice of the batch per stream, concatenated; lazy and differentiable (the
+    backward pass of each slice runs on its slice's stream too)."""
+    bounds = np.linspace(0, x.shape[0], len(streams) + 1).astype(int)
+    parts = []
+    for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
+        with mx.stream(stream):
+            parts.append(fn(x[start:stop]))
+    return mx.concatenate(parts)
+
+
 def on_cpu_streams(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array | None:
     """fn(x) as one slice of the batch per CPU stream, each with single-threaded BLAS (evaluated);
     None where that does not pay (a GPU, one core, a batch under two rows per stream).
@@ -84,15 +164,10 @@ def on_cpu_streams(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array 
     keeps every core busy: it took ViT-B/32 embedding from 23 to 33 images/s on 2 cores
     (bench/README.md).
     """
-    streams = cpu_streams()
-    if len(streams) < 2 or x.shape[0] < 2 * len(streams):
+    streams = batch_streams(x.shape[0])
+    if not streams:
         return None
-    bounds = np.linspace(0, x.shape[0], len(streams) + 1).astype(int)
     with single_threaded_blas():
-        parts = []
-        for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
-            with mx.stream(stream):
-                parts.append(fn(x[start:stop]))
-        out = mx.concatenate(parts)
+        out = per_stream(fn, x, streams)
         mx.eval(out)
     return out

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import CLIPConfig, TextConfig, VisionConfig
-from .fast_ops import gelu_tanh, quick_gelu
+from .fast_ops import Linear, gelu_tanh, quick_gelu
 
 
 ACTIVATIONS = {
@@ -40,10 +40,10 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dims // num_heads) ** -0.5
-        self.q_proj = nn.Linear(dims, dims)
-        self.k_proj = nn.Linear(dims, dims)
-        self.v_proj = nn.Linear(dims, dims)
-        self.out_proj = nn.Linear(dims, dims)
+        self.q_proj = Linear(dims, dims)
+        self.k_proj = Linear(dims, dims)
+        self.v_proj = Linear(dims, dims)
+        self.out_proj = Linear(dims, dims)
 
     def __call__(self, x: mx.array, mask: str | mx.array | None = None) -> mx.array:
         batch, length, dims = x.shape
@@ -60,8 +60,8 @@ class MLP(nn.Module):
     def __init__(self, dims: int, hidden: int, act: str):
         super().__init__()
         self.activation_fn = activation(act)
-        self.fc1 = nn.Linear(dims, hidden)
-        self.fc2 = nn.Linear(hidden, dims)
+        self.fc1 = Linear(dims, hidden)
+        self.fc2 = Linear(hidden, dims)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.fc2(self.activation_fn(self.fc1(x)))

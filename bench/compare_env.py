@@ -1,0 +1,73 @@
+"""The machine a bench/compare.py report was measured on, and its matmul ceiling through MLX.
+
+Results move with the CPU's vector units and with OpenBLAS's kernel choice
+(`OPENBLAS_CORETYPE=Haswell` limits it to AVX2 on an AVX-512 machine), so the JSON names them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon", "asimd")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "MLX_CLIP_BLAS", "LD_PRELOAD")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """CPU model and the vector-unit flags that decide the BLAS kernels (from /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = platform.processor() or platform.machine(), set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model") and model in (platform.processor(), platform.machine()):
+            model = value.strip()
+        if key.strip() in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return {"model": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def environment() -> dict:
+    """Everything about this machine and process setup a reader needs to compare two reports."""
+    return {
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpu": cpu_info(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "python": sys.version.split()[0],
+        "blas_environment": {name: os.environ[name] for name in BLAS_ENV if name in os.environ},
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def describe_machine(env: dict) -> str:
+    flags = ", ".join(flag for flag, present in env["cpu"]["flags"].items() if present) or "no listed flags"
+    coretype = env["openblas_coretype"]
+    return (f"{env['system']}, {env['cpu']['model']} ({flags}), {env['usable_cores']} of {env['cores']} cores"
+            + (f", OPENBLAS_CORETYPE={coretype}" if coretype else ""))
+
+
+def gemm_gflops(device: str) -> float:
+    """This machine's fp32 matmul rate through MLX (the ceiling's yardstick)."""
+    import mlx_clip  # noqa: F401  (first: OpenBLAS under MLX on Linux)
+    import mlx.core as mx
+
+    mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
+    n = 4096 if device == "gpu" else 1536
+    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+    mx.eval(a, b, a @ b)
+    start, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        mx.eval(a @ b)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
