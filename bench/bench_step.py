@@ -6,8 +6,9 @@
 Variants, each its own model (same weights) and optimizer:
   plain       nn.Linear, one stream, mlx's AdamW (the step before these fast paths)
   row-major   fast_ops.Linear: weight gradients row-major, so AdamW's fused update is contiguous
-  split       row-major + both towers split across one CPU stream per core and AdamW's updates
-              spread over them (optim.StreamedAdamW): the shipped step
+              (the shipped step)
+A third variant, both towers split across one CPU stream per core with AdamW's updates spread
+over them, was measured 10 % slower than `plain` on 2 quiet cores and removed (bench/README.md).
 Every round runs one step of each variant, in rotating order, so a shared machine's load falls
 on all of them alike; the figures are medians over rounds with min and max, and each variant's
 per-round ratio to `plain`. Process CPU time per step is reported too (less sensitive to other
@@ -30,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlx_clip  # noqa: E402,F401  (first: OpenBLAS under MLX on Linux)
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
-import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from compare_env import describe_machine, environment  # noqa: E402
@@ -40,38 +40,25 @@ from mlx_clip._blas import describe_blas  # noqa: E402
 from mlx_clip.models import model as model_module  # noqa: E402
 from mlx_clip.models.clip import CLIP  # noqa: E402
 from mlx_clip.models.config import CLIPConfig  # noqa: E402
-from mlx_clip.train.loss import contrastive_loss  # noqa: E402
-from mlx_clip.train import optim as optim_module  # noqa: E402
 from mlx_clip.train.optim import OptimConfig, make_optimizer  # noqa: E402
 from mlx_clip.train.step import LockConfig, Trainer, apply_locks  # noqa: E402
 
-VARIANTS = ("plain", "row-major", "split")
-
-
-class OneStreamTrainer(Trainer):
-    """The step with the whole batch on one stream (no per-core split, multi-threaded BLAS)."""
-
-    @staticmethod
-    def loss_fn(model, input_ids, pixel_values, groups=None):
-        return contrastive_loss(model(input_ids, pixel_values).logits_per_image, groups)
+VARIANTS = ("plain", "row-major")
 
 
 def build(variant: str, config: CLIPConfig, weights: list, lock_text: bool) -> Trainer:
-    """The variant's trainer; the replaced layer and optimizer are swapped in for its construction only."""
-    fast_linear, streamed_adamw = model_module.Linear, optim_module.StreamedAdamW
+    """The variant's trainer; `plain` builds its model with nn.Linear (swapped in for construction only)."""
+    fast_linear = model_module.Linear
     if variant == "plain":
         model_module.Linear = nn.Linear
-    if variant != "split":
-        optim_module.StreamedAdamW = optim.AdamW
     try:
         model = CLIP(config)
         model.load_weights(weights)
         apply_locks(model, LockConfig(lock_text=lock_text))
         optimizer = make_optimizer(OptimConfig(lr=1e-5, weight_decay=0.1, warmup=0), total_steps=1000)
     finally:
-        model_module.Linear, optim_module.StreamedAdamW = fast_linear, streamed_adamw
-    trainer_class = Trainer if variant == "split" else OneStreamTrainer
-    return trainer_class(model, optimizer, eos_token_id=EOS)
+        model_module.Linear = fast_linear
+    return Trainer(model, optimizer, eos_token_id=EOS)
 
 
 def main(argv: list[str] | None = None) -> int:

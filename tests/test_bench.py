@@ -108,7 +108,7 @@ def test_step_variants_bench_runs_each_variant_every_round(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["variants"]) == {"plain", "row-major", "split"}
+    assert set(report["variants"]) == {"plain", "row-major"}
     for entry in report["variants"].values():
         assert len(entry["images_per_s"]["values"]) == 2 and entry["cpu_seconds_per_step"]["median"] > 0
     assert report["variants"]["plain"]["speedup_vs_plain"]["values"] == [1.0, 1.0]
@@ -125,17 +125,15 @@ def test_step_variants_are_built_with_the_layer_and_optimizer_they_name():
     from mlx_clip.models.clip import CLIP
     from mlx_clip.models.config import CLIPConfig
     from mlx_clip.models.fast_ops import Linear
-    from mlx_clip.train.optim import StreamedAdamW
 
     spec = CONFIGS["tiny"]
     config = CLIPConfig.from_dict({"model_type": "clip", "projection_dim": spec["projection_dim"],
                                    "text_config": spec["text"], "vision_config": spec["vision"]})
     weights = list(tree_flatten(CLIP(config).parameters()))
     kinds = {}
-    for variant in ("plain", "row-major", "split"):
+    for variant in ("plain", "row-major"):
         trainer = build(variant, config, weights, lock_text=False)
         fc1 = trainer.model.vision_model.encoder.layers[0].mlp.fc1
         kinds[variant] = (type(fc1), {type(o) for o in trainer.optimizer.optimizers})
     assert kinds["plain"] == (nn.Linear, {optim.AdamW})
     assert kinds["row-major"] == (Linear, {optim.AdamW})
-    assert kinds["split"] == (Linear, {StreamedAdamW})

@@ -15,7 +15,6 @@ import mlx.core as mx
 import mlx.optimizers as optim
 
 from ..cli_args import setting
-from ..models.fast_ops import cpu_streams
 
 _NO_DECAY = re.compile(r"(^|[._])(bias|logit_scale|class_embedding|probe)$|norm|layrnorm|embedding")
 
@@ -58,33 +57,11 @@ def lr_schedule(config: OptimConfig, total_steps: int):
     return schedule
 
 
-class StreamedAdamW(optim.AdamW):
-    """AdamW whose per-parameter updates are spread over one CPU stream per core (same numbers).
-
-    The update is a pass over every weight, both moments and the gradient: on one stream it ran
-    on one thread while the other cores idled (MLX runs a stream's elementwise work on one
-    thread). Parameters go, in tree order, to the stream with the fewest elements so far.
-    """
-
-    def apply_gradients(self, gradients: dict, parameters: dict):
-        self.stream_load = [0] * len(cpu_streams())
-        return super().apply_gradients(gradients, parameters)
-
-    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict):
-        streams = cpu_streams()
-        if len(streams) < 2:
-            return super().apply_single(gradient, parameter, state)
-        least = min(range(len(streams)), key=self.stream_load.__getitem__)
-        self.stream_load[least] += gradient.size
-        with mx.stream(streams[least]):
-            return super().apply_single(gradient, parameter, state)
-
-
 def make_optimizer(config: OptimConfig, total_steps: int) -> optim.MultiOptimizer:
     """AdamW (decoupled decay, bias-corrected like torch.optim.AdamW) in two parameter groups."""
     schedule = lr_schedule(config, total_steps)
     kwargs = dict(learning_rate=schedule, betas=list(config.betas), eps=config.eps, bias_correction=True)
     return optim.MultiOptimizer(
-        [StreamedAdamW(weight_decay=0.0, **kwargs), StreamedAdamW(weight_decay=config.weight_decay, **kwargs)],
+        [optim.AdamW(weight_decay=0.0, **kwargs), optim.AdamW(weight_decay=config.weight_decay, **kwargs)],
         [no_weight_decay],
     )

@@ -7,7 +7,6 @@ evaluated, checkpointed or saved (`check_finite_weights` guards every save as we
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -16,13 +15,11 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from .._blas import single_threaded_blas
 from ..cli_args import setting
 from ..errors import InputError
 from ..models.family import family_of
-from ..models.fast_ops import batch_streams, per_stream
 from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
-from ..models.model import CLIPModel, normalize
+from ..models.model import CLIPModel
 from .loss import LOSSES
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
@@ -110,18 +107,10 @@ def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
     """The model family's loss (contrastive or sigmoid); `groups`: equal for entries showing the same
     image (see loss.py); None: all different.
 
-    On a multi-core CPU both towers run one slice of the batch per core (fast_ops.per_stream;
-    the loss still sees the whole batch): MLX runs a stream's non-matmul work on one thread, so
-    a single stream left the other cores idle for about a third of a ViT-B/32 step.
+    One stream: splitting the batch over one MLX stream per core (as embedding does) was measured
+    10 % slower per step on 2 quiet cores, with AVX2 and with AVX-512 kernels (bench/README.md).
     """
-    loss = LOSSES[family_of(model).loss]
-    streams = batch_streams(input_ids.shape[0])
-    if not streams:
-        return loss(model(input_ids, pixel_values).logits_per_image, groups)
-    image_embeds = per_stream(lambda part: normalize(model.encode_image(part)), pixel_values, streams)
-    text_embeds = per_stream(lambda part: normalize(model.encode_text(part)), input_ids, streams)
-    return loss(model.similarity(text_embeds, image_embeds).T, groups)
-
+    return LOSSES[family_of(model).loss](model(input_ids, pixel_values).logits_per_image, groups)
 
 class Trainer:
     """Owns the model, the optimizer and the compiled step: `nn.value_and_grad(model, loss_fn)` and
@@ -233,11 +222,8 @@ class Trainer:
     def step(self, input_ids, pixel_values, **extra) -> mx.array:
         """One update on a batch; returns the loss (evaluated). Raises NonFiniteError when the loss or
         a gradient is NaN/inf (the weights are then spoilt: save nothing after it)."""
-        inputs = self.step_inputs(input_ids, pixel_values, **extra)
-        split = self.loss_fn is clip_loss and batch_streams(len(inputs[0]))
-        with single_threaded_blas() if split else contextlib.nullcontext():  # one BLAS thread per stream
-            loss, grad_sum = self._step(*inputs)
-            mx.eval(loss, grad_sum, self.state)
+        loss, grad_sum = self._step(*self.step_inputs(input_ids, pixel_values, **extra))
+        mx.eval(loss, grad_sum, self.state)
         value, grad_value = loss.item(), grad_sum.item()
         if not (math.isfinite(value) and math.isfinite(grad_value)):
             what = f"the loss is {value}" if not math.isfinite(value) else f"a gradient is {grad_value}"
