@@ -53,9 +53,10 @@ def backward_on_forward_stream(forward: Callable, backward: Callable) -> Callabl
     """`forward` with the custom VJP `backward`, which runs on the stream the forward ran on.
 
     MLX runs a custom VJP's ops on whatever stream is the default when the gradient is
-    built, not on the forward op's stream as it does for its own ops; so when the training step
-    puts each slice of the batch on its own core's stream (train/step.py), every custom
-    backward pass would pile up on one stream and one thread. One custom_function per stream.
+    built, not on the forward op's stream as it does for its own ops; so whenever a gradient is
+    taken through `per_stream` (one slice of the batch per core), every custom backward pass
+    would pile up on one stream and one thread. One custom_function per stream. (The training
+    step runs on one stream today: its per-core split measured slower, bench/README.md.)
     """
     made: dict[str, mx.custom_function] = {}
 
