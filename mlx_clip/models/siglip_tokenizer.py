@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
 from ..errors import InputError
 from ..io import write_bytes, write_text
+from .tokenizer import PaddedTokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -94,7 +94,7 @@ def spiece_to_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
     return tokenizer
 
 
-class SiglipTokenizer:
+class SiglipTokenizer(PaddedTokenizer):
     """Texts -> (N, context_length) int32 ids, padded to max_length as SigLIP was trained."""
 
     def __init__(self, tokenizer: Tokenizer, context_length: int, pad_token: str, eos_token: str | None,
@@ -107,12 +107,7 @@ class SiglipTokenizer:
         if self.pad_token_id is None:
             raise InputError(f"{folder}: the pad token {pad_token!r} is not in the tokenizer's vocabulary")
         self.eos_token_id = tokenizer.token_to_id(eos_token) if eos_token else None
-        self._limit()
-
-    def _limit(self) -> None:
-        self._tokenizer.enable_truncation(max_length=self.context_length)
-        self._tokenizer.enable_padding(direction=self.padding_side, length=self.context_length,
-                                       pad_id=self.pad_token_id, pad_token=self._tokenizer.id_to_token(self.pad_token_id))
+        self.apply_limits()
 
     @classmethod
     def from_folder(cls, folder: str | Path, context_length: int = 64) -> "SiglipTokenizer":
@@ -133,22 +128,6 @@ class SiglipTokenizer:
         default_pad = "<pad>" if gemma else "</s>"
         return cls(tokenizer, context_length, _token(config.get("pad_token"), default_pad) or default_pad,
                    _token(config.get("eos_token"), "<eos>" if gemma else "</s>"), side, folder)
-
-    def __call__(self, texts: str | list[str]) -> np.ndarray:
-        """Token ids, shape (N, context_length), int32. Longer texts are truncated, never an error."""
-        if isinstance(texts, str):
-            texts = [texts]
-        encodings = self._tokenizer.encode_batch([str(t) for t in texts])
-        return np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.context_length)
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens each text takes with its special tokens, before truncation."""
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        try:
-            return [len(e.ids) for e in self._tokenizer.encode_batch([str(t) for t in texts])]
-        finally:
-            self._limit()
 
     def save(self, folder: str | Path) -> None:
         """Copy the source's tokenizer files into `folder`, and write the tokenizer.json if it had none."""

@@ -49,7 +49,38 @@ def _from_vocab_and_merges(vocab_path: Path, merges_path: Path) -> Tokenizer:
     return tokenizer
 
 
-class CLIPTokenizer:
+class PaddedTokenizer:
+    """A `tokenizers.Tokenizer` that pads and truncates every text to `context_length` (CLIP and
+    SigLIP both do): texts -> (N, context_length) int32 ids, and token counts before truncation."""
+
+    context_length: int
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def apply_limits(self) -> None:
+        """Pad and truncate to `context_length` (undone for a moment by `count_tokens`)."""
+        self._tokenizer.enable_truncation(max_length=self.context_length)
+        self._tokenizer.enable_padding(direction=self.padding_side, length=self.context_length,
+                                       pad_id=self.pad_token_id, pad_token=self._tokenizer.id_to_token(self.pad_token_id))
+
+    def __call__(self, texts: str | list[str]) -> np.ndarray:
+        """Token ids, shape (N, context_length), int32. Longer texts are truncated, never an error."""
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._tokenizer.encode_batch([str(t) for t in texts])
+        return np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.context_length)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text takes with its special tokens, before truncation."""
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        try:
+            return [len(e.ids) for e in self._tokenizer.encode_batch([str(t) for t in texts])]
+        finally:
+            self.apply_limits()
+
+
+class CLIPTokenizer(PaddedTokenizer):
     """Texts -> (N, context_length) int32 token ids, padded and truncated like transformers."""
 
     def __init__(self, tokenizer: Tokenizer, context_length: int = 77, pad_token: str = EOS,
@@ -65,8 +96,7 @@ class CLIPTokenizer:
         self.pad_token_id = pad_id
         self.eos_token_id = tokenizer.token_to_id(EOS)
         self.bos_token_id = tokenizer.token_to_id(BOS)
-        tokenizer.enable_truncation(max_length=context_length)
-        tokenizer.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad_token)
+        self.apply_limits()
 
     @classmethod
     def from_folder(cls, folder: str | Path, context_length: int = 77) -> "CLIPTokenizer":
@@ -85,26 +115,6 @@ class CLIPTokenizer:
                 f"{folder}: no tokenizer (needs tokenizer.json, or vocab.json and merges.txt)"
             )
         return cls(tokenizer, context_length, pad_token, folder)
-
-    def __call__(self, texts: str | list[str]) -> np.ndarray:
-        """Token ids, shape (N, context_length), int32. Longer texts are truncated, never an error."""
-        if isinstance(texts, str):
-            texts = [texts]
-        encodings = self._tokenizer.encode_batch([str(t) for t in texts])
-        return np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.context_length)
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens each text takes with start and end markers, before truncation."""
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        try:
-            return [len(e.ids) for e in self._tokenizer.encode_batch([str(t) for t in texts])]
-        finally:
-            self._tokenizer.enable_truncation(max_length=self.context_length)
-            self._tokenizer.enable_padding(
-                length=self.context_length, pad_id=self.pad_token_id,
-                pad_token=self._tokenizer.id_to_token(self.pad_token_id),
-            )
 
     def save(self, folder: str | Path) -> None:
         """Write the tokenizer files into `folder` (copies of the originals where there are)."""
