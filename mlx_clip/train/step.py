@@ -112,6 +112,7 @@ def clip_loss(model: CLIPModel, input_ids: mx.array, pixel_values: mx.array,
     """
     return LOSSES[family_of(model).loss](model(input_ids, pixel_values).logits_per_image, groups)
 
+
 class Trainer:
     """Owns the model, the optimizer and the compiled step: `nn.value_and_grad(model, loss_fn)` and
     the update under `mx.compile(inputs=state, outputs=state)`, as mlx-examples' mnist; frozen
