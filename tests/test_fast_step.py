@@ -1,12 +1,12 @@
-"""The training step's CPU fast paths compute what the plain forms compute: the linear layer
-whose weight gradient is row-major, and custom backward passes on their forward's stream."""
+"""The training step's CPU fast path computes what the plain form computes: the linear layer
+whose weight gradient is row-major."""
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_clip.models.fast_ops import Linear, backward_on_forward_stream
+from mlx_clip.models.fast_ops import Linear
 
 
 def _square_sum(layer, x):
@@ -36,27 +36,3 @@ def test_linear_without_bias_is_nn_linear():
     layer = Linear(4, 3, bias=False)
     x = mx.random.normal((2, 4))
     np.testing.assert_array_equal(np.array(layer(x)), np.array(x @ layer.weight.T))
-
-
-def test_custom_backward_runs_on_the_stream_its_forward_ran_on():
-    """MLX builds a custom VJP on the default stream; the helper moves it to the forward's stream, so
-    the split step's backward passes (Linear, quick_gelu) stay on their own cores' streams."""
-    seen = []
-
-    def backward(x, cotangent, output):
-        seen.append(str(mx.default_stream(mx.default_device())))
-        return cotangent * 3
-
-    triple = backward_on_forward_stream(lambda x: x * 3, backward)
-    stream = mx.new_stream(mx.default_device())
-
-    def loss(x):
-        with mx.stream(stream):
-            y = triple(x)
-        return y.sum()
-
-    grad = mx.grad(loss)(mx.ones(3))
-    np.testing.assert_array_equal(np.array(grad), [3, 3, 3])
-    assert seen == [str(stream)] and str(stream) != str(mx.default_stream(mx.default_device()))
-    mx.grad(lambda x: triple(x).sum())(mx.ones(2))  # no stream given: the default one
-    assert seen[-1] == str(mx.default_stream(mx.default_device()))

@@ -49,51 +49,26 @@ def _sigmoid(z: mx.array) -> mx.array:
     return 1.0 / (1.0 + _exp2(z * -_LOG2E))
 
 
-def backward_on_forward_stream(forward: Callable, backward: Callable) -> Callable:
-    """`forward` with the custom VJP `backward`, which runs on the stream the forward ran on.
-
-    MLX runs a custom VJP's ops on whatever stream is the default when the gradient is
-    built, not on the forward op's stream as it does for its own ops; so whenever a gradient is
-    taken through `per_stream` (one slice of the batch per core), every custom backward pass
-    would pile up on one stream and one thread. One custom_function per stream. (The training
-    step runs on one stream today: its per-core split measured slower, bench/README.md.)
-    """
-    made: dict[str, mx.custom_function] = {}
-
-    def call(*arrays: mx.array) -> mx.array:
-        stream = mx.default_stream(mx.default_device())
-        function = made.get(str(stream))
-        if function is None:
-            function = made[str(stream)] = mx.custom_function(forward)
-
-            def vjp(primals, cotangent, output, stream=stream):
-                with mx.stream(stream):
-                    return backward(primals, cotangent, output)
-
-            function.vjp(vjp)
-        return function(*arrays)
-
-    return call
-
-
-def _quick_gelu(x: mx.array) -> mx.array:
+@mx.custom_function
+def quick_gelu(x: mx.array) -> mx.array:
+    """x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32."""
     return x * _sigmoid(1.702 * x)
 
 
+@quick_gelu.vjp
 def _quick_gelu_vjp(x: mx.array, cotangent: mx.array, _output: mx.array) -> mx.array:
     # written out so the backward pass reuses the libm-free sigmoid too
     s = _sigmoid(1.702 * x)
     return cotangent * (s + 1.702 * x * s * (1.0 - s))
 
 
-# x * sigmoid(1.702 x) (CLIP's activation), within 1e-6 of the exact sigmoid in float32
-quick_gelu = backward_on_forward_stream(_quick_gelu, _quick_gelu_vjp)
-
-
-def _affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+@mx.custom_function
+def affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+    """x @ weight.T + bias, with the weight's gradient row-major (see Linear)."""
     return mx.addmm(bias, x, weight.T)
 
 
+@affine.vjp
 def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple:
     x, weight, _bias = primals
     rows = cotangent.reshape(-1, cotangent.shape[-1])
@@ -101,10 +76,6 @@ def _affine_vjp(primals: tuple, cotangent: mx.array, _output: mx.array) -> tuple
     # optimizer's fused update reads every operand contiguously
     weight_grad = rows.T @ x.reshape(-1, x.shape[-1])
     return cotangent @ weight, weight_grad, rows.sum(axis=0)
-
-
-# x @ weight.T + bias, with the weight's gradient row-major (see Linear)
-affine = backward_on_forward_stream(_affine, _affine_vjp)
 
 
 class Linear(nn.Linear):
@@ -147,8 +118,7 @@ def batch_streams(batch_size: int) -> tuple:
 
 
 def per_stream(fn: Callable[[mx.array], mx.array], x: mx.array, streams: tuple) -> mx.array:
-    """fn(x) as one slice of the batch per stream, concatenated; lazy and differentiable (the
-    backward pass of each slice runs on its slice's stream too)."""
+    """fn(x) as one slice of the batch per stream, concatenated (lazy)."""
     bounds = np.linspace(0, x.shape[0], len(streams) + 1).astype(int)
     parts = []
     for stream, start, stop in zip(streams, bounds[:-1], bounds[1:]):
