@@ -27,6 +27,14 @@ def pick_fields(cls, raw: dict[str, Any], defaults: dict[str, Any]):
     return cls(**values)
 
 
+def check_heads(source: str, text: Any, vision: Any) -> None:
+    """One line when a tower's width does not split evenly into its attention heads."""
+    for name, sub in (("text_config", text), ("vision_config", vision)):
+        if sub.hidden_size % sub.num_attention_heads:
+            raise InputError(f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
+                             f"num_attention_heads {sub.num_attention_heads}")
+
+
 @dataclass
 class TextConfig:
     vocab_size: int
@@ -77,12 +85,7 @@ class CLIPConfig:
             raise InputError(f"{source}: not a CLIP config (model_type is {found!r}, expected 'clip')")
         text = pick_fields(TextConfig, raw.get("text_config") or {}, _TEXT_DEFAULTS)
         vision = pick_fields(VisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
-        for name, sub in (("text_config", text), ("vision_config", vision)):
-            if sub.hidden_size % sub.num_attention_heads:
-                raise InputError(
-                    f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
-                    f"num_attention_heads {sub.num_attention_heads}"
-                )
+        check_heads(source, text, vision)
         return cls(
             text=text,
             vision=vision,

@@ -18,8 +18,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..errors import InputError
-from .config import TextConfig, VisionConfig, pick_fields
-from .model import MLP, CLIPModelOutput, Encoder, PatchEmbedding, normalize
+from .config import TextConfig, VisionConfig, check_heads, pick_fields
+from .model import MLP, CLIPModelOutput, Encoder, PatchEmbedding, TextEmbeddings, normalize
 
 # Defaults of transformers' SiglipTextConfig / SiglipVisionConfig.
 _TEXT_DEFAULTS = dict(
@@ -63,10 +63,7 @@ class SiglipConfig:
         vision = pick_fields(SiglipVisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
         if text.projection_size is None:
             text.projection_size = text.hidden_size
-        for name, sub in (("text_config", text), ("vision_config", vision)):
-            if sub.hidden_size % sub.num_attention_heads:
-                raise InputError(f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
-                                 f"num_attention_heads {sub.num_attention_heads}")
+        check_heads(source, text, vision)
         if not vision.vision_use_head:
             raise InputError(f"{source}: vision_config.vision_use_head is false: a SigLIP without its pooling "
                              "head gives no image embedding")
@@ -80,7 +77,7 @@ class TextTransformer(nn.Module):
     def __init__(self, config: SiglipTextConfig):
         super().__init__()
         self.config = config
-        self.embeddings = _TextEmbeddings(config)
+        self.embeddings = TextEmbeddings(config)  # the same token + position embeddings as CLIP's
         self.encoder = Encoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.projection_size)
@@ -89,16 +86,6 @@ class TextTransformer(nn.Module):
         """Projected text features (not normalised): the last position through `head`."""
         x = self.encoder(self.embeddings(input_ids))
         return self.head(self.final_layer_norm(x)[:, -1])
-
-
-class _TextEmbeddings(nn.Module):
-    def __init__(self, config: SiglipTextConfig):
-        super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-
-    def __call__(self, input_ids: mx.array) -> mx.array:
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:input_ids.shape[1]]
 
 
 class BiasedPatchEmbedding(PatchEmbedding):
