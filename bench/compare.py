@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_env import describe_machine, environment, gemm_gflops  # noqa: E402
+from compare_env import describe_machine, environment, gemm_gflops, limit_instruction_set  # noqa: E402
 from compare_schedule import interleaved, summarise  # noqa: E402
 from compare_setup import CASES, CONFIGS, Settings, flops_per_pair, initial_weights_path  # noqa: E402
 from compare_sides import run_isolated  # noqa: E402
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto",
                         help="auto: Metal/MPS on a Mac, CUDA where present, else CPU; cpu forces the CPU")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: cap OpenBLAS (MLX) and MKL, oneDNN and ATen (PyTorch) at AVX2, so an AVX-512 "
+                             "machine measures what an AVX2-only CPU runs (default native)")
     parser.add_argument("--caption-tokens", default="8,40",
                         help="min,max tokens per synthetic caption, BOS and EOS included (default 8,40)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
@@ -93,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(args.config, args.batch, args.precision, args.steps, args.warmup, (low, high), args.device,
                         repeats=args.repeats)
     args.cache.mkdir(parents=True, exist_ok=True)
+    limit_instruction_set(args.isa)  # before any child starts or OpenBLAS loads here
     init = initial_weights_path(settings, args.cache)
-    report: dict = {"environment": environment(), "settings": asdict(settings), "run_order": [], "cases": {}}
+    report: dict = {"environment": environment(), "isa": args.isa, "settings": asdict(settings), "run_order": [],
+                    "cases": {}}
     print(f"{describe_machine(report['environment'])} | config {settings.config}, batch {settings.batch}, "
           f"{settings.precision}, {settings.repeats} interleaved repeats")
     runs: dict[str, list[dict]] = {case: [] for case in args.case_list}

@@ -1,7 +1,9 @@
 """The machine a bench/compare.py report was measured on, and its matmul ceiling through MLX.
 
-Results move with the CPU's vector units and with OpenBLAS's kernel choice
-(`OPENBLAS_CORETYPE=Haswell` limits it to AVX2 on an AVX-512 machine), so the JSON names them.
+Results move with the CPU's vector units and with each side's kernel choice, so the JSON names
+them. `--isa avx2` makes an AVX-512 machine stand in for an AVX2-only one on *both* sides:
+`OPENBLAS_CORETYPE=Haswell` alone limits MLX's OpenBLAS but leaves PyTorch's MKL, oneDNN and ATen
+kernels on AVX-512, which is not what an AVX2 laptop or server runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,18 @@ from pathlib import Path
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon", "asimd")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "MLX_CLIP_BLAS", "LD_PRELOAD")
+            "MLX_CLIP_BLAS", "LD_PRELOAD", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+# The documented switches that cap each library at AVX2 (OpenBLAS, Intel MKL, PyTorch's ATen, oneDNN).
+AVX2_ONLY = {"OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def limit_instruction_set(isa: str) -> dict[str, str]:
+    """Set (in this process, so every child inherits it) the variables that cap both sides at `isa`."""
+    if isa == "native":
+        return {}
+    os.environ.update(AVX2_ONLY)
+    return dict(AVX2_ONLY)
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict:

@@ -2,6 +2,7 @@
 its JSON names the machine, BLAS and versions, and repeats are interleaved and summarised."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,12 @@ from compare_schedule import interleaved, summarise  # noqa: E402
 
 def test_compare_tiny_smoke(tmp_path):
     out = tmp_path / "compare.json"
+    # On an x86 machine, also check that --isa avx2 reaches both sides' children.
+    avx2 = platform.machine() in ("x86_64", "AMD64") and cpu_info()["flags"]["avx2"]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compare.py"), "--config", "tiny", "--batch", "4", "--steps", "1",
          "--warmup", "1", "--repeats", "1", "--json", str(out), "--cache", str(tmp_path / "cache"),
-         "--device", "cpu"],
+         "--device", "cpu", "--isa", "avx2" if avx2 else "native"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -45,6 +48,11 @@ def test_compare_tiny_smoke(tmp_path):
         libraries = train["mlx"]["extra"]["blas_libraries"]
         assert any(lib.get("internal_api") == "openblas" and lib.get("architecture") for lib in libraries)
     assert "train" in done.stdout and "ratio" in done.stdout
+    if avx2:  # both sides capped: OpenBLAS's Haswell kernels under MLX, PyTorch's ATen on AVX2
+        assert report["isa"] == "avx2" and env["blas_environment"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+        assert report["blas"]["torch_cpu_capability"] == "AVX2"
+        if sys.platform.startswith("linux"):
+            assert "Haswell" in report["blas"]["mlx"]
 
 
 def test_bench_memory_tiny_smoke_and_a_case_over_the_limit_is_reported_not_run(tmp_path):
