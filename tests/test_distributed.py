@@ -91,7 +91,9 @@ def test_two_ranks_step_equals_one_process_with_the_global_batch(tiny_hf, tmp_pa
     for got in ranks:
         np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
         for name, value in tree_flatten(model.parameters()):
-            np.testing.assert_allclose(got[name], np.array(value), rtol=0, atol=1e-5, err_msg=name)
+            # lr is 1e-3, so a wrong update is off by ~1e-3; half-batch GEMMs sum in another order,
+            # and Adam turns that noise on a near-zero gradient into up to ~2e-5 after its steps
+            np.testing.assert_allclose(got[name], np.array(value), rtol=0, atol=5e-5, err_msg=name)
     for name in ranks[0].files:  # the ranks stay in lockstep: bitwise the same weights
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
 

@@ -138,7 +138,7 @@ def test_trimmed_padding_gives_the_same_step(tiny_hf):
     from mlx_clip.train.step import trim_padding
     full_model, trim_model = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
     ids = full_model.tokenizer(CAPTIONS)
-    assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 16)
+    assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 8)
     pixels = np.random.default_rng(1).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
     config = OptimConfig(lr=LR, weight_decay=WD, warmup=0, betas=BETAS, eps=EPS)
     full = Trainer(full_model, make_optimizer(config, total_steps=100))
