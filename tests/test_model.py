@@ -171,3 +171,24 @@ def test_mlx_folder_keeps_hf_names_and_the_mlx_patch_layout(tiny_hf, tmp_path):
         assert np.array(value).tobytes() == saved[name].tobytes(), name
     for name, value in tree_flatten(model.parameters()):
         assert np.array(value).tobytes() == saved[name].tobytes(), name
+
+
+def test_text_embeddings_run_only_up_to_end_of_text_and_match_transformers(tiny_hf):
+    """embed_texts trims padding after the batch's last end-of-text token (text_length.py): the
+    compiled text tower sees fewer than 77 positions, and the vectors still equal transformers'
+    on the fully padded ids."""
+    model = mlx_clip.load(tiny_hf)
+    hf = CLIPModel.from_pretrained(tiny_hf).eval()
+    texts = ["a cat", "an amphora from the Bronze Age, found at 51.5074, -0.1278"]
+    shapes = []
+    compiled = model._embed_text_fn
+    model._embed_text_fn = lambda ids: (shapes.append(tuple(ids.shape)), compiled(ids))[1]
+    ours = model.embed_texts(texts)
+    ids = np.asarray(model.tokenizer(texts))
+    needed = int((ids == model.tokenizer.eos_token_id).argmax(axis=1).max()) + 1
+    assert shapes == [(2, -(-needed // 8) * 8)] and shapes[0][1] < ids.shape[1]
+    with torch.no_grad():
+        features = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long))
+    features = features.pooler_output if hasattr(features, "pooler_output") else features
+    reference = torch.nn.functional.normalize(features, dim=-1).numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-5)

@@ -135,7 +135,7 @@ def test_bfloat16_compute_keeps_float32_master_weights(tiny_hf):
 
 def test_trimmed_padding_gives_the_same_step(tiny_hf):
     """Dropping padding after the last end-of-text token changes neither loss nor update."""
-    from mlx_clip.train.step import trim_padding
+    from mlx_clip.models.text_length import trim_padding
     full_model, trim_model = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
     ids = full_model.tokenizer(CAPTIONS)
     assert trim_padding(ids, full_model.tokenizer.eos_token_id).shape == (len(CAPTIONS), 8)

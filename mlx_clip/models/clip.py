@@ -22,6 +22,7 @@ from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .siglip import SiglipConfig, SiglipModel
 from .siglip_tokenizer import SiglipTokenizer, TokenizerUnreadable
+from .text_length import trim_padding
 from .tokenizer import CLIPTokenizer
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -77,7 +78,11 @@ class Embedder:
         return self._embed_image_fn(pixels) if split is None else split
 
     def embed_tokens(self, input_ids: np.ndarray | mx.array) -> mx.array:
-        """Token ids (N, L) -> L2-normalised embeddings (MLX array)."""
+        """Token ids (N, L) -> L2-normalised embeddings (MLX array); CLIP runs only the positions
+        up to the batch's last end-of-text token (text_length.py: exact, and a short query costs
+        8 positions instead of 77)."""
+        if family_of(self).trims_padding and self._tokenizer is not None:
+            input_ids = trim_padding(np.asarray(input_ids), self._tokenizer.eos_token_id)
         return self._embed_text_fn(mx.array(input_ids))
 
     def embed_images(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> np.ndarray:

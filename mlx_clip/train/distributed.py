@@ -55,9 +55,10 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
+from ..models.text_length import trim_padding
 from .checkpoint import Checkpoint
 from .collectives import distributed_clip_loss, sum_tree
-from .step import Trainer, trim_padding
+from .step import Trainer
 
 TIMEOUT_ENV = "MLX_CLIP_DIST_TIMEOUT"
 

@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..models.family import family_of
 from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
 from ..models.model import CLIPModel
+from ..models.text_length import trim_padding
 from .loss import LOSSES
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
@@ -55,30 +56,6 @@ def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = 
             projection.unfreeze()
     if lora is not None and lora.rank and not add_adapters(model, lora, seed):
         raise InputError(ALL_LOCKED)
-
-
-# Each distinct text length compiles the step once (about 0.5-1.5 s for ViT-B/32 on a CPU): rounding
-# up to 8 keeps that to at most 10 shapes for 77 tokens and wastes 3.5 tokens a batch on average
-# (16 wasted 7.5: a batch whose longest caption had 40 tokens ran the text tower on 48, and the
-# step took 7 % longer; bench/README.md).
-TEXT_LENGTH_MULTIPLE = 8
-
-
-def trim_padding(input_ids: np.ndarray, eos_token_id: int | None,
-                 multiple: int = TEXT_LENGTH_MULTIPLE) -> np.ndarray:
-    """Drop padding columns after the batch's last end-of-text token (rounded up to `multiple`).
-
-    Exact for CLIP: attention is causal and the text is pooled at end-of-text, so no kept
-    position ever reads a dropped one; it saves most of the text tower on short captions.
-    """
-    if eos_token_id is None:
-        return input_ids
-    is_eos = input_ids == eos_token_id
-    if not is_eos.any(axis=1).all():
-        return input_ids
-    needed = int(is_eos.argmax(axis=1).max()) + 1
-    length = min(input_ids.shape[1], -(-needed // multiple) * multiple)
-    return input_ids[:, :length]
 
 
 def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
