@@ -24,10 +24,11 @@ Routes (``{name}`` is a key of ``server.images``):
                             at most ``server.trickle_bytes`` bytes, then the connection drops
 - ``/bad-retry-after/{name}``  429 with ``Retry-After: ²`` first, then the image
 - ``/redirect-private/{name}``  302 to ``/img/{name}`` on ``PRIVATE_HOST`` (127.0.0.2)
+- ``/redirect-host/{host}/{name}``  302 to ``/img/{name}`` on host name ``{host}``, this port
 
 The same routes are served on ``PRIVATE_HOST`` too (``server.private_url(path)``), when the
 system lets a socket bind it (Linux does for all of 127.0.0.0/8); ``server.has_private``
-says whether it could.
+says whether it could; ``server.private_hits`` counts the requests that came in on it.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class FetchServer:
         self.trickle_interval = 0.2
         self.trickle_bytes = 50  # about 10 s: a client without a deadline fails slowly, not never
         self.has_private = False
+        self.private_hits: Counter[str] = Counter()  # path -> requests received on PRIVATE_HOST
         self.port = 0
         self.in_flight = 0
         self.max_in_flight = 0  # most requests handled at once, over the server's life
@@ -151,6 +153,7 @@ class FetchServer:
         r.add_get("/trickle/{name}", self._trickle)
         r.add_get("/bad-retry-after/{name}", self._bad_retry_after)
         r.add_get("/redirect-private/{name}", self._redirect_private)
+        r.add_get("/redirect-host/{host}/{name}", self._redirect_host)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, 0)
@@ -166,6 +169,8 @@ class FetchServer:
     async def _count_middleware(self, request: web.Request, handler):
         with self._lock:
             self.hits[request.path] += 1
+            if request.transport.get_extra_info("sockname")[0] == PRIVATE_HOST:
+                self.private_hits[request.path] += 1
             self.hit_times[request.path].append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -279,3 +284,7 @@ class FetchServer:
 
     async def _redirect_private(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(self.private_url(f"/img/{request.match_info['name']}"))
+
+    async def _redirect_host(self, request: web.Request) -> web.Response:
+        host, name = request.match_info["host"], request.match_info["name"]
+        raise web.HTTPFound(f"http://{host}:{self.port}/img/{name}")

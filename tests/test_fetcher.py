@@ -6,8 +6,11 @@ import hashlib
 import ipaddress
 import json
 import os
+import socket
 import sys
+import threading
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -21,10 +24,11 @@ from fetch_server import (  # noqa: E402
 )
 
 from mlx_clip.errors import InputError  # noqa: E402
-from mlx_clip.data.download import is_private_address, parse_retry_after
+from mlx_clip.data.download import parse_retry_after
 from mlx_clip.data.fetch_config import FetchConfig
 from mlx_clip.data.fetcher import fetch_records, lock_output_folder
 from mlx_clip.data.image_files import ImageProblem, image_file, inspect_image
+from mlx_clip.data.redirect_guard import is_private_address
 from mlx_clip.io import write_jsonl
 
 
@@ -556,3 +560,57 @@ def test_redirect_from_public_to_private_is_refused(fetch_server, tmp_path):
     summary = fetch_records(records_path, fast_config(allowed, private_address=public_127,
                                                       allow_private=True))
     assert summary.fetched == 4 and fetch_server.count("/img/rp1") == 1
+
+
+class FakeDNS:
+    """A DNS server under ``socket.getaddrinfo`` (what aiohttp's resolver and the system use): each
+    name in ``answers`` gets its addresses in turn, the last one again and again."""
+
+    def __init__(self, answers: dict[str, list[str]]):
+        self.answers = answers
+        self.asked: Counter[str] = Counter()
+        self._real = socket.getaddrinfo
+        self._lock = threading.Lock()
+
+    def __call__(self, host, port, family=0, type=0, proto=0, flags=0):
+        if host not in self.answers:
+            return self._real(host, port, family, type, proto, flags)
+        with self._lock:
+            self.asked[host] += 1
+            addresses = self.answers[host]
+            address = addresses[min(self.asked[host], len(addresses)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 0)))]
+
+
+def test_dns_rebinding_cannot_send_a_redirect_to_a_private_address(fetch_server, tmp_path, monkeypatch):
+    """A name answering a public address first and a loopback one after (DNS rebinding) gets no
+    redirected request to the loopback address: the address checked is the address connected."""
+    if not fetch_server.has_private:
+        pytest.skip("cannot bind 127.0.0.2 here")
+    rebinding = ["127.0.0.1", "127.0.0.2"]  # public (in these tests), then loopback
+    dns = FakeDNS({"evil.rebind.test": rebinding, "target.rebind.test": rebinding,
+                   "catalogue.lan.test": ["127.0.0.2"]})
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    for name in ("rb1", "rb2", "rb3"):
+        fetch_server.images[name] = make_image(COLORS[9])
+    def to_itself(host: str, name: str) -> str:
+        return f"http://{host}:{fetch_server.port}/redirect-host/{host}/{name}"
+
+    records_path = write_json(tmp_path / "records.json", [
+        # a public host that redirects to itself, rebound to 127.0.0.2 by then
+        {"id": "rebinds-itself", "image_url": to_itself("evil.rebind.test", "rb1")},
+        # a public host redirecting to a name that rebinds after its first answer
+        {"id": "rebinds-target", "image_url": fetch_server.url("/redirect-host/target.rebind.test/rb2")},
+        # a catalogue on the local network, by name, may still redirect to itself
+        {"id": "private-catalogue", "image_url": to_itself("catalogue.lan.test", "rb3")},
+    ])
+    out = tmp_path / "out"
+    fetch_records(records_path, fast_config(out, private_address=public_127))
+    [failure] = read_jsonl(out / "failures.jsonl")
+    assert (failure["id"], failure["reason"]) == ("rebinds-itself", "redirect_private")
+    assert failure["detail"].startswith(
+        "evil.rebind.test redirected to evil.rebind.test (127.0.0.2), a private address; pass --allow-private")
+    assert [e["id"] for e in read_jsonl(out / "manifest.jsonl")] == ["rebinds-target", "private-catalogue"]
+    assert fetch_server.count("/img/rb1") == 0
+    assert fetch_server.private_hits["/img/rb2"] == 0 and fetch_server.count("/img/rb2") == 1
+    assert fetch_server.private_hits["/img/rb3"] == 1

@@ -1,36 +1,26 @@
 """HTTP downloads for fetch: bounded concurrency (overall and per host), retries with backoff on
 timeouts, connection errors, 5xx and 429 (honouring Retry-After), a total deadline per image, a
 size cap, and redirects followed one by one so a public host cannot send a request to a private
-address (``redirect_private``) unless ``allow_private``.
+address (``redirect_private``, the rule :mod:`.redirect_guard` owns) unless ``allow_private``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import random
 import re
-import socket
 from collections import defaultdict
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 from yarl import URL
 
+from .redirect_guard import CheckedResolver, PrivateAddressRefused, RedirectGuard
+
 REDIRECTS = (301, 302, 303, 307, 308)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def is_private_address(address: IPAddress) -> bool:
-    """True for any address that is not globally routed: loopback, private, link-local, ...
-
-    An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address.
-    """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global
 
 
 class DownloadFailure(Exception):
@@ -58,13 +48,38 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-class Downloader:
-    """Downloads for one fetch run over one aiohttp session; ``downloads`` counts bodies received."""
+@asynccontextmanager
+async def open_downloader(config: Any) -> AsyncIterator[Downloader]:
+    """A :class:`Downloader` for one fetch run, its sessions closed on leaving.
 
-    def __init__(self, config: Any, session: aiohttp.ClientSession):
-        """``config`` is the run's FetchConfig: its timeouts, retries, limits and redirect policy."""
+    Two sessions, each with its own connection pool and DNS cache: one for first requests (and
+    redirects a private catalogue sends), one whose resolver refuses private addresses, for
+    redirects from public hosts. Neither reuses a connection the other opened.
+    """
+    guard = RedirectGuard(config.private_address, config.allow_private)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_seconds, sock_read=config.read_timeout)
+
+    def session(resolver: CheckedResolver) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=config.per_host,
+                                         resolver=resolver)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     headers={"User-Agent": config.user_agent})
+
+    async with session(guard.open) as first, session(guard.refusing) as guarded:
+        yield Downloader(config, first, guarded, guard)
+
+
+class Downloader:
+    """Downloads for one fetch run (made by :func:`open_downloader`); ``downloads`` counts bodies received."""
+
+    def __init__(self, config: Any, session: aiohttp.ClientSession, guarded: aiohttp.ClientSession,
+                 guard: RedirectGuard):
+        """``config`` is the run's FetchConfig: its timeouts, retries and limits; ``guarded`` the
+        session whose resolver refuses private addresses, for what ``guard`` says to guard."""
         self.config = config
         self.session = session
+        self.guarded = guarded
+        self.guard = guard
         self.downloads = 0
         self._slots = asyncio.Semaphore(config.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(config.per_host))
@@ -117,22 +132,31 @@ class Downloader:
     async def _get(self, url: URL) -> bytes:
         """One GET, following redirects: the body, or a :class:`DownloadFailure` saying whether to retry.
 
-        Redirects are followed here, not by aiohttp, so that each one's target can be checked
-        before any byte is sent to it.
+        Redirects are followed here, not by aiohttp, so that once a public host has redirected,
+        every later hop goes over the guarded session, whose resolver refuses private addresses.
         """
         c = self.config
+        session, source = self.session, url
         try:
             for _ in range(c.max_redirects + 1):
-                async with self.session.get(url, allow_redirects=False) as response:
+                async with session.get(url, allow_redirects=False) as response:
                     location = response.headers.get("Location")
                     if response.status not in REDIRECTS or not location:
                         return await self._body(response)
                 target = url.join(URL(location))
                 if target.scheme not in ("http", "https") or not target.host:
                     raise DownloadFailure("bad_redirect", f"to {str(target)[:150]}")
-                await self._check_redirect(url, target)
-                url = target
+                source, url = url, target
+                if session is self.guarded or self.guard.guards(source):
+                    self.guard.check_literal(url)
+                    session = self.guarded
             raise DownloadFailure("too_many_redirects", f"more than {c.max_redirects}")
+        except PrivateAddressRefused as e:
+            raise DownloadFailure(
+                "redirect_private",
+                f"{source.host} redirected to {url.host} ({e.address}), a private address; "
+                "pass --allow-private to follow such redirects",
+            ) from None
         except (aiohttp.InvalidURL, ValueError) as e:
             # A host IDNA cannot encode (empty label in ``images.example..org``, a label over 63
             # characters, a lone surrogate) raises UnicodeError, a ValueError, before any lookup.
@@ -162,36 +186,3 @@ class Downloader:
                 raise DownloadFailure("too_large", f"body passed {c.max_bytes:,} bytes")
         self.downloads += 1
         return bytes(body)
-
-    async def _check_redirect(self, source: URL, target: URL) -> None:
-        """Refuse a redirect from a public host to a private address (``redirect_private``).
-
-        A host whose every address is private (a catalogue on the local network) may redirect
-        anywhere, as may any host with ``allow_private``.
-        """
-        c = self.config
-        if c.allow_private:
-            return
-        target_addresses = await self._addresses(target)
-        if not any(map(c.private_address, target_addresses)):
-            return
-        if all(map(c.private_address, await self._addresses(source))):
-            return
-        raise DownloadFailure(
-            "redirect_private",
-            f"{source.host} redirected to {target.host} ({target_addresses[0]}), a private "
-            "address; pass --allow-private to follow such redirects",
-        )
-
-    async def _addresses(self, url: URL) -> list[IPAddress]:
-        """The addresses ``url``'s host resolves to (the literal address if it is one)."""
-        assert url.host is not None
-        try:
-            return [ipaddress.ip_address(url.host)]
-        except ValueError:
-            pass
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            url.host, url.port, type=socket.SOCK_STREAM
-        )
-        return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-

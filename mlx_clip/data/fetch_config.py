@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..cli_args import encoding_name, positive_int, positive_seconds, setting
-from .download import IPAddress, is_private_address
+from .redirect_guard import IPAddress, is_private_address
 from .records import MANIFEST_ID
 from .stored_copy import DEFAULT_MAX_SIDE
 

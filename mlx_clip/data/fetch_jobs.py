@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from tqdm import tqdm
 
-from .download import DownloadFailure, Downloader
+from .download import DownloadFailure, Downloader, open_downloader
 from .image_files import ImageInfo, ImageProblem, inspect_image, sha256_hex
 from .image_store import Existing, ImageStore, Stored
 from .records import MANIFEST_ID
@@ -82,19 +81,12 @@ class JobRunner:
                 outcomes.append(self._failed(job, reason, "the record has no image URL or path"))
             else:
                 by_url[job.url].append(job)
-        c = self.config
-        connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=c.connect_seconds, sock_read=c.read_timeout
-        )
-        show = c.progress and sys.stderr.isatty()
+        show = self.config.progress and sys.stderr.isatty()
         with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:
             self._progress = progress
             progress.update(len(outcomes))
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers={"User-Agent": c.user_agent}
-            ) as session:
-                self.downloader = Downloader(c, session)
+            async with open_downloader(self.config) as downloader:
+                self.downloader = downloader
                 tasks.extend(
                     self._isolated(group, self._url_group(url, group))
                     for url, group in by_url.items()
