@@ -16,7 +16,7 @@ USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-c
 MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.jsonl"
 IMAGES_DIR = "images"
-ORIGINALS_DIR = "originals"  # --keep-originals: the downloaded files of resized images
+ORIGINALS_DIR = "originals"  # --keep-originals: the downloaded files of resized images (never local files)
 LOCK_NAME = ".fetch.lock"
 MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height", "original_width", "original_height",
                  "original_path")
@@ -24,7 +24,8 @@ MANIFEST_KEYS = (MANIFEST_ID, "image_path", "sha256", "width", "height", "origin
 :func:`~mlx_clip.data.records.record_id` gave it, which also names its image file; ``sha256`` and
 ``original_width``/``original_height`` describe the original image, ``width``/``height`` the file
 at ``image_path``, a resized copy when the original was larger than ``--max-side``;
-``original_path`` only with ``--keep-originals``).
+``original_path`` names the original's file when it is kept: with ``--keep-originals``, and for
+a local image read through a resized copy, the local file, which stays where it is).
 
 A record's own value under one of these keys (say a museum object's ``width`` in cm) is kept
 under ``record_<key>`` (``record_width``); a local ``image_path`` read with ``--path-field
@@ -47,7 +48,8 @@ class FetchConfig:
         metavar="FIELD", group=RECORDS_GROUP)
     path_field: str | None = setting(
         None, "field holding a local image path, relative to the records file; such images are "
-        "checked and kept without downloading", metavar="FIELD", group=RECORDS_GROUP)
+        "checked and read where they are (through a resized copy in OUT/images when larger than "
+        "--max-side), never downloaded, moved or changed", metavar="FIELD", group=RECORDS_GROUP)
     encoding: str | None = setting(
         None, "text encoding of the records file, e.g. cp1252 for a CSV saved by Excel on Windows "
         "(default: UTF-8, with or without a byte-order mark)", type=encoding_name, metavar="NAME",
@@ -75,11 +77,13 @@ class FetchConfig:
     max_side: int = setting(
         DEFAULT_MAX_SIDE, "store images whose longest side is over N pixels resized to N (aspect kept, "
         "JPEG quality 92, PNG when transparent): the file training reads, decoded 10-40x faster than "
-        "a 3000x2250 original; the manifest's sha256 stays the original's. 0 keeps full size",
+        "a 3000x2250 original; the manifest's sha256 stays the original's. A large --path-field file "
+        "gets its copy in OUT/images (the file is only read). 0 keeps full size",
         type=int, metavar="N", check=lambda n: None if n >= 0 else f"must be 0 (full size) or a number of pixels, got {n}")
     keep_originals: bool = setting(
-        False, "also keep the original of each resized image, in OUT/originals/ (the manifest's "
-        "original_path); a later run with another --max-side resizes from them instead of downloading again")
+        False, "also keep the original of each resized download, in OUT/originals/ (the manifest's "
+        "original_path); a later run with another --max-side resizes from them instead of downloading "
+        "again. --path-field files stay where they are and need no keeping")
     max_bytes: int = setting(50_000_000, "largest image to accept, in bytes", type=positive_int, metavar="N")
     max_redirects: int = setting(10, cli=False)
     user_agent: str = setting(USER_AGENT, cli=False, save=False)
@@ -129,10 +133,12 @@ class FetchSummary:
     sample_explanation: str = ""
     removed_partial_files: int = 0
     max_side: int = 0  # --max-side of this run
-    resized: int = 0  # records whose stored file is a resized copy
+    resized: int = 0  # downloaded records whose stored file is a resized copy (local ones: local_copies)
     resized_on_disk: int = 0  # stored again at this --max-side from files an earlier run left
     downloaded_again: int = 0  # originals downloaded again for a larger --max-side (or --keep-originals)
     kept_smaller: int = 0  # ... whose download failed: the smaller copy an earlier run made stays
+    local_copies: int = 0  # local records read through a resized copy in OUT/images
+    local_copies_made: int = 0  # ... of which this run wrote the copy (the others were current)
     originals_dir: Path | None = None  # --keep-originals
 
     @property
@@ -155,6 +161,10 @@ class FetchSummary:
         ]
         if self.local:
             lines.append(f"  local files      {self.local:,}")
+        if self.local_copies:
+            lines.append(f"    {self.local_copies:,} read from copies resized to {self.max_side} px in "
+                         f"{self.manifest_path.parent / IMAGES_DIR} ({self.local_copies_made:,} made in this run); "
+                         "the files themselves stay where they are (the manifest's original_path)")
         lines.extend(self._stored_lines())
         lines.append(f"  failed           {self.failed_total:,}" + (
             f" -> {self.failures_path}" if self.failed_total else ""))

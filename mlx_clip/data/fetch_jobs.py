@@ -1,5 +1,6 @@
 """The jobs of a fetch run (one per sampled record) and the runner that carries them out: local
-files checked, shared URLs downloaded once, image files written; each job ends as one Outcome."""
+files checked (and copied resized when large), shared URLs downloaded once, image files written;
+each job ends as one Outcome."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from typing import Any
 from tqdm import tqdm
 
 from .download import DownloadFailure, Downloader, open_downloader
-from .image_files import ImageInfo, ImageProblem, inspect_image, sha256_hex
+from .image_files import ImageInfo, ImageProblem, inspect_image
 from .image_store import Existing, ImageStore, Stored
+from .local_images import settle_local
 from .records import MANIFEST_ID
 from .fetch_config import ORIGINALS_DIR, FetchConfig
-from .stored_copy import Original
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Job:
     record_id: str
     url: str | None = None
     local_path: Path | None = None
-    key: str = ""  # what the image file name is hashed from
+    key: str = ""  # what the image file name is hashed from (a local file's too: its copy's)
 
 
 @dataclass
@@ -41,6 +42,11 @@ class Outcome:
     entry: dict
     stored: Stored | None = None  # the file the manifest line points at
 
+    @property
+    def local_copy(self) -> bool:
+        """A local file read through a resized copy in the images folder."""
+        return self.status == "local" and self.stored is not None and self.stored.original_path is not None
+
 
 @dataclass
 class StoreCounts:
@@ -49,6 +55,7 @@ class StoreCounts:
     resized_on_disk: int = 0  # stored again at this run's --max-side from files already on disk
     downloaded_again: int = 0  # originals downloaded again: a stored copy was smaller than wanted
     kept_smaller: int = 0  # ... and the download failed, so the smaller copy stays
+    local_copies_made: int = 0  # resized copies of local files written in this run
 
 
 class JobRunner:
@@ -70,17 +77,18 @@ class JobRunner:
 
     async def run(self, jobs: list[Job]) -> list[Outcome]:
         by_url: dict[str, list[Job]] = defaultdict(list)
-        tasks = []
+        by_file: dict[Path, list[Job]] = defaultdict(list)
         outcomes: list[Outcome] = []
         for job in jobs:
             if job.local_path is not None:
-                tasks.append(self._isolated([job], self._local(job)))
+                by_file[job.local_path].append(job)
             elif job.url is None:
                 only_paths = self.config.path_field and not self.config.url_field
                 reason = "missing_file" if only_paths else "missing_url"
                 outcomes.append(self._failed(job, reason, "the record has no image URL or path"))
             else:
                 by_url[job.url].append(job)
+        tasks = [self._isolated(group, self._local_file(path, group)) for path, group in by_file.items()]
         show = self.config.progress and sys.stderr.isatty()
         with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:
             self._progress = progress
@@ -146,21 +154,16 @@ class JobRunner:
 
     # -- local files --------------------------------------------------------------------
 
-    async def _local(self, job: Job) -> list[Outcome]:
-        assert job.local_path is not None
+    async def _local_file(self, path: Path, jobs: list[Job]) -> list[Outcome]:
+        """All records naming the local file ``path``: read, checked and, when large, copied
+        resized, in one call on the thread pool (so at most its workers hold a file's bytes)."""
+        keys = list(dict.fromkeys(job.key for job in jobs))
         try:
-            data = await asyncio.to_thread(job.local_path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return self._done([self._failed(job, "missing_file", "no such file")])
-        except OSError as e:
-            return self._done([self._failed(job, "missing_file", e.strerror or str(e))])
-        try:
-            info = await asyncio.to_thread(inspect_image, data)
+            local = await asyncio.to_thread(settle_local, self.store, path, keys)
         except ImageProblem as e:
-            return self._done([self._failed(job, e.reason, e.detail)])
-        original = Original(sha256_hex(data), info.width, info.height, info.format)
-        stored = Stored(job.local_path, info.width, info.height, original)
-        return self._done([self._usable(job, "local", stored)])
+            return self._done([self._failed(job, e.reason, e.detail) for job in jobs])
+        self.counts.local_copies_made += local.made
+        return self._done([self._usable(job, "local", local.stored[job.key]) for job in jobs])
 
     # -- downloads ----------------------------------------------------------------------
 

@@ -8,11 +8,15 @@
   each record whose id differs gets its own copy of the file. An image whose longest side is
   over ``max_side`` (default 512) is stored as a resized copy (:mod:`.stored_copy`), the file
   training reads; with ``keep_originals`` the original goes to ``data/originals/ab/...``.
+  A local image (``path_field``) stays where it is and is read there, unless it is larger than
+  ``max_side``: then its resized copy is stored here, named from the id and the file's path
+  (:mod:`.local_images`).
 - ``data/manifest.jsonl``: one line per usable record, in the sample's order: the record's own
   fields plus ``record_id`` (:func:`~mlx_clip.data.records.record_id`), ``image_path``
   (relative to the manifest's folder), ``sha256`` of the original image, ``width`` and ``height`` of the stored file,
-  ``original_width`` and ``original_height`` (and ``original_path`` with ``keep_originals``); a
-  record's own field of one of these names is kept as ``record_<name>``.
+  ``original_width`` and ``original_height`` (and ``original_path``: the kept original with
+  ``keep_originals``, or the local file a copy was made from); a record's own field of one of
+  these names is kept as ``record_<name>``.
 - ``data/failures.jsonl``: one line per unusable record: ``id``, ``record_index``, ``url`` (or
   ``path``), ``reason`` (a short stable code such as ``http_404`` or ``truncated_image``) and
   ``detail``.
@@ -135,7 +139,9 @@ async def fetch_records_async(
         sample_explanation=explanation,
         removed_partial_files=removed,
         max_side=config.max_side,
-        resized=sum(1 for o in outcomes if o.stored is not None and o.stored.resized),
+        resized=sum(1 for o in outcomes if o.stored is not None and o.stored.resized and o.status != "local"),
+        local_copies=sum(1 for o in outcomes if o.local_copy),
+        local_copies_made=fetch.counts.local_copies_made,
         resized_on_disk=fetch.counts.resized_on_disk,
         downloaded_again=fetch.counts.downloaded_again,
         kept_smaller=fetch.counts.kept_smaller,
@@ -207,9 +213,13 @@ def _plan_jobs(
         url_value = get_field(record, url_field, None) if url_field else None
         if path_value not in (None, ""):
             job.local_path = base / str(path_value)
+            source = str(job.local_path)  # names the resized copy of a large local image
         elif url_value not in (None, ""):
-            job.url = str(url_value).strip()
-            own_id = config.id_field is not None or has_own_id(rid)
-            job.key = f"{rid}\n{job.url}" if own_id else job.url
+            job.url = source = str(url_value).strip()
+        else:
+            jobs.append(job)
+            continue
+        own_id = config.id_field is not None or has_own_id(rid)
+        job.key = f"{rid}\n{source}" if own_id else source
         jobs.append(job)
     return jobs

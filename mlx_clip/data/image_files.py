@@ -50,7 +50,8 @@ class ImageInfo:
 
 
 class ImageProblem(Exception):
-    """Bytes that are not a usable image; ``reason`` is a short stable code."""
+    """Bytes that are not a usable image (or a local file that cannot be read); ``reason`` is a
+    short stable code."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

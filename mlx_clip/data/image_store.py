@@ -1,6 +1,7 @@
 """What fetch keeps on disk for one record key: the file training reads (the original, or a
 resized copy when it is larger than --max-side), the original beside it with --keep-originals,
-and how a later run with another --max-side settles what an earlier run left."""
+and how a later run with another --max-side settles what an earlier run left. A local file's
+copy (:mod:`.local_images`) lives here too; the local file itself is never written."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Stored:
     width: int  # of the stored file
     height: int
     original: Original
-    original_path: Path | None = None  # the original's file, with --keep-originals
+    original_path: Path | None = None  # the original's file: kept with --keep-originals, or a local file copied
 
     @property
     def resized(self) -> bool:
@@ -62,13 +63,17 @@ class ImageStore:
             path = self._put(self.images_dir, key, info.extension, data)
             self._remove(self.originals_dir, key)  # stored as it is: the file is its own original
             return Stored(path, info.width, info.height, original, path if self.keep_originals else None)
-        copy = make_copy(data, original, self.max_side)
         kept = self._put(self.originals_dir, key, info.extension, data) if self.keep_originals else None
+        return replace(self.write_copy(key, data, original), original_path=kept)
+
+    def write_copy(self, key: str, data: bytes, original: Original) -> Stored:
+        """Store a resized copy of ``data`` (larger than max_side) for ``key``, and nothing else."""
+        copy = make_copy(data, original, self.max_side)
         path = self._put(self.images_dir, key, copy.extension, copy.data)
-        return Stored(path, copy.width, copy.height, original, kept)
+        return Stored(path, copy.width, copy.height, original)
 
     def duplicate(self, key: str, source: Stored) -> Stored:
-        """Store for ``key`` the file another key of the same URL already holds (no original needed)."""
+        """Store for ``key`` the file another key of the same URL or local file already holds (no original needed)."""
         path = self._put(self.images_dir, key, source.path.suffix.lstrip("."), source.path.read_bytes())
         return Stored(path, source.width, source.height, source.original)
 
@@ -95,6 +100,22 @@ class ImageStore:
         if kept_data is None or sha256_hex(kept_data) != original.sha256:
             return Existing(Stored(path, info.width, info.height, original), None, None)
         return Existing(Stored(path, info.width, info.height, original, kept), kept_data, inspect_image(kept_data))
+
+    def current_copy(self, key: str, sha256: str) -> Stored | None:
+        """The copy an earlier run made for ``key`` of the original with this sha256, if it has
+        this run's size (then the original need not be decoded again)."""
+        existing = self.lookup(key)
+        if existing is None:
+            return None
+        stored = existing.stored
+        side = max(stored.width, stored.height)
+        if stored.original.sha256 != sha256 or not stored.resized or side != self.wanted_side(stored.original):
+            return None
+        return stored
+
+    def forget(self, key: str) -> None:
+        """Remove the files an earlier run stored for ``key`` in images_dir (a copy no longer read)."""
+        self._remove(self.images_dir, key)
 
     def settle(self, key: str, existing: Existing) -> tuple[Stored | None, bool]:
         """``existing`` made right for this run's max_side and keep_originals, and whether a file

@@ -1,4 +1,6 @@
-"""The file training reads: a copy of each large image resized once at fetch time (issue 17).
+"""The file training reads: a copy of each large image resized once at fetch time (issue 17),
+whether it was downloaded or is a local ``--path-field`` file (whose copy goes to OUT/images while
+the file itself stays where it is, only read: :mod:`.local_images`).
 
 A 3000x2250 catalogue photo costs the training stream 25-500 ms to decode (JPEG with DCT
 scaling; PNG and TIFF in full, which no reduced decode avoids); the same picture stored with its
@@ -45,7 +47,7 @@ TAG = "mlx-clip-original"  # the JPEG comment / PNG text key that holds the orig
 
 @dataclass(frozen=True)
 class Original:
-    """The downloaded file a copy was made from (the record's identity)."""
+    """The file a copy was made from, downloaded or local (the record's identity)."""
 
     sha256: str
     width: int
