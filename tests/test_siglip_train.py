@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
@@ -13,9 +14,10 @@ from mlx.utils import tree_flatten
 import mlx_clip
 from mlx_clip import compare, finetune
 from mlx_clip.models import weights as W
+from mlx_clip.models.lora import LoraConfig
 from mlx_clip.train.loss import chance_loss, sigmoid_loss
 from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
-from mlx_clip.train.step import Trainer, clip_loss
+from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
 from siglip_fixtures import TINY_TEXT, make_hf_siglip
 from test_llm_plugin import LLM, cosine, plugin_site  # noqa: F401  (plugin_site: the fixture)
 
@@ -143,6 +145,37 @@ def test_bfloat16_keeps_temperature_and_bias_float32(siglip_hf):
     assert model.logit_scale.dtype == model.logit_bias.dtype == mx.float32
     assert model.text_model.head.weight.dtype == mx.bfloat16
     assert trainer.fp32_parameters()["logit_bias"].dtype == mx.float32
+
+
+@pytest.mark.parametrize("locks", [LockConfig(), LockConfig(lock_image=True, lock_text=True, unlock_last=1)])
+def test_lora_trains_the_bias_as_it_trains_the_temperature(siglip_hf, locks):
+    """With --lora (and whatever the locks) the sigmoid loss's two scalars both train, in AdamW's
+    group without weight decay. Written out, with z = t cos + b and p = 1 for same-image pairs:
+    dL/db = sum (sigmoid(z) - p) / B and dL/dt = sum (sigmoid(z) - p)(z - b) / B, and Adam's
+    first step moves each by lr g / (|g| + eps)."""
+    model = mlx_clip.load(siglip_hf)
+    apply_locks(model, locks, LoraConfig(rank=2))
+    trainable = {k for k, _ in tree_flatten(model.trainable_parameters())}
+    assert {"logit_scale", "logit_bias"} <= trainable
+    assert all(".lora_" in k for k in trainable - {"logit_scale", "logit_bias"}), trainable
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    scale, bias = float(model.logit_scale[0]), float(model.logit_bias[0])
+    z = np.array(model(mx.array(ids), mx.array(pixels)).logits_per_image, np.float64)  # B = 0: the base model
+    positive = np.equal.outer(GROUPS, GROUPS)
+    residual = (1 / (1 + np.exp(-z)) - positive) / len(GROUPS)
+    expected = {"logit_bias": residual.sum(), "logit_scale": (residual * (z - bias)).sum()}
+    _, grads = nn.value_and_grad(model, clip_loss)(model, mx.array(ids), mx.array(pixels), mx.array(GROUPS))
+    grads = dict(tree_flatten(grads))
+    lr = 1e-2  # weight decay 0.5 would move b = -3 by a further 0.015: the bias has none, as the temperature
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=lr, weight_decay=0.5, warmup=0, eps=EPS), 10))
+    trainer.step(ids, pixels, groups=GROUPS)
+    for name, start in (("logit_bias", bias), ("logit_scale", scale)):
+        g = expected[name]
+        assert abs(g) > 1e-3, name  # a real gradient
+        np.testing.assert_allclose(float(grads[name][0]), g, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(float(getattr(model, name)[0]), start - lr * g / (abs(g) + EPS), rtol=0,
+                                   atol=2e-6, err_msg=name)
 
 
 @pytest.fixture(scope="module")
