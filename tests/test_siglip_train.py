@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 import mlx_clip
 from mlx_clip import compare, finetune
@@ -176,6 +176,29 @@ def test_lora_trains_the_bias_as_it_trains_the_temperature(siglip_hf, locks):
         np.testing.assert_allclose(float(grads[name][0]), g, rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(float(getattr(model, name)[0]), start - lr * g / (abs(g) + EPS), rtol=0,
                                    atol=2e-6, err_msg=name)
+
+
+def test_a_lora_checkpoint_without_moments_for_the_bias_resumes(siglip_hf):
+    """A SigLIP LoRA checkpoint saved before the bias trained holds no AdamW moments for it: resumed,
+    the bias trains from fresh moments and the adapters go on from their saved ones."""
+    ids = mlx_clip.load(siglip_hf).tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    trainers = []
+    for _ in range(2):
+        model = mlx_clip.load(siglip_hf)
+        apply_locks(model, LockConfig(), LoraConfig(rank=2))
+        trainers.append(Trainer(model, make_optimizer(OptimConfig(lr=1e-2, warmup=0), 10)))
+    old, new = trainers
+    old.step(ids, pixels, groups=GROUPS)
+    saved = [(k, v) for k, v in tree_flatten(old.optimizer.state) if ".logit_bias." not in k]
+    assert len(saved) < len(tree_flatten(old.optimizer.state))
+    new.load_fp32_parameters(old.fp32_parameters())
+    new.load_optimizer_state(tree_unflatten(saved))
+    bias = float(new.model.logit_bias[0])
+    new.step(ids, pixels, groups=GROUPS)
+    assert abs(float(new.model.logit_bias[0]) - bias) > 1e-3
+    state = dict(tree_flatten(new.optimizer.state))
+    assert int(state["states.0.step"]) == 2 and "states.0.logit_bias.m" in state  # the saved state went on
 
 
 @pytest.fixture(scope="module")

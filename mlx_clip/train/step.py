@@ -243,12 +243,16 @@ class Trainer:
         return mx.array(input_ids), mx.array(pixel_values), mx.array(np.asarray(groups, np.int32))
 
     def load_optimizer_state(self, state: dict) -> None:
-        """Restore a saved optimizer state in place (the compiled step holds these dicts)."""
+        """Restore a saved optimizer state in place (the compiled step holds these dicts). A parameter
+        the checkpoint holds no moments for keeps its fresh ones: a SigLIP LoRA run saved before its
+        bias trained resumes, training the bias from there."""
         optimizers = getattr(self.optimizer, "optimizers", [self.optimizer])
         states = state["states"] if "states" in state else [state]
         for optimizer, saved in zip(optimizers, states, strict=True):
+            fresh = {k: v for k, v in optimizer.state.items() if k not in saved}
             optimizer.state.clear()
             optimizer.state.update(saved)
+            optimizer.state.update(fresh)
 
     def fp32_parameters(self) -> dict:
         """All weights in float32 (master weights in bfloat16 mode), as a nested tree."""
