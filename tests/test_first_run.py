@@ -130,6 +130,27 @@ def test_finetune_passes_encoding_to_the_fetch(tmp_path):
     assert [item.record["title"] for item in items] == ["\u201cCaf\u00e9\u201d sign \u20ac5", "plain"]
 
 
+def test_finetune_parses_a_sampled_records_file_once(tmp_path, monkeypatch):
+    """--data records.json --sample N: the records are checked before the fetch and then fetched,
+    from one parse (a 72,000-record JSON takes seconds and hundreds of MB to parse)."""
+    from mlx_clip.data import records as records_module
+
+    (tmp_path / "img").mkdir()
+    for i in range(6):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "img" / f"{i}.png")
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"id": f"r{i}", "title": f"red {i}", "path": f"img/{i}.png"} for i in range(6)]))
+    parses = []
+    parse = records_module._read_json_or_jsonl
+    monkeypatch.setattr(records_module, "_read_json_or_jsonl", lambda *a: parses.append(a[0]) or parse(*a))
+    args = finetune.build_parser().parse_args(["--data", str(path), "--path-field", "path", "--sample", "4",
+                                               "--caption", "{title}", "--out", str(tmp_path / "out"),
+                                               "--batch-size", "1"])
+    items = read_manifest(resolve_manifest(finetune.config_from_args(args), say=lambda line: None))
+    assert len(items) == 4 and {item.record["title"] for item in items} <= {f"red {i}" for i in range(6)}
+    assert parses == [path]
+
+
 def test_utf8_with_byte_order_mark_needs_no_flag(tmp_path):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), "green").save(tmp_path / "img" / "a.png")

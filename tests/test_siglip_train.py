@@ -2,20 +2,21 @@
 trimmed, and a tiny SigLIP trained end to end through finetune.py, then used by llm and compare."""
 
 import json
-from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 import mlx_clip
 from mlx_clip import compare, finetune
 from mlx_clip.models import weights as W
+from mlx_clip.models.lora import LoraConfig
 from mlx_clip.train.loss import chance_loss, sigmoid_loss
 from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
-from mlx_clip.train.step import Trainer, clip_loss
+from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
 from siglip_fixtures import TINY_TEXT, make_hf_siglip
 from test_llm_plugin import LLM, cosine, plugin_site  # noqa: F401  (plugin_site: the fixture)
 
@@ -145,6 +146,60 @@ def test_bfloat16_keeps_temperature_and_bias_float32(siglip_hf):
     assert trainer.fp32_parameters()["logit_bias"].dtype == mx.float32
 
 
+@pytest.mark.parametrize("locks", [LockConfig(), LockConfig(lock_image=True, lock_text=True, unlock_last=1)])
+def test_lora_trains_the_bias_as_it_trains_the_temperature(siglip_hf, locks):
+    """With --lora (and whatever the locks) the sigmoid loss's two scalars both train, in AdamW's
+    group without weight decay. Written out, with z = t cos + b and p = 1 for same-image pairs:
+    dL/db = sum (sigmoid(z) - p) / B and dL/dt = sum (sigmoid(z) - p)(z - b) / B, and Adam's
+    first step moves each by lr g / (|g| + eps)."""
+    model = mlx_clip.load(siglip_hf)
+    apply_locks(model, locks, LoraConfig(rank=2))
+    trainable = {k for k, _ in tree_flatten(model.trainable_parameters())}
+    assert {"logit_scale", "logit_bias"} <= trainable
+    assert all(".lora_" in k for k in trainable - {"logit_scale", "logit_bias"}), trainable
+    ids = model.tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    scale, bias = float(model.logit_scale[0]), float(model.logit_bias[0])
+    z = np.array(model(mx.array(ids), mx.array(pixels)).logits_per_image, np.float64)  # B = 0: the base model
+    positive = np.equal.outer(GROUPS, GROUPS)
+    residual = (1 / (1 + np.exp(-z)) - positive) / len(GROUPS)
+    expected = {"logit_bias": residual.sum(), "logit_scale": (residual * (z - bias)).sum()}
+    _, grads = nn.value_and_grad(model, clip_loss)(model, mx.array(ids), mx.array(pixels), mx.array(GROUPS))
+    grads = dict(tree_flatten(grads))
+    lr = 1e-2  # weight decay 0.5 would move b = -3 by a further 0.015: the bias has none, as the temperature
+    trainer = Trainer(model, make_optimizer(OptimConfig(lr=lr, weight_decay=0.5, warmup=0, eps=EPS), 10))
+    trainer.step(ids, pixels, groups=GROUPS)
+    for name, start in (("logit_bias", bias), ("logit_scale", scale)):
+        g = expected[name]
+        assert abs(g) > 1e-3, name  # a real gradient
+        np.testing.assert_allclose(float(grads[name][0]), g, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(float(getattr(model, name)[0]), start - lr * g / (abs(g) + EPS), rtol=0,
+                                   atol=2e-6, err_msg=name)
+
+
+def test_a_lora_checkpoint_without_moments_for_the_bias_resumes(siglip_hf):
+    """A SigLIP LoRA checkpoint saved before the bias trained holds no AdamW moments for it: resumed,
+    the bias trains from fresh moments and the adapters go on from their saved ones."""
+    ids = mlx_clip.load(siglip_hf).tokenizer(CAPTIONS)
+    pixels = np.random.default_rng(0).standard_normal((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+    trainers = []
+    for _ in range(2):
+        model = mlx_clip.load(siglip_hf)
+        apply_locks(model, LockConfig(), LoraConfig(rank=2))
+        trainers.append(Trainer(model, make_optimizer(OptimConfig(lr=1e-2, warmup=0), 10)))
+    old, new = trainers
+    old.step(ids, pixels, groups=GROUPS)
+    saved = [(k, v) for k, v in tree_flatten(old.optimizer.state) if ".logit_bias." not in k]
+    assert len(saved) < len(tree_flatten(old.optimizer.state))
+    new.load_fp32_parameters(old.fp32_parameters())
+    new.load_optimizer_state(tree_unflatten(saved))
+    bias = float(new.model.logit_bias[0])
+    new.step(ids, pixels, groups=GROUPS)
+    assert abs(float(new.model.logit_bias[0]) - bias) > 1e-3
+    state = dict(tree_flatten(new.optimizer.state))
+    assert int(state["states.0.step"]) == 2 and "states.0.logit_bias.m" in state  # the saved state went on
+
+
 @pytest.fixture(scope="module")
 def runs(shapes_manifest, tmp_path_factory):
     """base: a random SigLIP at SigLIP's training init (scale ln 10, bias -10), not trained;
@@ -202,28 +257,13 @@ def test_llm_embeds_with_the_fine_tuned_siglip(runs, tmp_path, plugin_site, shap
 def test_two_ranks_step_equals_one_process(tmp_path):
     """Data-parallel SigLIP: logits with the bias from all-gathered features, the sigmoid loss over the
     global batch (a positive pair split across ranks, a padded short shard), summed gradients (the
-    temperature's and the bias's divided by the ranks) equal one process with the global batch."""
-    import mlx.nn as nn
-
+    temperature's and the bias's divided by the ranks) equal one process with the global batch;
+    the weights as in test_one_step_matches_pytorch (attention key biases bounded, not compared)."""
     import dist_helper
-    from test_distributed import finish, start_ranks
+    from test_distributed import two_ranks_step_like_one_process
+
+    def same_weights(name, got, want, start):
+        assert_same_update(name, got, want, start, dist_helper.OPTIM.lr)
 
     siglip_hf = make_hf_siglip(tmp_path / "model", tokenizer="gemma", seed=4, logit_scale=np.log(10), logit_bias=-10)
-    results = finish(start_ranks([str(Path(dist_helper.__file__)), "step", str(siglip_hf), str(tmp_path)], tmp_path))
-    for rc, _, stderr in results:
-        assert rc == 0, stderr
-    model = mlx_clip.load(siglip_hf)
-    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
-    for b, (ids, pixels, groups) in enumerate(dist_helper.batches(model)):
-        _, grads = nn.value_and_grad(model, clip_loss)(model, mx.array(ids), mx.array(pixels), mx.array(groups))
-        for name, value in tree_flatten(grads):
-            for got in ranks:
-                np.testing.assert_allclose(got[f"grad{b}.{name}"], np.array(value), rtol=1e-4, atol=1e-6,
-                                           err_msg=name)
-    start = {name: np.array(value) for name, value in tree_flatten(model.parameters())}
-    trainer = Trainer(model, make_optimizer(dist_helper.OPTIM, dist_helper.TOTAL_STEPS))
-    losses = [float(trainer.step(ids, pixels, groups=groups)) for ids, pixels, groups in dist_helper.batches(model)]
-    for got in ranks:
-        np.testing.assert_allclose(got["losses"], losses, rtol=0, atol=1e-5)
-        for name, value in tree_flatten(model.parameters()):
-            assert_same_update(name, got[name], np.array(value), start[name], dist_helper.OPTIM.lr)
+    two_ranks_step_like_one_process(siglip_hf, tmp_path, same_weights=same_weights)

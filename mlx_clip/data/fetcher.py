@@ -65,16 +65,19 @@ def fetch_records(
     stratify: str | None = None,
     seed: int = 0,
     log: Callable[[str], Any] | None = None,
+    loaded: Records | None = None,
 ) -> FetchSummary:
     """Sample the records in ``records_path``, fetch their images, write the manifest.
 
     Synchronous wrapper around :func:`fetch_records_async`. ``log`` receives progress lines
-    (how the sample was chosen); the closing summary is returned, not printed.
+    (how the sample was chosen); the closing summary is returned, not printed. ``loaded``:
+    ``records_path`` as a caller already read it (finetune.py checks the records first), so a
+    large file is not parsed twice.
     """
     return asyncio.run(
         fetch_records_async(
             records_path, config, sample=sample, margin=margin, stratify=stratify, seed=seed,
-            log=log,
+            log=log, loaded=loaded,
         )
     )
 
@@ -88,6 +91,7 @@ async def fetch_records_async(
     stratify: str | None = None,
     seed: int = 0,
     log: Callable[[str], Any] | None = None,
+    loaded: Records | None = None,
 ) -> FetchSummary:
     """Async form of :func:`fetch_records`."""
     config = config or FetchConfig()
@@ -97,7 +101,7 @@ async def fetch_records_async(
         if Path(records_path).resolve() == (out / written).resolve():
             raise InputError(f"{records_path}: is the {written} this run would write; "
                              "pass another --out to draw a sample from it")
-    records = load_records(records_path, config.encoding)
+    records = load_records(records_path, config.encoding) if loaded is None else loaded
     url_field = _check_fields(records, config)
     try:
         indices, explanation = choose_sample(records.records, sample, margin, stratify, seed)

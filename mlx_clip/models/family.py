@@ -2,7 +2,8 @@
 
 A family is read from config.json's `model_type` (or, for old CLIP configs, `architectures`).
 Everything else asks this registry: the loss, whether text padding may be trimmed, the
-temperature clamp, the config and module classes, the names written into exports and cards.
+temperature clamp, which scalars (temperature, bias) always train, the config and module
+classes, the names written into exports and cards.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Family:
     loss: str  # "softmax": CLIP's contrastive cross-entropy; "sigmoid": SigLIP's pairwise loss
     trims_padding: bool  # causal text pooled at end-of-text: trailing padding changes nothing
     max_logit_scale: float | None  # clamp of the log temperature after each step (None: none)
+    # the model's own scalars beside the towers (the loss's log temperature; SigLIP's bias too):
+    # they train whatever the locks and LoRA freeze, stay float32 under bfloat16, and every rank
+    # holds their whole gradient (each computes the global batch's logits)
+    scalars: tuple[str, ...]
     processor_class: str  # transformers' processor, for the model card's snippet
 
     def default_preprocessor(self, image_size: int) -> dict[str, Any]:
@@ -69,14 +74,14 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "clip": Family("clip", "CLIP", "CLIPModel", CLIPConfig, CLIPModel, CLIPTokenizer, loss="softmax", trims_padding=True,
                    # CLIP and open_clip clamp the temperature at 100
-                   max_logit_scale=math.log(100.0),
+                   max_logit_scale=math.log(100.0), scalars=("logit_scale",),
                    processor_class="CLIPProcessor"),
     # SigLIP pools the text at its last position, which sees every position (no causal mask):
     # the padding to max_length is part of the input. Pretrained SigLIPs hold exp(scale) above
     # 100, so CLIP's clamp would change the model on its first step.
     "siglip": Family("siglip", "SigLIP", "SiglipModel", SiglipConfig, SiglipModel, SiglipTokenizer,
                      loss="sigmoid",
-                     trims_padding=False, max_logit_scale=None,
+                     trims_padding=False, max_logit_scale=None, scalars=("logit_scale", "logit_bias"),
                      processor_class="AutoProcessor"),
 }
 

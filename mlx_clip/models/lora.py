@@ -37,8 +37,8 @@ class LoraConfig:
     """Low-rank adapters instead of full fine-tuning (0: off)."""
 
     rank: int = setting(0, "train low-rank adapters of rank R on the unlocked layers instead of their weights "
-                           "(base weights frozen; the temperature still trains); the saved model has them merged. "
-                           "0: full fine-tuning", flag="--lora", metavar="R")
+                           "(base weights frozen; the temperature, and SigLIP's bias, still train); the saved "
+                           "model has them merged. 0: full fine-tuning", flag="--lora", metavar="R")
     alpha: float | None = setting(None, "adapter scale = alpha / rank (default alpha = 2 x rank: scale 2)",
                                   flag="--lora-alpha", metavar="ALPHA")
     targets: list[str] = setting(default_factory=lambda: list(DEFAULT_TARGETS),
@@ -92,7 +92,8 @@ class LoRALinear(nn.Linear):
 
 def add_adapters(model: nn.Module, config: LoraConfig, seed: int = 0) -> int:
     """Put adapters into the target layers of every transformer block that has trainable weights now
-    (so locks decide where they go), then freeze everything but the adapters and the temperature.
+    (so locks decide where they go), then freeze everything but the adapters (train/step.py's
+    apply_locks then unfreezes the family's scalars: the temperature, SigLIP's bias).
     Returns how many blocks got adapters (0: every block was locked; nothing was changed)."""
     blocks = [layer for encoder in model.modules() if isinstance(encoder, Encoder) for layer in encoder.layers
               if tree_flatten(layer.trainable_parameters())]
@@ -110,8 +111,6 @@ def add_adapters(model: nn.Module, config: LoraConfig, seed: int = 0) -> int:
                 adapter.freeze(keys=["weight", "bias"], strict=False)
                 wrapped.append((name, adapter))
         block.update_modules(tree_unflatten(wrapped))
-    if "logit_scale" in model:
-        model.unfreeze(keys=["logit_scale"], recurse=False)
     return len(blocks)
 
 

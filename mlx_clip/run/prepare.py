@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..config import FinetuneConfig
 from ..data.captions import CaptionBuilder, value_text
-from ..data.records import get_field_or_none
+from ..data.records import Records, get_field_or_none, load_records
 from ..data.dataset import Item, check_images, read_manifest, split, split_sizes
 from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
@@ -92,13 +92,15 @@ BUNDLED_CAPTION = "{name}, an emoji of {subcategory}"
 BUNDLED_LABEL_FIELD = "category"
 
 
-def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print) -> Path:
-    """Draw and fetch the sample of `config.data` (as fetch.py does); returns its manifest.jsonl."""
+def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
+                   records: Records | None = None) -> Path:
+    """Draw and fetch the sample of `config.data` (as fetch.py does); returns its manifest.jsonl.
+    `records`: config.data as check_before_fetch read it, so a large file is parsed once."""
     from ..data.fetcher import fetch_records
 
     say(f"fetching images for {config.data} into {config.fetch.out}")
     summary = fetch_records(config.data, config.fetch, sample=config.sample.sample, margin=config.sample.margin,
-                            stratify=config.sample.stratify, seed=config.sample.seed, log=say)
+                            stratify=config.sample.stratify, seed=config.sample.seed, log=say, loaded=records)
     say(str(summary))
     metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
     if metadata.rows:
@@ -154,15 +156,15 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
     sampling = config.sample.draws or config.fetch.path_field
     if _is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
-    check_before_fetch(config)
+    records = check_before_fetch(config)
     before_fetch()
-    return fetch_manifest(config, say)
+    return fetch_manifest(config, say, records)
 
 
-def check_before_fetch(config: FinetuneConfig) -> None:
+def check_before_fetch(config: FinetuneConfig) -> Records:
     """What the records alone can show wrong (templates, label field, batch size against the
-    sample's training split), before minutes to hours of downloads."""
-    from ..data.records import load_records
+    sample's training split), before minutes to hours of downloads; returns the records read,
+    for the fetch."""
     from ..data.sampling import choose_sample
 
     records = load_records(config.data, config.fetch.encoding)
@@ -176,6 +178,7 @@ def check_before_fetch(config: FinetuneConfig) -> None:
     _check_label_field(config, sample)
     _check_batch_size(config, split_sizes(len(sample), config.val_fraction, _test_fraction(config, len(sample)))[0],
                       f"the sample's training split (of {len(sample)} records, before any image fails)")
+    return records
 
 
 def _test_fraction(config: FinetuneConfig, n: int) -> float:

@@ -289,7 +289,7 @@ class DistributedTrainer(Trainer):
 
     def reduce_grads(self, grads):
         summed = sum_tree(grads, self.dist.group)
-        for name in ("logit_scale", "logit_bias"):  # every rank holds the full dL/ds (and SigLIP's dL/db)
+        for name in self.scalars:  # every rank holds the full dL/ds (and SigLIP's dL/db)
             if name in summed:
                 summed[name] = summed[name] / self.dist.size
         return summed

@@ -38,8 +38,9 @@ class LockConfig:
 
 def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = None, seed: int = 0) -> None:
     """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection.
-    With `lora` (rank > 0) the blocks left trainable get adapters, and only the adapters and the
-    temperature train (models/lora.py)."""
+    With `lora` (rank > 0) the blocks left trainable get adapters, and only the adapters train
+    (models/lora.py). The family's scalars (the temperature; SigLIP's bias too) train either way:
+    the loss needs them fitted to the embeddings, and they weigh nothing."""
     model.unfreeze()
     towers = []
     if config.lock_image:
@@ -56,6 +57,7 @@ def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = 
             projection.unfreeze()
     if lora is not None and lora.rank and not add_adapters(model, lora, seed):
         raise InputError(ALL_LOCKED)
+    model.unfreeze(keys=list(family_of(model).scalars), recurse=False)
 
 
 def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
@@ -123,6 +125,7 @@ class Trainer:
         # set: trailing padding is trimmed (see trim_padding), where the family allows it
         self.eos_token_id = eos_token_id if family.trims_padding else None
         self.max_logit_scale = family.max_logit_scale
+        self.scalars = family.scalars  # kept float32 under bfloat16
         self.loss_kind = family.loss  # loss.LOSSES' key
         self.compute_dtype = PRECISIONS[precision]
         trainable = model.trainable_parameters()
@@ -141,7 +144,7 @@ class Trainer:
             self._step = self._checkpointed_step(self._update_fp32 if precision == "float32" else self._update_mixed)
 
     def _cast(self, name: str, value: mx.array) -> mx.array:
-        return value if name in ("logit_scale", "logit_bias") else value.astype(self.compute_dtype)
+        return value if name in self.scalars else value.astype(self.compute_dtype)
 
     def _cast_model_from(self, flat: dict) -> None:
         set_weights(self.model, {k: self._cast(k, v) for k, v in flat.items()})
@@ -225,12 +228,16 @@ class Trainer:
         return mx.array(input_ids), mx.array(pixel_values), mx.array(np.asarray(groups, np.int32))
 
     def load_optimizer_state(self, state: dict) -> None:
-        """Restore a saved optimizer state in place (the compiled step holds these dicts)."""
+        """Restore a saved optimizer state in place (the compiled step holds these dicts). A parameter
+        the checkpoint holds no moments for keeps its fresh ones: a SigLIP LoRA run saved before its
+        bias trained resumes, training the bias from there."""
         optimizers = getattr(self.optimizer, "optimizers", [self.optimizer])
         states = state["states"] if "states" in state else [state]
         for optimizer, saved in zip(optimizers, states, strict=True):
+            fresh = {k: v for k, v in optimizer.state.items() if k not in saved}
             optimizer.state.clear()
             optimizer.state.update(saved)
+            optimizer.state.update(fresh)
 
     def fp32_parameters(self) -> dict:
         """All weights in float32 (master weights in bfloat16 mode), as a nested tree."""
