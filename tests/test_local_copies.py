@@ -206,3 +206,19 @@ def test_finetune_on_a_folder_of_large_local_images_trains_on_the_copies(tiny_hf
     assert read and all(Path(p).resolve().is_relative_to((out / "images").resolve()) for p in read)
     assert all(max(Image.open(p).size) == 512 for p in set(read))
     assert pics_state(folder / "pics") == before
+
+
+def test_a_manifest_sampled_again_elsewhere_keeps_its_original_paths_pointing_at_the_files(records, tmp_path):
+    """Copies read in place from a first manifest keep an original_path that names the user's file
+    from the new manifest's folder too (it was relative to the first manifest)."""
+    _, first = fetch(records, tmp_path / "one")
+    deeper = tmp_path / "two" / "deeper"
+    again = fetch_records(tmp_path / "one" / "manifest.jsonl", FetchConfig(
+        out=deeper, path_field="image_path", progress=False))
+    assert not again.failed
+    second = {e["record_id"]: e for e in map(json.loads, (deeper / "manifest.jsonl").read_text().splitlines())}
+    for rid, entry in first.items():
+        if "original_path" in entry:  # a copy in one/images, read in place by the second run
+            want = (tmp_path / "one" / entry["original_path"]).resolve()
+            assert (deeper / second[rid]["original_path"]).resolve() == want, rid
+            assert (deeper / second[rid]["image_path"]).resolve() == (tmp_path / "one" / entry["image_path"]).resolve()

@@ -32,6 +32,7 @@ class Job:
     record_id: str
     url: str | None = None
     local_path: Path | None = None
+    records_dir: Path | None = None  # what a local record's paths are relative to (the records file's folder)
     key: str = ""  # what the image file name is hashed from (a local file's too: its copy's)
 
 
@@ -143,14 +144,23 @@ class JobRunner:
         entry = {}
         for key, value in job.record.items():
             if key in added and not (key == "image_path" and job.local_path is not None):
-                entry[f"record_{key}"] = value
+                entry[f"record_{key}"] = self._rebased(job, key, value)
             else:
-                entry[key] = value
+                entry[key] = self._rebased(job, key, value)
         entry.update(added)
         return Outcome(job, status, entry, stored)
 
     def _relative(self, path: Path) -> str:
         return Path(os.path.relpath(path.resolve(), self.out)).as_posix()
+
+    def _rebased(self, job: Job, key: str, value: Any) -> Any:
+        """A manifest sampled again names its kept originals relative to itself: such an
+        ``original_path`` that names a file is rewritten relative to this run's manifest (any other
+        value, or a record read from a URL, is kept as it is)."""
+        if key != "original_path" or job.records_dir is None or not isinstance(value, str) or not value:
+            return value
+        path = job.records_dir / value
+        return self._relative(path) if path.is_file() else value
 
     # -- local files --------------------------------------------------------------------
 

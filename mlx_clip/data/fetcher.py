@@ -217,6 +217,7 @@ def _plan_jobs(
         url_value = get_field(record, url_field, None) if url_field else None
         if path_value not in (None, ""):
             job.local_path = base / str(path_value)
+            job.records_dir = base
             source = str(job.local_path)  # names the resized copy of a large local image
         elif url_value not in (None, ""):
             job.url = source = str(url_value).strip()
