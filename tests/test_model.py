@@ -192,3 +192,20 @@ def test_text_embeddings_run_only_up_to_end_of_text_and_match_transformers(tiny_
     features = features.pooler_output if hasattr(features, "pooler_output") else features
     reference = torch.nn.functional.normalize(features, dim=-1).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_many_texts_are_batched_shortest_first_and_returned_in_order(tiny_hf):
+    """With more texts than one batch, each batch runs only its own longest text's positions, and
+    every vector lands at its text's place (equal to embedding that text alone)."""
+    model = mlx_clip.load(tiny_hf)
+    texts = ["an amphora from the Bronze Age, found at 51.5074, -0.1278, now in the museum's store",
+             "a cat", "x " * 100, "a bronze coin of the Roman period", "dog", "a red circle on a blue ground"]
+    shapes = []
+    compiled = model._embed_text_fn
+    model._embed_text_fn = lambda ids: (shapes.append(tuple(ids.shape)), compiled(ids))[1]
+    together = model.embed_texts(texts, batch_size=2)
+    assert [rows for rows, _ in shapes] == [2, 2, 2]
+    lengths = [length for _, length in shapes]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+    alone = np.concatenate([model.embed_texts([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)

@@ -92,10 +92,21 @@ class Embedder:
         return self._in_batches(list(images), batch_size, lambda b: self.embed_pixels(self.image_processor(b)))
 
     def embed_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Texts -> (N, projection_dim) float32 unit vectors; long texts are truncated."""
+        """Texts -> (N, projection_dim) float32 unit vectors; long texts are truncated.
+
+        CLIP batches the texts shortest first, so each batch runs only as many positions as its
+        own longest text (embed_tokens trims), then returns the vectors in the order given."""
         if isinstance(texts, str):
             texts = [texts]
-        return self._in_batches(list(texts), batch_size, lambda b: self.embed_tokens(self.tokenizer(b)))
+        texts = list(texts)
+        if not (family_of(self).trims_padding and len(texts) > batch_size):
+            return self._in_batches(texts, batch_size, lambda b: self.embed_tokens(self.tokenizer(b)))
+        ids = self.tokenizer(texts)
+        order = np.argsort((ids == self.tokenizer.eos_token_id).argmax(axis=1), kind="stable")
+        sorted_vectors = self._in_batches(list(order), batch_size, lambda rows: self.embed_tokens(ids[rows]))
+        vectors = np.empty_like(sorted_vectors)
+        vectors[order] = sorted_vectors
+        return vectors
 
     def _in_batches(self, items: list, batch_size: int, embed) -> np.ndarray:
         """Embed in batches; a progress bar on a terminal when there is more than one batch."""
