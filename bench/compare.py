@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.case_list) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    if args.isa == "avx2" and platform.machine().lower() not in ("x86_64", "amd64"):
+        parser.error(f"--isa avx2 stands an x86 CPU in for an AVX2-only one; this is {platform.machine()}")
     if args.repeats < 1 or args.steps < 1:
         parser.error("--repeats and --steps must be at least 1")
     return args
