@@ -8,7 +8,9 @@ Phases: forward (loss only), forward + backward, the full step (AdamW); the same
 PyTorch (transformers CLIPModel, torch.optim.AdamW, autocast for bfloat16). Variants of the
 MLX model: as shipped, and `quick_gelu` with MLX's own sigmoid inside its custom VJP instead
 of the libm-free polynomial (a CPU trick). `step_device_inputs` passes the batch as MLX arrays
-already made, `step` as the NumPy arrays the data stream yields. Same weights, ids and pixels as bench/compare.py.
+already made, `step` as the NumPy arrays the data stream yields; `update_ms` and
+`gradient_sum_ms` time AdamW's update and the NaN guard's gradient sum alone, on fixed gradients
+(what the step adds to forward + backward). Same weights, ids and pixels as bench/compare.py.
 """
 
 from __future__ import annotations
@@ -74,11 +76,19 @@ def mlx_phases(settings: C.Settings, init: Path, variant: str) -> dict:
             return loss, gradient_sum(grads)
 
         fwd_bwd = mx.compile(loss_and_grad_sum, inputs=model.state, outputs=model.state)
+        # the rest of the step alone, on fixed gradients: AdamW's update, and the NaN guard's sum
+        _, grads = grad_fn(model, ids, px)
+        mx.eval(grads)
+        update = mx.compile(lambda g: optimizer.update(model, g), inputs=trainer.state, outputs=trainer.state)
+        summed = mx.compile(gradient_sum)
         mx.reset_peak_memory()
         out = {"forward": settings.batch / timed(lambda: mx.eval(fwd(ids, px)), settings.steps),
                "forward_backward": settings.batch / timed(lambda: mx.eval(fwd_bwd(ids, px)), settings.steps),
                "step_device_inputs": settings.batch / timed(lambda: trainer.step(ids, pixels), settings.steps),
-               "step": settings.batch / timed(lambda: trainer.step(ids_np, pixels_np), settings.steps)}
+               "step": settings.batch / timed(lambda: trainer.step(ids_np, pixels_np), settings.steps),
+               "update_ms": 1e3 * timed(lambda: mx.eval(update(grads), trainer.state), settings.steps),
+               "gradient_sum_ms": 1e3 * timed(lambda: mx.eval(summed(grads)), settings.steps)}
+        del grads
         out["peak_gb"] = mx.get_peak_memory() / 1e9
         del trainer, model, optimizer
         mx.clear_cache()
@@ -165,7 +175,10 @@ def main() -> None:
         print(f"\n{args.config} {row['precision']} batch {row['batch']}: images/s (forward / fwd+bwd / step on device inputs / step), peak GB")
         for name, r in row.items():
             if isinstance(r, dict):
-                print(f"  {name:22s} {r['forward']:9.0f} {r['forward_backward']:9.0f} {r.get('step_device_inputs', float('nan')):9.0f} {r['step']:9.0f}   {r['peak_gb']:.1f}")
+                extra = (f"   update {r['update_ms']:.1f} ms, gradient sum {r['gradient_sum_ms']:.1f} ms"
+                         if "update_ms" in r else "")
+                print(f"  {name:22s} {r['forward']:9.0f} {r['forward_backward']:9.0f} "
+                      f"{r.get('step_device_inputs', float('nan')):9.0f} {r['step']:9.0f}   {r['peak_gb']:.1f}{extra}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
