@@ -15,15 +15,12 @@ CONFIGS = {
                             image_size=224, patch_size=32),
                 text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
                 projection_dim=512),
-    "b16": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                            image_size=224, patch_size=16),
-                text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
-                projection_dim=512),
     "l14": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                             image_size=224, patch_size=14),
                 text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
                 projection_dim=768),
 }
+CONFIGS["b16"] = dict(CONFIGS["b32"], vision=dict(CONFIGS["b32"]["vision"], patch_size=16))  # B/32 with 16-px patches
 CASES = ("train", "train-lock-text", "embed")
 EOS, BOS, VOCAB = 49407, 49406, 49408
 

@@ -22,7 +22,7 @@ from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .siglip import SiglipConfig, SiglipModel
 from .siglip_tokenizer import SiglipTokenizer, TokenizerUnreadable
-from .text_length import trim_padding
+from .text_length import end_positions, trim_padding
 from .tokenizer import CLIPTokenizer
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -102,7 +102,7 @@ class Embedder:
         if not (family_of(self).trims_padding and len(texts) > batch_size):
             return self._in_batches(texts, batch_size, lambda b: self.embed_tokens(self.tokenizer(b)))
         ids = self.tokenizer(texts)
-        order = np.argsort((ids == self.tokenizer.eos_token_id).argmax(axis=1), kind="stable")
+        order = np.argsort(end_positions(ids, self.tokenizer.eos_token_id), kind="stable")
         sorted_vectors = self._in_batches(list(order), batch_size, lambda rows: self.embed_tokens(ids[rows]))
         vectors = np.empty_like(sorted_vectors)
         vectors[order] = sorted_vectors

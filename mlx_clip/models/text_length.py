@@ -19,15 +19,19 @@ import numpy as np
 TEXT_LENGTH_MULTIPLE = 8
 
 
+def end_positions(input_ids: np.ndarray, eos_token_id: int) -> np.ndarray:
+    """Each row's first end-of-text position (0 for a row without one)."""
+    return (input_ids == eos_token_id).argmax(axis=1)
+
+
 def trim_padding(input_ids: np.ndarray, eos_token_id: int | None,
                  multiple: int = TEXT_LENGTH_MULTIPLE) -> np.ndarray:
     """Drop padding columns after the batch's last end-of-text token (rounded up to `multiple`);
     unchanged when `eos_token_id` is None or a row has no end-of-text token (truncated text)."""
     if eos_token_id is None:
         return input_ids
-    is_eos = input_ids == eos_token_id
-    if not is_eos.any(axis=1).all():
+    if not (input_ids == eos_token_id).any(axis=1).all():
         return input_ids
-    needed = int(is_eos.argmax(axis=1).max()) + 1
+    needed = int(end_positions(input_ids, eos_token_id).max()) + 1
     length = min(input_ids.shape[1], -(-needed // multiple) * multiple)
     return input_ids[:, :length]
