@@ -143,10 +143,8 @@ class JobRunner:
             added["original_path"] = self._relative(stored.original_path)
         entry = {}
         for key, value in job.record.items():
-            if key in added and not (key == "image_path" and job.local_path is not None):
-                entry[f"record_{key}"] = self._rebased(job, key, value)
-            else:
-                entry[key] = self._rebased(job, key, value)
+            kept_aside = key in added and not (key == "image_path" and job.local_path is not None)
+            entry[f"record_{key}" if kept_aside else key] = self._rebased(job, key, value)
         entry.update(added)
         return Outcome(job, status, entry, stored)
 

@@ -134,9 +134,7 @@ class ImageStore:
             return None, False
         if side == wanted:
             return stored, False
-        copy = make_copy(stored.path.read_bytes(), stored.original, self.max_side)  # a smaller copy of the copy
-        path = self._put(self.images_dir, key, copy.extension, copy.data)
-        return Stored(path, copy.width, copy.height, stored.original), True
+        return self.write_copy(key, stored.path.read_bytes(), stored.original), True  # a smaller copy of the copy
 
     # -- files ----------------------------------------------------------------------------
 
