@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from compare_env import blas_libraries, peak_rss  # noqa: E402
 from compare_setup import CONFIGS, EOS, VOCAB  # noqa: E402  (the same model configurations)
 
 MODES = {  # name: (LoRA rank, gradient checkpointing)
@@ -93,15 +94,11 @@ def child(model_name: str, mode: str, batch: int, steps: int, warmup: int) -> di
         started = time.perf_counter()
         trainer.step(ids, pixels)
         times.append(time.perf_counter() - started)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    rss = peak_rss()
     step_s = statistics.median(times)
-    try:  # the BLAS kernel MLX's CPU matmuls ran on (Linux: Debian's OpenBLAS, see mlx_clip/_blas.py)
-        from threadpoolctl import threadpool_info
-
-        blas = [{k: i.get(k) for k in ("filepath", "version", "architecture", "num_threads")}
-                for i in threadpool_info() if i.get("internal_api") == "openblas"]
-    except ImportError:
-        blas = None
+    # the BLAS kernel MLX's CPU matmuls ran on (Linux: Debian's OpenBLAS, see mlx_clip/_blas.py)
+    blas = [{k: lib.get(k) for k in ("filepath", "version", "architecture", "num_threads")}
+            for lib in blas_libraries() if lib.get("internal_api") == "openblas"]
     return {"status": "ok", "blas": blas, "params": params, "trainable": trainable, "weights_bytes": 4 * params,
             "mlx_peak_bytes": int(mx.get_peak_memory()), "peak_rss_bytes": int(rss),
             "step_seconds": times, "images_per_s": batch / step_s}

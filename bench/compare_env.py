@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,23 @@ def describe_machine(env: dict) -> str:
     coretype = env["openblas_coretype"]
     return (f"{env['system']}, {env['cpu']['model']} ({flags}), {env['usable_cores']} of {env['cores']} cores"
             + (f", OPENBLAS_CORETYPE={coretype}" if coretype else ""))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (ru_maxrss is bytes on macOS, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def blas_libraries() -> list[dict]:
+    """threadpoolctl's view of the BLAS/OpenMP libraries loaded in this process (OpenBLAS names
+    its kernel as `architecture`, e.g. Haswell or SkylakeX)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "prefix", "filepath", "version", "num_threads", "architecture",
+            "threading_layer")
+    return [{k: lib[k] for k in keep if k in lib} for lib in threadpool_info()]
 
 
 def gemm_gflops(device: str) -> float:

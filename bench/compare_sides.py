@@ -6,29 +6,13 @@ result also names the BLAS (and its kernel) the process actually loaded."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from compare_env import blas_libraries, peak_rss
 from compare_setup import EOS, Result, Settings, synthetic_batch
-
-
-def blas_libraries() -> list[dict]:
-    """threadpoolctl's view of the BLAS/OpenMP libraries loaded in this process (OpenBLAS names
-    its kernel as `architecture`, e.g. Haswell or SkylakeX)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keep = ("user_api", "internal_api", "prefix", "filepath", "version", "num_threads", "architecture",
-            "threading_layer")
-    return [{k: lib[k] for k in keep if k in lib} for lib in threadpool_info()]
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _timed(fn, settings: Settings) -> list[float]:
@@ -45,14 +29,13 @@ def _timed(fn, settings: Settings) -> list[float]:
 def run_mlx(settings: Settings, case: str, init: Path) -> Result:
     import mlx_clip  # first: OpenBLAS under MLX on Linux
     import mlx.core as mx
-    import numpy as np
 
     from mlx_clip.models.clip import CLIP
     from mlx_clip.models.config import CLIPConfig
-    from mlx_clip.train.optim import OptimConfig, make_optimizer
     from mlx_clip.models.text_length import trim_padding
-    from mlx_clip.train.step import LockConfig, Trainer, apply_locks
     from mlx_clip.models.weights import hf_to_mlx, read_weights
+    from mlx_clip.train.optim import OptimConfig, make_optimizer
+    from mlx_clip.train.step import LockConfig, Trainer, apply_locks
 
     device = "cpu" if settings.device == "cpu" or not mx.is_available(mx.gpu) else "gpu"
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
@@ -89,7 +72,7 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
     from mlx_clip._blas import describe_blas
 
     return Result("mlx", case, f"mlx-{device}", settings.batch / statistics.median(times), times,
-                  _peak_rss(), int(mx.get_peak_memory()), text_length, first_loss,
+                  peak_rss(), int(mx.get_peak_memory()), text_length, first_loss,
                   {"blas": describe_blas() if device == "cpu" else "gpu", "mlx_version": mx.__version__,
                    "blas_libraries": blas_libraries(), "active_memory_growth_per_step_bytes": int(leak)})
 
@@ -170,7 +153,7 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
     times = _timed(fn, settings)
     framework_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return Result("torch", case, f"torch-{device}", settings.batch / statistics.median(times), times,
-                  _peak_rss(), framework_peak, length, first_loss,
+                  peak_rss(), framework_peak, length, first_loss,
                   {"threads": torch.get_num_threads(), "torch_version": torch.__version__,
                    "transformers_version": transformers.__version__, "blas": torch_blas(torch),
                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas_libraries": blas_libraries()})
