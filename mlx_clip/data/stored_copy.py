@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, PngImagePlugin
 
-from ..models.preprocess import to_rgb
+from ..models.preprocess import has_alpha, shown_size, to_rgb
 
 __all__ = ["DEFAULT_MAX_SIDE", "Original", "StoredCopy", "target_size", "make_copy", "read_original"]
 
@@ -80,16 +80,11 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int] | Non
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return "A" in image.getbands() or image.info.get("transparency") is not None
-
-
 def make_copy(data: bytes, original: Original, max_side: int) -> StoredCopy:
     """Decode ``data`` reduced, apply EXIF orientation and resize (LANCZOS, reducing gap 3) so
     the longest side is ``max_side``; encode as JPEG, or PNG when it has transparency."""
     with Image.open(io.BytesIO(data)) as image:
-        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        width, height = (image.height, image.width) if turned else image.size
+        width, height = shown_size(image)
         size = target_size(width, height, max_side)
         if size is None:
             raise ValueError(f"{width}x{height} is not larger than {max_side}; the original is kept")
@@ -99,7 +94,7 @@ def make_copy(data: bytes, original: Original, max_side: int) -> StoredCopy:
                         (int(image.width * scale), int(image.height * scale)))
         image.load()
         icc = image.info.get("icc_profile")
-        alpha = _has_alpha(image)
+        alpha = has_alpha(image)
         grey = image.mode in ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F") and not alpha
         kept_mode = image.mode in ("L", "RGB", "RGBA", "LA")
         if alpha:

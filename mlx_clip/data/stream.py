@@ -25,7 +25,7 @@ from PIL import Image
 from ..cli_args import setting
 from .captions import CaptionBuilder
 from .dataset import Item
-from ..models.preprocess import ImageProcessor, load_image, to_rgb
+from ..models.preprocess import ImageProcessor, load_image, shown_size, to_rgb
 
 # Columns of the per-sample augmentation draw.
 SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)
@@ -81,9 +81,7 @@ def decode_reduced(path: str, min_side: int) -> Decoded:
     as PNG and TIFF have no reduced decoding."""
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation turns it sideways
-                width, height = height, width
+            width, height = shown_size(image)  # EXIF orientation may turn it sideways
             scale = 1
             if image.format == "JPEG":
                 shrink = min_side / max(1, min(width, height))

@@ -25,6 +25,17 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ImageInput = Union[str, Path, Image.Image]
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the picture has transparency (an alpha band, or a palette/colour key marked transparent)."""
+    return "A" in image.getbands() or image.info.get("transparency") is not None
+
+
+def shown_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as shown: swapped when the EXIF orientation turns the picture sideways."""
+    sideways = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (image.height, image.width) if sideways else image.size
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to RGB: transparency composited on white, 16-bit scaled, EXIF orientation applied."""
     image = ImageOps.exif_transpose(image)
@@ -33,8 +44,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         image = Image.fromarray(array, mode="L")
-    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if has_alpha:
+    if has_alpha(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
