@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -105,16 +106,40 @@ def inspect_page(path: str | Path, screenshot: str | Path, chromium: str | None 
     if chromium is None:
         raise FileNotFoundError("no chromium binary")
     url = Path(path).resolve().as_uri()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    # its own session, so its helper processes (which write into the profile) end with it
+    process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = _devtools_port(Path(profile), process, timeout)
+        return asyncio.run(_inspect(port, url, Path(screenshot), timeout))
+    finally:
+        _stop(process)
+        _remove_profile(profile)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End Chromium and every helper process of its session."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            port = _devtools_port(Path(profile), process, timeout)
-            return asyncio.run(_inspect(port, url, Path(screenshot), timeout))
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _remove_profile(profile: str) -> None:
+    """Remove the profile; a helper that was still exiting may write one last file into it."""
+    for _ in range(10):
+        try:
+            shutil.rmtree(profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    shutil.rmtree(profile, ignore_errors=True)
