@@ -1,0 +1,105 @@
+"""search.py: search an index (from index.py) in a local web page, or write the curator's CSVs
+with --curate OUTDIR. Also `python -m mlx_clip.search` and the `mlx-clip-search` console script."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_LABEL_PROMPT
+from .errors import InputError, write_error_line
+from .use.curate import CurateConfig, curate
+from .use.search_api import SearchService
+from .use.search_server import MAX_UPLOAD_BYTES, make_server, serve
+from .use.vector_search import read_collections
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="search.py",
+        description="Open a local search page over one or two index files made by index.py: search by words or "
+        "by an image, filter by any field, see two collections (base and fine-tuned) side by side, and a map "
+        "of the collection. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
+    parser.add_argument("index_files", metavar="FILE", nargs="+", help="index file(s) (one or two)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--link-template", help="each record's URL, e.g. https://opencontext.org/media/{uuid} "
+                        "(overrides the one the index was made with)")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
+                        help="largest image upload accepted (default %(default)g MB)")
+    curator = parser.add_argument_group("curator files (--curate)")
+    curator.add_argument("--curate", metavar="OUTDIR", type=Path,
+                         help="write the CSVs into OUTDIR (a subfolder per collection when there are several) and exit")
+    curator.add_argument("--collection", help="only this collection (default: every one)")
+    curator.add_argument("--threshold", type=float, default=0.95, help="duplicates: least similarity (default 0.95)")
+    curator.add_argument("--max-pairs", type=int, default=100_000, help="duplicates: at most this many pairs")
+    curator.add_argument("--label-field", help="the field holding each record's label (default: the index's)")
+    curator.add_argument("--label-prompt", default=DEFAULT_LABEL_PROMPT,
+                         help="prompt for zero-shot labels (default %(default)r)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def run_curate(args, collections) -> None:
+    from . import load
+
+    if args.collection:
+        collections = [c for c in collections if c.key == args.collection]
+        if not collections:
+            raise InputError(f"no collection {args.collection!r}")
+    if not 0 < args.threshold <= 1.0001 or args.max_pairs < 1:
+        raise InputError("--threshold must be in (0, 1] and --max-pairs at least 1")
+    if "{label}" not in args.label_prompt:
+        raise InputError(f"--label-prompt {args.label_prompt!r} has no {{label}}")
+    config = CurateConfig(args.threshold, args.max_pairs, args.label_field, args.label_prompt)
+    models: dict[str, object] = {}
+    for found in collections:
+        out = args.curate if len(collections) == 1 else args.curate / re.sub(r"[^\w.-]+", "_", found.key)
+        source = found.info.model_source
+        if source not in models:
+            try:
+                models[source] = load(source)
+            except (OSError, InputError) as err:
+                print(f"{found.key}: model {source} not loaded ({str(err).splitlines()[0]}): "
+                      "no zero-shot suggestions", file=sys.stderr)
+                models[source] = None
+        written = curate(found, out, config, models[source])
+        print(f"{found.key}: " + ", ".join(f"{out / name} ({rows:,} rows)" for name, rows in written.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        if len(args.index_files) > 2:
+            raise InputError("give one or two index files")
+        collections = read_collections(args.index_files)
+        if args.curate is not None:
+            run_curate(args, collections)
+            return 0
+        service = SearchService(collections, link_template=args.link_template)
+        server = make_server(service, args.host, args.port, int(args.max_upload_mb * 2**20))
+        for found in collections:
+            print(f"{found.key}: {len(found):,} records from {found.info.model_source}")
+        serve(server)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        line = write_error_line(err, "run the same command again")
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
