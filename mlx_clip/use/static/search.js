@@ -1,5 +1,5 @@
 // The search page: plain DOM, no framework. Every record value reaches the page through
-// textContent or an attribute set by the DOM (never innerHTML), so a field holding <script> is text.
+// textContent or an attribute set by the DOM (never parsed as HTML), so a field holding <script> is text.
 "use strict";
 
 const state = { collections: [], shown: [], filters: {}, lastQuery: null, map: null };
