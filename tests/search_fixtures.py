@@ -52,11 +52,11 @@ def variants(source: Path, folder: Path, stem: str, count: int) -> list[Path]:
         image = opened.convert("RGBA")
     out = []
     for i in range(count):
-        margin = 2 + i
-        crop = image.crop((margin, margin, image.width - margin // 2, image.height - margin // 2))
+        margin = 1 + i % 3
+        crop = image.crop((margin, margin // 2, image.width - margin // 2, image.height - margin))
         rgb = Image.alpha_composite(Image.new("RGBA", crop.size, (255, 255, 255, 255)), crop).convert("RGB")
         path = folder / f"{stem}-{i}.png"
-        ImageEnhance.Brightness(rgb).enhance(1.0 - 0.03 * i).save(path)
+        ImageEnhance.Brightness(rgb).enhance(1.0 - 0.02 * i).save(path)
         out.append(path)
     return out
 

@@ -88,9 +88,11 @@ def test_blocked_neighbours_and_pairs_equal_the_full_matrix():
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     matrix[50] = matrix[3]
     full = matrix @ matrix.T
-    index, _ = nearest_neighbours(matrix, 5, block=16)
+    index, scores = nearest_neighbours(matrix, 5, block=16)
     np.fill_diagonal(full, -np.inf)
-    assert (index == np.argsort(-full, axis=1, kind="stable")[:, :5]).all()
+    assert (index != np.arange(70)[:, None]).all()  # never its own neighbour, even beside its identical twin
+    assert np.take_along_axis(full, index.astype(np.int64), axis=1) == pytest.approx(scores)
+    assert scores == pytest.approx(-np.sort(-full, axis=1)[:, :5])  # ties may come in either order
     pairs = similar_pairs(matrix, 0.6, 1000, block=16)
     upper = [(full[i, j], i, j) for i in range(70) for j in range(i + 1, 70) if full[i, j] >= 0.6]
     assert [(i, j) for _, i, j in pairs] == [(i, j) for _, i, j in sorted(upper, key=lambda t: (-t[0], t[1], t[2]))]
