@@ -143,3 +143,98 @@ def _remove_profile(profile: str) -> None:
         except OSError:
             time.sleep(0.2)
     shutil.rmtree(profile, ignore_errors=True)
+
+
+class PageDriver:
+    """One page driven over the DevTools protocol: evaluate, wait for a condition, choose a file in
+    an <input type=file>, screenshot; console errors and exceptions are collected as they come."""
+
+    def __init__(self, ws, timeout: float):
+        self.ws = ws
+        self.timeout = timeout
+        self.counter = 0
+        self.events: list[dict] = []
+
+    async def call(self, method: str, **params) -> dict:
+        self.counter += 1
+        my_id = self.counter
+        await self.ws.send_str(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            message = json.loads((await asyncio.wait_for(self.ws.receive(), self.timeout)).data)
+            if message.get("id") == my_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    async def evaluate(self, expression: str):
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}: {json.dumps(result['exceptionDetails'])[:300]}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float | None = None):
+        """Poll until `expression` is truthy; its value."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"waited {timeout or self.timeout:.0f} s for {expression[:120]}")
+
+    async def choose_file(self, selector: str, path: str | Path) -> None:
+        root = (await self.call("DOM.getDocument"))["root"]["nodeId"]
+        node = (await self.call("DOM.querySelector", nodeId=root, selector=selector))["nodeId"]
+        await self.call("DOM.setFileInputFiles", nodeId=node, files=[str(Path(path).resolve())])
+
+    async def screenshot(self, path: str | Path) -> None:
+        metrics = await self.call("Page.getLayoutMetrics")
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                               clip={"x": 0, "y": 0, "width": min(size["width"], 1280),
+                                     "height": min(size["height"], 6000), "scale": 1})
+        Path(path).write_bytes(base64.b64decode(shot["data"]))
+
+    def errors(self) -> list[str]:
+        found = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                found.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            elif method == "Runtime.exceptionThrown":
+                found.append("exception: " + json.dumps(params.get("exceptionDetails", {}))[:500])
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                found.append("log: " + params["entry"].get("text", ""))
+        return found
+
+
+async def _drive(port: int, url: str, script, timeout: float):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
+            target = json.loads(await response.text())
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            page = PageDriver(ws, timeout)
+            for domain in ("Page", "Runtime", "Log", "DOM"):
+                await page.call(f"{domain}.enable")
+            await page.call("Page.navigate", url=url)
+            await page.wait_for("document.readyState === 'complete'")
+            return await script(page)
+
+
+def drive_page(url: str, script, chromium: str | None = None, timeout: float = 60):
+    """Open `url` in a fresh headless Chromium and run `await script(page)` (a PageDriver); its result."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no chromium binary")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = _devtools_port(Path(profile), process, timeout)
+        return asyncio.run(_drive(port, url, script, timeout))
+    finally:
+        _stop(process)
+        _remove_profile(profile)

@@ -61,6 +61,22 @@ def variants(source: Path, folder: Path, stem: str, count: int) -> list[Path]:
     return out
 
 
+def build_search_index(folder: Path, base_model: Path, vocab: Path) -> dict:
+    """base (tiny model, seed 0) and tuned (seed 1) over 30 emoji records, one of them hostile, in
+    index.db; a 10-record collection also named base in other.db."""
+    from clip_fixtures import make_hf_clip
+
+    tuned = make_hf_clip(folder / "tuned_model", vocab_folder=vocab, seed=1)
+    records = emoji_records(30)
+    records[3] = dict(records[3], name=HOSTILE_TITLE, subcategory="<b>bold</b>")
+    template = "https://example.org/emoji/{unicode}"
+    write_collection(folder / "index.db", "base", base_model, records, label_field="category", link_template=template)
+    write_collection(folder / "index.db", "tuned", tuned, records, label_field="category", link_template=template)
+    write_collection(folder / "other.db", "base", tuned, records[:10])
+    return {"index": folder / "index.db", "other": folder / "other.db", "records": records,
+            "models": {"base": base_model, "tuned": tuned}}
+
+
 class RunningServer:
     """search_server on a free port in a thread, stopped by `stop()`."""
 

@@ -19,25 +19,14 @@ from mlx_clip.errors import InputError
 from mlx_clip.use.search_api import SearchService
 from mlx_clip.use.search_server import make_server
 from mlx_clip.use.vector_search import read_collections
-from search_fixtures import HOSTILE_TITLE, RunningServer, emoji_records, write_collection
-from clip_fixtures import make_hf_clip
+from search_fixtures import HOSTILE_TITLE, RunningServer, build_search_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def index_files(tmp_path_factory, tiny_hf, openai_vocab):
-    """base (tiny model, seed 0) and tuned (seed 1) over 30 emoji records, one hostile."""
-    folder = tmp_path_factory.mktemp("search_index")
-    tuned = make_hf_clip(folder / "tuned_model", vocab_folder=openai_vocab, seed=1)
-    records = emoji_records(30)
-    records[3] = dict(records[3], name=HOSTILE_TITLE, subcategory="<b>bold</b>")
-    template = "https://example.org/emoji/{unicode}"
-    write_collection(folder / "index.db", "base", tiny_hf, records, label_field="category", link_template=template)
-    write_collection(folder / "index.db", "tuned", tuned, records, label_field="category", link_template=template)
-    write_collection(folder / "other.db", "base", tuned, records[:10])
-    return {"index": folder / "index.db", "other": folder / "other.db", "records": records,
-            "models": {"base": tiny_hf, "tuned": tuned}}
+    return build_search_index(tmp_path_factory.mktemp("search_index"), tiny_hf, openai_vocab)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from ..errors import InputError
-from .collection_map import MAP_METHOD, CollectionMap, collection_map, labels_of
+from .collection_map import CollectionMap, collection_map, labels_of
 from .thumbnails import MAX_PIXELS, ThumbnailCache, open_bounded
 from .vector_search import RESERVED_FIELDS, LoadedCollection
 
@@ -190,5 +190,5 @@ class SearchService:
                 "colour": [slot.get(v, -1) if v is not None else -2 for v in labels],
                 "worth_checking": [{"row": row, "label": labels[row], "neighbours_say": top}
                                    for row, top in made.worth_checking(labels)],
-                "note": f"{MAP_METHOD}: a linear projection; it keeps distances honest but packs clusters "
-                        "closer than UMAP or t-SNE would draw them"}
+                "note": "A linear projection: it keeps distances honest but packs clusters closer than UMAP "
+                        "or t-SNE would draw them"}

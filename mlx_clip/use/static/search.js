@@ -6,6 +6,7 @@ const state = { collections: [], shown: [], filters: {}, lastQuery: null, map: n
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#393b79", "#ad494a", "#637939"];
 const $ = (id) => document.getElementById(id);
+const HIDDEN_FIELDS = ["sha256"];  // the image file's digest (index.py adds it): not a catalogue field
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -70,9 +71,11 @@ function renderColumns(answers, likeId) {
 function renderColumn(answer, likeId) {
   const info = state.collections.find((c) => c.name === answer.collection) || {};
   const filtered = Object.keys(answer.query.filters || {}).length;
+  const model = (info.model || "").split(/[\\/]/).filter(Boolean).pop() || "";
   const head = el("div", { class: "column-head" },
     el("b", { text: answer.collection }),
-    el("span", { class: "muted", text: `${info.model || ""} · ${filtered ? `${answer.matched} of ` : ""}${answer.records} records` }));
+    el("span", { class: "muted", title: info.model || "",
+                 text: `model ${model} · ${filtered ? `${answer.matched} of ` : ""}${answer.records} records` }));
   const grid = el("div", { class: "grid" }, ...answer.results.map((r, i) => renderCard(answer.collection, r, i, likeId)));
   return el("section", { class: "column", "data-collection": answer.collection }, head,
             answer.results.length ? grid : el("p", { class: "empty", text: "No record passes these filters." }));
@@ -80,14 +83,16 @@ function renderColumn(answer, likeId) {
 
 function renderCard(collection, record, index, likeId) {
   const thumb = el("img", { src: `/thumb?${new URLSearchParams({ collection, id: record.record_id })}`,
-                            alt: record.title, loading: "lazy" });
+                            alt: record.title });
   const url = safeURL(record.record_url);
   const title = url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: record.title })
                     : el("span", { text: record.title });
   const fields = el("dl");
-  for (const [name, value] of Object.entries(record.fields).slice(0, 6)) {
+  let shown = 0;
+  for (const [name, value] of Object.entries(record.fields)) {
     const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null ? JSON.stringify(value) : String(value));
-    if (text === "") continue;
+    if (text === "" || text === record.title || text === record.record_id || HIDDEN_FIELDS.includes(name)) continue;
+    if (++shown > 5) break;
     fields.append(el("dt", { text: name }), el("dd", { text: text.length > 80 ? text.slice(0, 79) + "…" : text }));
   }
   const card = el("article", { class: "card", "data-record-id": record.record_id },
@@ -150,7 +155,7 @@ async function loadMap() {
     fieldSelect.replaceChildren(...m.fields.map((f) => el("option", { value: f, text: f })));
   }
   fieldSelect.value = m.field || "";
-  $("map-method").textContent = `Layout: ${m.method}, axes holding ${(100 * m.explained[0]).toFixed(0)}% and ` +
+  $("map-method").textContent = `Layout: ${m.method}; the two axes hold ${(100 * m.explained[0]).toFixed(0)}% and ` +
     `${(100 * m.explained[1]).toFixed(0)}% of the variance. ${m.note}.`;
   $("map-legend").replaceChildren(...m.values.map((v, i) => el("li", {},
     swatch(PALETTE[i % PALETTE.length]), el("span", { text: `${v} (${m.counts[i]})` }))),
