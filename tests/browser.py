@@ -1,7 +1,8 @@
-"""Open a local HTML file in headless Chromium over the DevTools protocol (aiohttp's websocket client).
+"""Open a page in headless Chromium over the DevTools protocol (aiohttp's websocket client).
 
-`inspect_page(path, screenshot)` returns the console errors and exceptions, what every <img>
-decoded to, and writes a full-page PNG screenshot.
+`inspect_page(path, screenshot)` returns a local HTML file's console errors and exceptions, what
+every <img> decoded to, and writes a full-page PNG screenshot. `drive_page(url, script)` runs
+`await script(page)` with a PageDriver: type, click, choose a file, wait, screenshot.
 """
 
 from __future__ import annotations
@@ -48,74 +49,17 @@ def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float) -> 
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-async def _inspect(port: int, url: str, screenshot: Path, timeout: float) -> dict:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
-            target = json.loads(await response.text())
-        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            counter = 0
-            events: list[dict] = []
-
-            async def call(method: str, **params) -> dict:
-                nonlocal counter
-                counter += 1
-                my_id = counter
-                await ws.send_str(json.dumps({"id": my_id, "method": method, "params": params}))
-                while True:
-                    message = json.loads((await asyncio.wait_for(ws.receive(), timeout)).data)
-                    if message.get("id") == my_id:
-                        if "error" in message:
-                            raise RuntimeError(f"{method}: {message['error']}")
-                        return message.get("result", {})
-                    events.append(message)
-
-            for domain in ("Page", "Runtime", "Log"):
-                await call(f"{domain}.enable")
-            await call("Page.navigate", url=url)
-            deadline = time.monotonic() + timeout
-            while not any(e.get("method") == "Page.loadEventFired" for e in events):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} did not finish loading")
-                events.append(json.loads((await asyncio.wait_for(ws.receive(), timeout)).data))
-            images = json.loads((await call("Runtime.evaluate", expression=IMAGES_JS,
-                                            returnByValue=True))["result"]["value"])
-            metrics = await call("Page.getLayoutMetrics")
-            size = metrics.get("cssContentSize") or metrics["contentSize"]
-            shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                              clip={"x": 0, "y": 0, "width": min(size["width"], 1280),
-                                    "height": min(size["height"], 12000), "scale": 1})
-            screenshot.write_bytes(base64.b64decode(shot["data"]))
-            await call("Runtime.evaluate", expression="1")  # drain events that arrived meanwhile
-    errors = []
-    for event in events:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            errors.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
-        elif method == "Runtime.exceptionThrown":
-            errors.append("exception: " + json.dumps(params.get("exceptionDetails", {}))[:500])
-        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-            errors.append("log: " + params["entry"].get("text", ""))
-    return {"errors": errors, "images": images, "screenshot": screenshot, "height": size["height"]}
+async def _inspect(page: "PageDriver", screenshot: Path) -> dict:
+    """What inspect_page reports, once the page has loaded."""
+    images = json.loads(await page.evaluate(IMAGES_JS))
+    height = await page.screenshot(screenshot, max_height=12000)
+    await page.evaluate("1")  # drain events that arrived meanwhile
+    return {"errors": page.errors(), "images": images, "screenshot": screenshot, "height": height}
 
 
 def inspect_page(path: str | Path, screenshot: str | Path, chromium: str | None = None, timeout: float = 60) -> dict:
     """Load file://path in a fresh headless Chromium profile; errors, images and a screenshot."""
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no chromium binary")
-    url = Path(path).resolve().as_uri()
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    # its own session, so its helper processes (which write into the profile) end with it
-    process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        port = _devtools_port(Path(profile), process, timeout)
-        return asyncio.run(_inspect(port, url, Path(screenshot), timeout))
-    finally:
-        _stop(process)
-        _remove_profile(profile)
+    return drive_page(Path(path).resolve().as_uri(), lambda page: _inspect(page, Path(screenshot)), chromium, timeout)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -188,13 +132,15 @@ class PageDriver:
         node = (await self.call("DOM.querySelector", nodeId=root, selector=selector))["nodeId"]
         await self.call("DOM.setFileInputFiles", nodeId=node, files=[str(Path(path).resolve())])
 
-    async def screenshot(self, path: str | Path) -> None:
+    async def screenshot(self, path: str | Path, max_height: int = 6000) -> float:
+        """A full-page PNG (at most 1280 wide and `max_height` tall); the page's height."""
         metrics = await self.call("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                                clip={"x": 0, "y": 0, "width": min(size["width"], 1280),
-                                     "height": min(size["height"], 6000), "scale": 1})
+                                     "height": min(size["height"], max_height), "scale": 1})
         Path(path).write_bytes(base64.b64decode(shot["data"]))
+        return size["height"]
 
     def errors(self) -> list[str]:
         found = []
@@ -220,7 +166,7 @@ async def _drive(port: int, url: str, script, timeout: float):
             for domain in ("Page", "Runtime", "Log", "DOM"):
                 await page.call(f"{domain}.enable")
             await page.call("Page.navigate", url=url)
-            await page.wait_for("document.readyState === 'complete'")
+            await page.wait_for("document.readyState === 'complete'")  # the load event has fired
             return await script(page)
 
 
