@@ -1,7 +1,7 @@
 """The map of a collection: a 2-D layout of its image embeddings, and each record's nearest
 neighbours (for "label worth checking"), computed once and cached in the index file.
 
-The layout is PCA (the two directions of largest variance, by numpy's SVD): deterministic, exact,
+The layout is PCA (the two directions of largest variance, from numpy): deterministic, exact,
 a second for 72,000 x 512 on a laptop CPU, and no new dependency. It is linear, so it keeps
 distances honest but packs clusters closer than UMAP or t-SNE would draw them; the page says so.
 (umap-learn pulls numba and llvmlite, and t-SNE takes minutes at 72,000 points.)
@@ -19,14 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .neighbours import label_disagreement, nearest_neighbours
+from .neighbours import blocks, label_disagreement, nearest_neighbours
 from .store import IndexFile
 from .vector_search import LoadedCollection, field_values
 
 MAP_TABLE = "mlx_clip_maps"
-MAP_METHOD = "PCA (numpy SVD)"
+MAP_METHOD = "PCA (numpy: eigenvectors of the covariance)"
 NEIGHBOURS = 10
-PCA_SAMPLE = 20000  # the axes are fitted on at most this many rows (a random, seeded draw); all are projected
 WORTH_CHECKING = 0.5  # flagged when at most this share of a point's labelled neighbours carries its label
 
 
@@ -52,19 +51,27 @@ def signature(collection: LoadedCollection) -> str:
     return digest.hexdigest()
 
 
-def pca_layout(matrix: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Rows projected on their two principal axes, scaled into [-1, 1]; the variance share of each axis."""
-    count = len(matrix)
+def pca_layout(matrix: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Rows projected on their two principal axes, scaled into [-1, 1]; the variance share of each axis.
+
+    The axes are the top eigenvectors of the D x D covariance, summed over blocks of rows (no
+    centred copy of the matrix); LAPACK's SVD of the N x D matrix itself took 21 s at 5,000 x 512
+    on this 2-core machine, the covariance and its eigh 0.8 s."""
+    count, dims = matrix.shape
     if count < 3:
         return np.zeros((count, 2), np.float32), [0.0, 0.0]
-    rows = matrix if count <= PCA_SAMPLE else matrix[np.random.default_rng(seed).choice(count, PCA_SAMPLE, False)]
-    mean = rows.mean(axis=0)
-    _, singular, axes = np.linalg.svd(rows - mean, full_matrices=False)
-    axes = axes[:2] * np.where(axes[:2].sum(axis=1, keepdims=True) < 0, -1, 1)  # a sign fixed by the data
-    coords = (matrix - mean) @ axes.T
+    mean = matrix.mean(axis=0, dtype=np.float64)
+    covariance = np.zeros((dims, dims), np.float64)
+    for start, stop in blocks(count, 8192):
+        centred = matrix[start:stop] - mean.astype(np.float32)
+        covariance += centred.T @ centred
+    values, vectors = np.linalg.eigh(covariance)  # ascending
+    axes = vectors[:, ::-1][:, :2].T.astype(np.float32)
+    axes *= np.where(axes.sum(axis=1, keepdims=True) < 0, -1, 1)  # a sign fixed by the data
+    coords = (matrix - mean.astype(np.float32)) @ axes.T
     coords /= max(float(np.abs(coords).max()), 1e-12)
-    variance = singular ** 2
-    return coords.astype(np.float32), [float(v / variance.sum()) for v in variance[:2]]
+    total = max(float(values.sum()), 1e-12)
+    return coords.astype(np.float32), [float(values[-1] / total), float(values[-2] / total)]
 
 
 def labels_of(collection: LoadedCollection, field: str) -> list[str | None]:
