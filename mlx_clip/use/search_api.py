@@ -169,7 +169,9 @@ class SearchService:
     # the map
     def map(self, key: str | None, colour_field: str | None) -> dict:
         found = self.collection(key)
-        field = colour_field or found.info.label_field or next(iter(found.facets()), None)
+        choices = list(dict.fromkeys(([found.info.label_field] if found.info.label_field in found.fields else [])
+                                     + list(found.facets())))  # fields with few values colour a map
+        field = colour_field or next(iter(choices), None)
         if field is not None and field not in found.fields:
             raise InputError(f"collection {found.key!r} has no field {field[:80]!r}")
         with self.lock:
@@ -183,8 +185,9 @@ class SearchService:
                 counts[label] = counts.get(label, 0) + 1
         palette = sorted(counts, key=lambda v: (-counts[v], v))[:MAP_COLOURS]
         slot = {v: i for i, v in enumerate(palette)}
+        shown_fields = choices if field in choices or field is None else [field] + choices
         return {"collection": found.key, "method": made.method, "explained": made.explained, "field": field,
-                "fields": found.fields, "values": palette, "counts": [counts[v] for v in palette],
+                "fields": shown_fields, "values": palette, "counts": [counts[v] for v in palette],
                 "points": np.round(made.coords, 4).tolist(), "ids": found.ids,
                 "titles": [found.title(i) for i in range(len(found))],
                 "colour": [slot.get(v, -1) if v is not None else -2 for v in labels],

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import InputError
 from .store import CollectionInfo, IndexFile
 
-RESERVED_FIELDS = ("record_id", "image_path", "record_url", "title")
-"""Metadata keys index.py adds to every record: shown, never offered as facets."""
+RESERVED_FIELDS = ("record_id", "image_path", "record_url", "title", "sha256")
+"""Metadata keys index.py adds to every record: not catalogue fields, never offered as facets or filters."""
 FACET_LIMIT = 40
 """A field with at most this many distinct values gets a facet (period, material, site...)."""
 
@@ -55,6 +55,7 @@ class LoadedCollection:
         self.records = records
         self.row_of = {rid: i for i, rid in enumerate(ids)}
         self.fields = sorted({k for r in records for k in r if k not in RESERVED_FIELDS})
+        self.facets_by_limit: dict[int, dict[str, list[tuple[str, int]]]] = {}
 
     @classmethod
     def read(cls, index: IndexFile, name: str, key: str | None = None) -> "LoadedCollection":
@@ -86,7 +87,12 @@ class LoadedCollection:
         return str(title) if title not in (None, "") else self.ids[row]
 
     def facets(self, limit: int = FACET_LIMIT) -> dict[str, list[tuple[str, int]]]:
-        """field -> [(value, count)] most common first, for fields with few distinct values."""
+        """field -> [(value, count)] most common first, for fields with few distinct values (counted once)."""
+        if limit not in self.facets_by_limit:
+            self.facets_by_limit[limit] = self.count_facets(limit)
+        return self.facets_by_limit[limit]
+
+    def count_facets(self, limit: int) -> dict[str, list[tuple[str, int]]]:
         out = {}
         for name in self.fields:
             counts: Counter[str] = Counter()

@@ -6,7 +6,6 @@ const state = { collections: [], shown: [], filters: {}, lastQuery: null, map: n
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#393b79", "#ad494a", "#637939"];
 const $ = (id) => document.getElementById(id);
-const HIDDEN_FIELDS = ["sha256"];  // the image file's digest (index.py adds it): not a catalogue field
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -91,7 +90,7 @@ function renderCard(collection, record, index, likeId) {
   let shown = 0;
   for (const [name, value] of Object.entries(record.fields)) {
     const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null ? JSON.stringify(value) : String(value));
-    if (text === "" || text === record.title || text === record.record_id || HIDDEN_FIELDS.includes(name)) continue;
+    if (text === "" || text === record.title || text === record.record_id) continue;
     if (++shown > 5) break;
     fields.append(el("dt", { text: name }), el("dd", { text: text.length > 80 ? text.slice(0, 79) + "…" : text }));
   }
