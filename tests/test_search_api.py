@@ -16,6 +16,7 @@ import pytest
 
 import mlx_clip
 from mlx_clip.errors import InputError
+from mlx_clip.search import build_parser
 from mlx_clip.use.search_api import SearchService
 from mlx_clip.use.search_server import make_server
 from mlx_clip.use.vector_search import read_collections
@@ -181,6 +182,7 @@ def test_a_port_in_use_is_one_line_and_port_zero_picks_a_free_one(index_files):
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: port {port} on 127.0.0.1 is in use")
+    assert build_parser().parse_args(["finds.db"]).host == "127.0.0.1"  # this computer only, unless --host
     server = make_server(service, "127.0.0.1", 0)
     try:
         assert server.server_address[0] == "127.0.0.1" and server.server_address[1] > 0

@@ -40,7 +40,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
         seen["words"] = await page.wait_for(f"(() => {{ const c = {CARDS}; return c.length === 2 && c[0].length === 12 "
                                             f"&& c[1].length === 12 && c; }})()")
         seen["heads"] = await page.evaluate("Array.from(document.querySelectorAll('.column-head b')).map(b => b.textContent)")
-        seen["thumbs"] = await page.wait_for("(() => { const i = Array.from(document.querySelectorAll('.card img'));"
+        seen["thumbs"] = await page.wait_for("(() => { const i = Array.from(document.querySelectorAll('.card .thumb img'));"
                                              " return i.every(x => x.complete && x.naturalWidth > 0) && i.length; })()")
         await page.screenshot(tmp_path / "search.png")
         # every record (k = 48): the hostile title is shown as text and ran nothing

@@ -56,6 +56,7 @@ class LoadedCollection:
         self.row_of = {rid: i for i, rid in enumerate(ids)}
         self.fields = sorted({k for r in records for k in r if k not in RESERVED_FIELDS})
         self.facets_by_limit: dict[int, dict[str, list[tuple[str, int]]]] = {}
+        self.value_rows: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
     def read(cls, index: IndexFile, name: str, key: str | None = None) -> "LoadedCollection":
@@ -114,8 +115,20 @@ class LoadedCollection:
                              f"(fields: {', '.join(self.fields) or 'none'})")
         keep = np.ones(len(self.ids), dtype=bool)
         for name, wanted in filters.items():
-            keep &= np.fromiter((wanted in field_values(r.get(name)) for r in self.records), bool, len(self.ids))
+            passing = np.zeros(len(self.ids), dtype=bool)
+            passing[self.rows_by_value(name).get(wanted, [])] = True
+            keep &= passing
         return keep
+
+    def rows_by_value(self, name: str) -> dict[str, np.ndarray]:
+        """value -> the rows holding it, for one field (built on its first filter, then kept)."""
+        if name not in self.value_rows:
+            found: dict[str, list[int]] = {}
+            for row, record in enumerate(self.records):
+                for value in set(field_values(record.get(name))):
+                    found.setdefault(value, []).append(row)
+            self.value_rows[name] = {v: np.array(rows, dtype=np.int64) for v, rows in found.items()}
+        return self.value_rows[name]
 
     def search(self, query: np.ndarray, k: int, filters: dict[str, str] | None = None) -> tuple[list[Hit], int]:
         """The k best rows for a unit query vector among the rows the filters keep, and how many they kept."""
