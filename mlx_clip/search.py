@@ -26,20 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
         "by an image, filter by any field, see two collections (base and fine-tuned) side by side, and a map "
         "of the collection. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
     parser.add_argument("index_files", metavar="FILE", nargs="+", help="index file(s) (one or two)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--link-template", help="each record's URL, e.g. https://opencontext.org/media/{uuid} "
+    parser.add_argument("--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    parser.add_argument("--port", metavar="N", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--link-template", metavar="URL", help="each record's URL, e.g. https://opencontext.org/media/{uuid} "
                         "(overrides the one the index was made with)")
-    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
+    parser.add_argument("--max-upload-mb", metavar="MB", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                         help="largest image upload accepted (default %(default)g MB)")
     curator = parser.add_argument_group("curator files (--curate)")
     curator.add_argument("--curate", metavar="OUTDIR", type=Path,
                          help="write the CSVs into OUTDIR (a subfolder per collection when there are several) and exit")
-    curator.add_argument("--collection", help="only this collection (default: every one)")
-    curator.add_argument("--threshold", type=float, default=0.95, help="duplicates: least similarity (default 0.95)")
-    curator.add_argument("--max-pairs", type=int, default=100_000, help="duplicates: at most this many pairs")
-    curator.add_argument("--label-field", help="the field holding each record's label (default: the index's)")
-    curator.add_argument("--label-prompt", default=DEFAULT_LABEL_PROMPT,
+    curator.add_argument("--collection", metavar="NAME", help="only this collection (default: every one)")
+    curator.add_argument("--threshold", metavar="S", type=float, default=0.95, help="duplicates: least similarity (default 0.95)")
+    curator.add_argument("--max-pairs", metavar="N", type=int, default=100_000, help="duplicates: at most this many pairs")
+    curator.add_argument("--label-field", metavar="FIELD", help="the field holding each record's label (default: the index's)")
+    curator.add_argument("--label-prompt", metavar="TEXT", default=DEFAULT_LABEL_PROMPT,
                          help="prompt for zero-shot labels (default %(default)r)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.index_files) > 2:
             raise InputError("give one or two index files")
+        if not 0 <= args.port <= 65535 or args.max_upload_mb <= 0:
+            raise InputError("--port must be 0 to 65535 and --max-upload-mb above 0")
         collections = read_collections(args.index_files)
         if args.curate is not None:
             run_curate(args, collections)
