@@ -3,25 +3,61 @@ continues (its saved settings and checkpoint), and what a stop left to resume fr
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from ..config import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
-from ..outputs.run_paths import RunPaths
+from ..folder_lock import hold_folder_lock
+from ..outputs.run_paths import RUN_LOCK, RunPaths, check_run_name
 from ..train.checkpoint import resolve_checkpoint
 
 def run_name(config: FinetuneConfig) -> str:
-    """--name checked (it becomes a folder name), or the start time."""
-    if config.name:
-        if not re.fullmatch(r"[\w.\-]+", config.name):
-            raise InputError(f"--name {config.name!r}: use letters, digits, '.', '-' and '_' only")
-        return config.name
+    """--name checked (it becomes a folder name; RunPaths owns the rule), or the start time."""
+    if config.name is not None:
+        return check_run_name(config.name)
     return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def claim_run_folder(runs_dir: str | Path, name: str, unique: bool) -> str:
+    """Create runs/NAME and return NAME. `unique` (a run without --name, named by its start time):
+    the first free NAME, NAME-2, NAME-3 ..., claimed by mkdir, which is atomic, so two runs started
+    in the same second get two folders instead of overwriting one."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    if not unique:
+        (Path(runs_dir) / name).mkdir(exist_ok=True)
+        return name
+    for attempt in itertools.count(1):
+        candidate = name if attempt == 1 else f"{name}-{attempt}"
+        try:
+            (Path(runs_dir) / candidate).mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def lock_run_folder(root: Path, remove_if_unused: bool = False) -> Iterator[None]:
+    """Hold runs/NAME/.run.lock while the run writes there: a second run on the same folder (the
+    same --name, or --resume of a running run) stops in one line naming the pid. With
+    `remove_if_unused` (a folder this run created), a run that fails before writing anything
+    removes its empty folder again."""
+    with hold_folder_lock(root, RUN_LOCK, f"{root}: another run (pid {{pid}}) is writing to this run folder; "
+                                          "wait for it to finish or pass another --name"):
+        try:
+            yield
+        except BaseException:
+            if remove_if_unused and [p.name for p in root.iterdir()] == [RUN_LOCK]:
+                (root / RUN_LOCK).unlink()
+                root.rmdir()
+            raise
 
 
 def latest_run(runs_dir: Path) -> Path:
