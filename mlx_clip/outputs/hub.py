@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, scrub_tokens
 from ..io import write_text
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
 from .export import CARD, EXPORT_FILES
-from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, scrub_tokens, write_model_card
+from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, write_model_card
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
