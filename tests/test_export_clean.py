@@ -31,7 +31,11 @@ def test_an_export_into_a_used_folder_leaves_no_old_model(model, tiny_hf, tmp_pa
     (folder / "spiece.model").write_bytes(b"another family's tokenizer")
     (folder / "notes.txt").write_text("the user's own file")
     (folder / "README.md").write_text("a card")
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("not the export's")
+    (folder / ".export-staging.part").symlink_to(tmp_path / "victim")  # a planted staging link: never followed
     export_hf(model, folder)
+    assert (tmp_path / "victim" / "keep.txt").read_text() == "not the export's"
     names = sorted(p.name for p in folder.iterdir())
     assert "mlx_model.safetensors" not in names and "model.safetensors.index.json" not in names
     assert "model-00001-of-00002.safetensors" not in names and "spiece.model" not in names

@@ -49,6 +49,8 @@ def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / STAGING
+    if staging.is_symlink() or staging.is_file():  # not ours: never followed
+        staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)  # an interrupted export's
     staging.mkdir()
     _write_files(model, staging, folder.name)
