@@ -64,12 +64,18 @@ def test_unnamed_runs_started_in_the_same_second_get_their_own_folders(tiny_hf, 
 
 
 def test_claiming_an_unnamed_folder_is_atomic_and_a_failed_start_leaves_no_folder(tmp_path):
-    names = [claim_run_folder(tmp_path, "t", unique=True) for _ in range(3)]
-    assert names == ["t", "t-2", "t-3"] and claim_run_folder(tmp_path, "t", unique=False) == "t"
+    claims = [claim_run_folder(tmp_path / "runs", "t", unique=True) for _ in range(3)]
+    assert [name for name, _ in claims] == ["t", "t-2", "t-3"]
+    assert claim_run_folder(tmp_path / "runs", "t", unique=False) == ("t", [])  # a named run reuses its folder
     with pytest.raises(InputError):
-        with lock_run_folder(tmp_path / "t-3", remove_if_unused=True):
+        with lock_run_folder(tmp_path / "runs" / "t-3", claims[2][1]):
             raise InputError("bad records")
-    assert not (tmp_path / "t-3").exists() and (tmp_path / "t-2").is_dir()
+    assert not (tmp_path / "runs" / "t-3").exists() and (tmp_path / "runs" / "t-2").is_dir()
+    name, created = claim_run_folder(tmp_path / "fresh" / "runs", "n", unique=False)
+    with pytest.raises(InputError):
+        with lock_run_folder(tmp_path / "fresh" / "runs" / "n", created):
+            raise InputError("no such model folder")
+    assert not (tmp_path / "fresh" / "runs").exists()  # nothing left behind, not even --runs-dir
 
 
 @pytest.mark.parametrize("lock", ["fetch", "run"])

@@ -129,8 +129,8 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
     """Train on nested subsets of the training split, evaluate each on one validation set; write
     runs/NAME/curve.json, curve.png and curve.html. Returns the run folder (locked while it is written)."""
     unnamed = config.name is None
-    config.name = claim_run_folder(config.runs_dir, run_name(config), unique=unnamed)
-    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, remove_if_unused=unnamed):
+    config.name, created = claim_run_folder(config.runs_dir, run_name(config), unique=unnamed)
+    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
         return _curve_in_folder(config, sizes, flat_threshold, survey_margin, population, progress, say, model)
 
 

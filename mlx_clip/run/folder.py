@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..config import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
@@ -25,38 +25,40 @@ def run_name(config: FinetuneConfig) -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def claim_run_folder(runs_dir: str | Path, name: str, unique: bool) -> str:
-    """Create runs/NAME and return NAME. `unique` (a run without --name, named by its start time):
-    the first free NAME, NAME-2, NAME-3 ..., claimed by mkdir, which is atomic, so two runs started
-    in the same second get two folders instead of overwriting one."""
-    Path(runs_dir).mkdir(parents=True, exist_ok=True)
-    if not unique:
-        (Path(runs_dir) / name).mkdir(exist_ok=True)
-        return name
+def claim_run_folder(runs_dir: str | Path, name: str, unique: bool) -> tuple[str, list[Path]]:
+    """Create runs/NAME; return NAME and the folders this call created (for `lock_run_folder` to
+    remove again if the run stops before writing anything). `unique` (a run without --name, named
+    by its start time): the first free NAME, NAME-2, NAME-3 ..., claimed by mkdir, which is atomic,
+    so two runs started in the same second get two folders instead of overwriting one."""
+    runs, created = Path(runs_dir), []
+    if not runs.is_dir():
+        runs.mkdir(parents=True, exist_ok=True)
+        created.append(runs)
     for attempt in itertools.count(1):
         candidate = name if attempt == 1 else f"{name}-{attempt}"
         try:
-            (Path(runs_dir) / candidate).mkdir()
-            return candidate
+            (runs / candidate).mkdir()
+            return candidate, created + [runs / candidate]
         except FileExistsError:
-            continue
+            if not unique:
+                return name, created
     raise AssertionError("unreachable")
 
 
 @contextmanager
-def lock_run_folder(root: Path, remove_if_unused: bool = False) -> Iterator[None]:
+def lock_run_folder(root: Path, created: Sequence[Path] = ()) -> Iterator[None]:
     """Hold runs/NAME/.run.lock while the run writes there: a second run on the same folder (the
-    same --name, or --resume of a running run) stops in one line naming the pid. With
-    `remove_if_unused` (a folder this run created), a run that fails before writing anything
-    removes its empty folder again."""
+    same --name, or --resume of a running run) stops in one line naming the pid. A run that stops
+    before writing anything removes the folders its claim `created` again (nothing left behind)."""
     with hold_folder_lock(root, RUN_LOCK, f"{root}: another run (pid {{pid}}) is writing to this run folder; "
                                           "wait for it to finish or pass another --name"):
         try:
             yield
         except BaseException:
-            if remove_if_unused and [p.name for p in root.iterdir()] == [RUN_LOCK]:
-                (root / RUN_LOCK).unlink()
-                root.rmdir()
+            for folder in reversed(created):
+                if sorted(p.name for p in folder.iterdir()) in ([], [RUN_LOCK] if folder == root else []):
+                    (folder / RUN_LOCK).unlink(missing_ok=True)
+                    folder.rmdir()
             raise
 
 

@@ -130,8 +130,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     config, checkpoint = open_run(config, resume, dist, say)
     if not dist.is_main:  # rank 0 holds the run folder
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
-    config.name = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
-    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, remove_if_unused=unnamed):
+    config.name, created = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
+    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
 
 
