@@ -1,7 +1,6 @@
 """Exporting into a used folder leaves no old model for loaders to pick, and a push uploads only
 what the export wrote (with its card), never a planted .env or notes/."""
 
-import shutil
 
 import huggingface_hub
 import mlx.core as mx

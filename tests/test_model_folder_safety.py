@@ -27,7 +27,7 @@ def _config(folder, edit):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def _refused(folder, *parts, capsys=None):
+def _refused(folder, *parts):
     with pytest.raises(InputError) as err:
         mlx_clip.load(folder)
     message = str(err.value)
