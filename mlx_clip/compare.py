@@ -14,7 +14,7 @@ import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .run.compare import main_compare
-from .errors import InputError
+from .errors import InputError, error_line, write_error_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         main_compare(args.runs, args.out)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; compare.json and compare.html are written whole or not at all", file=sys.stderr)
+        return 130
+    except OSError as err:  # a read-only or full --out
+        print(write_error_line(err, "run again") or error_line(err), file=sys.stderr)
+        return 2 if write_error_line(err, "run again") else 1
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from mlx.utils import tree_flatten
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, error_line, write_error_line
 from .models.clip import CLIP, DTYPES, SigLIP, load
 from .models.family import family_of
 from .outputs.export import export_hf
@@ -95,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             model = load(args.hf_path, dtype=args.dtype)
             out = model.save(args.mlx_path)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; each file is written whole or not at all: run the same command again", file=sys.stderr)
+        return 130
+    except OSError as err:  # a read-only or full output folder, an unreadable model file
+        print(write_error_line(err, "run again") or error_line(err), file=sys.stderr)
+        return 2 if write_error_line(err, "run again") else 1
     print(f"wrote {out} ({model.dtype}, {sum(v.size for _, v in tree_flatten(model.parameters())):,} parameters)")
     if args.push_to_hub:
         print(f"uploaded {out} with its model card to {url} ({'private' if args.private else 'public'})")

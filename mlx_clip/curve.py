@@ -18,7 +18,7 @@ from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS
 from .cli_args import margin_text
 from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.curve import learning_curve, parse_sizes
-from .errors import InputError, write_error_line
+from .errors import InputError, error_line, write_error_line
 
 
 def curve_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
                        progress=config.fetch.progress)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     except OSError as err:
         line = write_error_line(err, "run again")

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .cli_args import add_config_arguments, apply, given
 from .config import FinetuneConfig
-from .errors import InputError, write_error_line
+from .errors import InputError, error_line, write_error_line
 from .data.fetch_config import FetchSummary
 from .data.fetcher import fetch_records
 from .data.imagefolder import write_metadata
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary)
         print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

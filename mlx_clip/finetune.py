@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .errors import InputError, write_error_line
+from .errors import InputError, error_line, write_error_line
 from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.dry_run import dry_run
 from .run.folder import last_checkpoint_epoch, stopped_run
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             if is_main_process():  # under mlx.launch: rank 0 holds the run folder
                 publish(run_dir, args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     except OSError as err:
         line = write_error_line(err, resume_hint(config, args.resume) if config else "run again")

@@ -187,7 +187,7 @@ def test_push_calls_create_repo_and_upload_folder(export, tmp_path, fake_hub):
     assert repo == repo2 == REPO
     assert create["private"] is True and create["exist_ok"] is True and create["token"] is None
     assert upload["folder_path"] == str(folder) and upload["token"] is None
-    assert upload["repo_type"] == "model" and "*.part" in upload["ignore_patterns"]
+    assert upload["repo_type"] == "model" and "README.md" in upload["allow_patterns"]
     readme = (folder / "README.md").read_text()
     assert f'mlx_clip.load("{REPO}")' in readme and "base_model: openai/clip-vit-base-patch32" in readme
 

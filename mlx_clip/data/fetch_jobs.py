@@ -167,7 +167,7 @@ class JobRunner:
         resized, in one call on the thread pool (so at most its workers hold a file's bytes)."""
         keys = list(dict.fromkeys(job.key for job in jobs))
         try:
-            local = await asyncio.to_thread(settle_local, self.store, path, keys)
+            local = await asyncio.to_thread(settle_local, self.store, path, keys, self.config.deadline)
         except ImageProblem as e:
             return self._done([self._failed(job, e.reason, e.detail) for job in jobs])
         self.counts.local_copies_made += local.made

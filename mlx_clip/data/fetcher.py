@@ -35,7 +35,6 @@ private address is refused (``redirect_private``) unless ``allow_private``.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import InputError
+from ..folder_lock import hold_folder_lock
 from ..io import write_jsonl
 from .image_files import remove_partial_files
 from .records import MISSING, Records, get_field, has_own_id, load_records, record_id
@@ -158,24 +158,12 @@ def lock_output_folder(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` (``out/.fetch.lock``, holding our pid) while fetching.
 
     Two runs on one folder would delete each other's ``*.part`` files and interleave the
-    manifest; the second one gets an :class:`InputError` naming the pid that holds the lock.
-    The kernel drops the lock when the process ends, however it ends.
+    manifest; the second one gets an :class:`InputError` naming the pid that holds the lock
+    (mlx_clip.folder_lock, which a run folder's lock shares).
     """
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise InputError(
-                f"{out}: another fetch (pid {holder}) is writing to this folder; "
-                "wait for it to finish or pass another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    with hold_folder_lock(out, LOCK_NAME, f"{out}: another fetch (pid {{pid}}) is writing to this folder; "
+                                          "wait for it to finish or pass another --out"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _check_fields(records: Records, config: FetchConfig) -> str | None:

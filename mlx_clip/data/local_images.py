@@ -13,6 +13,9 @@ OUT/originals (``--keep-originals`` has nothing to keep for them).
 from __future__ import annotations
 
 import io
+import os
+import stat
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +26,7 @@ from .image_files import ImageProblem, inspect_image, sha256_hex
 from .image_store import ImageStore, Stored
 from .stored_copy import Original, read_original
 
-__all__ = ["LocalImage", "settle_local"]
+__all__ = ["LocalImage", "read_local_file", "settle_local"]
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,16 @@ class LocalImage:
     made: int
 
 
-def settle_local(store: ImageStore, source: Path, keys: Sequence[str]) -> LocalImage:
+def settle_local(store: ImageStore, source: Path, keys: Sequence[str], deadline: float | None = None) -> LocalImage:
     """The file each key's records read for the local image ``source``: ``source`` itself when
     it is no larger than the store's max_side (0: always), else a resized copy, made unless an
-    earlier run left one of this size from the same bytes. Raises :class:`ImageProblem`.
+    earlier run left one of this size from the same bytes. Raises :class:`ImageProblem` (also for
+    a source that is not a regular file, or not read within ``deadline`` seconds).
 
     A file that is itself a copy fetch made (a manifest's images sampled again) keeps the
     identity it carries: the sha256 and size of the image it was made from.
     """
-    data = _read(source)
+    data = read_local_file(source, deadline)
     tagged = read_original(data)
     if not store.max_side or _longest_side(data) <= store.max_side:
         info = inspect_image(data)
@@ -67,13 +71,28 @@ def settle_local(store: ImageStore, source: Path, keys: Sequence[str]) -> LocalI
     return LocalImage(stored, len(missing))
 
 
-def _read(source: Path) -> bytes:
+def read_local_file(source: Path, deadline: float | None = None) -> bytes:
+    """The bytes of the local image file ``source``, which must be a regular file: a FIFO would
+    block forever and /dev/zero never end, so those (and folders, devices) are the record's
+    failure before any byte is read. The read stops after ``deadline`` seconds (fetch's --deadline)."""
     try:
-        return source.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO's writer
+    except (FileNotFoundError, NotADirectoryError):
         raise ImageProblem("missing_file", "no such file") from None
     except OSError as e:
         raise ImageProblem("missing_file", e.strerror or str(e)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageProblem("not_a_file", "not a regular file (a folder, FIFO or device); name an image file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
+        ends = time.monotonic() + deadline if deadline else None
+        chunks = []
+        while chunk := handle.read(1 << 20):
+            chunks.append(chunk)
+            if ends is not None and time.monotonic() > ends:
+                raise ImageProblem("deadline", f"not read within {deadline:g} s")
+        return b"".join(chunks)
 
 
 def _longest_side(data: bytes) -> int:

@@ -21,9 +21,9 @@ from .lora import merged_weights
 from .model import CLIPModel, normalize
 from .preprocess import ImageInput, ImageProcessor
 from .siglip import SiglipConfig, SiglipModel
-from .siglip_tokenizer import SiglipTokenizer, TokenizerUnreadable
+from .siglip_tokenizer import SiglipTokenizer
 from .text_length import end_positions, trim_padding
-from .tokenizer import CLIPTokenizer
+from .tokenizer import CLIPTokenizer, TokenizerUnreadable
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -158,6 +158,7 @@ def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None) -> CLIP 
     config = read_config(folder / "config.json")
     family = family_of(config)
     weights, is_mlx = W.read_weights(folder)
+    W.check_layer_counts(config, weights, folder)  # before building: the config decides its size
     if not is_mlx:
         weights = W.hf_to_mlx(weights)
     tokenizer = None

@@ -27,9 +27,20 @@ def pick_fields(cls, raw: dict[str, Any], defaults: dict[str, Any]):
     return cls(**values)
 
 
+SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+         "max_position_embeddings", "num_channels", "image_size", "patch_size")
+
+
 def check_heads(source: str, text: Any, vision: Any) -> None:
-    """One line when a tower's width does not split evenly into its attention heads."""
+    """One line for a size that is not a whole number of at least 1 (zero heads, a negative
+    width: a config.json may come from anyone) or a width that does not split into its heads."""
     for name, sub in (("text_config", text), ("vision_config", vision)):
+        for size in SIZES:
+            value = getattr(sub, size, 1)
+            if type(value) is not int or value < 1:
+                raise InputError(f"{source}: {name}.{size} is {value!r}; it must be a whole number of at least 1")
+        if not isinstance(sub.layer_norm_eps, (int, float)) or not sub.layer_norm_eps > 0:
+            raise InputError(f"{source}: {name}.layer_norm_eps is {sub.layer_norm_eps!r}; it must be a number above 0")
         if sub.hidden_size % sub.num_attention_heads:
             raise InputError(f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
                              f"num_attention_heads {sub.num_attention_heads}")
@@ -86,10 +97,13 @@ class CLIPConfig:
         text = pick_fields(TextConfig, raw.get("text_config") or {}, _TEXT_DEFAULTS)
         vision = pick_fields(VisionConfig, raw.get("vision_config") or {}, _VISION_DEFAULTS)
         check_heads(source, text, vision)
+        projection_dim = raw.get("projection_dim", 512)
+        if type(projection_dim) is not int or projection_dim < 1:
+            raise InputError(f"{source}: projection_dim is {projection_dim!r}; it must be a whole number of at least 1")
         return cls(
             text=text,
             vision=vision,
-            projection_dim=raw.get("projection_dim", 512),
+            projection_dim=projection_dim,
             logit_scale_init_value=raw.get("logit_scale_init_value", 2.6592),
             raw=raw,
         )

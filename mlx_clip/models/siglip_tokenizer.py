@@ -11,7 +11,6 @@ embedding or training time does.
 
 from __future__ import annotations
 
-import json
 import string
 import sys
 from pathlib import Path
@@ -22,14 +21,9 @@ from tokenizers.models import Unigram
 
 from ..errors import InputError
 from ..io import write_bytes, write_text
-from .tokenizer import PaddedTokenizer
+from .tokenizer import PaddedTokenizer, TokenizerUnreadable, read_json_object, read_tokenizer_file
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
-
-
-class TokenizerUnreadable(InputError):
-    """The folder has SigLIP tokenizer files that cannot be read here (unlike no files at all, which
-    only stops embedding texts, this stops loading)."""
 
 
 def _char_class(chars) -> str:
@@ -113,10 +107,10 @@ class SiglipTokenizer(PaddedTokenizer):
     def from_folder(cls, folder: str | Path, context_length: int = 64) -> "SiglipTokenizer":
         folder = Path(folder)
         config_path = folder / "tokenizer_config.json"
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        config = read_tokenizer_file(config_path, read_json_object) if config_path.is_file() else {}
         if (folder / "tokenizer.json").is_file():
             # as transformers 5: the file's template wins over the config's add_bos/eos_token
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_file(str(p)))
         elif (folder / "spiece.model").is_file():
             print(f"{folder}: converting spiece.model to a tokenizer.json", file=sys.stderr)
             tokenizer = spiece_to_tokenizer(folder / "spiece.model", config)

@@ -25,6 +25,31 @@ TOKENIZER_FILES = (
 _SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+class TokenizerUnreadable(InputError):
+    """The folder has tokenizer files that cannot be read (unlike no files at all, which only stops
+    embedding texts, this stops loading): one line naming the file."""
+
+
+def read_tokenizer_file(path: Path, read):
+    """`read(path)`'s result; any failure (bad JSON, a tokenizer.json the tokenizers library
+    refuses, wrong types) becomes one TokenizerUnreadable line naming the file."""
+    try:
+        return read(path)
+    except InputError:
+        raise
+    except Exception as err:  # json, UnicodeDecodeError, tokenizers' own Exception, TypeError ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TokenizerUnreadable(f"{path}: not a readable tokenizer file ({first})") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A tokenizer's JSON settings file (tokenizer_config.json) as a dict."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise TokenizerUnreadable(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def _from_vocab_and_merges(vocab_path: Path, merges_path: Path) -> Tokenizer:
     """Build the same pipeline as transformers' CLIPTokenizer from the two classic files."""
     vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
@@ -104,12 +129,15 @@ class CLIPTokenizer(PaddedTokenizer):
         pad_token = EOS
         config_path = folder / "tokenizer_config.json"
         if config_path.is_file():
-            pad = json.loads(config_path.read_text(encoding="utf-8")).get("pad_token", EOS)
+            pad = read_tokenizer_file(config_path, read_json_object).get("pad_token", EOS)
             pad_token = pad.get("content", EOS) if isinstance(pad, dict) else (pad or EOS)
+            if not isinstance(pad_token, str):
+                raise TokenizerUnreadable(f"{config_path}: pad_token is {pad_token!r}, not a token")
         if (folder / "tokenizer.json").is_file():
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_file(str(p)))
         elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-            tokenizer = _from_vocab_and_merges(folder / "vocab.json", folder / "merges.txt")
+            tokenizer = read_tokenizer_file(folder / "vocab.json",
+                                            lambda p: _from_vocab_and_merges(p, folder / "merges.txt"))
         else:
             raise InputError(
                 f"{folder}: no tokenizer (needs tokenizer.json, or vocab.json and merges.txt)"

@@ -85,20 +85,65 @@ def _download(repo_id: str) -> Path:
         raise InputError(f"{repo_id}: download from the Hugging Face hub failed ({err})") from None
 
 
-def read_safetensors(path: Path) -> dict[str, mx.array]:
-    """All tensors of one safetensors file; a truncated or corrupt file raises InputError."""
+MAX_HEADER = 100_000_000  # bytes: safetensors' own limit; a header is read into memory before anything else
+FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+OTHER_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8, "U64": 8,
+                "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def read_header(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes of a safetensors file, from its header alone (bounded by
+    MAX_HEADER and the file's size), every entry checked against the file: an InputError naming
+    the file for a header that is not JSON, longer than the file, with offsets outside it, sizes
+    that do not match the shape, or weights of an integer dtype (only unused buffers may be)."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as handle:
             header_len = struct.unpack("<Q", handle.read(8))[0]
+            if header_len > min(MAX_HEADER, size - 8):
+                raise InputError(f"{path}: truncated or corrupt safetensors file (its header claims "
+                                 f"{header_len:,} bytes, the file has {size:,})")
             header = json.loads(handle.read(header_len))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError):
         raise InputError(f"{path}: not a valid safetensors file (corrupt header)") from None
-    if 8 + header_len + end > size:
-        raise InputError(
-            f"{path}: truncated safetensors file ({size} bytes, its header needs {8 + header_len + end})"
-        )
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: not a valid safetensors file (its header is not a JSON object)")
+    data_size = size - 8 - header_len
+    shapes = {}
+    for name, entry in header.items():
+        if name != "__metadata__":
+            shapes[name] = _checked_entry(path, name, entry, data_size)
+    return shapes
+
+
+def _checked_entry(path: Path, name: str, entry: object, data_size: int) -> tuple[int, ...]:
+    bad = f"{path}: not a valid safetensors file (tensor {name!r}: "
+    if not isinstance(entry, dict):
+        raise InputError(bad + "no dtype, shape and offsets)")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise InputError(bad + f"shape {shape!r})")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_size):
+        raise InputError(f"{path}: truncated or corrupt safetensors file (tensor {name!r} at offsets {offsets!r}, "
+                         f"the file holds {data_size:,} data bytes)")
+    itemsize = FLOAT_DTYPES.get(dtype) or OTHER_DTYPES.get(dtype)  # type: ignore[arg-type]
+    if itemsize is None:
+        raise InputError(bad + f"unknown dtype {dtype!r})")
+    if dtype not in FLOAT_DTYPES and name not in IGNORED_KEYS:
+        raise InputError(f"{path}: tensor {name!r} has the integer dtype {dtype}; model weights are floating point")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * itemsize != offsets[1] - offsets[0]:
+        raise InputError(bad + f"{offsets[1] - offsets[0]:,} bytes for shape {tuple(shape)} of {dtype})")
+    return tuple(shape)
+
+
+def read_safetensors(path: Path) -> dict[str, mx.array]:
+    """All tensors of one safetensors file; a truncated, corrupt or integer file raises InputError
+    (read_header checks the header before any tensor is read)."""
+    read_header(path)
     try:
         return mx.load(str(path))
     except (RuntimeError, ValueError) as err:
@@ -131,16 +176,48 @@ def read_weights(folder: Path) -> tuple[dict[str, mx.array], bool]:
     if (folder / HF_WEIGHTS).is_file():
         return read_safetensors(folder / HF_WEIGHTS), False
     if (folder / HF_INDEX).is_file():
-        shards = sorted(set(json.loads((folder / HF_INDEX).read_text())["weight_map"].values()))
         weights: dict[str, mx.array] = {}
-        for shard in shards:
-            if not (folder / shard).is_file():
-                raise InputError(f"{folder / shard}: missing shard named in {HF_INDEX}")
-            weights.update(read_safetensors(folder / shard))
+        for shard in shard_files(folder):
+            weights.update(read_safetensors(shard))
         return weights, False
     if (folder / HF_PICKLE).is_file():
         return _read_pickle(folder / HF_PICKLE), False
     raise InputError(f"{folder}: no weights ({MLX_WEIGHTS}, {HF_WEIGHTS} or {HF_PICKLE})")
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """The shards a sharded checkpoint's index names, each a file inside `folder`: a folder from
+    the hub or a colleague may name `../x`, an absolute path or a link leading out, never read."""
+    index = folder / HF_INDEX
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{index}: not a sharded checkpoint index (no weight_map of tensor -> file)") from None
+    inside = folder.resolve()
+    shards = []
+    for name in names:
+        shard = folder / str(name)
+        if not isinstance(name, str) or Path(name).name != name or name in (".", "..") \
+                or shard.resolve().parent != inside:
+            raise InputError(f"{index}: names the shard {name!r} outside its folder; a shard is a file beside the index")
+        if not shard.is_file():
+            raise InputError(f"{shard}: missing shard named in {HF_INDEX}")
+        shards.append(shard)
+    return shards
+
+
+def check_layer_counts(config: Any, names: Any, source: Path) -> None:
+    """Each tower's num_hidden_layers against the layers its weights hold, before the model is
+    built: building follows the config, so a config.json claiming 100,000 layers would take
+    gigabytes before check_weights could refuse it."""
+    for tower, sub in (("text_model", config.text), ("vision_model", config.vision)):
+        prefix = f"{tower}.encoder.layers."
+        found = {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix)}
+        held = 1 + max((int(i) for i in found if i.isdigit()), default=-1)
+        if held != sub.num_hidden_layers:
+            raise InputError(f"{source}: config.json gives {tower} {sub.num_hidden_layers} layers "
+                             f"(num_hidden_layers), its weights hold {held}")
 
 
 def hf_to_mlx(weights: dict[str, mx.array]) -> dict[str, mx.array]:

@@ -5,14 +5,26 @@ preprocessor_config.json, and the sentence-transformers module files."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from ..models import weights as W
-from ..io import write_json, write_safetensors
+from ..io import fsync_folder, write_json, write_safetensors
+from ..models import siglip_tokenizer, tokenizer
 from ..models.clip import CLIP, SigLIP
 from ..models.family import family_of
 from ..models.lora import merged_weights
+
+CARD = "README.md"  # the model card: written by the run or the push, never removed by an export
+# Every file an export (of either family) may write: what the hub upload takes (with the card).
+EXPORT_FILES = frozenset({W.HF_WEIGHTS, "config.json", "preprocessor_config.json", *tokenizer.TOKENIZER_FILES,
+                          *siglip_tokenizer.TOKENIZER_FILES, "modules.json", "sentence_bert_config.json",
+                          "config_sentence_transformers.json"})
+OTHER_WEIGHTS = frozenset({W.MLX_WEIGHTS, W.HF_INDEX, W.HF_PICKLE})  # loaders read these too: never left behind
+SHARDS = "model-*-of-*.safetensors"
+STAGING = ".export-staging.part"  # inside the folder (same disk, so the moves are renames)
 
 
 def hf_config(model: CLIP | SigLIP) -> dict:
@@ -29,12 +41,35 @@ def hf_config(model: CLIP | SigLIP) -> dict:
 def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
     """Write `model` as an HF + sentence-transformers folder at `path`; returns the folder.
 
+    The files are written into a staging folder inside `path`, then moved over the old ones, and
+    every file an export or a loader knows (EXPORT_FILES, other weight layouts, shards) that this
+    export did not write is removed: an old mlx_model.safetensors or sharded index would otherwise
+    be what loaders read. Other files in the folder are the user's and stay.
     On a terminal a bar names the step: the weights (~600 MB for ViT-B/32) take the time."""
-    from tqdm import tqdm
-
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=3, desc=f"export {folder.name}", unit="step", leave=False,
+    staging = folder / STAGING
+    if staging.is_symlink() or staging.is_file():  # not ours: never followed
+        staging.unlink()
+    shutil.rmtree(staging, ignore_errors=True)  # an interrupted export's
+    staging.mkdir()
+    _write_files(model, staging, folder.name)
+    written = sorted(p.name for p in staging.iterdir())
+    for name in written:
+        os.replace(staging / name, folder / name)
+    staging.rmdir()
+    stale = (EXPORT_FILES | OTHER_WEIGHTS) - set(written) - {CARD}
+    for old in [folder / name for name in sorted(stale)] + sorted(folder.glob(SHARDS)):
+        if old.is_file() or old.is_symlink():
+            old.unlink()
+    fsync_folder(folder)
+    return folder
+
+
+def _write_files(model: CLIP | SigLIP, folder: Path, title: str) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=3, desc=f"export {title}", unit="step", leave=False,
               disable=not sys.stderr.isatty()) as bar:
         bar.set_postfix_str("weights")
         weights = W.mlx_to_hf(merged_weights(model))  # LoRA adapters folded in: a plain CLIP
@@ -52,18 +87,12 @@ def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
                 model.config.text.max_position_embeddings).items():
             write_json(folder / name, content)
         bar.update()
-    return folder
 
 
 def save_run_model(model: CLIP | SigLIP, path: str | Path) -> Path:
-    """Save a run's best model in the one folder every consumer takes (export_hf's layout).
-
-    An old run resumed here has MLX weights in that folder, which mlx_clip.load would read
-    before the new HF ones: they go once the HF weights are written.
-    """
-    folder = export_hf(model, path)
-    (folder / W.MLX_WEIGHTS).unlink(missing_ok=True)
-    return folder
+    """Save a run's best model in the one folder every consumer takes (export_hf's layout; an old
+    run resumed here has MLX weights in that folder, which export_hf removes)."""
+    return export_hf(model, path)
 
 
 def cap_model_max_length(path: Path, positions: int) -> None:

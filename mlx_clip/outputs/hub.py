@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, scrub_tokens
 from ..io import write_text
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
-from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, scrub_tokens, write_model_card
+from .export import CARD, EXPORT_FILES
+from .model_card import GENERATED_MARK, PLACEHOLDER_REPO, write_model_card
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
-# Left out of every upload: partial files from an interrupted write, caches, editor and OS litter.
-IGNORE_PATTERNS = ["*.part", "*.part.*", ".cache/**", "**/.DS_Store", ".DS_Store", "*~", "__pycache__/**"]
 
 
 def check_export_folder(folder: str | Path) -> Path:
@@ -50,17 +49,15 @@ def check_login(token: str | None = None) -> None:
 
 
 def files_to_upload(folder: str | Path) -> list[str]:
-    """The relative paths `push_to_hub` uploads from `folder` (IGNORE_PATTERNS left out), sorted."""
-    from fnmatch import fnmatch
-
+    """The files `push_to_hub` uploads from `folder`: the ones an export writes (export.EXPORT_FILES)
+    and the model card, nothing else (not a `.env`, notes or anything else that lies there), sorted.
+    A link among them is refused: it could point anywhere on this machine."""
     folder = Path(folder)
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not any(fnmatch(rel, p) or fnmatch(path.name, p) for p in IGNORE_PATTERNS) \
-                and not rel.startswith(".cache/") and ".git/" not in f"/{rel}":
-            out.append(rel)
-    return out
+    names = sorted(name for name in EXPORT_FILES | {CARD} if (folder / name).is_file() or (folder / name).is_symlink())
+    for name in names:
+        if (folder / name).is_symlink():
+            raise InputError(f"{folder / name}: is a link; an upload takes only files the export wrote there")
+    return names
 
 
 def _prepare_card(folder: Path, repo_id: str, card: Any) -> None:
@@ -101,13 +98,14 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: s
     repo_id = check_repo_id(repo_id)
     check_login(token)
     _prepare_card(folder, repo_id, card)
+    files = files_to_upload(folder)
     try:
         url = huggingface_hub.create_repo(repo_id, private=private, exist_ok=True, token=token,
                                           repo_type="model")
         huggingface_hub.upload_folder(
             repo_id=repo_id, folder_path=str(folder), repo_type="model", token=token,
             commit_message=commit_message or "Upload CLIP model fine-tuned with mlx-clip-finetune",
-            ignore_patterns=IGNORE_PATTERNS,
+            allow_patterns=files,  # the export's files and its card only
         )
     except OfflineModeIsEnabled:
         raise InputError("HF_HUB_OFFLINE is set: unset it to upload to the Hugging Face hub") from None

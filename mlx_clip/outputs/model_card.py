@@ -33,12 +33,11 @@ usage as well, and the `sentence-transformers` tag keeps it discoverable there.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, scrub_tokens
 from ..io import write_text
 from ..models.family import FAMILIES, Family
 from ..models.weights import is_repo_id
@@ -213,22 +212,3 @@ def write_model_card(folder: str | Path, info: CardInfo | Mapping[str, Any] | No
     path = folder / "README.md"
     write_text(path, str(card))
     return path
-
-
-def known_tokens() -> list[str]:
-    """Hub tokens this process could see (env and login cache), to keep them out of any output."""
-    found = [os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")]
-    try:
-        from huggingface_hub import get_token
-
-        found.append(get_token())
-    except Exception:
-        pass
-    return [t for t in found if t and len(t) >= 8]
-
-
-def scrub_tokens(text: str, extra: list[str | None] | None = None) -> str:
-    """`text` with every known hub token (and `extra`) replaced by ***: error lines get printed."""
-    for token in known_tokens() + [t for t in (extra or []) if t]:
-        text = text.replace(token, "***")
-    return text

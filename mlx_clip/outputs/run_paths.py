@@ -7,11 +7,25 @@ the card, which run/ imports, can read it without importing run/ back.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from ..models.weights import HF_WEIGHTS, MLX_WEIGHTS
 from ..train.checkpoint import LATEST
+
+RUN_LOCK = ".run.lock"  # runs/NAME/.run.lock: the pid of the one process writing the run (mlx_clip.folder_lock)
+
+
+def check_run_name(name: str, flag: str = "--name") -> str:
+    """A run's name becomes one folder under --runs-dir: letters, digits, '.', '-' and '_', not
+    starting with '.' (so never '.', '..', a hidden folder, a path with '/' or an absolute path).
+    '..' would put the run in the parent of --runs-dir, whose *.part files the start-up cleanup deletes."""
+    if not re.fullmatch(r"\w[\w.\-]*", name or ""):
+        raise InputError(f"{flag} {name!r}: a run name is one folder name: letters, digits, '.', '-' and '_', "
+                         "not starting with '.'")
+    return name
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, set_weights
-from .folder import run_name
+from .folder import claim_run_folder, lock_run_folder, run_name
 from .loop import Float32View, train_epoch
 from .prepare import Prepared, prepare
 
@@ -127,8 +127,16 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
                    survey_margin: str | float | None = None, population: int | None = None,
                    progress: bool = True, say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
     """Train on nested subsets of the training split, evaluate each on one validation set; write
-    runs/NAME/curve.json, curve.png and curve.html. Returns the run folder."""
-    config.name = run_name(config)
+    runs/NAME/curve.json, curve.png and curve.html. Returns the run folder (locked while it is written)."""
+    unnamed = config.name is None
+    config.name, created = claim_run_folder(config.runs_dir, run_name(config), unique=unnamed)
+    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
+        return _curve_in_folder(config, sizes, flat_threshold, survey_margin, population, progress, say, model)
+
+
+def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshold: float,
+                     survey_margin: str | float | None, population: int | None, progress: bool,
+                     say: Callable[[str], None], model: CLIP | None) -> Path:
     prepared = prepare(config, say, model)
     model = prepared.model
     subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)

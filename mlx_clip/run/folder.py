@@ -3,25 +3,63 @@ continues (its saved settings and checkpoint), and what a stop left to resume fr
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from ..config import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
-from ..outputs.run_paths import RunPaths
+from ..folder_lock import hold_folder_lock
+from ..outputs.run_paths import RUN_LOCK, RunPaths, check_run_name
 from ..train.checkpoint import resolve_checkpoint
 
 def run_name(config: FinetuneConfig) -> str:
-    """--name checked (it becomes a folder name), or the start time."""
-    if config.name:
-        if not re.fullmatch(r"[\w.\-]+", config.name):
-            raise InputError(f"--name {config.name!r}: use letters, digits, '.', '-' and '_' only")
-        return config.name
+    """--name checked (it becomes a folder name; RunPaths owns the rule), or the start time."""
+    if config.name is not None:
+        return check_run_name(config.name)
     return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def claim_run_folder(runs_dir: str | Path, name: str, unique: bool) -> tuple[str, list[Path]]:
+    """Create runs/NAME; return NAME and the folders this call created (for `lock_run_folder` to
+    remove again if the run stops before writing anything). `unique` (a run without --name, named
+    by its start time): the first free NAME, NAME-2, NAME-3 ..., claimed by mkdir, which is atomic,
+    so two runs started in the same second get two folders instead of overwriting one."""
+    runs, created = Path(runs_dir), []
+    if not runs.is_dir():
+        runs.mkdir(parents=True, exist_ok=True)
+        created.append(runs)
+    for attempt in itertools.count(1):
+        candidate = name if attempt == 1 else f"{name}-{attempt}"
+        try:
+            (runs / candidate).mkdir()
+            return candidate, created + [runs / candidate]
+        except FileExistsError:
+            if not unique:
+                return name, created
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def lock_run_folder(root: Path, created: Sequence[Path] = ()) -> Iterator[None]:
+    """Hold runs/NAME/.run.lock while the run writes there: a second run on the same folder (the
+    same --name, or --resume of a running run) stops in one line naming the pid. A run that stops
+    before writing anything removes the folders its claim `created` again (nothing left behind)."""
+    with hold_folder_lock(root, RUN_LOCK, f"{root}: another run (pid {{pid}}) is writing to this run folder; "
+                                          "wait for it to finish or pass another --name"):
+        try:
+            yield
+        except BaseException:
+            for folder in reversed(created):
+                if sorted(p.name for p in folder.iterdir()) in ([], [RUN_LOCK] if folder == root else []):
+                    (folder / RUN_LOCK).unlink(missing_ok=True)
+                    folder.rmdir()
+            raise
 
 
 def latest_run(runs_dir: Path) -> Path:

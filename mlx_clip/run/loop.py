@@ -24,7 +24,7 @@ from ..io import write_json
 from ..models.clip import CLIP
 from ..models.lora import merged_weights
 from ..outputs.export import save_run_model
-from ..outputs.run_paths import RunPaths
+from ..outputs.run_paths import RunPaths, check_run_name
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
 from ..train.evaluate import EvalSet, evaluate
@@ -32,7 +32,8 @@ from ..train.optim import make_optimizer
 from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
 from .console import describe, stuck_warning, table_header, table_row
 from .finish import finish
-from .folder import check_resumed_split, ignored_settings, resume_config, run_name
+from .folder import (check_resumed_split, claim_run_folder, ignored_settings, lock_run_folder, resume_config,
+                     run_name)
 from .prepare import Prepared, prepare
 
 
@@ -125,7 +126,19 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     dist = distributed.init()
     if not dist.is_main:
         say, progress = (lambda *_: None), False
+    unnamed = config.name is None and not resume
     config, checkpoint = open_run(config, resume, dist, say)
+    if not dist.is_main:  # rank 0 holds the run folder
+        return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
+    config.name, created = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
+    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
+        return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
+
+
+def _run_in_folder(config: FinetuneConfig, resume: str | None, checkpoint: Checkpoint | None,
+                   dist: distributed.Dist, say: Callable[[str], None], progress: bool, model: CLIP | None,
+                   hooks: Hooks) -> Path:
+    """run()'s steps once the run folder is chosen (and, on rank 0, locked)."""
     prepared = prepare(config, say, model)
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
@@ -158,6 +171,8 @@ def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
              say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint | None]:
     """A fresh run's config with its name, or the resumed run's saved config and checkpoint
     (rank 0 reads them; other ranks receive them)."""
+    if config.name is not None:  # before --resume reads runs/NAME
+        check_run_name(config.name)
     checkpoint = None
     if resume:
         saved = None

@@ -16,8 +16,10 @@ which the run report uses for its before/after retrieval pictures and paired int
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
 import sys
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -217,24 +219,52 @@ class EvalDetails:
     zero_shot: ZeroShot | None = None
 
     def save(self, path: str | Path) -> None:
+        """Plain arrays only: the texts go in as UTF-8 JSON bytes, so `load` never needs pickle."""
         arrays = {"image_embeds": self.image_embeds, "caption_embeds": self.caption_embeds,
-                  "captions": np.array(self.captions, dtype=object), "caption_of_image": self.caption_of_image,
+                  "captions_json": _json_bytes(self.captions), "caption_of_image": self.caption_of_image,
                   "i2t_ranks": self.ranks["i2t"], "t2i_ranks": self.ranks["t2i"]}
         if self.zero_shot is not None:
-            arrays.update(zs_classes=np.array(self.zero_shot.classes, dtype=object), zs_index=self.zero_shot.index,
+            arrays.update(zs_classes_json=_json_bytes(self.zero_shot.classes), zs_index=self.zero_shot.index,
                           zs_truth=self.zero_shot.truth, zs_predicted=self.zero_shot.predicted)
         with atomic_file(path) as handle:
             np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalDetails":
-        with np.load(path, allow_pickle=True) as data:
-            zero_shot = None
-            if "zs_classes" in data:
-                zero_shot = ZeroShot([str(c) for c in data["zs_classes"]], data["zs_index"], data["zs_truth"],
-                                     data["zs_predicted"])
-            return cls(data["image_embeds"], data["caption_embeds"], [str(c) for c in data["captions"]],
-                       data["caption_of_image"], {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]}, zero_shot)
+        """Read with allow_pickle=False: a run folder may come from anyone, and a pickled array in a
+        crafted .npz would run code. Files from older versions stored the texts as pickled object
+        arrays: their numbers are read, their texts are not (empty), so compare and the report still work."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                zero_shot = None
+                if "zs_index" in data:
+                    zero_shot = ZeroShot(_texts(data, "zs_classes", path), data["zs_index"], data["zs_truth"],
+                                         data["zs_predicted"])
+                return cls(data["image_embeds"], data["caption_embeds"], _texts(data, "captions", path),
+                           data["caption_of_image"], {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]},
+                           zero_shot)
+        except InputError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise InputError(f"{path}: not a readable evaluation file ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else 'damaged'})") from None
+
+
+def _json_bytes(texts: Sequence[str]) -> np.ndarray:
+    return np.frombuffer(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def _texts(data, key: str, path: str | Path) -> list[str]:
+    """The texts stored under `key`_json; an older file's pickled `key` array reads as [] (never unpickled)."""
+    if f"{key}_json" not in data:
+        try:
+            return [str(text) for text in data[key]]  # a plain unicode array reads without pickle
+        except ValueError:  # an object array: pickled, so not read
+            return []
+    texts = json.loads(data[f"{key}_json"].tobytes().decode("utf-8"))
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise InputError(f"{path}: {key}_json is not a list of texts")
+    return texts
 
 
 def evaluate(model, eval_set: EvalSet, label_prompt: str | Sequence[str] = "a photo of {label}",
