@@ -22,6 +22,7 @@ from .captions import value_text
 from ..errors import InputError
 from .image_files import sha256_hex
 from .records import get_field_or_none, manifest_record_id
+from ..wording import counted
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Split:
     def line(self) -> str:
         if not self.shared_records:
             return "every record has its own image"
-        return (f"{self.shared_records} records share {self.shared_images} images with another record; "
+        return (f"{self.shared_records} records share {counted(self.shared_images, 'image')} with another record; "
                 "each image's records stay on one side of the split")
 
 
