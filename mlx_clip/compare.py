@@ -14,23 +14,20 @@ import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .run.compare import main_compare
-from .errors import InputError
+from .command import add_version, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="compare.py", description="Compare finetune.py runs on their shared held-out test set: each "
-                                            "run's scores and its difference from the first, with paired 95%% "
+                                            "run's scores and its difference from the first, with paired 95% "
                                             "bootstrap intervals.")
+    add_version(p)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (runs/NAME); the first is the reference")
     p.add_argument("--out", metavar="DIR", help="where to write compare.json and compare.html "
                                                 "(default: runs/compare-A-B beside the first run)")
     args = p.parse_args(argv)
-    try:
-        main_compare(args.runs, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: main_compare(args.runs, args.out),
+                       interrupted=lambda: "interrupted; run the same command again")
 
 
 if __name__ == "__main__":

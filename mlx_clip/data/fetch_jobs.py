@@ -91,7 +91,7 @@ class JobRunner:
                 by_url[job.url].append(job)
         tasks = [self._isolated(group, self._local_file(path, group)) for path, group in by_file.items()]
         show = self.config.progress and sys.stderr.isatty()
-        with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch")  # show: on a terminal only as progress:
+        with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:  # show: on a terminal only
             self._progress = progress
             progress.update(len(outcomes))
             async with open_downloader(self.config) as downloader:
