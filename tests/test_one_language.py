@@ -193,3 +193,25 @@ def test_resolve_paths_picks_the_other_format_than_the_source(tmp_path):
     args = convert.parse_args(["--from", "openai/clip-vit-base-patch32", "--to", str(tmp_path / "m")])
     assert convert.resolve_paths(args).format == "mlx"
     assert isinstance(args, argparse.Namespace)
+
+
+def test_records_and_manifests_are_read_by_one_jsonl_reader_with_one_error_format(tmp_path):
+    from mlx_clip.data.dataset import read_manifest
+    from mlx_clip.data.imagefolder import write_metadata
+    from mlx_clip.data.records import read_records
+
+    bad = '{"image_path": "a.png", "sha256": "x", "id": 1}\n{"image_path": "b.png",}\n'
+    for name, read in (("records.jsonl", read_records), ("manifest.jsonl", read_manifest),
+                       ("sub/manifest.jsonl", write_metadata)):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(bad, encoding="utf-8")
+        with pytest.raises(InputError) as err:
+            read(path)
+        assert str(err.value).startswith(f"{path}: line 2: invalid JSON at column 24 ("), name
+        path.write_text('{"image_path": "a.png"}\n["a.png"]\n', encoding="utf-8")
+        with pytest.raises(InputError, match=r": line 2: expected a JSON object, got an array$"):
+            read(path)
+    # a line separator inside a text value (valid JSON) does not split the record
+    (tmp_path / "records.jsonl").write_text('{"title": "a\u2028b"}\n{"title": "c"}\n', encoding="utf-8")
+    assert read_records(tmp_path / "records.jsonl") == [{"title": "a\u2028b"}, {"title": "c"}]
