@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--to", dest="target", metavar="FOLDER", help="the folder to write")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="what to write: mlx (mlx_model.safetensors) or hf (transformers + "
-                             "sentence-transformers). Default: the other format than --from's")
+                             "sentence-transformers). Default: the other format than --from's; hf with "
+                             "--push-to-hub")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="store the weights in this dtype (default: as stored in the source). "
                              "float32 on CPUs; bfloat16/float16 halve memory on Apple GPUs")
@@ -78,8 +79,8 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         source, target, fmt = args.source, args.target, args.format
     if not source or not target:
         raise InputError("name the model to read and the folder to write: --from MODEL --to FOLDER")
-    if fmt is None:
-        fmt = "hf" if (Path(source) / MLX_WEIGHTS).is_file() else "mlx"
+    if fmt is None:  # the other format than the source's; an upload is always an HF export
+        fmt = "hf" if args.push_to_hub or (Path(source) / MLX_WEIGHTS).is_file() else "mlx"
     return argparse.Namespace(**{**vars(args), "source": source, "target": target, "format": fmt})
 
 

@@ -192,6 +192,10 @@ def test_convert_reads_from_and_writes_to_with_dtype_names_as_written(tmp_path, 
 def test_resolve_paths_picks_the_other_format_than_the_source(tmp_path):
     args = convert.parse_args(["--from", "openai/clip-vit-base-patch32", "--to", str(tmp_path / "m")])
     assert convert.resolve_paths(args).format == "mlx"
+    hf_folder = tmp_path / "hf"
+    hf_folder.mkdir()
+    args = convert.parse_args(["--from", str(hf_folder), "--to", str(tmp_path / "e"), "--push-to-hub", "a/b"])
+    assert convert.resolve_paths(args).format == "hf"  # an upload is an HF export
     assert isinstance(args, argparse.Namespace)
 
 
