@@ -219,3 +219,21 @@ def test_records_and_manifests_are_read_by_one_jsonl_reader_with_one_error_forma
     # a line separator inside a text value (valid JSON) does not split the record
     (tmp_path / "records.jsonl").write_text('{"title": "a\u2028b"}\n{"title": "c"}\n', encoding="utf-8")
     assert read_records(tmp_path / "records.jsonl") == [{"title": "a\u2028b"}, {"title": "c"}]
+
+
+def test_the_tour_model_is_the_same_every_time_and_reads_texts_like_transformers(tmp_path):
+    """python -m mlx_clip.demo.tiny_model: the same folder byte for byte from the same seed (a BPE
+    trainer would break ties differently each run), and transformers' tokenizer gives its ids."""
+    from mlx_clip.demo.tiny_model import build_tiny_clip
+    from mlx_clip.models.clip import load
+
+    first, second = build_tiny_clip(tmp_path / "a"), build_tiny_clip(tmp_path / "b")
+    for name in ("mlx_model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    model = load(first)
+    text = "Thumbs up sign, an emoji of hand-fingers-closed zzqx"
+    ids = model.tokenizer([text])[0]
+    assert ids[0] == model.tokenizer.bos_token_id and list(ids).index(model.tokenizer.eos_token_id) == 14
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(first)([text])["input_ids"][0]
+    assert list(ids[:len(theirs)]) == theirs

@@ -1,9 +1,9 @@
 """Build a tiny random CLIP for the offline tour: `python -m mlx_clip.demo.tiny_model OUT`.
 
-A model folder needs no download and no PyTorch: the weights are MLX's random initialisation,
-the tokenizer a small byte-level BPE (CLIP's pipeline: lowercase, CLIP's split, `</w>` word ends,
-start/end-of-text tokens) trained with `tokenizers` on the bundled emoji records' words. It
-loads and trains like any CLIP folder; its scores say nothing about a real CLIP.
+A model folder needs no download and no PyTorch: the weights are MLX's random initialisation
+(seeded), the tokenizer one id per word of the bundled emoji records (CLIP's lowercasing, split
+and start/end-of-text tokens, through `tokenizers`). The same seed gives the same folder, byte
+for byte. It loads and trains like any CLIP folder; its scores say nothing about a real CLIP.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE
-from tokenizers.trainers import BpeTrainer
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
 
 from ..io import write_json
 from ..models.clip import CLIP
@@ -25,46 +24,48 @@ from ..models.preprocess import ImageProcessor
 from ..models.tokenizer import BOS, CLIP_SPLIT, EOS, CLIPTokenizer
 
 EMOJI_RECORDS = Path(__file__).parent / "emoji" / "records.jsonl"
+UNK = "<|unk|>"
+# words captions and label prompts add around the records' own (the default "a photo of {label}")
+PROMPT_WORDS = "a an the of and with in on at for by from to emoji emojis photo picture image icon symbol sign"
 IMAGE_SIZE = 64
 LAYERS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               hidden_act="quick_gelu", layer_norm_eps=1e-5)
 
 
-def emoji_words() -> list[str]:
-    """The text of every bundled emoji record (names, categories, keywords): the BPE's corpus."""
+def emoji_texts() -> list[str]:
+    """The text of every bundled emoji record (names, categories, keywords): the vocabulary's source."""
     texts = []
     for line in EMOJI_RECORDS.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            texts.extend(str(v) for k, v in record.items() if k != "image_path")
-    return texts
+            for key, value in record.items():
+                if key != "image_path":
+                    texts.append(" ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return texts + [PROMPT_WORDS]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> Tokenizer:
-    """A byte-level BPE with CLIP's normaliser, split and special tokens, trained on `texts`."""
-    tokenizer = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>",
-                              fuse_unk=False, unk_token=EOS))
+def word_tokenizer(texts: list[str]) -> Tokenizer:
+    """A word-level tokenizer with CLIP's normaliser, split and start/end-of-text tokens: one id per
+    word of `texts` (sorted, so the same texts always give the same ids; a BPE trainer breaks ties
+    differently from run to run); an unknown word reads as UNK (never as end-of-text, where the
+    text tower would stop)."""
+    split = pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True)
+    words = sorted({piece for text in texts for piece, _ in split.pre_tokenize_str(text.lower())})
+    vocab = {token: index for index, token in enumerate([BOS, EOS, UNK, *words])}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
     tokenizer.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = BpeTrainer(vocab_size=vocab_size, show_progress=False, end_of_word_suffix="</w>",
-                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                         special_tokens=[AddedToken(t, normalized=False, special=True) for t in (BOS, EOS)])
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.RobertaProcessing(
-        (EOS, tokenizer.token_to_id(EOS)), (BOS, tokenizer.token_to_id(BOS)),
-        trim_offsets=False, add_prefix_space=False)
+    tokenizer.pre_tokenizer = split
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in (BOS, EOS, UNK)])
+    tokenizer.post_processor = processors.RobertaProcessing((EOS, vocab[EOS]), (BOS, vocab[BOS]),
+                                                            trim_offsets=False, add_prefix_space=False)
     return tokenizer
 
 
 def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
-    """Write a random 64-px CLIP (about 0.5M parameters) with its tokenizer into `folder`."""
+    """Write a random 64-px CLIP (about 0.3M parameters) with its tokenizer into `folder`."""
     folder = Path(folder)
-    tokenizer = train_tokenizer(emoji_words())
+    tokenizer = word_tokenizer(emoji_texts())
     context = 77
     raw = {
         "model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": 32,
@@ -86,6 +87,10 @@ def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     mx.eval(model.parameters())
     model.save(folder)
     write_json(folder / "preprocessor_config.json", preprocessor)
+    # transformers' CLIPTokenizer would rebuild a BPE from the vocabulary: read tokenizer.json as it is
+    write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context, "bos_token": BOS,
+        "eos_token": EOS, "unk_token": UNK, "pad_token": EOS, "clean_up_tokenization_spaces": False})
     return folder
 
 
