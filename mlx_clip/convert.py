@@ -81,11 +81,12 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         raise InputError("name the model to read and the folder to write: --from MODEL --to FOLDER")
     if fmt is None:  # the other format than the source's; an upload is always an HF export
         fmt = "hf" if args.push_to_hub or (Path(source) / MLX_WEIGHTS).is_file() else "mlx"
-    return argparse.Namespace(**{**vars(args), "source": source, "target": target, "format": fmt})
+    return argparse.Namespace(**{**vars(args), "source": source, "target": target, "format": fmt,
+                                 "hf_path": None, "mlx_path": None, "to_hf": False})  # resolved once is resolved
 
 
 def card_info(args: argparse.Namespace, model: CLIP | SigLIP) -> CardInfo:
-    """Card info for an export of --mlx-path: when it is a run's model/, the card that run wrote
+    """Card info for an export of --from: when it is a run's model/, the card that run wrote
     (CardInfo.from_run, the one owner), else a bare one."""
     from .outputs.run_paths import RunPaths
 
@@ -94,7 +95,7 @@ def card_info(args: argparse.Namespace, model: CLIP | SigLIP) -> CardInfo:
         base = model.config.raw["_name_or_path"]
     overrides = dict(base_model=base, license=args.license, repo_id=args.push_to_hub,
                      model_type=family_of(model).model_type)
-    run = RunPaths(Path(args.source).parent)
+    run = RunPaths(Path(resolve_paths(args).source).parent)
     if run.metrics.is_file() and run.config.is_file():
         return CardInfo.from_run(run.root, **overrides)
     return CardInfo(**overrides)
