@@ -159,7 +159,9 @@ def test_the_training_bar_is_for_terminals_and_logs_get_plain_lines(monkeypatch,
             for _ in range(2):
                 yield {"input_ids": None, "pixels": None, "image_group": None, "record_id": list(range(32))}
 
-    monkeypatch.setattr(loop, "LOG_EVERY_S", 0.0)
+    from mlx_clip import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert loop.train_epoch(Trainer(), Stream(), 1, 3, progress=True) == ([2.5, 2.5], [32, 32])
     captured = capsys.readouterr()
@@ -167,6 +169,16 @@ def test_the_training_bar_is_for_terminals_and_logs_get_plain_lines(monkeypatch,
     assert captured.out.splitlines()[0].startswith("epoch 1/3: 32 of 64 images, loss 2.5000, ")
     loop.train_epoch(Trainer(), Stream(), 1, 3, progress=False)
     assert capsys.readouterr().out == ""
+    # the fetch's progress is the same object: lines in a log, a bar only on a terminal
+    lines = []
+    with progress.Progress(3, "fetch", "records", say=lines.append) as shown:
+        shown.update(2)
+        shown.update(1)
+    assert lines == ["fetch: 2 of 3 records", "fetch: 3 of 3 records"] and "\r" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with progress.Progress(3, "fetch", "records", say=lines.append) as shown:
+        shown.update(3)
+    assert len(lines) == 2  # on a terminal the bar alone
 
 
 def test_convert_reads_from_and_writes_to_with_dtype_names_as_written(tmp_path, capsys):

@@ -8,7 +8,6 @@ Under mlx.launch (several processes) it trains data-parallel (mlx_clip.train.dis
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import FinetuneConfig
+from ..progress import Progress
 from ..data.stream import TrainStream
 from ..errors import InputError
 from ..io import write_json
@@ -71,19 +71,12 @@ class Float32View:
         return self.model
 
 
-LOG_EVERY_S = 60.0  # off a terminal (a log file, CI): one progress line a minute instead of a bar
-
-
 def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                 progress: bool, on_step: Callable[[], None] | None = None) -> tuple[list[float], list[int]]:
     """One pass over the stream; each step's loss and batch size. `on_step` runs after each step."""
-    from tqdm import tqdm
-
     losses, sizes = [], []
-    on_terminal = progress and sys.stderr.isatty()  # a bar on a terminal; plain lines in a log
-    bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not on_terminal,
-               dynamic_ncols=True, leave=False)
-    started = last_line = time.perf_counter()
+    bar = Progress(len(stream.items), f"epoch {epoch}/{epochs}", enabled=progress)  # plain lines in a log
+    started = time.perf_counter()
     seen = 0
     for number, batch in enumerate(stream.epoch(epoch), 1):
         extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
@@ -97,13 +90,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
         losses.append(loss)
         sizes.append(batch.get("global_size", len(batch["record_id"])))
         seen += sizes[-1]
-        bar.update(sizes[-1])
-        now = time.perf_counter()
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (now - started):.1f}")
-        if progress and not on_terminal and now - last_line >= LOG_EVERY_S:
-            last_line = now
-            print(f"epoch {epoch}/{epochs}: {seen:,} of {len(stream.items):,} images, loss {loss:.4f}, "
-                  f"{seen / (now - started):.1f} images/s", flush=True)
+        bar.update(sizes[-1], f"loss {loss:.4f}, {seen / (time.perf_counter() - started):.1f} images/s")
         if on_step is not None:
             on_step()
     bar.close()
