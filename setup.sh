@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Set up mlx-clip-finetune for use and for its tests, on macOS or Linux.
-#   bash setup.sh          runtime + test/benchmark dependencies
-#   bash setup.sh --runtime  only what fine-tuning needs
+# Set up mlx-clip-finetune for use and for its tests, on macOS or Linux, in a virtual
+# environment (.venv, or $VENV): `pip install -e '.[dev]'` there, nothing in the system Python.
+#   bash setup.sh            the package + its test/benchmark stack
+#   bash setup.sh --runtime  only what fine-tuning needs (pip install -e .)
+# Then: . .venv/bin/activate (or run .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
 STARTED=$SECONDS
 INSTALLED=()  # for the closing line
 
@@ -13,6 +16,8 @@ if [[ "$(uname -s)" == "Linux" ]]; then
   # Chromium (tests only): the report test renders report.html in a real headless browser.
   PACKAGES=()
   ldconfig -p 2>/dev/null | grep -q libopenblas.so.0 || PACKAGES+=(libopenblas0-pthread)
+  # Debian's Python makes virtual environments only with python3-venv (ensurepip).
+  [[ -x "$VENV/bin/python" ]] || $PYTHON -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
   [[ "${1:-}" != "--runtime" ]] && ! command -v chromium >/dev/null && PACKAGES+=(chromium)
   if (( ${#PACKAGES[@]} )); then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
@@ -34,19 +39,23 @@ if [[ "$(uname -s)" == "Linux" ]]; then
   fi
 fi
 
+if [[ ! -x "$VENV/bin/python" ]]; then
+  if ! $PYTHON -m venv "$VENV"; then
+    echo "error: $PYTHON could not create the virtual environment $VENV (on Debian/Ubuntu: apt-get install python3-venv)" >&2
+    exit 1
+  fi
+  INSTALLED+=("venv: $VENV")
+fi
+PYTHON="$VENV/bin/python"
 if [[ "${1:-}" == "--runtime" ]]; then
-  $PYTHON -m pip install -q -r requirements.txt
-  INSTALLED+=("pip: requirements.txt")
+  $PYTHON -m pip install -q -e .   # the mlx_clip package, its commands and its llm plugin
+  INSTALLED+=("pip: -e . (mlx-clip-finetune, editable)")
 else
-  $PYTHON -m pip install -q -r requirements-dev.txt
+  $PYTHON -m pip install -q -e '.[dev]'
   # OpenAI's BPE vocabulary for the tokenizer tests ships in this wheel (MIT); its
   # dependencies (torchvision) are not needed.
   $PYTHON -m pip install -q --no-deps open-clip-torch
-  INSTALLED+=("pip: requirements-dev.txt, open-clip-torch")
-fi
-if [[ -f pyproject.toml ]]; then
-  $PYTHON -m pip install -q --no-deps -e .   # the mlx_clip package and its llm plugin
-  INSTALLED+=("mlx-clip-finetune (editable)")
+  INSTALLED+=("pip: -e '.[dev]' (mlx-clip-finetune, editable, and its test stack), open-clip-torch")
 fi
 $PYTHON - <<'PY'
 import mlx_clip, mlx_clip._blas as b
@@ -54,4 +63,4 @@ print("mlx_clip", mlx_clip.__version__, "| BLAS under MLX:", b.loaded_blas or "p
 PY
 ELAPSED=$((SECONDS - STARTED))
 printf -v SUMMARY '%s; ' "${INSTALLED[@]}"
-echo "setup.sh: installed ${SUMMARY%; } in $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
+echo "setup.sh: installed ${SUMMARY%; } in $((ELAPSED / 60)) min $((ELAPSED % 60)) s; now: . $VENV/bin/activate"

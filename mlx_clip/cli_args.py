@@ -1,7 +1,8 @@
 """Command-line flags generated from the typed config tree, so each flag's help and default live once.
 
 A dataclass field made with :func:`setting` becomes a flag: `--field-name` unless `flag` names
-other spellings; its help, metavar, parser (`type`), `choices` and default come from the field.
+other spellings, and always also its key in a config file (`--fetch.read-timeout` for
+`fetch: {read_timeout: ...}`, shown in --help beside the short spelling); its help, metavar, parser (`type`), `choices` and default come from the field.
 A nested dataclass field becomes an argument group titled by its `help`; a field may name
 another `group`, and fields sharing an `exclusive` name are mutually exclusive. A bool that
 defaults to False is switched on by its flag; one that defaults to True is switched off by its
@@ -87,6 +88,29 @@ def _flags(field: dataclasses.Field) -> list[str]:
     return [flag] if isinstance(flag, str) else list(flag)
 
 
+def key_flag(path: str, switches_off: bool = False) -> str:
+    """The flag spelled as the setting's key in a config file: `fetch.read_timeout` ->
+    `--fetch.read-timeout`; a switch that turns a True setting off gets `no-` before the last
+    part (`augment.hflip` -> `--augment.no-hflip`)."""
+    head, _, name = path.rpartition(".")
+    name = ("no-" if switches_off else "") + name.replace("_", "-")
+    return "--" + (f"{head.replace('_', '-')}." if head else "") + name
+
+
+def setting_of_flag(flag: str) -> str:
+    """The setting key a key-spelled flag names (the inverse of :func:`key_flag`)."""
+    head, _, name = flag.removeprefix("--").rpartition(".")
+    name = name.removeprefix("no-").replace("-", "_")
+    return (f"{head.replace('-', '_')}." if head else "") + name
+
+
+def all_flags(field: dataclasses.Field, path: str, default: Any) -> list[str]:
+    """A field's flags: its short spelling(s) first (what messages name), then its key spelling."""
+    flags = _flags(field)
+    keyed = key_flag(path, switches_off=default is True)
+    return flags if keyed in flags else [*flags, keyed]
+
+
 def _shown(value: Any) -> str:
     """The `(default: x)` of a help line; nothing for None, False and empty lists."""
     if value is None or value is False or value == [] or value == ():
@@ -142,7 +166,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, only: It
                 if key in meta:
                     kwargs[key] = meta[key]
             kwargs["help"] += _shown(default)
-        target.add_argument(*_flags(field), **kwargs)
+        target.add_argument(*all_flags(field, dest, default), **kwargs)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -216,6 +240,18 @@ def to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
+def _number_text(text: str, base: type) -> Any:
+    """A number written as text in any notation (`1e-4`, `1E3`, `0.5`, `2_000`) as `base`; the
+    text itself when it is no number (the caller then names the setting)."""
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return text
+    if base is int:
+        return int(number) if number.is_integer() else text
+    return number
+
+
 def _check(path: str, hint: Any, value: Any, where: str) -> Any:
     """`value` as the field's type, or an InputError naming the file and the setting."""
     args = typing.get_args(hint)
@@ -229,6 +265,8 @@ def _check(path: str, hint: Any, value: Any, where: str) -> Any:
     if isinstance(value, list) and (list in origins or tuple in origins):
         checked = [_check(path, base, v, where) for v in value]
         return tuple(checked) if tuple in origins and list not in origins else checked
+    if base in (int, float) and isinstance(value, str):
+        value = _number_text(value, base)  # YAML reads `1e-4` (no dot) as text
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if base is Path and isinstance(value, str):

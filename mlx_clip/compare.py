@@ -14,29 +14,20 @@ import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .run.compare import main_compare
-from .errors import InputError, error_line, write_error_line
+from .command import add_version, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="compare.py", description="Compare finetune.py runs on their shared held-out test set: each "
-                                            "run's scores and its difference from the first, with paired 95%% "
+                                            "run's scores and its difference from the first, with paired 95% "
                                             "bootstrap intervals.")
+    add_version(p)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (runs/NAME); the first is the reference")
     p.add_argument("--out", metavar="DIR", help="where to write compare.json and compare.html "
                                                 "(default: runs/compare-A-B beside the first run)")
     args = p.parse_args(argv)
-    try:
-        main_compare(args.runs, args.out)
-    except InputError as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; compare.json and compare.html are written whole or not at all", file=sys.stderr)
-        return 130
-    except OSError as err:  # a read-only or full --out
-        print(write_error_line(err, "run again") or error_line(err), file=sys.stderr)
-        return 2 if write_error_line(err, "run again") else 1
-    return 0
+    return run_command(lambda: main_compare(args.runs, args.out),
+                       interrupted=lambda: "interrupted; run the same command again")
 
 
 if __name__ == "__main__":

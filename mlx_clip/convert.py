@@ -1,8 +1,11 @@
 """Convert CLIP and SigLIP weights between Hugging Face and MLX folders.
 
-  python convert.py --hf-path openai/clip-vit-base-patch32 --mlx-path mlx_models/b32
-  python convert.py --to-hf --mlx-path runs/demo/model --hf-path exports/demo
-  python convert.py --to-hf --mlx-path runs/demo/model --hf-path exports/demo --push-to-hub alice/demo-clip
+  python convert.py --from openai/clip-vit-base-patch32 --to models/clip-b32          # HF -> MLX
+  python convert.py --from models/clip-b32 --to exports/clip-b32                      # MLX -> HF
+  python convert.py --from runs/demo/model --to exports/demo --format hf --push-to-hub alice/demo-clip
+
+The output format defaults to the other one than the source's (an MLX folder holds
+mlx_model.safetensors); --format names it. The older --hf-path/--mlx-path/--to-hf still work.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from pathlib import Path
 
 from mlx.utils import tree_flatten
 
-from . import __version__
-from .errors import InputError, error_line, write_error_line
-from .models.clip import CLIP, DTYPES, SigLIP, load
+from .command import add_version, run_command
+from .errors import InputError
+from .models.clip import CLIP, DTYPES, SigLIP, dtype_name, load
+from .models.weights import MLX_WEIGHTS
 from .models.family import family_of
 from .outputs.export import export_hf
 from .models.weights import is_repo_id
 from .outputs.card_info import CardInfo
+
+
+FORMATS = ("mlx", "hf")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,18 +34,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="convert.py",
         description="Convert CLIP or SigLIP between Hugging Face (transformers / sentence-transformers) and MLX folders.",
     )
-    parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
-    parser.add_argument("--hf-path", required=True,
-                        help="HF model: a local folder or a hub repo id (input), or with --to-hf the folder to write")
-    parser.add_argument("--mlx-path", required=True,
-                        help="MLX model folder: the folder to write, or with --to-hf the folder to read")
-    parser.add_argument("--to-hf", action="store_true",
-                        help="convert MLX -> HF (writes model.safetensors, config, tokenizer, preprocessor "
-                             "and sentence-transformers files) instead of HF -> MLX")
+    add_version(parser)
+    parser.add_argument("--from", dest="source", metavar="MODEL",
+                        help="the model to read: an MLX or HF folder, or a hub repo id")
+    parser.add_argument("--to", dest="target", metavar="FOLDER", help="the folder to write")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="what to write: mlx (mlx_model.safetensors) or hf (transformers + "
+                             "sentence-transformers). Default: the other format than --from's; hf with "
+                             "--push-to-hub")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="store the weights in this dtype (default: as stored in the source). "
                              "float32 on CPUs; bfloat16/float16 halve memory on Apple GPUs")
-    hub = parser.add_argument_group("publishing (with --to-hf)")
+    # the spelling before --from/--to: --hf-path was the input, or the output with --to-hf
+    parser.add_argument("--hf-path", help=argparse.SUPPRESS)
+    parser.add_argument("--mlx-path", help=argparse.SUPPRESS)
+    parser.add_argument("--to-hf", action="store_true", help=argparse.SUPPRESS)
+    hub = parser.add_argument_group("publishing (with --format hf)")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                      help="after the export, write its model card (README.md) and upload the folder to "
                           "this Hugging Face hub repo (OWNER/NAME). Uses your HF_TOKEN or `hf auth login`; "
@@ -52,12 +63,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="licence id for the model card (default: the base model's licence if known, else 'other')")
     hub.add_argument("--base-model", default=None,
                      help="hub repo id of the model this one was converted or fine-tuned from, for the card "
-                          "(default: read from the run's config.json next to --mlx-path, if any)")
+                          "(default: read from the run's config.json next to --from, if any)")
     return parser.parse_args(argv)
 
 
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """--from, --to and --format, also from the older --hf-path/--mlx-path/--to-hf; one line when missing."""
+    legacy = args.hf_path is not None or args.mlx_path is not None or args.to_hf
+    if legacy and (args.source or args.target):
+        raise InputError("use --from and --to (not with --hf-path/--mlx-path/--to-hf)")
+    if legacy:
+        source, target = (args.mlx_path, args.hf_path) if args.to_hf else (args.hf_path, args.mlx_path)
+        fmt = "hf" if args.to_hf else "mlx"
+    else:
+        source, target, fmt = args.source, args.target, args.format
+    if not source or not target:
+        raise InputError("name the model to read and the folder to write: --from MODEL --to FOLDER")
+    if fmt is None:  # the other format than the source's; an upload is always an HF export
+        fmt = "hf" if args.push_to_hub or (Path(source) / MLX_WEIGHTS).is_file() else "mlx"
+    return argparse.Namespace(**{**vars(args), "source": source, "target": target, "format": fmt,
+                                 "hf_path": None, "mlx_path": None, "to_hf": False})  # resolved once is resolved
+
+
 def card_info(args: argparse.Namespace, model: CLIP | SigLIP) -> CardInfo:
-    """Card info for an export of --mlx-path: when it is a run's model/, the card that run wrote
+    """Card info for an export of --from: when it is a run's model/, the card that run wrote
     (CardInfo.from_run, the one owner), else a bare one."""
     from .outputs.run_paths import RunPaths
 
@@ -66,47 +95,37 @@ def card_info(args: argparse.Namespace, model: CLIP | SigLIP) -> CardInfo:
         base = model.config.raw["_name_or_path"]
     overrides = dict(base_model=base, license=args.license, repo_id=args.push_to_hub,
                      model_type=family_of(model).model_type)
-    run = RunPaths(Path(args.mlx_path).parent)
+    run = RunPaths(Path(resolve_paths(args).source).parent)
     if run.metrics.is_file() and run.config.is_file():
         return CardInfo.from_run(run.root, **overrides)
     return CardInfo(**overrides)
 
 
+def convert(args: argparse.Namespace) -> None:
+    """Read --from, write --to in --format, and publish it with --push-to-hub."""
+    args = resolve_paths(args)
+    if args.push_to_hub and args.format != "hf":
+        raise InputError("--push-to-hub uploads a Hugging Face export: add --format hf to write --to "
+                         "as one and publish that")
+    if args.push_to_hub:
+        from .outputs.hub import check_login, check_repo_id
+
+        check_repo_id(args.push_to_hub)  # before the conversion, not after
+        check_login()
+    model = load(args.source, dtype=args.dtype)
+    out = export_hf(model, args.target) if args.format == "hf" else model.save(args.target)
+    print(f"wrote {out} ({args.format.upper()} folder, {dtype_name(model.dtype)}, "
+          f"{sum(v.size for _, v in tree_flatten(model.parameters())):,} parameters)")
+    if args.push_to_hub:
+        from .outputs.hub import push_to_hub
+
+        url = push_to_hub(out, args.push_to_hub, private=args.private, card=card_info(args, model))
+        print(f"uploaded {out} with its model card to {url} ({'private' if args.private else 'public'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.push_to_hub and not args.to_hf:
-            raise InputError("--push-to-hub uploads a Hugging Face export: add --to-hf to convert "
-                             "--mlx-path into the --hf-path folder and publish that")
-        if args.push_to_hub:
-            from .outputs.hub import check_login, check_repo_id
-
-            check_repo_id(args.push_to_hub)  # before the conversion, not after
-            check_login()
-        if args.to_hf:
-            model = load(args.mlx_path, dtype=args.dtype)
-            out = export_hf(model, args.hf_path)
-            if args.push_to_hub:
-                from .outputs.hub import push_to_hub
-
-                info = card_info(args, model)
-                url = push_to_hub(out, args.push_to_hub, private=args.private, card=info)
-        else:
-            model = load(args.hf_path, dtype=args.dtype)
-            out = model.save(args.mlx_path)
-    except InputError as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; each file is written whole or not at all: run the same command again", file=sys.stderr)
-        return 130
-    except OSError as err:  # a read-only or full output folder, an unreadable model file
-        print(write_error_line(err, "run again") or error_line(err), file=sys.stderr)
-        return 2 if write_error_line(err, "run again") else 1
-    print(f"wrote {out} ({model.dtype}, {sum(v.size for _, v in tree_flatten(model.parameters())):,} parameters)")
-    if args.push_to_hub:
-        print(f"uploaded {out} with its model card to {url} ({'private' if args.private else 'public'})")
-    return 0
+    return run_command(lambda: convert(args), interrupted=lambda: "interrupted; each file is written whole or not at all: run the same command again")
 
 
 if __name__ == "__main__":

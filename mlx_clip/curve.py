@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .cli_args import margin_text
 from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.curve import learning_curve, parse_sizes
-from .errors import InputError, error_line, write_error_line
+from .command import add_version, run_command
+from .errors import InputError
 
 
 def curve_parser() -> argparse.ArgumentParser:
@@ -26,9 +28,9 @@ def curve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="curve.py",
         description="Learning curve: fine-tune on nested random subsets of the training split (each contains the "
-                    "smaller ones), evaluate each on one fixed validation set with 95%% bootstrap intervals, "
+                    "smaller ones), evaluate each on one fixed validation set with 95% bootstrap intervals, "
                     "and say where more images stop helping.")
-    p.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
+    add_version(p)
     add_arguments(p)
     g = p.add_argument_group("learning curve")
     g.add_argument("--sizes", "--learning-curve", dest="sizes", required=True, metavar="N,N,...",
@@ -46,29 +48,19 @@ def curve_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = curve_parser().parse_args(argv)
-    config = sizes = None
-    try:
-        sizes = parse_sizes(args.sizes)
+    state: dict = {}
+
+    def work() -> None:
+        sizes = state["sizes"] = parse_sizes(args.sizes)
         if args.flat_threshold <= 0:
             raise InputError("--flat-threshold must be > 0")
-        config = config_from_args(args)
+        config = state["config"] = config_from_args(args)
         if config.test_fraction is None:  # the curve scores on validation only: no test set unless asked
-            config.test_fraction = 0.0
+            config = state["config"] = replace(config, test_fraction=0.0)
         learning_curve(config, sizes, args.flat_threshold, args.survey_margin, args.population,
                        progress=config.fetch.progress)
-    except InputError as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    except OSError as err:
-        line = write_error_line(err, "run again")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted_line(config, sizes), file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(work, interrupted=lambda: interrupted_line(state.get("config"), state.get("sizes")))
 
 
 def interrupted_line(config: FinetuneConfig | None, sizes: list[int] | None) -> str:

@@ -7,10 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
 from .cli_args import add_config_arguments, apply, given
 from .config import FinetuneConfig
-from .errors import InputError, error_line, write_error_line
+from .command import add_version, run_command
 from .data.fetch_config import FetchSummary
 from .data.fetcher import fetch_records
 from .data.imagefolder import write_metadata
@@ -33,18 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON Lines or CSV (detected from the content)",
     )
     add_config_arguments(parser, FinetuneConfig, only=FETCH_SETTINGS)
-    parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
-    return parser
+    return add_version(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run fetch.py; returns the exit code (2 for bad input, with one line on stderr)."""
+    """Run fetch.py; returns the exit code (mlx_clip.command: 2 for bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
     # A record's text may hold a lone surrogate (a title cut inside an emoji): print it escaped.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    try:
+
+    def work() -> None:
         config = apply(FinetuneConfig(), given(args, FinetuneConfig))
         summary: FetchSummary = fetch_records(
             args.records,
@@ -57,19 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(summary)
         print(write_metadata(summary.manifest_path))  # the ImageFolder view of the manifest, for `datasets`
-    except InputError as e:
-        print(error_line(e), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except OSError as err:  # a full disk or a read-only --out: one line, finished images are kept
-        line = write_error_line(err, "run the same command again (finished images are kept)")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
-    return 0
+
+    # a full disk or a read-only --out: one line, finished images are kept
+    return run_command(work, interrupted=lambda: "interrupted; run the same command again to resume",
+                       again=lambda: "run the same command again (finished images are kept)")
 
 
 if __name__ == "__main__":

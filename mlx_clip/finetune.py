@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .errors import InputError, error_line, write_error_line
+from .command import add_version, run_command
 from .config import FinetuneConfig, add_arguments, config_from_args
 from .run.dry_run import dry_run
 from .run.folder import last_checkpoint_epoch, stopped_run
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="finetune.py",
         description="Fine-tune CLIP (MLX) on your images and their catalogue metadata; measures "
                     "retrieval before and after and exports a model llm and sentence-transformers load.")
-    p.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
+    add_version(p)
     add_arguments(p)
     r = p.add_argument_group("run control")
     r.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -72,11 +72,21 @@ def resume_hint(config: FinetuneConfig, resume: str | None) -> str:
         f"--resume continues after epoch {epoch}"
 
 
+def interrupted_line(config: FinetuneConfig | None, args: argparse.Namespace) -> str:
+    """Ctrl-C's line: the last checkpoint is intact (checkpoints are written atomically)."""
+    if args.dry_run:
+        return "interrupted (dry run: nothing written)"
+    epoch = last_checkpoint_epoch(stopped_run(config, args.resume)) if config else None
+    return ("interrupted before the first epoch finished; no checkpoint yet, run again to start over"
+            if epoch is None else f"interrupted after epoch {epoch}; --resume continues")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = None
-    try:
-        config = config_from_args(args)
+    state: dict[str, FinetuneConfig] = {}
+
+    def work() -> None:
+        config = state["config"] = config_from_args(args)
         if args.push_to_hub and not args.dry_run:  # before hours of training, not after
             from .outputs.hub import check_login, check_repo_id
 
@@ -89,22 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = run(config, resume=args.resume, progress=config.fetch.progress)
             if is_main_process():  # under mlx.launch: rank 0 holds the run folder
                 publish(run_dir, args)
-    except InputError as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    except OSError as err:
-        line = write_error_line(err, resume_hint(config, args.resume) if config else "run again")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: the last checkpoint is intact (checkpoints are written atomically)
-        epoch = last_checkpoint_epoch(stopped_run(config, args.resume)) if config and not args.dry_run else None
-        print("interrupted (dry run: nothing written)" if args.dry_run else
-              "interrupted before the first epoch finished; no checkpoint yet, run again to start over"
-              if epoch is None else f"interrupted after epoch {epoch}; --resume continues", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(work, interrupted=lambda: interrupted_line(state.get("config"), args),
+                       again=lambda: resume_hint(state["config"], args.resume) if "config" in state else "run again")
 
 
 if __name__ == "__main__":

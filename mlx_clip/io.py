@@ -21,6 +21,8 @@ from typing import IO, Any, Iterable, Iterator
 
 import mlx.core as mx
 
+from .errors import InputError
+
 PART_SUFFIX = ".part"
 
 
@@ -103,3 +105,31 @@ def write_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: d
     """
     with atomic_file(path) as handle:
         mx.save_safetensors(handle, arrays, metadata=metadata)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in words, for a message ("an object", "an array", ...)."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def jsonl_objects(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, dict]]:
+    """The one JSON Lines reader: (line number, object) for each non-blank line of `lines`, and one
+    InputError line naming the file and line for one that is not a JSON object."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: line {number}: invalid JSON at column {err.colno} ({err.msg})") from None
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: line {number}: expected a JSON object, got {json_kind(value)}")
+        yield number, value
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a UTF-8 JSON Lines file, read a line at a time (memory bounded by
+    the longest line, not the file); see :func:`jsonl_objects`."""
+    with Path(path).open(encoding="utf-8", newline="\n") as lines:
+        yield from jsonl_objects(lines, path)

@@ -29,3 +29,13 @@ def shapes_manifest(tmp_path_factory) -> Path:
     from finetune_fixtures import write_shapes
 
     return write_shapes(tmp_path_factory.mktemp("shapes"), per_class=16)
+
+
+@pytest.fixture(scope="module")
+def fetch_server():
+    """A FetchServer on 127.0.0.1 for one test module (tests/fetch_server.py), stopped after it."""
+    from fetch_server import FetchServer
+
+    server = FetchServer().start()
+    yield server
+    server.stop()

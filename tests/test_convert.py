@@ -127,7 +127,7 @@ def test_bad_input_is_one_clear_line(tiny_hf, tmp_path, case, monkeypatch):
 
 def test_help_explains_every_flag():
     out = run_convert("--help").stdout
-    for flag in ["--hf-path", "--mlx-path", "--to-hf", "--dtype"]:
+    for flag in ["--from", "--to", "--format", "--dtype", "--push-to-hub"]:
         assert flag in out
 
 

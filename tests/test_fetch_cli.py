@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 FETCH = str(REPO / "fetch.py")
 
 
-@pytest.fixture(scope="module")
-def fetch_server():
-    """A FetchServer on 127.0.0.1 for this module's tests."""
-    server = FetchServer().start()
-    yield server
-    server.stop()
-
-
 def run_fetch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, FETCH, *args], capture_output=True, text=True, timeout=timeout,

@@ -32,14 +32,6 @@ from mlx_clip.data.redirect_guard import is_private_address
 from mlx_clip.io import write_jsonl
 
 
-@pytest.fixture(scope="module")
-def fetch_server():
-    """A FetchServer on 127.0.0.1 for this module's tests."""
-    server = FetchServer().start()
-    yield server
-    server.stop()
-
-
 def fast_config(out: Path, **overrides) -> FetchConfig:
     """Small timeouts and backoff so failing routes resolve in about a second."""
     settings = dict(

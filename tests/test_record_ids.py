@@ -82,7 +82,7 @@ def test_an_id_field_names_the_files_and_the_batches(server, tmp_path):
     # read back with or without --id-field: fetch's id, not the record's "id"
     assert [i.record_id for i in read_manifest(manifest_path)] == ["X.0", "X.1", "X.2"]
     assert [i.record_id for i in read_manifest(manifest_path, "inv.no")] == ["X.0", "X.1", "X.2"]
-    with pytest.raises(InputError, match=r"manifest.jsonl:1: field 'nope' is missing or empty"):
+    with pytest.raises(InputError, match=r"manifest.jsonl: line 1: field 'nope' is missing or empty"):
         read_manifest(manifest_path, "nope")
 
 

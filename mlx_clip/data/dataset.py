@@ -9,7 +9,6 @@ skipped and counted up front, never one error at a time.
 from __future__ import annotations
 
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from .captions import value_text
 from ..errors import InputError
+from ..io import read_jsonl
 from .image_files import sha256_hex
 from .records import get_field_or_none, manifest_record_id
+from ..wording import counted
 
 
 @dataclass
@@ -39,24 +40,17 @@ def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:
     if not path.is_file():
         raise InputError(f"{path}: manifest not found (write one with fetch.py, or pass --data RECORDS)")
     items = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not record.get("image_path"):
-                raise InputError(f"{path}:{number}: record has no image_path; is this a fetch.py manifest?")
-            image_path = Path(str(record["image_path"]))
-            if not image_path.is_absolute():
-                image_path = path.parent / image_path
-            try:
-                rid = manifest_record_id(record, id_field, number - 1)
-            except KeyError:
-                raise InputError(f"{path}:{number}: field '{id_field}' is missing or empty") from None
-            items.append(Item(rid, image_path, record))
+    for number, record in read_jsonl(path):
+        if not record.get("image_path"):
+            raise InputError(f"{path}: line {number}: record has no image_path; is this a fetch.py manifest?")
+        image_path = Path(str(record["image_path"]))
+        if not image_path.is_absolute():
+            image_path = path.parent / image_path
+        try:
+            rid = manifest_record_id(record, id_field, number - 1)
+        except KeyError:
+            raise InputError(f"{path}: line {number}: field '{id_field}' is missing or empty") from None
+        items.append(Item(rid, image_path, record))
     if not items:
         raise InputError(f"{path}: manifest has no records")
     return items
@@ -153,7 +147,7 @@ class Split:
     def line(self) -> str:
         if not self.shared_records:
             return "every record has its own image"
-        return (f"{self.shared_records} records share {self.shared_images} images with another record; "
+        return (f"{self.shared_records} records share {counted(self.shared_images, 'image')} with another record; "
                 "each image's records stay on one side of the split")
 
 

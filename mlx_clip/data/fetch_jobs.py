@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from .download import DownloadFailure, Downloader, open_downloader
 from .image_files import ImageInfo, ImageProblem, inspect_image
 from .image_store import Existing, ImageStore, Stored
 from .local_images import settle_local
 from .records import MANIFEST_ID
+from ..progress import Progress
 from .fetch_config import ORIGINALS_DIR, FetchConfig
 
 
@@ -69,7 +68,7 @@ class JobRunner:
         self.store = ImageStore(images_dir, out / ORIGINALS_DIR, config.max_side, config.keep_originals)
         self.counts = StoreCounts()
         self.downloader: Downloader | None = None
-        self._progress: tqdm | None = None
+        self._progress: Progress | None = None
 
     @property
     def downloads(self) -> int:
@@ -90,8 +89,7 @@ class JobRunner:
             else:
                 by_url[job.url].append(job)
         tasks = [self._isolated(group, self._local_file(path, group)) for path, group in by_file.items()]
-        show = self.config.progress and sys.stderr.isatty()
-        with tqdm(total=len(jobs), unit="img", disable=not show, desc="fetch") as progress:
+        with Progress(len(jobs), "fetch", "records", enabled=self.config.progress) as progress:
             self._progress = progress
             progress.update(len(outcomes))
             async with open_downloader(self.config) as downloader:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import write_jsonl
+from ..io import read_jsonl, write_jsonl
 
 METADATA_NAME = "metadata.jsonl"
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")  # what --data DIR reads (datasets also reads .parquet)
@@ -53,7 +53,7 @@ def write_metadata(manifest_path: Path) -> MetadataSummary:
     """Write ``metadata.jsonl`` beside ``manifest_path`` (removing a stale one when no image is inside)."""
     manifest_path = Path(manifest_path)
     target = manifest_path.parent / METADATA_NAME
-    entries = [json.loads(line) for line in manifest_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    entries = [entry for _, entry in read_jsonl(manifest_path)]
     rows = [row for row in (_metadata_row(entry) for entry in entries) if row is not None]
     if rows:
         write_jsonl(target, _loadable(rows))

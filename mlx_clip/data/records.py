@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io import json_kind, jsonl_objects
 
 __all__ = [
     "Records",
@@ -125,24 +126,12 @@ def _read_json_or_jsonl(path: Path, text: str) -> Records:
         return _records_from_list(path, data, "record {}", None)
     if isinstance(data, dict):
         return _records_from_object(path, data)
-    raise InputError(f"{path}: expected a JSON array or object of records, got {_kind(data)}")
+    raise InputError(f"{path}: expected a JSON array or object of records, got {json_kind(data)}")
 
 
 def _read_jsonl(path: Path, text: str) -> Records:
     result = Records(path=path, format="jsonl")
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                f"{path}: line {line_number}: invalid JSON at column {e.colno} ({e.msg})"
-            ) from None
-        if not isinstance(record, dict):
-            raise InputError(
-                f"{path}: line {line_number}: expected a JSON object, got {_kind(record)}"
-            )
+    for line_number, record in jsonl_objects(text.split("\n"), path):
         result.records.append(record)
         result.locations.append(f"line {line_number}")
     return result
@@ -154,7 +143,7 @@ def _records_from_list(path: Path, items: list, location: str, key: str | None) 
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise InputError(
-                f"{path}: {prefix}record {number}: expected a JSON object, got {_kind(item)}"
+                f"{path}: {prefix}record {number}: expected a JSON object, got {json_kind(item)}"
             )
         result.records.append(item)
         result.locations.append(prefix + location.format(number))
@@ -223,17 +212,6 @@ def _read_csv(path: Path, text: str) -> Records:
         raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
     return result
 
-
-def _kind(value: Any) -> str:
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
 
 
 def get_field(record: Any, path: str, default: Any = _RAISE) -> Any:

@@ -37,6 +37,11 @@ def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
         raise InputError(f"unknown dtype {dtype!r} (choose float32, bfloat16 or float16)") from None
 
 
+def dtype_name(dtype: mx.Dtype) -> str:
+    """A dtype as users write it: "float32", not "mlx.core.float32"."""
+    return str(dtype).split(".")[-1]
+
+
 class Embedder:
     """What a loaded model adds to its modules (CLIPModel or SiglipModel): tokenizer, preprocessing,
     `embed_images`/`embed_texts` (unit vectors) and `save`."""
@@ -130,7 +135,7 @@ class Embedder:
         folder.mkdir(parents=True, exist_ok=True)
         config = dict(self.config.raw)
         config.pop("torch_dtype", None)
-        config["dtype"] = config["mlx_clip_dtype"] = str(self.dtype).split(".")[-1]
+        config["dtype"] = config["mlx_clip_dtype"] = dtype_name(self.dtype)
         write_json(folder / "config.json", config)
         write_json(folder / "preprocessor_config.json", self.image_processor.to_dict())
         if self._tokenizer is not None:

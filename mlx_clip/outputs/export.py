@@ -13,7 +13,7 @@ from pathlib import Path
 from ..models import weights as W
 from ..io import fsync_folder, write_json, write_safetensors
 from ..models import siglip_tokenizer, tokenizer
-from ..models.clip import CLIP, SigLIP
+from ..models.clip import CLIP, SigLIP, dtype_name
 from ..models.family import family_of
 from ..models.lora import merged_weights
 
@@ -32,7 +32,7 @@ def hf_config(model: CLIP | SigLIP) -> dict:
     config = {k: v for k, v in model.config.raw.items() if k != "mlx_clip_dtype"}
     config.setdefault("architectures", [family.architecture])
     config["model_type"] = family.model_type
-    dtype = str(model.dtype).split(".")[-1]
+    dtype = dtype_name(model.dtype)
     config["dtype"] = dtype
     config.pop("torch_dtype", None)
     return config

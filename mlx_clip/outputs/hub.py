@@ -28,7 +28,7 @@ def check_export_folder(folder: str | Path) -> Path:
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise InputError(f"{folder}: not a Hugging Face export (missing {', '.join(missing)}); "
-                         "make one with `python convert.py --to-hf` or mlx_clip.export_hf")
+                         "make one with `python convert.py --from MODEL --to FOLDER --format hf` or mlx_clip.export_hf")
     return folder
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..outputs.run_paths import RunPaths
 from ..train.loss import chance_loss
 from ..train.step import count_parameters
+from ..wording import counted
 from .prepare import Prepared
 
 
@@ -72,8 +73,9 @@ def describe(prepared: Prepared, trainable: int) -> str:
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
         f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
         f"{config.precision}, image {model.config.vision.image_size}px",
-        f"schedule: {config.epochs} epochs x {spe} steps of {config.batch_size} = {total_steps} steps, "
-        f"lr {config.optim.lr:g} (warmup {config.optim.warmup_steps(total_steps)} steps, cosine), "
+        f"schedule: {counted(config.epochs, 'epoch')} x {counted(spe, 'step')} of {config.batch_size} = "
+        f"{counted(spe * config.epochs, 'step')}, lr {config.optim.lr:g} "
+        f"(warmup {counted(config.optim.warmup_steps(total_steps), 'step')}, cosine), "
         f"weight decay {config.optim.weight_decay:g}",
     ]
     return "\n".join(lines)
@@ -153,7 +155,8 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
                      f"{best_row['zero_shot_acc']:.3f} after")
     if test:
         lines.append(test_line(test))
-    lines += run_warnings(history, best, test)
+    below = below_start_warning(history, best, test)  # each epoch's own warning was said with its row
+    lines += [below] if below else []
     peak = f"peak memory: {gib(memory['max_rss_bytes'])} process RSS"
     if "mlx_peak_bytes" in memory:
         peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"

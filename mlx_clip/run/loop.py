@@ -18,6 +18,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import FinetuneConfig
+from ..progress import Progress
 from ..data.stream import TrainStream
 from ..errors import InputError
 from ..io import write_json
@@ -74,11 +75,8 @@ class Float32View:
 def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                 progress: bool, on_step: Callable[[], None] | None = None) -> tuple[list[float], list[int]]:
     """One pass over the stream; each step's loss and batch size. `on_step` runs after each step."""
-    from tqdm import tqdm
-
     losses, sizes = [], []
-    bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not progress,
-               dynamic_ncols=True, leave=False)
+    bar = Progress(len(stream.items), f"epoch {epoch}/{epochs}", enabled=progress)  # plain lines in a log
     started = time.perf_counter()
     seen = 0
     for number, batch in enumerate(stream.epoch(epoch), 1):
@@ -93,8 +91,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
         losses.append(loss)
         sizes.append(batch.get("global_size", len(batch["record_id"])))
         seen += sizes[-1]
-        bar.update(sizes[-1])
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        bar.update(sizes[-1], f"loss {loss:.4f}, {seen / (time.perf_counter() - started):.1f} images/s")
         if on_step is not None:
             on_step()
     bar.close()

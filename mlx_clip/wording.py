@@ -1,0 +1,10 @@
+"""Counts in words: `counted(1, "epoch")` is "1 epoch", `counted(3, "epoch")` "3 epochs" (one
+owner, so no line says "1 steps")."""
+
+from __future__ import annotations
+
+
+def counted(n: int, singular: str, plural: str | None = None, *, thousands: bool = False) -> str:
+    """`n` with the singular or plural noun; `thousands` writes 1,906."""
+    number = f"{n:,}" if thousands else str(n)
+    return f"{number} {singular if n == 1 else (plural or singular + 's')}"
