@@ -128,9 +128,8 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
                    progress: bool = True, say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
     """Train on nested subsets of the training split, evaluate each on one validation set; write
     runs/NAME/curve.json, curve.png and curve.html. Returns the run folder."""
-    config.name = run_name(config)
-    prepared = prepare(config, say, model)
-    model = prepared.model
+    prepared = prepare(replace(config, name=run_name(config)), say, model)
+    config, model = prepared.config, prepared.model  # the config as resolved by the data step
     subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)
     eval_set = prepared.eval_set()
     if not eval_set.image_paths:

@@ -24,7 +24,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
             model: CLIP | None = None) -> dict[str, float]:
     """Print what the run would do and its measured cost (a few real steps on real batches); train nothing."""
     prepared = prepare(config, say, model)
-    model = prepared.model
+    config, model = prepared.config, prepared.model
     prepared.ready_to_train()
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch

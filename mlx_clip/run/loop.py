@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -127,6 +127,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         say, progress = (lambda *_: None), False
     config, checkpoint = open_run(config, resume, dist, say)
     prepared = prepare(config, say, model)
+    config = prepared.config  # as the data step resolved it
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
         raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")
@@ -171,7 +172,7 @@ def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
         ignored = ignored_settings(given, config)
         if ignored:
             say(ignored)
-    config.name = run_name(config)
+    config = replace(config, name=run_name(config))
     dist.check_batch_size(config.batch_size)
     return config, checkpoint
 

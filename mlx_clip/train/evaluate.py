@@ -41,6 +41,7 @@ class EvalSet:
     image_paths: list[str]
     captions: list[str]
     labels: list[str | None]
+    groups: list[int] | None = None  # record groups (one image or object): image-to-image recall's hits
 
 
 class NonFiniteEmbeddings(InputError):

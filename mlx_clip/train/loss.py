@@ -1,11 +1,18 @@
 """The image-text losses: CLIP's symmetric contrastive loss and SigLIP's sigmoid loss; batch entries
-showing the same image are each other's positives in both.
+showing the same image or object, or carrying the same caption, are each other's positives in both.
 
-Two entries whose images have the same content (equal sha256: two records sharing one image
-file, each with its own caption and augmentation) are both right answers: each row's target
-mass is spread evenly over the entries of its image group, in both directions. Entries with
-equal *captions* need no rule: their text features are identical, and spreading the target
-over them gives plain CLIP's loss and gradient exactly.
+Two entries of one group (equal image content, or one object under --group-field: two records
+each with its own caption and augmentation) are both right answers: each row's target mass is
+spread evenly over its positives, in both directions. `groups` may carry several relations as
+columns, (B, R): entries are positives when ANY column is equal (the stream's columns: the
+record group, and the drawn caption's identity). The relation is symmetric, so one row-normalised
+matrix serves both directions.
+
+Equal captions as positives: in the softmax loss it changes nothing (their text features are
+identical, and spreading the target over them gives plain CLIP's loss and gradient exactly,
+tests/test_caption_check.py); in SigLIP's sigmoid loss it matters: there the pair (image i,
+text j) with text j equal to text i has the very logit that is asked to say "yes" for (i, i), so
+calling it a negative asks one number to be both high and low.
 
 Each function serves one process and data-parallel training (`valid` masks a padded shard);
 `LOSSES` maps a model family's `loss` (models/family.py) to its function.
@@ -19,9 +26,16 @@ import mlx.core as mx
 
 
 
+def positives(groups: mx.array) -> mx.array:
+    """(B, B) bool: entries equal in `groups` (B,), or in any column of `groups` (B, R)."""
+    if groups.ndim == 1:
+        return groups[:, None] == groups[None, :]
+    return (groups[:, None, :] == groups[None, :, :]).any(axis=2)
+
+
 def group_targets(groups: mx.array, valid: mx.array | None = None) -> mx.array:
-    """(B, B) soft targets: 1/k over the k valid entries in row i's image group (itself included)."""
-    same = (groups[:, None] == groups[None, :]).astype(mx.float32)
+    """(B, B) soft targets: 1/k over the k valid positives of row i (itself included)."""
+    same = positives(groups).astype(mx.float32)
     if valid is not None:
         v = valid.astype(mx.float32)
         same = same * v[:, None] * v[None, :]
@@ -32,9 +46,9 @@ def contrastive_loss(logits_per_image: mx.array, groups: mx.array | None = None,
                      valid: mx.array | None = None) -> mx.array:
     """Mean over valid rows of image->text and text->image cross-entropy against the group targets.
 
-    `groups` (B,) ints, equal for entries with the same image (None: all different, plain CLIP);
+    `groups` (B,) or (B, R) ints, equal for positives (see `positives`; None: all different, plain CLIP);
     `valid` (B,) bool, False on padding rows, which then count neither as rows nor as columns.
-    The targets are symmetric (groups are cliques), so the same matrix serves both ways.
+    The positives are symmetric, so the same row-normalised matrix serves both ways.
     """
     logits = logits_per_image.astype(mx.float32)
     targets = group_targets(mx.arange(logits.shape[0]) if groups is None else groups, valid)
@@ -52,12 +66,12 @@ def contrastive_loss(logits_per_image: mx.array, groups: mx.array | None = None,
 def sigmoid_loss(logits_per_image: mx.array, groups: mx.array | None = None,
                  valid: mx.array | None = None) -> mx.array:
     """SigLIP's loss: each (image, text) pair is its own yes/no question, yes when the two show the
-    same image group; -sum of log sigmoid(+-logit) over valid pairs, per valid row (transformers'
+    same group or caption (see `positives`); -sum of log sigmoid(+-logit) over valid pairs, per valid row (transformers'
     SiglipModel loss when every entry is its own group). Symmetric, so one direction serves both.
     """
     logits = logits_per_image.astype(mx.float32)
     groups = mx.arange(logits.shape[0]) if groups is None else groups
-    signs = 2 * (groups[:, None] == groups[None, :]).astype(mx.float32) - 1
+    signs = 2 * positives(groups).astype(mx.float32) - 1
     log_likelihood = -mx.logaddexp(mx.zeros_like(logits), -signs * logits)  # log sigmoid(sign * logit)
     if valid is None:
         return -log_likelihood.sum() / logits.shape[0]
