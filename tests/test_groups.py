@@ -129,6 +129,9 @@ def test_run_reports_i2i_recall_and_keeps_objects_apart(tiny_hf, catalogue, tmp_
     assert split_json["groups"] and not crossing_groups(split_json)
     config = json.loads((runs / "g" / "config.json").read_text())
     assert config["group_field"] == "object_uri"
+    captions = json.loads((runs / "g" / "captions.json").read_text())  # the caption check, printed and kept
+    assert captions["distinct_captions"] == 12 and captions["top_repeated"][0]["images"] > 1
+    assert "caption check: 12 distinct captions" in out and captions["warning"] in out
 
 
 def test_equal_captions_are_positives_and_softmax_needs_it_not():

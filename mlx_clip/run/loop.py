@@ -187,12 +187,15 @@ def write_start(paths: RunPaths, prepared: Prepared) -> None:
         "manifest": str(prepared.manifest), "records": len(prepared.items),
         "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
         "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
-        "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
+        "split": prepared.split_line,
+        "groups": prepared.groups.line() if prepared.groups else None, "dropped_empty_captions": prepared.dropped_empty,
         "steps_per_epoch": prepared.steps_per_epoch, "total_steps": total_steps,
         "warmup_steps": config.optim.warmup_steps(total_steps), "betas": list(config.optim.betas),
         "eps": config.optim.eps,
         "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
     write_json(paths.split, prepared.split_ids)
+    if prepared.caption_check is not None:
+        write_json(paths.captions, prepared.caption_check.to_dict())
 
 
 def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,

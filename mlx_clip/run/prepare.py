@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import FinetuneConfig
+from ..data.caption_check import CaptionCheck, check_captions
 from ..data.captions import value_text
 from ..data.dataset import split_sizes
 from ..data.records import get_field_or_none
@@ -30,6 +31,7 @@ class Prepared(TrainingSet):
     """A run's data (TrainingSet) and model, ready to train."""
 
     model: CLIP
+    caption_check: CaptionCheck | None = None  # runs/NAME/captions.json
 
     @property
     def steps_per_epoch(self) -> int:
@@ -108,5 +110,8 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
     data = build_training_set(config, say, find_model)
     if model is None:
         model = load(found[0] if found else config.model, dtype="float32")
-    model.tokenizer  # noqa: B018  (a model without tokenizer files fails here, clearly)
-    return Prepared(**{f.name: getattr(data, f.name) for f in fields(TrainingSet)}, model=model)
+    tokenizer = model.tokenizer  # a model without tokenizer files fails here, clearly
+    check = check_captions(data.captions, data.groups.image_keys, tokenizer.count_tokens, tokenizer.context_length)
+    for line in check.lines():
+        say(line)
+    return Prepared(**{f.name: getattr(data, f.name) for f in fields(TrainingSet)}, model=model, caption_check=check)

@@ -10,7 +10,7 @@ matrix serves both directions.
 
 Equal captions as positives: in the softmax loss it changes nothing (their text features are
 identical, and spreading the target over them gives plain CLIP's loss and gradient exactly,
-tests/test_caption_check.py); in SigLIP's sigmoid loss it matters: there the pair (image i,
+tests/test_groups.py); in SigLIP's sigmoid loss it matters: there the pair (image i,
 text j) with text j equal to text i has the very logit that is asked to say "yes" for (i, i), so
 calling it a negative asks one number to be both high and low.
 
