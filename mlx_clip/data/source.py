@@ -108,8 +108,8 @@ def check_before_fetch(config: FinetuneConfig) -> Records:
     sample = [records.records[i] for i in indices]
     CaptionBuilder(config.captions, sample)  # a template naming a field no record has
     check_label_field(config, sample)
-    check_batch_size(config, split_sizes(len(sample), config.val_fraction, resolved_test_fraction(config, len(sample)))[0],
-                     f"the sample's training split (of {len(sample)} records, before any image fails)")
+    train_size = split_sizes(len(sample), config.val_fraction, resolved_test_fraction(config, len(sample)))[0]
+    check_batch_size(config, train_size, f"the sample's training split (of {len(sample)} records, before any image fails)")
     return records
 
 

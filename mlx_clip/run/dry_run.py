@@ -46,8 +46,8 @@ def needs_fetch(config: FinetuneConfig) -> bool:
 
 def measuring_config(config: FinetuneConfig, measure_steps: int) -> tuple[FinetuneConfig, Plan | None]:
     """With a records file to fetch: a config that fetches only the records the measured batches
-    need (a sample of measure_steps x batch size, all of it trained on), and the real run's sizes."""
-    config = use_bundled_data(config, lambda line: None)
+    need (a sample of measure_steps x batch size, all of it trained on), and the real run's sizes.
+    `config` has been through use_bundled_data."""
     if not needs_fetch(config):
         return config, None
     records = check_before_fetch(config)
@@ -66,14 +66,15 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
             model: CLIP | None = None) -> dict[str, float]:
     """Print what the run would do and its measured cost (a few real steps on real batches); train
     nothing. From a records file only the measured batches' images are fetched, not the sample."""
+    config = use_bundled_data(config, say)  # the run's settings: its sizes, fractions, epochs
     measured_config, plan = measuring_config(config, measure_steps)
     if plan:
         say(f"dry run: fetching only the {plan.fetched_for_measure} images that {measure_steps} measured steps "
             f"need (of the sample's {plan.sample:,}); the run fetches the rest")
     prepared = prepare(measured_config, say, model)
-    config, model = prepared.config, prepared.model
-    if plan is None:
-        plan = Plan(len(prepared.items), len(prepared.items))
+    model = prepared.model
+    if plan is None:  # measured on the run's own records: its resolved settings
+        config, plan = prepared.config, Plan(len(prepared.items), len(prepared.items))
     prepared.ready_to_train()
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
@@ -113,8 +114,8 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     say(f"setup: {setup_line(config)}")
     say(memory_line(memory))
     say(mac_estimate(model, prepared, step_s, plan.catalogue, cost, memory))
-    fetched = f" (the measured images were fetched into {prepared.manifest.parent}; the run keeps them)" \
-        if plan.fetched_for_measure else ""
+    fetched = (f" (the measured images were fetched into {prepared.manifest.parent}; the run reuses those in "
+               "its sample)") if plan.fetched_for_measure else ""
     say(f"dry run: nothing trained, no run folder written{fetched}")
     return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": epoch_s,
             "catalogue_epoch_seconds": cost.epoch_seconds(plan.catalogue), "ram_bytes": machine_ram(), **memory}
