@@ -163,5 +163,5 @@ def test_records_sharing_an_image_share_its_group(tmp_path):
     groups = {}
     for batch in stream.epoch(1):
         for record_id, group in zip(batch["record_id"], batch["image_group"]):
-            groups[record_id] = int(group[0])  # column 1: the drawn caption's identity
+            groups[record_id] = int(group)
     assert groups == {f"rec{k:03d}": stream.image_groups[k] for k in range(24)}

@@ -1,9 +1,8 @@
 """mlx-data streams for training and evaluation; each image travels with its record.
 
 Every sample is one dict: `index`, `record_id`, `caption`, `input_ids`, `image_path`,
-`image_group` (two numbers: the record's group, equal for records sharing an image or a
---group-field value, and the drawn caption's identity; the loss counts entries equal in either
-as positives), the augmentation draw `aug`, and (after loading) `pixels`. Loading and augmenting happen in a
+`image_group` (the record's group, equal for records sharing an image or a --group-field value:
+the loss counts them as positives), the augmentation draw `aug`, and (after loading) `pixels`. Loading and augmenting happen in a
 `sample_transform` on that same dict, then `batch` and `ordered_prefetch` run it on
 background threads, so an image can never be separated from its record id and caption.
 
@@ -161,9 +160,6 @@ def image_groups(items: Sequence[Item]) -> list[int]:
     return [first.setdefault(str(item.record.get("sha256") or item.image_path), i) for i, item in enumerate(items)]
 
 
-GROUP_COLUMNS = 2  # image_group's columns: the record's group, the drawn caption's identity
-
-
 class TrainStream:
     """Shuffled, augmented, prefetched training batches; `epoch(e)` is the same for the same e."""
 
@@ -188,8 +184,6 @@ class TrainStream:
         self.scale = np.float32(processor.rescale_factor if processor.do_rescale else 1.0)
         self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_min_area)))
         self.image_groups = list(groups) if groups is not None else image_groups(self.items)
-        # every caption the builder can draw, numbered the same in every process
-        self.caption_ids = {c: k for k, c in enumerate(dict.fromkeys(c for o in captions.options for c in o))}
         self._token_cache: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -201,7 +195,7 @@ class TrainStream:
         some_ids = next(iter(self._token_cache.values()))
         return {"pixels": np.zeros((0, self.size, self.size, 3), np.float32),
                 "input_ids": np.zeros((0, some_ids.shape[0]), some_ids.dtype),
-                "image_group": np.zeros((0, GROUP_COLUMNS), np.int64), "record_id": [], "caption": []}
+                "image_group": np.zeros(0, np.int64), "record_id": [], "caption": []}
 
     def samples(self, epoch: int) -> list[dict]:
         """The epoch's sample dicts in order, before images are loaded."""
@@ -219,7 +213,7 @@ class TrainStream:
                  caption=caption.encode("utf-8"),
                  input_ids=self._token_cache[caption],
                  image_path=str(self.items[i].image_path).encode("utf-8"),
-                 image_group=np.array([self.image_groups[i], self.caption_ids.get(caption, -2 - i)], np.int64),
+                 image_group=np.array(self.image_groups[i], np.int64),
                  aug=aug)
             for i, caption, aug in zip(order, captions, augs)
         ]
