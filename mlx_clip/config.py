@@ -82,6 +82,10 @@ class FinetuneConfig:
         group="captions and evaluation")  # None: resolved in prepare
     label_field: str | None = setting(None, "record field whose values are classes for zero-shot accuracy",
                                       group="captions and evaluation")
+    group_field: str | None = setting(
+        None, "record field naming the object a photo shows (e.g. object_uri): records sharing its value stay on "
+        "one side of the split, are positives for each other in the loss, and are the hits of image-to-image "
+        "recall; records sharing an image are grouped either way", metavar="FIELD", group="captions and evaluation")
     label_prompt: str | list[str] = setting(
         DEFAULT_LABEL_PROMPT, "prompt for zero-shot classes, {label} is replaced; repeat for a prompt ensemble: "
         "each class's prompt embeddings averaged, as CLIP does", action="append", metavar="PROMPT",

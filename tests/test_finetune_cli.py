@@ -333,8 +333,10 @@ def test_register_and_push_after_the_run(tiny_hf, shapes_manifest, tmp_path, mon
     assert "mlx-clip/shapes" in capsys.readouterr().out
 
 
-def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_manifest, tmp_path):
-    """A records.jsonl whose records carry `image_path` is not mistaken for a manifest: --sample applies."""
+def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_manifest, tmp_path, capsys):
+    """A records.jsonl whose records carry `image_path` is not mistaken for a manifest: --sample applies.
+    The dry run fetches only what its 3 measured steps of 8 need, and estimates the sample's (40) and
+    the whole catalogue's (192) epoch, with a 16 GB M1's as an estimate."""
     records = [json.loads(line) for line in shapes_manifest.read_text().splitlines()]
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps({**r, "image_path": str(shapes_manifest.parent / r["image_path"])}) + "\n"
@@ -343,7 +345,12 @@ def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_man
                           "--out", str(tmp_path / "fetched"), "--model", str(tiny_hf), "--dry-run",
                           "--batch-size", "8", "--caption", "a {colour} {shape}",
                           "--runs-dir", str(tmp_path / "runs")]) == 0
-    assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 40
+    assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 24
+    out = capsys.readouterr().out
+    assert "fetching only the 24 images that 3 measured steps need (of the sample's 40)" in out
+    assert "the whole catalogue (192 records, --sample left out)" in out and "per epoch on this machine" in out
+    assert "estimate for a 16 GB M1 (not measured)" in out and "GFLOP per training image" in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_review_regressions(tiny_hf, shapes_manifest, tmp_path, capsys):

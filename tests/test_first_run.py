@@ -18,7 +18,7 @@ import mlx_clip
 from mlx_clip.data.dataset import read_manifest
 from mlx_clip.fetch import main as fetch_main
 from mlx_clip.config import FinetuneConfig
-from mlx_clip.run.prepare import BUNDLED_CAPTION, BUNDLED_RECORDS, resolve_manifest, use_bundled_data
+from mlx_clip.data.source import BUNDLED_CAPTION, BUNDLED_RECORDS, resolve_manifest, use_bundled_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,20 +49,18 @@ def test_main_command_runs_on_the_bundled_emoji_set_from_any_folder(tiny_hf, tmp
 
 def test_bundled_set_only_when_no_records_were_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    named = FinetuneConfig(data=str(tmp_path / "mine.json"))
-    use_bundled_data(named, say=print)
+    named = use_bundled_data(FinetuneConfig(data=str(tmp_path / "mine.json")), say=print)
     assert named.data == str(tmp_path / "mine.json")  # a named file that is missing stays an error
-    given = FinetuneConfig(manifest="m.jsonl")
-    use_bundled_data(given, say=print)
+    given = use_bundled_data(FinetuneConfig(manifest="m.jsonl"), say=print)
     assert given.data == FinetuneConfig.data and given.captions == []
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "records.json").write_text("[]")
-    present = FinetuneConfig()
-    use_bundled_data(present, say=print)
+    present = use_bundled_data(FinetuneConfig(), say=print)
     assert present.data == "data/records.json"  # the user's own default file wins
     (tmp_path / "data" / "records.json").unlink()
-    own_caption = FinetuneConfig(captions=["{name}"], label_field="subcategory")
-    use_bundled_data(own_caption, say=print)
+    asked = FinetuneConfig(captions=["{name}"], label_field="subcategory")
+    own_caption = use_bundled_data(asked, say=print)
+    assert asked.data == FinetuneConfig.data  # a new config; the one given is never changed
     assert own_caption.data == str(BUNDLED_RECORDS)
     assert (own_caption.captions, own_caption.label_field) == (["{name}"], "subcategory")  # the user's win
 

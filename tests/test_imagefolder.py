@@ -21,7 +21,8 @@ from mlx_clip.data.dataset import read_manifest  # noqa: E402
 from mlx_clip.errors import InputError  # noqa: E402
 from mlx_clip.fetch import main as fetch_main  # noqa: E402
 from mlx_clip.config import FetchConfig, FinetuneConfig, SampleConfig  # noqa: E402
-from mlx_clip.run.prepare import prepare, resolve_manifest  # noqa: E402
+from mlx_clip.data.source import resolve_manifest  # noqa: E402
+from mlx_clip.run.prepare import prepare  # noqa: E402
 from mlx_clip.data.imagefolder import write_metadata  # noqa: E402
 
 LOAD = """

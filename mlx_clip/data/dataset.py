@@ -1,5 +1,5 @@
 """The training set: a manifest.jsonl read, its images checked, and a deterministic split
-(train / validation / test, by image content so one photo never lands on two sides).
+(train / validation / test, by group: one photo, or one object with --group-field, never lands on two sides).
 
 A manifest has one JSON object per line: the record's metadata plus `image_path` (relative
 to the manifest's folder), as written by fetch.py. Missing and unreadable images are
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from .captions import value_text
 from ..errors import InputError
 from ..io import read_jsonl
+from .groups import RecordGroups, record_groups
 from .image_files import sha256_hex
 from .records import get_field_or_none, manifest_record_id
 from ..wording import counted
@@ -137,12 +139,15 @@ class Split:
     test: list[Item]
     shared_records: int  # records whose image at least one other record also has
     shared_images: int  # distinct images attached to two or more records
+    joined: list[list[str]] = field(default_factory=list)  # record ids of each group of two or more
+
 
     def ids(self) -> dict[str, Any]:
-        """split.json: each side's record ids and the test set's fingerprint."""
+        """split.json: each side's record ids, the test set's fingerprint, and the record ids of
+        every group of two or more records (one image or one object: `check_groups` reads them)."""
         test_ids = [item.record_id for item in self.test]
         return {"train": [item.record_id for item in self.train], "val": [item.record_id for item in self.val],
-                "test": test_ids, "fingerprint": fingerprint_of(test_ids)}
+                "test": test_ids, "fingerprint": fingerprint_of(test_ids), "groups": self.joined}
 
     def line(self) -> str:
         if not self.shared_records:
@@ -163,20 +168,26 @@ def _largest_remainder(sizes: dict[str, int], total: int) -> dict[str, int]:
 
 
 def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str | None = None,
-          test_fraction: float = 0.0) -> Split:
-    """Deterministic train/validation/test split of distinct images (per stratum of `stratify`).
+          test_fraction: float = 0.0, groups: RecordGroups | None = None) -> Split:
+    """Deterministic train/validation/test split of groups (per stratum of `stratify`).
 
-    Records are grouped by image content first, so duplicates of one photo never sit on both
-    sides; fractions count distinct images. A group's stratum is that of its first record (by
-    id). The same records, seed and fractions always give the same split.
+    `groups`: each record's group (data/groups.py: equal image content joined with equal
+    --group-field values); default: by image content alone. A group never sits on two sides;
+    fractions count groups. A group's stratum is that of its first record (by id). The same
+    records, groups, seed and fractions always give the same split.
     """
-    groups: dict[str, list[int]] = {}
+    if groups is None:
+        groups = record_groups([image_key(item) for item in items], [item.record for item in items])
+    keys, group_of = groups.image_keys, groups.of_record
+    members_of: dict[int, list[int]] = {}
     for i in sorted(range(len(items)), key=lambda i: (items[i].record_id, i)):
-        groups.setdefault(image_key(items[i]), []).append(i)
-    shared = [members for members in groups.values() if len(members) > 1]
-    n_train, n_val, n_test = split_sizes(len(groups), val_fraction, test_fraction)
+        members_of.setdefault(group_of[i], []).append(i)
+    per_image = Counter(keys)
+    shared_images = sum(1 for count in per_image.values() if count > 1)
+    shared_records = sum(count for count in per_image.values() if count > 1)
+    n_train, n_val, n_test = split_sizes(len(members_of), val_fraction, test_fraction)
     strata: dict[str, list[list[int]]] = {}
-    for members in sorted(groups.values(), key=lambda m: (items[m[0]].record_id, m[0])):
+    for members in sorted(members_of.values(), key=lambda m: (items[m[0]].record_id, m[0])):
         key = value_text(get_field_or_none(items[members[0]].record, stratify)) if stratify else ""
         strata.setdefault(key, []).append(members)
     sizes = {k: len(v) for k, v in strata.items()}
@@ -193,4 +204,11 @@ def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str |
             for i in members[j]:
                 side[i] = name
     parts = {name: [items[i] for i in range(len(items)) if side[i] == name] for name in ("train", "val", "test")}
-    return Split(parts["train"], parts["val"], parts["test"], sum(map(len, shared)), len(shared))
+    joined = [[items[i].record_id for i in members] for members in members_of.values() if len(members) > 1]
+    return Split(parts["train"], parts["val"], parts["test"], shared_records, shared_images, joined)
+
+
+def crossing_groups(split_ids: dict[str, Any]) -> list[list[str]]:
+    """The groups of a split.json whose records sit on more than one side (none, for a split made here)."""
+    side = {rid: name for name in ("train", "val", "test") for rid in split_ids.get(name, [])}
+    return [members for members in split_ids.get("groups", []) if len({side.get(rid) for rid in members}) > 1]

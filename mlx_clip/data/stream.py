@@ -1,8 +1,8 @@
 """mlx-data streams for training and evaluation; each image travels with its record.
 
 Every sample is one dict: `index`, `record_id`, `caption`, `input_ids`, `image_path`,
-`image_group` (equal for records whose images have the same sha256: the loss counts them as
-positives), the augmentation draw `aug`, and (after loading) `pixels`. Loading and augmenting happen in a
+`image_group` (the record's group, equal for records sharing an image or a --group-field value:
+the loss counts them as positives), the augmentation draw `aug`, and (after loading) `pixels`. Loading and augmenting happen in a
 `sample_transform` on that same dict, then `batch` and `ordered_prefetch` run it on
 background threads, so an image can never be separated from its record id and caption.
 
@@ -166,7 +166,9 @@ class TrainStream:
     def __init__(self, items: Sequence[Item], captions: CaptionBuilder, tokenize: Callable,
                  processor: ImageProcessor, size: int, batch_size: int, seed: int,
                  augment: AugmentConfig | None = None, threads: int = 4, prefetch: int = 4,
-                 caption_index: Sequence[int] | None = None):
+                 caption_index: Sequence[int] | None = None, groups: Sequence[int] | None = None):
+        """`groups`: each item's record group (data/groups.py; default: by image content);
+        `caption_index`: each item's position in `captions`."""
         self.items = list(items)
         self.captions = captions
         self.caption_index = list(caption_index) if caption_index is not None else list(range(len(self.items)))
@@ -181,7 +183,7 @@ class TrainStream:
         self.std = np.asarray(processor.image_std, np.float32)
         self.scale = np.float32(processor.rescale_factor if processor.do_rescale else 1.0)
         self.min_side = int(math.ceil(size / math.sqrt(self.augment.crop_min_area)))
-        self.image_groups = image_groups(self.items)
+        self.image_groups = list(groups) if groups is not None else image_groups(self.items)
         self._token_cache: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:

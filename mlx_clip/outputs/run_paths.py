@@ -48,6 +48,11 @@ class RunPaths:
         return self.root / "metrics.json"
 
     @property
+    def captions(self) -> Path:
+        """The caption check made before training (data/caption_check.py)."""
+        return self.root / "captions.json"
+
+    @property
     def split(self) -> Path:
         """Record ids of train, validation and test, with the test set's fingerprint (compare.py)."""
         return self.root / "split.json"

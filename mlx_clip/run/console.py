@@ -19,7 +19,7 @@ from .prepare import Prepared
 
 METRIC_COLUMNS = [("i2t_R@1", "i2t@1"), ("i2t_R@5", "i2t@5"), ("i2t_R@10", "i2t@10"), ("t2i_R@1", "t2i@1"),
                   ("t2i_R@5", "t2i@5"), ("t2i_R@10", "t2i@10"), ("i2t_mean_rank", "i2t rank"),
-                  ("t2i_mean_rank", "t2i rank"), ("zero_shot_acc", "0-shot")]
+                  ("t2i_mean_rank", "t2i rank"), ("zero_shot_acc", "0-shot"), ("i2i_R@1", "i2i@1")]
 
 
 def table_header() -> str:
@@ -139,6 +139,11 @@ def test_line(test: dict) -> str:
             f"{fmt(test['before'], 'mean_R@1')} before -> {fmt(test['after'], 'mean_R@1')} after")
     if "zero_shot_acc" in test["after"] and "zero_shot_acc" in test["before"]:
         line += f"; zero-shot accuracy {fmt(test['before'], 'zero_shot_acc')} -> {fmt(test['after'], 'zero_shot_acc')}"
+    if "i2i_R@1" in test["after"] and "i2i_R@1" in test["before"]:
+        line += (f"; image-to-image recall@1 {fmt(test['before'], 'i2i_R@1')} -> {fmt(test['after'], 'i2i_R@1')} "
+                 f"({test['after']['i2i_queries']} query images with another of their group)")
+    elif test["after"].get("i2i_note"):
+        line += f"; {test['after']['i2i_note']}"
     return line
 
 
@@ -153,6 +158,9 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
     if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
         lines.append(f"validation zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> "
                      f"{best_row['zero_shot_acc']:.3f} after")
+    if best_row and "i2i_R@1" in best_row and before and "i2i_R@1" in before:
+        lines.append(f"validation image-to-image recall@1: {before['i2i_R@1']:.3f} before -> {best_row['i2i_R@1']:.3f} "
+                     f"after ({best_row['i2i_queries']} query images)")
     if test:
         lines.append(test_line(test))
     below = below_start_warning(history, best, test)  # each epoch's own warning was said with its row

@@ -128,8 +128,8 @@ def learning_curve(config: FinetuneConfig, sizes: Sequence[int], flat_threshold:
                    progress: bool = True, say: Callable[[str], None] = print, model: CLIP | None = None) -> Path:
     """Train on nested subsets of the training split, evaluate each on one validation set; write
     runs/NAME/curve.json, curve.png and curve.html. Returns the run folder (locked while it is written)."""
-    unnamed = config.name is None
-    config.name, created = claim_run_folder(config.runs_dir, run_name(config), unique=unnamed)
+    name, created = claim_run_folder(config.runs_dir, run_name(config), unique=config.name is None)
+    config = replace(config, name=name)
     with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
         return _curve_in_folder(config, sizes, flat_threshold, survey_margin, population, progress, say, model)
 
@@ -138,7 +138,7 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
                      survey_margin: str | float | None, population: int | None, progress: bool,
                      say: Callable[[str], None], model: CLIP | None) -> Path:
     prepared = prepare(config, say, model)
-    model = prepared.model
+    config, model = prepared.config, prepared.model  # the config as resolved by the data step
     subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)
     eval_set = prepared.eval_set()
     if not eval_set.image_paths:

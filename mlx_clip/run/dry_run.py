@@ -1,11 +1,13 @@
 """--dry-run: what the run would do and its measured cost (a few real steps on real batches),
-without training or writing a run folder."""
+without training or writing a run folder; from a records file it fetches only the images the
+measured batches need, then estimates the sample's and the whole catalogue's epoch from them."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +15,10 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import FinetuneConfig
+from ..data.dataset import split_sizes
+from ..data.sampling import choose_sample
+from ..data.source import check_before_fetch, is_manifest, resolved_test_fraction, use_bundled_data
+from ..errors import InputError
 from ..models.clip import CLIP
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, count_parameters
@@ -20,11 +26,55 @@ from .console import describe, duration, gib, peak_memory
 from .prepare import prepare
 
 
+@dataclass
+class Plan:
+    """How many records the real run would train and evaluate on: its sample, and the whole catalogue."""
+
+    sample: int  # records the run's --sample / --margin draws (all of them without)
+    catalogue: int  # every record of the file (`--sample` left out)
+    fetched_for_measure: int = 0  # records fetched to measure on (0: the images were already there)
+
+
+def needs_fetch(config: FinetuneConfig) -> bool:
+    """Whether the run would fetch images from a records file first (a manifest, or a folder
+    fetch.py wrote or an ImageFolder, are measured as they are)."""
+    data = Path(config.data)
+    if config.manifest or not data.is_file():
+        return False
+    return bool(config.sample.draws or config.fetch.path_field or not is_manifest(data))
+
+
+def measuring_config(config: FinetuneConfig, measure_steps: int) -> tuple[FinetuneConfig, Plan | None]:
+    """With a records file to fetch: a config that fetches only the records the measured batches
+    need (a sample of measure_steps x batch size, all of it trained on), and the real run's sizes.
+    `config` has been through use_bundled_data."""
+    if not needs_fetch(config):
+        return config, None
+    records = check_before_fetch(config)
+    try:
+        chosen, _ = choose_sample(records.records, config.sample.sample, config.sample.margin,
+                                  config.sample.stratify, config.sample.seed)
+    except ValueError as err:
+        raise InputError(f"{records.path}: {err}") from None
+    needed = min(len(chosen), measure_steps * config.batch_size)
+    small = replace(config, sample=replace(config.sample, sample=needed, margin=None), val_fraction=0.0,
+                    test_fraction=0.0)
+    return small, Plan(len(chosen), len(records.records), needed)
+
+
 def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_steps: int = 3,
             model: CLIP | None = None) -> dict[str, float]:
-    """Print what the run would do and its measured cost (a few real steps on real batches); train nothing."""
-    prepared = prepare(config, say, model)
+    """Print what the run would do and its measured cost (a few real steps on real batches); train
+    nothing. From a records file only the measured batches' images are fetched, not the sample."""
+    config = use_bundled_data(config, say)  # the run's settings: its sizes, fractions, epochs
+    measured_config, plan = measuring_config(config, measure_steps)
+    if plan:
+        say(f"dry run: fetching only the {plan.fetched_for_measure} images that {measure_steps} measured steps "
+            f"need (of the sample's {plan.sample:,}); the run fetches the rest")
+    prepared = prepare(measured_config, say, model)
     model = prepared.model
+    if plan is None:  # measured on the run's own records: its resolved settings
+        config, plan = prepared.config, Plan(len(prepared.items), len(prepared.items))
     prepared.ready_to_train()
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
@@ -44,28 +94,59 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     for i in range(measure_steps):
         batch = batches[i % len(batches)]
         started = time.perf_counter()
-        trainer.step(batch["input_ids"], batch["pixels"])
+        trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"])
         step_times.append(time.perf_counter() - started)
     step_s = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
     started = time.perf_counter()
     mx.eval(model.embed_pixels(batches[0]["pixels"]))
     eval_per_image = (time.perf_counter() - started) / len(batches[0]["record_id"])
     memory = peak_memory()
-    train_epoch_s = max(step_s, config.batch_size / stream_images_s) * spe
-    eval_s = eval_per_image * len(prepared.val_index)
+    cost = EpochCost(config, step_s, stream_images_s, eval_per_image)
     say(f"measured: {measure_steps} steps of {config.batch_size} images: first {step_times[0]:.2f}s (compiles), "
         f"then {step_s:.2f}s/step = {config.batch_size / step_s:.1f} images/s; "
         f"data stream alone {stream_images_s:.1f} images/s")
-    say(f"estimated time per epoch: {duration(train_epoch_s + eval_s)} (train {duration(train_epoch_s)}, "
-        f"eval {duration(eval_s)}); all {config.epochs} epochs + evaluation before: "
-        f"{duration(config.epochs * (train_epoch_s + eval_s) + eval_s)}")
+    epoch_s = cost.epoch_seconds(plan.sample)
+    say(f"estimated time per epoch: {cost.line(plan.sample)}; all {config.epochs} epochs + evaluation before: "
+        f"{duration(config.epochs * epoch_s + cost.eval_seconds(plan.sample))}")
+    if plan.catalogue > plan.sample:
+        say(f"the whole catalogue ({plan.catalogue:,} records, --sample left out): {cost.line(plan.catalogue)} "
+            f"per epoch on this machine; peak memory as below (it grows with the batch, not the records)")
     say(f"setup: {setup_line(config)}")
     say(memory_line(memory))
-    fetched = "" if config.manifest or prepared.manifest == Path(config.data) else \
-        f" (the sample's images were fetched into {prepared.manifest.parent}, ready for the real run)"
+    say(mac_estimate(model, prepared, step_s, plan.catalogue, cost, memory))
+    fetched = (f" (the measured images were fetched into {prepared.manifest.parent}; the run reuses those in "
+               "its sample)") if plan.fetched_for_measure else ""
     say(f"dry run: nothing trained, no run folder written{fetched}")
-    return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": train_epoch_s + eval_s,
-            "ram_bytes": machine_ram(), **memory}
+    return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": epoch_s,
+            "catalogue_epoch_seconds": cost.epoch_seconds(plan.catalogue), "ram_bytes": machine_ram(), **memory}
+
+
+@dataclass
+class EpochCost:
+    """Measured rates -> the time of an epoch over N records (split as the run splits them)."""
+
+    config: FinetuneConfig
+    step_seconds: float
+    stream_images_per_s: float
+    eval_seconds_per_image: float
+
+    def sizes(self, records: int) -> tuple[int, int]:
+        train, val, test = split_sizes(records, self.config.val_fraction, resolved_test_fraction(self.config, records))
+        return train, val
+
+    def train_seconds(self, records: int) -> float:
+        steps = math.ceil(self.sizes(records)[0] / self.config.batch_size)
+        return max(self.step_seconds, self.config.batch_size / self.stream_images_per_s) * steps
+
+    def eval_seconds(self, records: int) -> float:
+        return self.eval_seconds_per_image * self.sizes(records)[1]
+
+    def epoch_seconds(self, records: int) -> float:
+        return self.train_seconds(records) + self.eval_seconds(records)
+
+    def line(self, records: int) -> str:
+        return (f"{duration(self.epoch_seconds(records))} (train {duration(self.train_seconds(records))}, "
+                f"eval {duration(self.eval_seconds(records))})")
 
 
 MAC_MEMORY_GB = (8, 16, 18, 24, 32, 36, 48, 64, 96, 128, 192)
@@ -105,3 +186,39 @@ def memory_line(memory: dict[str, int], ram: int | None = None, gpu_budget: int 
     mac = f"{need} GB of RAM or more" if need else f"more than {MAC_MEMORY_GB[-1]} GB of RAM"
     return line + (f"\non a Mac (Apple GPU) this needs {mac}: {math.ceil(arrays / 2**20)} MiB of MLX arrays "
                    f"measured here, against an assumed GPU share of {GPU_SHARE:.0%} of RAM")
+
+
+# A 16 GB M1 is the users' machine; nothing here can run on one, so its figures are estimates with
+# their basis said: compute from the model's size, memory from the MLX arrays measured here.
+M1_GPU_FLOPS = 2.6e12  # Apple M1, 8-core GPU: Apple's fp32 peak
+M1_UTILISATION = 0.35  # assumed share of that peak a training step reaches (an assumption, not measured)
+M1_RAM_GB = 16
+
+
+def training_flops_per_image(model: CLIP, text_tokens: float) -> float:
+    """About 6 x parameters x tokens per tower (forward 2, backward 4; attention's quadratic term,
+    small at 50 image and <= 77 text tokens, left out)."""
+    vision = model.config.vision
+    image_tokens = vision.num_patches + 1  # and the class token
+    return 6 * (count_parameters(model.vision_model.parameters()) * image_tokens
+                + count_parameters(model.text_model.parameters()) * text_tokens)
+
+
+def mac_estimate(model: CLIP, prepared, step_s: float, catalogue: int, cost: EpochCost,
+                 memory: dict[str, int] | None = None) -> str:
+    """The whole catalogue's epoch and the memory on a 16 GB M1, stated as an estimate with its basis."""
+    tokens = prepared.caption_check.median_tokens if prepared.caption_check else 77
+    flops = training_flops_per_image(model, tokens)
+    image_s = flops / (M1_GPU_FLOPS * M1_UTILISATION)
+    train_images = cost.sizes(catalogue)[0]
+    here = prepared.config.batch_size / step_s
+    arrays = (memory or peak_memory()).get("mlx_peak_bytes")
+    fits = "" if arrays is None else (
+        f"; memory: {math.ceil(arrays / 2**20)} MiB of MLX arrays measured here against about "
+        f"{GPU_SHARE * M1_RAM_GB:.1f} GB the GPU may use: " + ("fits" if arrays <= GPU_SHARE * M1_RAM_GB * 2**30
+                                                                 else "does NOT fit"))
+    return (f"estimate for a {M1_RAM_GB} GB M1 (not measured): about {duration(image_s * train_images)} of training "
+            f"per epoch of the whole catalogue ({train_images:,} training images; {1 / image_s:.0f} images/s "
+            f"against {here:.1f} measured here), from {flops / 1e9:.1f} GFLOP per training image (6 x parameters "
+            f"x tokens) at an assumed {M1_UTILISATION:.0%} of the M1 GPU's {M1_GPU_FLOPS / 1e12:.1f} TFLOPS fp32"
+            + fits)

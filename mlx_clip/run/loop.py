@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -127,7 +127,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     config, checkpoint = open_run(config, resume, dist, say)
     if not dist.is_main:  # rank 0 holds the run folder
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
-    config.name, created = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
+    name, created = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
+    config = replace(config, name=name)
     with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
 
@@ -137,6 +138,7 @@ def _run_in_folder(config: FinetuneConfig, resume: str | None, checkpoint: Check
                    hooks: Hooks) -> Path:
     """run()'s steps once the run folder is chosen (and, on rank 0, locked)."""
     prepared = prepare(config, say, model)
+    config = prepared.config  # as the data step resolved it
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
         raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")
@@ -183,7 +185,7 @@ def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
         ignored = ignored_settings(given, config)
         if ignored:
             say(ignored)
-    config.name = run_name(config)
+    config = replace(config, name=run_name(config))
     dist.check_batch_size(config.batch_size)
     return config, checkpoint
 
@@ -198,12 +200,15 @@ def write_start(paths: RunPaths, prepared: Prepared) -> None:
         "manifest": str(prepared.manifest), "records": len(prepared.items),
         "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
         "test_records": len(prepared.test_index), "test_fingerprint": prepared.split_ids["fingerprint"],
-        "split": prepared.split_line, "dropped_empty_captions": prepared.dropped_empty,
+        "split": prepared.split_line,
+        "groups": prepared.groups.line() if prepared.groups else None, "dropped_empty_captions": prepared.dropped_empty,
         "steps_per_epoch": prepared.steps_per_epoch, "total_steps": total_steps,
         "warmup_steps": config.optim.warmup_steps(total_steps), "betas": list(config.optim.betas),
         "eps": config.optim.eps,
         "image_size": model.config.vision.image_size, "skipped": prepared.skipped_line}})
     write_json(paths.split, prepared.split_ids)
+    if prepared.caption_check is not None:
+        write_json(paths.captions, prepared.caption_check.to_dict())
 
 
 def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,

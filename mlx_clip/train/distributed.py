@@ -272,7 +272,8 @@ class ShardedStream:
             batch = dict(batch, pixels=np.concatenate([batch["pixels"], np.zeros((pad,) + batch["pixels"].shape[1:],
                                                                                   np.float32)]),
                          input_ids=np.concatenate([batch["input_ids"], filler]),
-                         image_group=np.concatenate([batch["image_group"], np.full(pad, -1, np.int64)]))
+                         image_group=np.concatenate([batch["image_group"],
+                                                     np.full((pad,) + batch["image_group"].shape[1:], -1, np.int64)]))
         return dict(batch, valid=valid, global_size=global_size)
 
 

@@ -33,7 +33,7 @@ from ..data.stream import EvalStream
 RECALL_AT = (1, 5, 10)
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size")  # sizes, not scores
+COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size", "i2i_queries")  # sizes, not scores
 
 
 @dataclass
@@ -43,6 +43,7 @@ class EvalSet:
     image_paths: list[str]
     captions: list[str]
     labels: list[str | None]
+    groups: list[int] | None = None  # record groups (one image or object): image-to-image recall's hits
 
 
 class NonFiniteEmbeddings(InputError):
@@ -98,6 +99,40 @@ def retrieval_metrics(image_embeds: np.ndarray, caption_embeds: np.ndarray,
                       caption_of_image: np.ndarray) -> dict[str, float]:
     """caption_of_image[i] = index of image i's caption among the distinct captions."""
     return metrics_from_ranks(retrieval_ranks(image_embeds, caption_embeds, caption_of_image))
+
+
+# --- image-to-image recall by group -------------------------------------------------------------------
+
+I2I_AT = (1, 5)
+
+
+def i2i_ranks(image_embeds: np.ndarray, groups: Sequence[int] | None) -> np.ndarray:
+    """Rank of the best-ranked other image of its group, for every image that has one (the queries,
+    in order): each image queries the OTHER evaluation images, itself excluded; ties count against."""
+    if groups is None or len(image_embeds) < 2:
+        return np.zeros(0, np.int64)
+    groups = np.asarray(groups)
+    similarity = image_embeds @ image_embeds.T
+    np.fill_diagonal(similarity, -np.inf)  # never its own hit, never ranked above one
+    correct = groups[:, None] == groups[None, :]
+    np.fill_diagonal(correct, False)
+    queries = correct.any(axis=1)
+    return ranks_of_correct(similarity[queries], correct[queries])
+
+
+def i2i_metrics(ranks: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """`i2i_R@1`, `i2i_R@5`, `i2i_mean_rank` with intervals and `i2i_queries`; with no query (no
+    image has another of its group here) only the count and `i2i_note`: absent, never 0."""
+    out: dict = {"i2i_queries": int(ranks.size)}
+    if not ranks.size:
+        out["i2i_note"] = ("image-to-image recall skipped: no evaluation image has another image of its group "
+                           "(one object's photos, --group-field, or one image shared by records) beside it")
+        return out
+    for k in I2I_AT:
+        out[f"i2i_R@{k}"] = float((ranks <= k).mean())
+        out[f"i2i_R@{k}_ci95"] = bootstrap_ci(ranks <= k, resamples, seed)
+    out["i2i_mean_rank"] = float(ranks.mean())
+    return out
 
 
 # --- bootstrap intervals ------------------------------------------------------------------------------
@@ -223,6 +258,8 @@ class EvalDetails:
         arrays = {"image_embeds": self.image_embeds, "caption_embeds": self.caption_embeds,
                   "captions_json": _json_bytes(self.captions), "caption_of_image": self.caption_of_image,
                   "i2t_ranks": self.ranks["i2t"], "t2i_ranks": self.ranks["t2i"]}
+        if "i2i" in self.ranks:  # per query: paired intervals before/after (same queries)
+            arrays["i2i_ranks"] = self.ranks["i2i"]
         if self.zero_shot is not None:
             arrays.update(zs_classes_json=_json_bytes(self.zero_shot.classes), zs_index=self.zero_shot.index,
                           zs_truth=self.zero_shot.truth, zs_predicted=self.zero_shot.predicted)
@@ -240,9 +277,11 @@ class EvalDetails:
                 if "zs_index" in data:
                     zero_shot = ZeroShot(_texts(data, "zs_classes", path), data["zs_index"], data["zs_truth"],
                                          data["zs_predicted"])
+                ranks = {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]}
+                if "i2i_ranks" in data:
+                    ranks["i2i"] = data["i2i_ranks"]
                 return cls(data["image_embeds"], data["caption_embeds"], _texts(data, "captions", path),
-                           data["caption_of_image"], {"i2t": data["i2t_ranks"], "t2i": data["t2i_ranks"]},
-                           zero_shot)
+                           data["caption_of_image"], ranks, zero_shot)
         except InputError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
@@ -293,6 +332,9 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str | Sequence[str] = "a ph
     metrics.update(retrieval_intervals(ranks))
     metrics["val_size"] = len(eval_set.image_paths)
     metrics["val_captions"] = len(distinct)
+    if eval_set.groups is not None:
+        ranks["i2i"] = i2i_ranks(image_embeds, eval_set.groups)
+        metrics.update(i2i_metrics(ranks["i2i"]))
     zero_shot = zero_shot_predictions(model, image_embeds, eval_set.labels, label_prompt)
     if zero_shot is not None:
         metrics["zero_shot_acc"] = float(zero_shot.correct.mean())

@@ -1,0 +1,94 @@
+"""The data step in one place: records -> manifest -> checked images -> captions -> groups -> split.
+
+`build_training_set` returns everything training needs from the data, with the config resolved
+once (the bundled emoji set's settings, the automatic test fraction) by `dataclasses.replace`:
+the caller's config is never changed. Every input error surfaces here, before training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ..config import FinetuneConfig
+from ..errors import InputError
+from .captions import CaptionBuilder
+from .dataset import Item, check_images, image_key, read_manifest, split
+from .groups import RecordGroups, record_groups
+from .records import has_field
+from .source import (check_batch_size, check_label_field, resolve_manifest, resolved_test_fraction,
+                     use_bundled_data)
+
+
+@dataclass
+class TrainingSet:
+    """A run's data, ready to train: records with usable images, their captions, groups and split."""
+
+    config: FinetuneConfig  # as resolved: the run's config.json
+    manifest: Path
+    items: list[Item]
+    captions: CaptionBuilder
+    train_index: list[int]
+    val_index: list[int]
+    test_index: list[int] = field(default_factory=list)
+    groups: RecordGroups | None = None  # one image or one object (--group-field): never split, positives
+    skipped_line: str | None = None  # records whose image is missing or unreadable
+    split_line: str = ""  # how many records share an image
+    split_ids: dict = field(default_factory=dict)  # split.json
+    dropped_empty: int = 0  # records whose caption rendered empty
+
+    def group_of(self, index: list[int]) -> list[int]:
+        """The record groups of the records at `index` (each record its own without groups)."""
+        return [self.groups.of_record[i] for i in index] if self.groups else list(range(len(index)))
+
+
+def check_group_field(config: FinetuneConfig, records: list[dict], where: str) -> None:
+    """--group-field names a field some record has (else every record would be its own object, silently)."""
+    if config.group_field and not any(has_field(r, config.group_field) for r in records):
+        raise InputError(f"{where}: --group-field {config.group_field!r}: no record has this field")
+
+
+def usable_items(manifest: Path, config: FinetuneConfig, say: Callable[[str], None]
+                 ) -> tuple[list[Item], CaptionBuilder, str | None, int]:
+    """The manifest's records whose image decodes and whose caption has text; with their captions,
+    the skipped-images line and how many were dropped for an empty caption."""
+    items = read_manifest(manifest, config.fetch.id_field)
+    check = check_images(items)
+    skipped_line = check.line() if check.skipped else None
+    if skipped_line:
+        say(skipped_line)
+    items = check.kept
+    captions = CaptionBuilder(config.captions, [item.record for item in items])
+    empty = [i for i, options in enumerate(captions.options) if not options]
+    if empty:  # identical empty captions would teach every image the same text
+        if len(empty) == len(items):
+            raise InputError(f"{manifest}: every record's caption is empty; name fields that have text with --caption")
+        say(f"dropped {len(empty)} records whose caption is empty (first: record {items[empty[0]].record_id!r})")
+        items = [item for i, item in enumerate(items) if captions.options[i]]
+        captions = CaptionBuilder(config.captions, [item.record for item in items])
+    return items, captions, skipped_line, len(empty)
+
+
+def build_training_set(config: FinetuneConfig, say: Callable[[str], None] = print,
+                       before_fetch: Callable[[], None] = lambda: None) -> TrainingSet:
+    """The data step: the manifest (given, found, or fetched from the records, `before_fetch` just
+    before a fetch), its usable records and captions, their groups and the split."""
+    config = use_bundled_data(config, say)
+    manifest = resolve_manifest(config, say, before_fetch)
+    items, captions, skipped_line, dropped_empty = usable_items(manifest, config, say)
+    records = [item.record for item in items]
+    check_label_field(config, records)
+    check_group_field(config, records, str(manifest))
+    config = replace(config, test_fraction=resolved_test_fraction(config, len(items)))
+    groups = record_groups([image_key(item) for item in items], records, config.group_field)
+    if groups.line():
+        say(groups.line())
+    parts = split(items, config.val_fraction, config.sample.seed, config.sample.stratify, config.test_fraction,
+                  groups)
+    position = {id(item): i for i, item in enumerate(items)}
+    train_index, val_index, test_index = ([position[id(item)] for item in side]
+                                          for side in (parts.train, parts.val, parts.test))
+    check_batch_size(config, len(train_index), "the training set")
+    return TrainingSet(config, manifest, items, captions, train_index, val_index, test_index, groups,
+                       skipped_line, parts.line(), parts.ids(), dropped_empty)
