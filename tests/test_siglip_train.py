@@ -69,7 +69,8 @@ def test_chance_level_is_the_best_constant_logit():
 
 
 def assert_same_update(name: str, mine: np.ndarray, theirs: np.ndarray, start: np.ndarray, lr: float) -> None:
-    """Two steps' weights equal to 1e-5, but for attention key biases: a key bias adds one constant to
+    """Two steps' weights equal to 2e-5 (2 % of one step at lr 1e-3: on an AVX-512 Xeon one weight
+    in a thousand lands 1.1e-5 from PyTorch's, float32 rounding of a sum in another order), but for attention key biases: a key bias adds one constant to
     all of a query's scores, which softmax ignores, so its true gradient is 0 and Adam scales float
     noise there up to ~lr per step (differently on each side); there both moved at most 2.5 lr."""
     noise = np.zeros(mine.shape, bool)
@@ -79,7 +80,7 @@ def assert_same_update(name: str, mine: np.ndarray, theirs: np.ndarray, start: n
         noise[len(mine) // 3: 2 * len(mine) // 3] = True
     for side in (mine, theirs):
         assert np.abs(side - start)[noise].max(initial=0) <= 2.5 * lr, name
-    np.testing.assert_allclose(mine[~noise], theirs[~noise], atol=1e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(mine[~noise], theirs[~noise], atol=2e-5, rtol=0, err_msg=name)
 
 
 def test_one_step_matches_pytorch(siglip_hf):
@@ -114,7 +115,8 @@ def test_one_step_matches_pytorch(siglip_hf):
                                             total_steps=100), eos_token_id=model.tokenizer.eos_token_id)
     for step in range(2):
         loss = float(trainer.step(ids, pixels[::-1].copy() if step else pixels, groups=GROUPS))
-        assert abs(loss - ref_losses[step]) < 1e-5, (step, loss, ref_losses[step])
+        # float32 agreement relative to a loss near 20 (1.1e-5 apart on an AVX-512 Xeon)
+        assert loss == pytest.approx(ref_losses[step], rel=2e-6), (step, loss, ref_losses[step])
     ours = W.mlx_to_hf(dict(tree_flatten(model.parameters())))
     initial = SiglipModel.from_pretrained(siglip_hf).state_dict()
     moved = 0
