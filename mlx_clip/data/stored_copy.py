@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, PngImagePlugin
 
-from ..models.preprocess import has_alpha, shown_size, to_rgb
+from ..models.image_open import has_alpha, shown_size, to_rgb
 
 __all__ = ["DEFAULT_MAX_SIDE", "Original", "StoredCopy", "target_size", "make_copy", "read_original"]
 
