@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             if is_main_process():  # under mlx.launch: rank 0 holds the run folder
                 publish(run_dir, args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not getattr(err, "quiet", False):  # under mlx.launch, a failure all ranks share is said once
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         line = write_error_line(err, resume_hint(config, args.resume) if config else "run again")

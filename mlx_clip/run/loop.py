@@ -126,7 +126,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     if not dist.is_main:
         say, progress = (lambda *_: None), False
     config, checkpoint = open_run(config, resume, dist, say)
-    prepared = prepare(config, say, model)
+    prepared = prepare(config, say, model, dist)
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
         raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")

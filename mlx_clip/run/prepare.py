@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..models.clip import CLIP, load
 from ..models.lora import ALL_LOCKED
 from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
+from ..train.distributed import Dist
 from ..train.evaluate import EvalSet
 from ..train.step import LockConfig, apply_locks
 
@@ -227,8 +229,45 @@ def check_lora(config: FinetuneConfig) -> None:
         raise InputError(ALL_LOCKED)
 
 
-def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None) -> Prepared:
-    """Manifest -> checked items, captions, split and model; all input errors surface here."""
+class RankFailed(InputError):
+    """Another rank failed while fetching: this one stops too. `quiet` on all but rank 0, which
+    prints the one line naming the rank that failed."""
+
+    def __init__(self, message: str, quiet: bool):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+def manifest_once_per_host(config: FinetuneConfig, say: Callable[[str], None], before_fetch: Callable[[], None],
+                           dist: Dist | None) -> Path:
+    """resolve_manifest, run under mlx.launch by one process per machine: each host's first rank
+    (by hostname) fetches and prepares the data while the others wait at a collective and read the
+    manifest it wrote (two fetches into one folder collide on its lock). A failure on any rank
+    reaches every rank through the same collective, so all of them stop with a non-zero exit."""
+    if dist is None or not dist.active:
+        return resolve_manifest(config, say, before_fetch)
+    hosts = dist.gather_json(socket.gethostname())
+    fetcher = hosts.index(hosts[dist.rank])
+    manifest, failure, error = None, None, None
+    if fetcher == dist.rank:
+        try:
+            manifest = str(resolve_manifest(config, say, before_fetch))
+        except Exception as err:  # noqa: BLE001  (told to every rank first, then raised as it is)
+            error, failure = err, (str(err).splitlines() or [type(err).__name__])[0]
+    shared = dist.gather_json({"manifest": manifest, "error": failure})
+    failed = [(rank, found["error"]) for rank, found in enumerate(shared) if found["error"]]
+    if failed:
+        if error is not None and not isinstance(error, InputError):
+            raise error
+        rank, message = failed[0]
+        raise RankFailed(f"rank {rank}: {message}", quiet=not dist.is_main)
+    return Path(shared[fetcher]["manifest"])
+
+
+def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None,
+            dist: Dist | None = None) -> Prepared:
+    """Manifest -> checked items, captions, split and model; all input errors surface here.
+    Under mlx.launch (`dist`), one rank per machine fetches (manifest_once_per_host)."""
     if config.precision not in ("float32", "bfloat16"):
         raise InputError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
     if config.batch_size < 1 or config.epochs < 0:
@@ -246,7 +285,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         if model is None:
             found.append(resolve_model_folder(config.model))
 
-    manifest = resolve_manifest(config, say, find_model)
+    manifest = manifest_once_per_host(config, say, find_model, dist)
     items = read_manifest(manifest, config.fetch.id_field)
     check = check_images(items)
     skipped_line = check.line() if check.skipped else None
