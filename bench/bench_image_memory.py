@@ -1,5 +1,6 @@
 """Peak memory of one picture from a small file (issue 24): a 12,000 x 12,000 PNG of a few hundred
-KB, and 1 x 20,000 / 1 x 100,000 PNGs of a few hundred bytes, through what fetch does with a
+KB, and 1 x 20,000 / 1 x 100,000 PNGs of a few hundred bytes (and a 10,000 x 10,000 PNG, exactly
+the pixel budget, for what an admitted picture may cost), through what fetch does with a
 download (`inspect_image`) and what `embed_images` / `llm embed` do (`ImageProcessor()(path)`).
 
 Each case runs in a fresh child process (peak RSS is per process) with its address space capped
@@ -56,8 +57,9 @@ def make_pictures(folder: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     big = np.zeros((12000, 12000, 3), np.uint8)
     big[::97, ::89] = rng.integers(0, 255, big[::97, ::89].shape, dtype=np.uint8)
-    out = {"png_12000x12000": folder / "big.png"}
+    out = {"png_12000x12000": folder / "big.png", "png_10000x10000": folder / "at_budget.png"}
     Image.fromarray(big).save(out["png_12000x12000"], optimize=True)
+    Image.fromarray(big[:10000, :10000]).save(out["png_10000x10000"])  # exactly the budget: admitted
     del big
     for height in (20000, 100000):
         out[f"png_1x{height}"] = folder / f"tall{height}.png"

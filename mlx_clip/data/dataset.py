@@ -84,6 +84,7 @@ class ImageCheck:
     missing: int
     unreadable: int
     too_large: int = 0  # over the pixel budget (models/image_open.py)
+    first_too_large: str = ""  # "record 'id' (path)" of the first one, for the line
 
     @property
     def skipped(self) -> int:
@@ -91,7 +92,8 @@ class ImageCheck:
 
     def line(self) -> str:
         line = f"skipped {self.skipped} records: {self.missing} missing, {self.unreadable} unreadable image"
-        return line + (f", {self.too_large} over {MAX_PIXELS / 1e6:g} megapixels" if self.too_large else "")
+        return line + (f", {self.too_large} over {MAX_PIXELS / 1e6:g} megapixels (first: {self.first_too_large})"
+                       if self.too_large else "")
 
 
 def check_images(items: Sequence[Item], threads: int = 8) -> ImageCheck:
@@ -99,7 +101,9 @@ def check_images(items: Sequence[Item], threads: int = 8) -> ImageCheck:
     with ThreadPoolExecutor(threads) as pool:
         status = list(pool.map(_image_status, [item.image_path for item in items]))
     kept = [item for item, s in zip(items, status) if s == "ok"]
-    check = ImageCheck(kept, status.count("missing"), status.count("unreadable"), status.count("too_large"))
+    large = [item for item, s in zip(items, status) if s == "too_large"]
+    first = f"record {large[0].record_id!r} ({large[0].image_path})" if large else ""
+    check = ImageCheck(kept, status.count("missing"), status.count("unreadable"), len(large), first)
     if not kept:
         raise InputError(f"no usable images: {check.line()}")
     return check
