@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
-from ..shown_text import shorten
+from ..shown_text import MAX_SHOWN, shorten
 
 MAX_ROWS = 200  # rows of one table; the rest are counted in a last row
 
@@ -41,9 +41,10 @@ code, pre { background: #f6f6f6; border-radius: 3px; padding: 1px 4px; } pre { p
 """
 
 
-def esc(value) -> str:
-    """HTML-escaped and at most MAX_SHOWN characters (a 20 MB caption made a 21 MB report)."""
-    return html.escape(shorten(value), quote=True)
+def esc(value, limit: int | None = MAX_SHOWN) -> str:
+    """HTML-escaped and at most `limit` characters (a 20 MB caption made a 21 MB report); the
+    tool's own sentences pass limit=None."""
+    return html.escape(shorten(value, limit) if limit else str(value), quote=True)
 
 
 def data_uri(data: bytes, mime: str) -> str:
