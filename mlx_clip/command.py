@@ -37,7 +37,8 @@ def run_command(work: Callable[[], object], *, interrupted: Callable[[], str] = 
     try:
         work()
     except InputError as err:
-        print(error_line(err), file=sys.stderr)
+        if not getattr(err, "quiet", False):  # under mlx.launch, a failure all ranks share is said once
+            print(error_line(err), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(interrupted(), file=sys.stderr)

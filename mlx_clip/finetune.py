@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print records, captions, steps and the measured time and memory per epoch, then exit")
     s = p.add_argument_group("after the run")
     s.add_argument("--register", metavar="NAME",
-                   help="register the fine-tuned model with llm as mlx-clip/NAME (see `llm mlx-clip list`)")
+                   help="register the fine-tuned model with llm as mlx-clip/NAME (see `llm mlx-clip list`); "
+                        "the name is checked before training")
+    s.add_argument("--replace", action="store_true",
+                   help="with --register: point an existing NAME at this run's model (collections embedded "
+                        "with the old one keep its vectors: re-embed them)")
     s.add_argument("--push-to-hub", metavar="REPO_ID",
                    help="upload the run's model/ folder (with its model card) to the Hugging Face hub")
     s.add_argument("--public", action="store_true", help="with --push-to-hub: make a new repository public "
@@ -87,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         config = state["config"] = config_from_args(args)
-        if args.push_to_hub and not args.dry_run:  # before hours of training, not after
+        if args.register and not args.dry_run:  # before hours of training, not after
+            from .registry import check_free
+
+            check_free(args.register, replace=args.replace)
+        if args.push_to_hub and not args.dry_run:
             from .outputs.hub import check_login, check_repo_id
 
             check_repo_id(args.push_to_hub)

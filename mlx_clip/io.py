@@ -123,6 +123,8 @@ def jsonl_objects(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int
             value = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{where}: line {number}: invalid JSON at column {err.colno} ({err.msg})") from None
+        except RecursionError:  # thousands of nested brackets: refused, never a traceback
+            raise InputError(f"{where}: line {number}: JSON nested too deep") from None
         if not isinstance(value, dict):
             raise InputError(f"{where}: line {number}: expected a JSON object, got {json_kind(value)}")
         yield number, value

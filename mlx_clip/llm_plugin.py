@@ -100,21 +100,14 @@ class MLXClipEmbeddingModel(llm.EmbeddingModel):
 
 
 def _decode_image(data: bytes, index: int, count: int, model_id: str):
-    """Bytes -> RGB PIL image (EXIF orientation applied); a bad item raises one line naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .models.preprocess import to_rgb
+    """Bytes -> RGB PIL image (EXIF orientation applied) within the pixel budget, checked from
+    the header before decoding; a bad item raises one line naming it."""
+    from .models.image_open import open_image_bounded
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image)
-    except UnidentifiedImageError:
-        reason = "not an image format PIL can read"
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files
-        reason = str(err) or type(err).__name__
-    except Image.DecompressionBombError as err:
-        reason = str(err)
+        return open_image_bounded(data).image
+    except InputError as err:
+        reason = str(err).split(": ", 1)[-1]
     path = _file_holding(data)
     if path is None:
         where = f"the input ({len(data):,} bytes)" if count == 1 else \

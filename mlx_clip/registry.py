@@ -200,6 +200,46 @@ def check_model(source: str) -> None:
     load(source).embed_texts(["a photo"])
 
 
+def served_elsewhere() -> dict[str, str]:
+    """Every name (model id or alias, llm's aliases.json included) under which llm serves an
+    embedding model of another plugin, mapped to that model's id; empty without llm. An alias
+    such as `ada-002` or `clip` would otherwise take the other plugin's model away from its users."""
+    try:
+        import llm
+    except ImportError:
+        return {}
+    taken: dict[str, str] = {}
+    try:
+        everything = llm.get_embedding_models_with_aliases()
+    except Exception:  # noqa: BLE001  (a broken plugin stops nothing here: llm itself reports it)
+        return {}
+    for served in everything:
+        model_id = str(served.model.model_id)
+        if not model_id.startswith(MODEL_ID_PREFIX):
+            for alias in (model_id, *served.aliases):
+                taken.setdefault(str(alias), model_id)
+    return taken
+
+
+def check_free(name: str, aliases: list[str] | tuple[str, ...] = (), *, replace: bool = False,
+               directory: str | Path | None = None) -> None:
+    """Refuse, before any work, a NAME or alias that another llm plugin serves, and a NAME already
+    registered here unless `replace` (finetune.py --register checks this before training)."""
+    check_name(name)
+    for alias in aliases:
+        if not alias.strip() or alias.startswith(MODEL_ID_PREFIX):
+            raise InputError(f"{alias!r}: not a valid alias (a non-empty name without the {MODEL_ID_PREFIX} prefix)")
+    taken = served_elsewhere()
+    for wanted in (MODEL_ID_PREFIX + name, *aliases):
+        if wanted in taken:
+            raise InputError(f"{wanted!r}: llm already serves {taken[wanted]} under this name (another plugin); "
+                             "choose another name")
+    old = read_registry(directory).get(name)
+    if old is not None and not replace:
+        raise InputError(f"{name}: already registered for {old.source}; choose another name, or replace it "
+                         "(--replace) and re-embed the collections made with the old model")
+
+
 def register_model(name: str, path: str | Path, *, replace: bool = False, validate: bool = True,
                    aliases: list[str] | tuple[str, ...] | None = None,
                    directory: str | Path | None = None) -> RegisteredModel:
@@ -211,11 +251,8 @@ def register_model(name: str, path: str | Path, *, replace: bool = False, valida
     vectors, so reusing a name for another model should be a deliberate act. `aliases=None`
     keeps the aliases NAME already has; a list replaces them.
     """
-    check_name(name)
     source, kind = resolve_source(path)
-    for alias in aliases or ():
-        if not alias.strip() or alias.startswith(MODEL_ID_PREFIX):
-            raise InputError(f"{alias!r}: not a valid alias (a non-empty name without the {MODEL_ID_PREFIX} prefix)")
+    check_free(name, aliases or (), replace=True, directory=directory)  # the same source: checked below
     if validate:
         check_model(source)
     with _locked(directory) as file:

@@ -20,7 +20,7 @@ from mlx_clip.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("fetch", "finetune", "curve")
-FINETUNE_ONLY = ("--resume", "--dry-run", "--register", "--push-to-hub", "--public")
+FINETUNE_ONLY = ("--resume", "--dry-run", "--register", "--replace", "--push-to-hub", "--public")
 
 
 def _help(argv: list[str]) -> str:

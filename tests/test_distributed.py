@@ -258,3 +258,36 @@ def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_
         assert sum((p["record_id"] for p in parts), []) == whole["record_id"]
         for key in ("pixels", "input_ids", "image_group"):
             np.testing.assert_array_equal(np.concatenate([p[key][p["valid"]] for p in parts]), whole[key])
+
+
+def _path_field_args(tiny_hf, shapes_manifest, tmp_path, field="image_path"):
+    """Records naming local files (--path-field): the run fetches (copies/checks) them first."""
+    records = [json.loads(line) for line in shapes_manifest.read_text().splitlines()]
+    data = tmp_path / "records.jsonl"
+    data.write_text("".join(json.dumps({**r, "image_path": str(shapes_manifest.parent / r["image_path"])}) + "\n"
+                            for r in records))
+    args = _common(tiny_hf, shapes_manifest, tmp_path)
+    at = args.index("--manifest")
+    args[at:at + 2] = ["--data", str(data), "--path-field", field, "--out", str(tmp_path / "fetched")]
+    return args + ["--epochs", "1", "--name", "paths"]
+
+
+def test_two_ranks_on_path_field_records_fetch_once_and_train(tiny_hf, shapes_manifest, tmp_path):
+    """Only the host's first rank fetches (two fetches into one folder collide on its lock); the
+    other waits and reads the same manifest."""
+    (rc0, out0, err0), (rc1, out1, err1) = finish(start_ranks(_path_field_args(tiny_hf, shapes_manifest, tmp_path),
+                                                              tmp_path))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert "another fetch" not in err0 + err1 and "global batch" in out0
+    assert (tmp_path / "fetched" / "manifest.jsonl").is_file()
+    assert [h["epoch"] for h in json.loads((tmp_path / "paths" / "metrics.json").read_text())["history"]] == [0, 1]
+
+
+def test_a_failed_fetch_stops_every_rank_with_one_line(tiny_hf, shapes_manifest, tmp_path):
+    args = _path_field_args(tiny_hf, shapes_manifest, tmp_path, field="no_such_field")
+    started = time.monotonic()
+    (rc0, _, err0), (rc1, _, err1) = finish(start_ranks(args, tmp_path), timeout=120)
+    assert rc0 == 2 and rc1 == 2, err0 + err1
+    lines = [line for line in err0.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: rank 0: ") and "no_such_field" in lines[0], err0
+    assert err1.strip() == "" and time.monotonic() - started < 120

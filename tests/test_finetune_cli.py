@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from mlx_clip import finetune
+from mlx_clip.errors import InputError
 import mlx_clip
 from test_llm_plugin import LLM, plugin_site  # noqa: F401  (plugin_site: the fixture llm runs with)
 
@@ -396,3 +397,22 @@ def test_a_missing_model_is_said_before_anything_is_fetched(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'no-such-model'}: no such model folder"
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_register_name_is_checked_before_any_work(tiny_hf, shapes_manifest, tmp_path, monkeypatch, capsys):
+    """--register NAME: a bad name, or one already registered (without --replace), stops the run
+    before data or training; --replace lets it through to the run."""
+    from mlx_clip.registry import register_model
+
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
+    started = []
+    monkeypatch.setattr(finetune, "run", lambda *a, **k: started.append(1) or (_ for _ in ()).throw(InputError("ran")))
+    runs = tmp_path / "runs"
+    assert finetune.main(_args(tiny_hf, shapes_manifest, runs, "--register", "no spaces")) == 2
+    assert "not a valid model name" in capsys.readouterr().err
+    register_model("taken", tiny_hf, validate=False)
+    assert finetune.main(_args(tiny_hf, shapes_manifest, runs, "--register", "taken")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: taken: already registered for ") and "--replace" in err and not started
+    assert finetune.main(_args(tiny_hf, shapes_manifest, runs, "--register", "taken", "--replace")) == 2
+    assert started and "error: ran" in capsys.readouterr().err

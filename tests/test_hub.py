@@ -115,7 +115,7 @@ def test_bare_card_for_a_converted_model():
     nothing = build_card(None)  # no information at all still makes a valid card
     assert nothing.data.base_model is None and nothing.data.license == "other"
     local = build_card({"base_model": "/nowhere/models/clip"})  # a local path is not hub metadata
-    assert local.data.base_model is None and "`/nowhere/models/clip`" in local.text
+    assert local.data.base_model is None and "`clip (a local path)`" in local.text and "/nowhere" not in local.text
 
 
 def test_metrics_without_intervals_say_so():

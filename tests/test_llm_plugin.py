@@ -456,3 +456,35 @@ def test_similar_ranks_first_the_image_a_related_query_shows(fresh, models, tmp_
         hits = [json.loads(line) for line in lines]
         assert len(hits) == 6 and hits[0]["id"] == f"s{k}.png", hits
         assert hits[0]["score"] < 0.9999  # really another image
+
+
+def test_names_and_aliases_another_plugin_serves_are_refused(fresh, models):
+    """An alias `fake-embed` (another plugin's model id) or `ada-002` (llm's own OpenAI model's alias)
+    would take that model away from its users; llm's aliases.json counts too."""
+    base = models["base"][0]
+    line = error_line(fresh("mlx-clip", "register", "base", base, "-a", "fake-embed", "--lazy", ok=False))
+    assert "'fake-embed'" in line and "another plugin" in line
+    line = error_line(fresh("mlx-clip", "register", "base", base, "-a", "ada-002", "--lazy", ok=False))
+    assert "'ada-002'" in line and "text-embedding-ada-002" in line
+    fresh("aliases", "set", "fe", "fake-embed")
+    line = error_line(fresh("mlx-clip", "register", "base", base, "-a", "fe", "--lazy", ok=False))
+    assert "'fe'" in line
+    assert not (fresh.user_dir / registry.REGISTRY_FILE).exists()
+    fresh("mlx-clip", "register", "base", base, "-a", "mine", "--lazy")  # a free alias still works
+    assert fresh("embed", "-m", "fake-embed", "-c", "aaa").returncode == 0
+
+
+def test_the_registry_checks_names_without_llm(tmp_path, monkeypatch):
+    """registry.py works where llm is not installed: nothing else serves any name then."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_llm(name, *args, **kwargs):
+        if name == "llm" or name.startswith("llm."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_llm)
+    assert registry.served_elsewhere() == {}
+    registry.check_free("anything", ["ada-002"], directory=tmp_path)

@@ -21,6 +21,7 @@ from mlx_clip.data.dataset import image_key, read_manifest
 from mlx_clip.data.fetch_config import MANIFEST_KEYS, FetchConfig
 from mlx_clip.data.fetcher import fetch_records
 from mlx_clip.data.imagefolder import write_metadata
+from mlx_clip.data.provenance_key import folder_key
 from mlx_clip.data.stored_copy import read_original
 from mlx_clip.models.preprocess import load_image
 
@@ -94,7 +95,7 @@ def test_large_local_files_are_read_through_copies_with_their_identity(records, 
             assert image.size == SHOWN[name] == (entry["width"], entry["height"])
             assert image.format == ("PNG" if name == "alpha.png" else "JPEG")
             assert image.mode == ("RGBA" if name == "alpha.png" else "RGB")
-        assert read_original(copy.read_bytes()).sha256 == entry["sha256"]
+        assert read_original(copy.read_bytes(), [folder_key(out)]).sha256 == entry["sha256"]
         want = np.asarray(load_image(Image.open(pics / name)).resize(SHOWN[name], Image.LANCZOS), float)
         assert np.abs(np.asarray(load_image(copy), float) - want).mean() < 2.5, name
     assert manifest["big-png"]["image_path"] != manifest["big-again"]["image_path"]  # one file per record id

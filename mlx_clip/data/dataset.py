@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..io import read_jsonl
 from .groups import RecordGroups, record_groups
 from .image_files import sha256_hex
+from ..models.image_open import MAX_PIXELS, ImageTooLarge, check_pixels
 from .records import get_field_or_none, manifest_record_id
 from ..wording import counted
 
@@ -63,10 +64,13 @@ def _image_status(path: Path) -> str:
         return "missing"
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, str(path))  # from the header: nothing over the budget is decoded
             image.draft("RGB", (64, 64))  # JPEGs decode at 1/8 scale: fast, still catches truncation
             image.load()
         return "ok"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except ImageTooLarge:
+        return "too_large"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return "unreadable"
 
 
@@ -75,13 +79,17 @@ class ImageCheck:
     kept: list[Item]
     missing: int
     unreadable: int
+    too_large: int = 0  # over the pixel budget (models/image_open.py)
+    first_too_large: str = ""  # "record 'id' (path)" of the first one, for the line
 
     @property
     def skipped(self) -> int:
-        return self.missing + self.unreadable
+        return self.missing + self.unreadable + self.too_large
 
     def line(self) -> str:
-        return f"skipped {self.skipped} records: {self.missing} missing, {self.unreadable} unreadable image"
+        line = f"skipped {self.skipped} records: {self.missing} missing, {self.unreadable} unreadable image"
+        return line + (f", {self.too_large} over {MAX_PIXELS / 1e6:g} megapixels (first: {self.first_too_large})"
+                       if self.too_large else "")
 
 
 def check_images(items: Sequence[Item], threads: int = 8) -> ImageCheck:
@@ -89,7 +97,9 @@ def check_images(items: Sequence[Item], threads: int = 8) -> ImageCheck:
     with ThreadPoolExecutor(threads) as pool:
         status = list(pool.map(_image_status, [item.image_path for item in items]))
     kept = [item for item, s in zip(items, status) if s == "ok"]
-    check = ImageCheck(kept, status.count("missing"), status.count("unreadable"))
+    large = [item for item, s in zip(items, status) if s == "too_large"]
+    first = f"record {large[0].record_id!r} ({large[0].image_path})" if large else ""
+    check = ImageCheck(kept, status.count("missing"), status.count("unreadable"), len(large), first)
     if not kept:
         raise InputError(f"no usable images: {check.line()}")
     return check

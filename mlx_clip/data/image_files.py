@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..io import PART_SUFFIX
+from ..models.image_open import ImageTooLarge, check_pixels
 
 __all__ = [
     "ImageInfo",
@@ -64,7 +65,7 @@ def inspect_image(data: bytes) -> ImageInfo:
 
     ``Image.verify()`` checks the structure, and a second open with ``load()`` decodes every
     pixel, which catches truncated files. Raises :class:`ImageProblem` with reason
-    ``not_an_image``, ``truncated_image``, ``too_large`` (a decompression bomb) or
+    ``not_an_image``, ``truncated_image``, ``too_large`` (over the pixel budget, MAX_PIXELS) or
     ``decode_error`` (any other error a Pillow plugin raises on damaged data).
     """
     if not data:
@@ -72,6 +73,7 @@ def inspect_image(data: bytes) -> ImageInfo:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format or ""
+            check_pixels(*image.size, "the image")  # from the header, before a pixel is decoded
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -80,6 +82,8 @@ def inspect_image(data: bytes) -> ImageInfo:
         head = data[:64].lstrip().lower()
         kind = "HTML page" if head.startswith((b"<!doctype html", b"<html")) else "unknown data"
         raise ImageProblem("not_an_image", f"{kind}, {len(data):,} bytes") from None
+    except ImageTooLarge as e:
+        raise ImageProblem("too_large", str(e).split(": ", 1)[1]) from None
     except Image.DecompressionBombError as e:
         raise ImageProblem("too_large", str(e).split(".")[0]) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:

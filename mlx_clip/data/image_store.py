@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..io import write_bytes
 from .image_files import ImageInfo, ImageProblem, find_image_file, image_file, image_stem, inspect_image, sha256_hex
+from .provenance_key import existing_key, folder_key
 from .stored_copy import Original, make_copy, read_original, target_size
 
 __all__ = ["Stored", "Existing", "ImageStore"]
@@ -49,6 +50,15 @@ class ImageStore:
         self.originals_dir = originals_dir
         self.max_side = max_side
         self.keep_originals = keep_originals
+        self.key = folder_key(images_dir.parent)  # signs the tags of the copies this folder holds
+
+    def tagged_original(self, data: bytes, source: Path | None = None) -> Original | None:
+        """The original a copy names in its tag, if this folder signed it, or (a local ``source``
+        that is a copy another fetch folder made: OUT/images/ab/file) that folder did."""
+        keys = [self.key]
+        if source is not None and len(source.parents) > 2 and source.parents[1].name == self.images_dir.name:
+            keys.append(existing_key(source.parents[2]) or b"")
+        return read_original(data, keys)
 
     def wanted_side(self, original: Original) -> int:
         """The longest side the stored file should have."""
@@ -68,7 +78,7 @@ class ImageStore:
 
     def write_copy(self, key: str, data: bytes, original: Original) -> Stored:
         """Store a resized copy of ``data`` (larger than max_side) for ``key``, and nothing else."""
-        copy = make_copy(data, original, self.max_side)
+        copy = make_copy(data, original, self.max_side, self.key)
         path = self._put(self.images_dir, key, copy.extension, copy.data)
         return Stored(path, copy.width, copy.height, original)
 
@@ -91,7 +101,7 @@ class ImageStore:
         if path.suffix != "." + info.extension:
             path.unlink()
             return None
-        original = read_original(data)
+        original = self.tagged_original(data)
         if original is None:  # stored unchanged by an earlier run (or before copies existed)
             original = Original(sha256_hex(data), info.width, info.height, info.format)
             return Existing(Stored(path, info.width, info.height, original, path), data, info)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from .image_files import ImageProblem, inspect_image, sha256_hex
 from .image_store import ImageStore, Stored
-from .stored_copy import Original, read_original
+from .stored_copy import Original
 
 __all__ = ["LocalImage", "read_local_file", "settle_local"]
 
@@ -47,7 +47,7 @@ def settle_local(store: ImageStore, source: Path, keys: Sequence[str], deadline:
     identity it carries: the sha256 and size of the image it was made from.
     """
     data = read_local_file(source, deadline)
-    tagged = read_original(data)
+    tagged = store.tagged_original(data, source.absolute())
     if not store.max_side or _longest_side(data) <= store.max_side:
         info = inspect_image(data)
         original = tagged or Original(sha256_hex(data), info.width, info.height, info.format)

@@ -104,17 +104,37 @@ def load_records(path: str | os.PathLike, encoding: str | None = None) -> Record
         result = _read_csv(path, text)
     if not result.records:
         raise InputError(f"{path}: no records found")
+    for index, record in enumerate(result.records):
+        if _too_deep(record):  # refused here: deeper values crash caption and report code after the download
+            raise InputError(f"{result.where(index)}: nested more than {MAX_DEPTH} levels deep")
     return result
+
+
+MAX_DEPTH = 64  # real catalogue records nest a few levels; 800 crashed later steps (issue 24)
+
+
+def _too_deep(record: dict) -> bool:
+    """Whether lists/objects in `record` nest more than MAX_DEPTH levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _read_json_or_jsonl(path: Path, text: str) -> Records:
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as whole_error:
         first_line = text.lstrip().split("\n", 1)[0]
         try:
             first = json.loads(first_line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             first = None
         if isinstance(first, dict):
             return _read_jsonl(path, text)

@@ -24,18 +24,23 @@ Which bytes a copy holds:
 Each copy carries where it came from in its own file (a JPEG comment or PNG text chunk holding
 the original's sha256, size and format), so a record's identity (the manifest's ``sha256``, which
 groups duplicate images for the split and the loss) stays the original's across runs, a killed
-run included, and a later run with another ``--max-side`` knows what it holds.
+run included, and a later run with another ``--max-side`` knows what it holds. The tag is trusted
+only with a valid HMAC under the fetch folder's own secret key (:mod:`.provenance_key`): a served
+image carrying a tag of its own cannot set its manifest ``sha256`` (issue 24).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 from dataclasses import dataclass
+from typing import Iterable
 
 from PIL import Image, ImageOps, PngImagePlugin
 
-from ..models.preprocess import has_alpha, shown_size, to_rgb
+from ..models.image_open import has_alpha, shown_size, to_rgb
 
 __all__ = ["DEFAULT_MAX_SIDE", "Original", "StoredCopy", "target_size", "make_copy", "read_original"]
 
@@ -80,9 +85,15 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int] | Non
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def make_copy(data: bytes, original: Original, max_side: int) -> StoredCopy:
+def _mac(key: bytes, fields: dict) -> str:
+    message = json.dumps([fields["sha256"], fields["width"], fields["height"], fields["format"]]).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def make_copy(data: bytes, original: Original, max_side: int, key: bytes = b"") -> StoredCopy:
     """Decode ``data`` reduced, apply EXIF orientation and resize (LANCZOS, reducing gap 3) so
-    the longest side is ``max_side``; encode as JPEG, or PNG when it has transparency."""
+    the longest side is ``max_side``; encode as JPEG, or PNG when it has transparency. The tag is
+    signed with ``key`` (the fetch folder's); without one it is never trusted when read."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = shown_size(image)
         size = target_size(width, height, max_side)
@@ -105,8 +116,9 @@ def make_copy(data: bytes, original: Original, max_side: int) -> StoredCopy:
             if grey:
                 picture = picture.convert("L")
     picture = picture.resize(size, Image.LANCZOS, reducing_gap=REDUCING_GAP)
-    tag = json.dumps({"sha256": original.sha256, "width": original.width, "height": original.height,
-                      "format": original.format})
+    fields = {"sha256": original.sha256, "width": original.width, "height": original.height,
+              "format": original.format}
+    tag = json.dumps({**fields, "mac": _mac(key, fields)} if key else fields)
     out = io.BytesIO()
     options = {"icc_profile": icc} if icc and kept_mode else {}
     if alpha:
@@ -121,9 +133,10 @@ def make_copy(data: bytes, original: Original, max_side: int) -> StoredCopy:
     return StoredCopy(out.getvalue(), image_format, extension, picture.width, picture.height)
 
 
-def read_original(data: bytes) -> Original | None:
-    """The original a stored copy was made from, from its tag; None for a file with no tag (an
-    original stored as it was, or a file from before copies)."""
+def read_original(data: bytes, keys: Iterable[bytes]) -> Original | None:
+    """The original a stored copy was made from, from its tag signed with one of ``keys``; None
+    for a file with no tag (an original stored as it was, or a file from before copies) or whose
+    tag no key signed (a downloaded file carrying a tag of its own: its bytes are its identity)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format == "JPEG":
@@ -139,6 +152,9 @@ def read_original(data: bytes) -> Original | None:
             else:
                 return None
         fields = json.loads(text)
+        mac = str(fields["mac"])
+        if not any(hmac.compare_digest(_mac(key, fields), mac) for key in keys if key):
+            return None
         return Original(str(fields["sha256"]), int(fields["width"]), int(fields["height"]), str(fields["format"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -25,7 +25,8 @@ from PIL import Image
 from ..cli_args import setting
 from .captions import CaptionBuilder
 from .dataset import Item
-from ..models.preprocess import ImageProcessor, load_image, shown_size, to_rgb
+from ..models.image_open import decode_reduced, load_image
+from ..models.preprocess import ImageProcessor
 
 # Columns of the per-sample augmentation draw.
 SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)
@@ -64,42 +65,6 @@ def draw_augmentations(rng: np.random.Generator, n: int, config: AugmentConfig) 
 # resize target: the largest difference from a full-size decode is then one grey level on
 # 3000x2250 photos and two on a 2001x1503 JPEG (at 1x: 2 for `Image.reduce`, 5 for JPEG draft).
 EVAL_REDUCING_GAP = 3
-
-
-@dataclass
-class Decoded:
-    """An RGB picture of `full_size` (after EXIF orientation) decoded at 1/`scale` of it."""
-
-    image: Image.Image
-    full_size: tuple[int, int]
-    scale: int
-
-
-def decode_reduced(path: str, min_side: int) -> Decoded:
-    """Decode as RGB (EXIF, alpha on white) at the smallest integer scale whose shortest side stays
-    >= min_side: JPEGs by DCT scaling (draft), then an integer box `reduce` for what is left,
-    as PNG and TIFF have no reduced decoding."""
-    try:
-        with Image.open(path) as image:
-            width, height = shown_size(image)  # EXIF orientation may turn it sideways
-            scale = 1
-            if image.format == "JPEG":
-                shrink = min_side / max(1, min(width, height))
-                drafted = image.draft("RGB", (max(1, math.ceil(image.width * shrink)),
-                                              max(1, math.ceil(image.height * shrink))))
-                if drafted:  # (mode, (0, 0, width / scale, height / scale)) of the raw picture
-                    scale = round(max(width, height) / max(drafted[1][2:]))
-            image.load()
-            rgb = to_rgb(image)
-    except Exception:  # checked up front; a file changed since then is still loaded the strict way
-        rgb = load_image(path)
-        width, height = rgb.size
-        scale = 1
-    factor = min(rgb.size) // max(1, min_side)
-    if factor >= 2:
-        rgb = rgb.reduce(factor)
-        scale *= factor
-    return Decoded(rgb, (width, height), scale)
 
 
 def open_image(path: str, min_side: int) -> Image.Image:

@@ -71,11 +71,14 @@ def usable_items(manifest: Path, config: FinetuneConfig, say: Callable[[str], No
 
 
 def build_training_set(config: FinetuneConfig, say: Callable[[str], None] = print,
-                       before_fetch: Callable[[], None] = lambda: None) -> TrainingSet:
+                       before_fetch: Callable[[], None] = lambda: None,
+                       find_manifest: Callable[..., Path] = resolve_manifest) -> TrainingSet:
     """The data step: the manifest (given, found, or fetched from the records, `before_fetch` just
-    before a fetch), its usable records and captions, their groups and the split."""
+    before a fetch), its usable records and captions, their groups and the split. `find_manifest`
+    (config, say, before_fetch) -> manifest is resolve_manifest, or under mlx.launch one that lets
+    one process per machine fetch."""
     config = use_bundled_data(config, say)
-    manifest = resolve_manifest(config, say, before_fetch)
+    manifest = find_manifest(config, say, before_fetch)
     items, captions, skipped_line, dropped_empty = usable_items(manifest, config, say)
     records = [item.record for item in items]
     check_label_field(config, records)

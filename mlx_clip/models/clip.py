@@ -19,7 +19,8 @@ from .family import family_of, read_config
 from .fast_ops import on_cpu_streams
 from .lora import merged_weights
 from .model import CLIPModel, normalize
-from .preprocess import ImageInput, ImageProcessor
+from .image_open import ImageInput
+from .preprocess import ImageProcessor
 from .siglip import SiglipConfig, SiglipModel
 from .siglip_tokenizer import SiglipTokenizer
 from .text_length import end_positions, trim_padding

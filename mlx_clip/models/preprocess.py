@@ -10,66 +10,32 @@ EXIF orientation is applied first. Output is channels-last (N, H, W, 3) float32,
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError
+from .image_open import ImageInput, load_image
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-ImageInput = Union[str, Path, Image.Image]
-
-
-def has_alpha(image: Image.Image) -> bool:
-    """Whether the picture has transparency (an alpha band, or a palette/colour key marked transparent)."""
-    return "A" in image.getbands() or image.info.get("transparency") is not None
-
-
-def shown_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) as shown: swapped when the EXIF orientation turns the picture sideways."""
-    sideways = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    return (image.height, image.width) if sideways else image.size
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB: transparency composited on white, 16-bit scaled, EXIF orientation applied."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        image = Image.fromarray(array, mode="L")
-    if has_alpha(image):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def load_image(image: ImageInput) -> Image.Image:
-    """Open a path (or take a PIL image) and return it as RGB; unreadable files raise InputError."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    path = Path(image)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            return to_rgb(opened)
-    except FileNotFoundError:
-        raise InputError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: unreadable image ({err})") from None
-
 
 def _edge(value: Any, key: str, default: int) -> int:
     if isinstance(value, dict):
         return int(value.get(key) or value.get("height") or default)
     return int(value) if value is not None else default
+
+
+# Pictures whose shortest-side resize is more than this many times the crop's area (longer than
+# 64:1 for a square crop) resize only the region the centre crop keeps: a 1 x 100,000 PNG would
+# otherwise become a 224 x 22,400,000 picture (15 GB) to keep 224 x 224 of it. Up to 64:1 the
+# whole resize (at most 3.2 M pixels, 10 MB) is done, so the pixels are exactly
+# CLIPImageProcessor's (the parity test, 7.6:1 included).
+CROP_FIRST_AREA = 64
 
 
 @dataclass
@@ -172,6 +138,8 @@ class ImageProcessor:
             short, long = (width, height) if width <= height else (height, width)
             new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
             size = (new_short, new_long) if width <= height else (new_long, new_short)
+            if self.do_center_crop and size[0] * size[1] > CROP_FIRST_AREA * self.crop_width * self.crop_height:
+                return self._resized_crop(image, (width, height), size, scale)
             image = image.resize(size, resample=self.resample, box=(0, 0, width / scale, height / scale))
         if self.do_center_crop:
             width, height = image.size
@@ -180,6 +148,34 @@ class ImageProcessor:
             # PIL pads with black where the crop leaves the image, as transformers pads with 0.
             image = image.crop((left, top, left + self.crop_width, top + self.crop_height))
         return image
+
+    def _resized_crop(self, image: Image.Image, full: tuple[int, int], size: tuple[int, int],
+                      scale: int) -> Image.Image:
+        """The centre crop of the resize of `image` to `size`, computing only the kept pixels, in
+        PIL's order for the full resize (rows first, then columns: the order decides how the 8-bit
+        intermediate clips). PIL maps output pixel i to source (i + 0.5) * in / out and clamps its
+        filter to the picture either way, so only float rounding of the boxes differs: at most one
+        grey level on a few pixels (tests/test_image_budget.py)."""
+        (width, height), (new_w, new_h) = full, size
+        top = (new_h - self.crop_height) // 2
+        left = (new_w - self.crop_width) // 2
+        x0, y0 = max(0, left), max(0, top)
+        x1, y1 = min(new_w, left + self.crop_width), min(new_h, top + self.crop_height)
+        sx, sy = width / new_w / scale, height / new_h / scale
+        # Only the source rows the vertical filter reaches (support <= 3 taps, scaled when shrinking).
+        reach = 3 * max(1.0, sy) + 2
+        first = max(0, math.floor(y0 * sy - reach))
+        last = min(image.height, math.ceil(y1 * sy + reach))
+        rows = image.crop((0, first, image.width, last))
+        rows = rows.resize((x1 - x0, rows.height), resample=self.resample, box=(x0 * sx, 0, x1 * sx, rows.height))
+        kept = rows.resize((x1 - x0, y1 - y0), resample=self.resample,
+                           box=(0, y0 * sy - first, x1 - x0, y1 * sy - first))
+        if (x0, y0, x1, y1) == (left, top, left + self.crop_width, top + self.crop_height):
+            return kept
+        # PIL pads with black where the crop leaves the image, as transformers pads with 0.
+        out = Image.new(kept.mode, (self.crop_width, self.crop_height))
+        out.paste(kept, (x0 - left, y0 - top))
+        return out
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (..., H, W, 3) -> float32, rescaled and normalised."""

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..models.family import Family
 from .card_info import CardInfo
+from .shown_text import md_cell, md_code, public_value
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)
@@ -156,15 +157,15 @@ def metrics_section(info: CardInfo) -> list[str]:
         if b is not None and a is not None and b.value is not None and a.value is not None:
             small = abs(a.value) <= 1 and abs(b.value) <= 1
             change = f"{a.value - b.value:+.3f}" if small else f"{a.value - b.value:+.1f}"
-        lines.append(f"| {name} | {_fmt_value(b)} | {_fmt_value(a)} | {change} |")
+        lines.append(f"| {md_cell(name)} | {_fmt_value(b)} | {_fmt_value(a)} | {change} |")
     lines.append("")
     lines.append("Recall@k: share of queries whose match ranks in the top k; mean rank: lower is better.")
     if len(rows) > 1:
         columns = list(dict.fromkeys(k for r in rows for k in r if k != "epoch"))
-        lines += ["", "Per epoch:", "", "| epoch | " + " | ".join(columns) + " |",
+        lines += ["", "Per epoch:", "", "| epoch | " + " | ".join(md_cell(c) for c in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
         for r in rows:
-            lines.append(f"| {r['epoch']} | " + " | ".join(_fmt_value(r.get(c)) for c in columns) + " |")
+            lines.append(f"| {md_cell(r['epoch'])} | " + " | ".join(_fmt_value(r.get(c)) for c in columns) + " |")
     return lines + [""]
 
 
@@ -175,7 +176,7 @@ def data_section(info: CardInfo) -> list[str]:
     lines = ["## Training data", ""]
     source = first_value(data, "source", "name", "metadata", "path")
     if source:
-        lines.append(f"- Source: `{source}`")
+        lines.append(f"- Source: {md_code(public_value(source))}")
     if info.datasets:
         lines.append("- Hub datasets: " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in info.datasets))
     records = first_value(data, "records", "n_records", "population")
@@ -201,17 +202,17 @@ def data_section(info: CardInfo) -> list[str]:
         total = sum(v for v in counts.values() if isinstance(v, (int, float))) or 1
         ranked = sorted(counts.items(), key=lambda kv: -kv[1] if isinstance(kv[1], (int, float)) else 0)
         shown = ranked[:15]
-        lines += ["", f"Label distribution{f' (`{label_field}`)' if label_field else ''}:", "",
+        lines += ["", f"Label distribution{f' ({md_code(label_field)})' if label_field else ''}:", "",
                   "| label | records | share |", "|---|---|---|"]
         for label, count in shown:
             share = f"{100 * count / total:.1f}%" if isinstance(count, (int, float)) else "–"
-            lines.append(f"| {label} | {count} | {share} |")
+            lines.append(f"| {md_cell(label)} | {md_cell(count)} | {share} |")
         if len(ranked) > len(shown):
             rest = sum(v for _, v in ranked[len(shown):] if isinstance(v, (int, float)))
             lines.append(f"| ({len(ranked) - len(shown)} more labels) | {rest} | {100 * rest / total:.1f}% |")
     if info.caption_templates:
         lines += ["", "Caption templates (record fields in braces; one drawn at random per image and epoch):", ""]
-        lines += [f"- `{t}`" for t in info.caption_templates]
+        lines += [f"- {md_code(t)}" for t in info.caption_templates]
     return lines + [""]
 
 
@@ -235,11 +236,9 @@ def config_section(info: CardInfo) -> list[str]:
         return []
     lines = ["## Training configuration", "", "| setting | value |", "|---|---|"]
     for name, value in _flatten(info.config):
+        value = public_value(value)  # a published card names no local folder
         text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-        text = text.replace("|", "\\|").replace("\n", " ")
-        if len(text) > 120:
-            text = text[:117] + "..."
-        lines.append(f"| {name} | {text} |")
+        lines.append(f"| {md_cell(name)} | {md_cell(text, 120)} |")
     return lines + [""]
 
 
@@ -306,7 +305,7 @@ def usage_section(repo: str, family: Family) -> list[str]:
 
 
 def limits_section(info: CardInfo, family: Family) -> list[str]:
-    base = f" `{info.base_model}`" if info.base_model else ""
+    base = f" {md_code(public_value(info.base_model))}" if info.base_model else ""
     return [
         "## Intended use and limits", "",
         "Intended for image-text retrieval and zero-shot classification of images like those it was "

@@ -42,6 +42,7 @@ from ..io import write_text
 from ..models.family import FAMILIES, Family
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
+from .shown_text import md_code, public_value
 from .card_sections import (
     config_section,
     data_section,
@@ -176,7 +177,7 @@ def render(info: CardInfo | Mapping[str, Any] | None = None) -> str:
     fine_tuned = bool(info.metrics or info.config or info.data)
     what = "fine-tuned with" if fine_tuned else "converted with"
     base = (f"[`{info.base_model}`](https://huggingface.co/{info.base_model})" if is_repo_id(info.base_model)
-            else f"`{info.base_model}`" if info.base_model else f"a {family.name} model")
+            else md_code(public_value(info.base_model)) if info.base_model else f"a {family.name} model")
     body += [
         f"A {family.name} model (image and text encoders sharing one embedding space) {what} "
         "mlx-clip-finetune in Apple MLX, from " + base + ". "

@@ -182,9 +182,9 @@ def html_page(result: dict) -> str:
                  [[r["run"], r["base_model"], " | ".join(r["captions"]) or "(default)"] for r in result["runs"]])
     body = (f"<h1>Comparison: {esc(' vs '.join(names))}</h1>"
             f"<p>Held-out test set of {result['test_size']} images shared by every run (fingerprint "
-            f"<code>{esc(result['fingerprint'][:12])}</code>). {esc(result['method'])}. Under each later run: its "
+            f"<code>{esc(result['fingerprint'][:12])}</code>). {esc(result['method'], limit=None)}. Under each later run: its "
             f"difference from {esc(names[0])} and whether the paired interval excludes 0.</p>"
-            + "".join(f"<p><b>{esc(n)}</b></p>" for n in result["notes"])
+            + "".join(f"<p><b>{esc(n, limit=None)}</b></p>" for n in result["notes"])
             + runs + table(header, rows, numeric=tuple(range(1, len(header))))
             + "<p class='muted small'>mean@1 = (i2t@1 + t2i@1) / 2 per image; i2t@k: the image's caption in the "
               "top k; t2i@1: the caption finds an image with that caption first; 0-shot: nearest label prompt.</p>")

@@ -270,7 +270,7 @@ def write_curve_html(path: Path, result: dict, png: Path) -> Path:
                     + [with_ci(p.get(k), p.get(f"{k}_ci95")) for k in keys]
                     + ["" if gain is None else f"{gain:+.4f}"])
     body = (f"<h1>Learning curve: {esc(result['config'].get('name'))}</h1>"
-            f"<p>{esc(curve_summary(result))}</p>"
+            f"<p>{esc(curve_summary(result), limit=None)}</p>"
             f"<p class=muted>Each size trains the starting model afresh on the first N records of one seeded "
             f"permutation of the {result['train_records']} training records (nested subsets), "
             f"{result['config'].get('epochs')} epochs, and is evaluated on the same {result['val_size']} "

@@ -137,7 +137,7 @@ def _run_in_folder(config: FinetuneConfig, resume: str | None, checkpoint: Check
                    dist: distributed.Dist, say: Callable[[str], None], progress: bool, model: CLIP | None,
                    hooks: Hooks) -> Path:
     """run()'s steps once the run folder is chosen (and, on rank 0, locked)."""
-    prepared = prepare(config, say, model)
+    prepared = prepare(config, say, model, dist)
     config = prepared.config  # as the data step resolved it
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():

@@ -5,6 +5,7 @@ every input error surfaces here, before training starts."""
 from __future__ import annotations
 
 import math
+import socket
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,12 +17,14 @@ from ..data.captions import value_text
 from ..data.dataset import split_sizes
 from ..data.records import get_field_or_none
 from ..data.stream import TrainStream
+from ..data.source import resolve_manifest
 from ..data.training_set import TrainingSet, build_training_set
 from ..errors import InputError
 from ..models.clip import CLIP, load
 from ..models.lora import ALL_LOCKED
 from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
+from ..train.distributed import Dist
 from ..train.evaluate import EvalSet
 from ..train.step import LockConfig, apply_locks
 
@@ -83,6 +86,41 @@ def check_lora(config: FinetuneConfig) -> None:
         raise InputError(ALL_LOCKED)
 
 
+class RankFailed(InputError):
+    """Another rank failed while fetching: this one stops too. `quiet` on all but rank 0, which
+    prints the one line naming the rank that failed."""
+
+    def __init__(self, message: str, quiet: bool):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+def manifest_once_per_host(config: FinetuneConfig, say: Callable[[str], None], before_fetch: Callable[[], None],
+                           dist: Dist | None) -> Path:
+    """resolve_manifest, run under mlx.launch by one process per machine: each host's first rank
+    (by hostname) fetches and prepares the data while the others wait at a collective and read the
+    manifest it wrote (two fetches into one folder collide on its lock). A failure on any rank
+    reaches every rank through the same collective, so all of them stop with a non-zero exit."""
+    if dist is None or not dist.active:
+        return resolve_manifest(config, say, before_fetch)
+    hosts = dist.gather_json(socket.gethostname())
+    fetcher = hosts.index(hosts[dist.rank])
+    manifest, failure, error = None, None, None
+    if fetcher == dist.rank:
+        try:
+            manifest = str(resolve_manifest(config, say, before_fetch))
+        except Exception as err:  # noqa: BLE001  (told to every rank first, then raised as it is)
+            error, failure = err, (str(err).splitlines() or [type(err).__name__])[0]
+    shared = dist.gather_json({"manifest": manifest, "error": failure})
+    failed = [(rank, found["error"]) for rank, found in enumerate(shared) if found["error"]]
+    if failed:
+        if error is not None and not isinstance(error, InputError):
+            raise error
+        rank, message = failed[0]
+        raise RankFailed(f"rank {rank}: {message}", quiet=not dist.is_main)
+    return Path(shared[fetcher]["manifest"])
+
+
 def check_settings(config: FinetuneConfig) -> None:
     """The settings that need no data, before any work."""
     if config.precision not in ("float32", "bfloat16"):
@@ -97,7 +135,8 @@ def check_settings(config: FinetuneConfig) -> None:
     check_lora(config)
 
 
-def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None) -> Prepared:
+def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None,
+            dist: Dist | None = None) -> Prepared:
     """Settings -> the data step -> the model; all input errors surface here."""
     check_settings(config)
     found: list[Path] = []
@@ -107,7 +146,8 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         if model is None:
             found.append(resolve_model_folder(config.model))
 
-    data = build_training_set(config, say, find_model)
+    data = build_training_set(config, say, find_model,
+                              find_manifest=lambda c, s, b: manifest_once_per_host(c, s, b, dist))
     if model is None:
         model = load(found[0] if found else config.model, dtype="float32")
     tokenizer = model.tokenizer  # a model without tokenizer files fails here, clearly

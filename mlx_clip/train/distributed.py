@@ -159,6 +159,22 @@ class Dist:
             summed = np.array(mx.distributed.all_sum(mx.array(buffer), group=self.group))
         return json.loads(summed.astype(np.uint8).tobytes().decode("utf-8"))
 
+    def gather_json(self, obj) -> list:
+        """Every rank's JSON-able object, in rank order, on every rank. No watchdog: the others may
+        wait here while one rank fetches for hours; a rank that dies closes its sockets instead."""
+        import json
+
+        if not self.active:
+            return [obj]
+        data = np.frombuffer(json.dumps(obj).encode("utf-8"), np.uint8)
+        lengths = np.zeros(self.size, np.int32)
+        lengths[self.rank] = len(data)
+        lengths = np.array(mx.distributed.all_sum(mx.array(lengths), group=self.group)).astype(int)
+        rows = np.zeros((self.size, int(lengths.max())), np.int32)
+        rows[self.rank, :len(data)] = data
+        rows = np.array(mx.distributed.all_sum(mx.array(rows), group=self.group)).astype(np.uint8)
+        return [json.loads(rows[r, :lengths[r]].tobytes().decode("utf-8")) for r in range(self.size)]
+
     def broadcast_arrays(self, flat: dict[str, mx.array] | None) -> dict[str, mx.array]:
         """Rank 0's flat dict of arrays on every rank (the others pass None); exact (x + 0 = x)."""
         if not self.active:

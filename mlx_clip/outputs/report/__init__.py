@@ -97,7 +97,7 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 
 def summary_section(history, best, before, after, found: list[str]) -> str:
     """The verdict first: the run's warnings (stuck loss, a result below the starting model), then the scores."""
-    warnings = "".join(f'<li class="down"><strong>{esc(w)}</strong></li>' for w in found)
+    warnings = "".join(f'<li class="down"><strong>{esc(w, limit=None)}</strong></li>' for w in found)
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
     if not first or not last or "mean_R@1" not in first:
@@ -115,7 +115,7 @@ def summary_section(history, best, before, after, found: list[str]) -> str:
         lines.append(f"zero-shot accuracy: {with_ci(first['zero_shot_acc'], first.get('zero_shot_acc_ci95'))} → "
                      f"{with_ci(last['zero_shot_acc'], last.get('zero_shot_acc_ci95'))}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
-    return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+    return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x, limit=None)}</li>" for x in lines) + "</ul>"
 
 
 def data_section(prepared: RunData) -> str:

@@ -13,6 +13,10 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
+from ..shown_text import MAX_SHOWN, shorten
+
+MAX_ROWS = 200  # rows of one table; the rest are counted in a last row
+
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1150px;
        padding: 1em 1.5em 4em; color: #222; background: #fff; }
@@ -37,8 +41,10 @@ code, pre { background: #f6f6f6; border-radius: 3px; padding: 1px 4px; } pre { p
 """
 
 
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+def esc(value, limit: int | None = MAX_SHOWN) -> str:
+    """HTML-escaped and at most `limit` characters (a 20 MB caption made a 21 MB report); the
+    tool's own sentences pass limit=None."""
+    return html.escape(shorten(value, limit) if limit else str(value), quote=True)
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -75,7 +81,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[int
         return f"<{tag}{cls}>{text}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    rows = list(rows)
+    shown = rows[:MAX_ROWS] + ([[f"({len(rows) - MAX_ROWS:,} more rows not shown)"]] if len(rows) > MAX_ROWS else [])
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in shown)
     thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
