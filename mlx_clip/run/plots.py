@@ -7,12 +7,79 @@ from pathlib import Path
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
+from ..train.metric_names import I2I_RECALLS, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
+
+COLOURS = {"better": "#137a2c", "worse": "#b3261e", "not distinguishable": "#555555"}
+
+
+def autoscale(ax, lows: list[float], highs: list[float], floor: float | None = 0.0, ceiling: float | None = 1.0):
+    """Y limits that fit the data and its intervals with a margin (never the whole 0-1 range when
+    every score lies near 0), clipped to what the score can be."""
+    if not lows:
+        return
+    low, high = min(lows), max(highs)
+    pad = max((high - low) * 0.12, 0.01)
+    low, high = low - pad, high + pad
+    ax.set_ylim(max(low, floor) if floor is not None else low, min(high, ceiling) if ceiling is not None else high)
+
+
+def recall_axes(ax, history: list[dict]) -> None:
+    """Recall@k both ways, image-to-image recall and zero-shot accuracy per epoch, each with its
+    95 % interval as a band, on an axis scaled to them."""
+    import matplotlib.ticker
+
+    epochs = np.array([h["epoch"] for h in history])
+    lows, highs = [], []
+    for i, key in enumerate(RETRIEVAL_RECALLS + (ZERO_SHOT,) + I2I_RECALLS):
+        values = np.array([np.nan if h.get(key) is None else h[key] for h in history], dtype=float)
+        if np.isnan(values).all():
+            continue
+        ci = np.array([h.get(ci_key(key)) or [v, v] for h, v in zip(history, values)], dtype=float)
+        line, = ax.plot(epochs, values, "o-" if "i2t" in key else "s--", color=f"C{i}", label=key)
+        ax.fill_between(epochs, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.12)
+        lows += [float(np.nanmin(ci))]
+        highs += [float(np.nanmax(ci))]
+    autoscale(ax, lows, highs)
+    ax.set_xlabel("epoch (0 = before fine-tuning)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("validation score (bands: 95 % CI)")
+    if lows:
+        ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+
+
+def differences_chart(path: Path, result: dict) -> Path | None:
+    """compare.png: each row's paired difference from the first run, per metric, with its 95 %
+    interval; green when the interval is above 0, red below, grey when it includes 0."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["runs"][1:] + ([result["base"]] if result.get("base") else [])
+    bars = [(key, Path(row["run"]).name, entry) for row in rows for key, entry in row["metrics"].items()
+            if "diff_ci95" in entry]
+    if not bars:
+        return None
+    first = Path(result["runs"][0]["run"]).name
+    fig, ax = plt.subplots(figsize=(8, 0.75 + 0.32 * len(bars)))
+    for y, (key, name, entry) in enumerate(reversed(bars)):
+        low, high = entry["diff_ci95"]
+        colour = COLOURS.get(entry["words"], "#555555")
+        ax.errorbar(entry["diff"], y, xerr=[[entry["diff"] - low], [high - entry["diff"]]], fmt="o", color=colour,
+                    capsize=3)
+    ax.set_yticks(range(len(bars)), [f"{key}  {name}" for key, name, _ in reversed(bars)], fontsize=8)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_xlabel(f"difference from {first} on the held-out test set (paired 95 % CI)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def save_plots(paths: RunPaths, history: list[dict], step_losses: list[float]) -> list[Path]:
     """loss.png (per step and per epoch) and recall.png (R@k per epoch, both ways)."""
     import matplotlib
-    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -35,17 +102,7 @@ def save_plots(paths: RunPaths, history: list[dict], step_losses: list[float]) -
     plt.close(fig)
     written.append(paths.loss_plot)
     fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = [h["epoch"] for h in history]
-    for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_acc"):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax.plot(epochs, [np.nan if v is None else v for v in values], "o-" if "i2t" in key else "s--", label=key)
-    ax.set_xlabel("epoch (0 = before fine-tuning)")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylabel("validation score")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    recall_axes(ax, history)
     fig.tight_layout()
     fig.savefig(paths.recall_plot, dpi=110)
     plt.close(fig)

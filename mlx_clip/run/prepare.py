@@ -22,6 +22,7 @@ from ..models.clip import CLIP, load
 from ..models.lora import ALL_LOCKED
 from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
+from ..train.wise_ft import check_alphas
 from ..train.evaluate import EvalSet
 from ..train.step import LockConfig, apply_locks
 
@@ -239,6 +240,7 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
     check_lora(config)
+    check_alphas(config.wise_ft, config.wise_ft_pick, config.retention_images)
     found: list[Path] = []
 
     def find_model() -> None:
