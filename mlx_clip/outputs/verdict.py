@@ -24,7 +24,7 @@ def _signed(change: float, interval: Sequence[float]) -> str:
 def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]:
     """Per area the evaluation has: its change, interval, words and whether it is a regression."""
     out = []
-    for key in keys:
+    for key in keys if before is not None and after is not None else ():
         change = scores.change(before, after, key)
         if change is None:
             continue
@@ -55,7 +55,8 @@ def finding_text(found: dict, first: bool, where: str) -> str:
         if not found["out_of_domain"]:
             text += " (not out-of-domain: this run trained on the emoji set)"
         return text
-    amount = _signed(found["change"], found["ci95"]) + (f" {found['measure']}" if first else "")
+    low, high = found["ci95"]
+    amount = f"{found['change']:+.3f}" + (f" {found['measure']}" if first else "") + f" [{low:+.3f}, {high:+.3f}]"
     if first:
         amount += f" on {where}"
     if found["words"] == "better":

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
-from ..train.metric_names import I2I_RECALLS, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
+from ..train.metric_names import I2I_RECALLS, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 
 COLOURS = {"better": "#137a2c", "worse": "#b3261e", "not distinguishable": "#555555"}
 
@@ -110,4 +110,34 @@ def save_plots(paths: RunPaths, history: list[dict], step_losses: list[float]) -
     return written
 
 
-# --- run -------------------------------------------------------------------------------------------
+
+def wise_ft_plot(path: Path, mix: dict) -> Path | None:
+    """wise_ft.png: each mix's validation mean recall@1 (with its interval) against the share of the
+    base model's general skill it keeps, each point labelled with its a; the kept mix ringed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in mix["points"] if p.get(MEAN_R1) is not None]
+    if not points:
+        return None
+    kept = [p.get("retention_percent") for p in points]
+    has_retention = all(k is not None for k in kept)
+    xs = kept if has_retention else [p["alpha"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for x, p in zip(xs, points):
+        ci = p.get(ci_key(MEAN_R1)) or [p[MEAN_R1], p[MEAN_R1]]
+        ax.errorbar(x, p[MEAN_R1], yerr=[[p[MEAN_R1] - ci[0]], [ci[1] - p[MEAN_R1]]], fmt="o", color="C0", capsize=3)
+        ax.annotate(f"a = {p['alpha']:g}", (x, p[MEAN_R1]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if p["alpha"] == mix["alpha"]:
+            ax.plot(x, p[MEAN_R1], "o", ms=14, mfc="none", mec="C3", mew=2, label=f"kept: a = {p['alpha']:g}")
+    ax.plot(xs, [p[MEAN_R1] for p in points], "-", color="C0", alpha=0.3)
+    ax.set_xlabel("retention: % of the base model's general skill kept" if has_retention else "a (mixing weight)")
+    ax.set_ylabel("validation mean recall@1 (95 % CI)")
+    ax.set_title(f"WiSE-FT: (1 - a) base + a fine-tuned; rule {mix['rule']}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
