@@ -141,3 +141,63 @@ def wise_ft_plot(path: Path, mix: dict) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_curve(path: Path, result: dict) -> Path:
+    """Left: mean recall@1 and zero-shot accuracy with 95 % bands, the flattening point and the
+    survey formula's n; right: recall@1/5/10 each way."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in result["points"] if p["size"] > 0]
+    before = result["points"][0]
+    sizes = np.array([p["size"] for p in points])
+    survey = result.get("survey") or {}
+    right_edge = max(sizes.max(), survey.get("size", 0)) * 1.05
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [3, 2]})
+    lows, highs = [], []
+    for key, label, colour, style in ((MEAN_R1, "mean recall@1", "C0", "o-"),
+                                      (ZERO_SHOT, "zero-shot accuracy", "C3", "D-")):
+        if not all(key in p for p in points):
+            continue
+        values = np.array([p[key] for p in points])
+        ci = np.array([p.get(ci_key(key)) or [p[key], p[key]] for p in points])
+        ax.plot(sizes, values, style, color=colour, label=f"{label} (band: 95 % CI)")
+        ax.fill_between(sizes, ci[:, 0], ci[:, 1], color=colour, alpha=0.15)
+        lows.append(float(ci.min()))
+        highs.append(float(ci.max()))
+        if key in before:
+            ax.axhline(before[key], color=colour, lw=1, ls=":", label=f"{label} before fine-tuning")
+            lows.append(before[key])
+            highs.append(before[key])
+    if result.get("flat_at"):
+        ax.axvline(result["flat_at"], color="black", lw=1.2, ls="-.",
+                   label=f"flattens at {result['flat_at']} (< {result['flat_threshold']:g} R@1 per 100 more, "
+                         "by its paired interval)")
+    if survey:
+        ax.axvline(survey["size"], color="purple", lw=1.2, ls="--", label=f"survey formula n = {survey['size']}")
+    if result.get("distinguishable_at"):
+        ax.axvline(result["distinguishable_at"], color="C2", lw=1.2, ls="--",
+                   label=f"gain over the start distinguishable from {result['distinguishable_at']}")
+    ax.set_xlabel(f"training images (nested random subsets); validation n = {result['val_size']}")
+    ax.set_ylabel("validation score")
+    ax.set_title("How many images are enough?")
+    right = []
+    for key, style, colour in zip(RETRIEVAL_RECALLS, ("o-", "o--", "o:", "s-", "s--", "s:"),
+                                  ("C0", "C1", "C2", "C4", "C5", "C6")):
+        if all(key in p for p in points):
+            ax2.plot(sizes, [p[key] for p in points], style, color=colour, label=key.replace("_R@", " R@"))
+            right += [p[key] for p in points]
+    autoscale(ax, lows, highs)
+    autoscale(ax2, right[:1] and [min(right)], right[:1] and [max(right)])
+    ax2.set_title("recall@k: image→text (i2t), text→image (t2i)")
+    ax2.set_xlabel("training images")
+    for a in (ax, ax2):
+        a.set_xlim(0, right_edge)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
