@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ..train import scores
 from ..train.bootstrap import words_for
-from ..train.metric_names import HEADLINE
+from ..train.metric_names import HEADLINE, ci_key
 
 
 def _signed(change: float, interval: Sequence[float]) -> str:
@@ -42,7 +42,7 @@ def retention_finding(retention: dict | None) -> dict | None:
     worse = [s for s in retention["scores"].values() if s["words"] == "worse"]
     return {"area": "retention", "key": "retention", "kept_percent": retention["kept_percent"],
             "regression": bool(worse), "out_of_domain": retention.get("out_of_domain", True),
-            "worse": [f"{s['measure']} {_signed(s['change'], s['change_ci95'])}" for s in worse]}
+            "worse": [f"{s['measure']} {_signed(s['change'], s[ci_key('change')])}" for s in worse]}
 
 
 def finding_text(found: dict, first: bool, where: str) -> str:

@@ -25,7 +25,7 @@ from ..outputs.run_paths import RunPaths
 from ..train import scores
 from ..train.bootstrap import words_for
 from ..train.evaluate import EvalDetails
-from ..train.metric_names import SCORE_KEYS
+from ..train.metric_names import SCORE_KEYS, ci_key
 
 BASE_ROW = "base model (before fine-tuning)"
 
@@ -103,7 +103,7 @@ def run_row(run: RunResult, first: RunResult | None, name: str) -> dict:
         if first is not None:
             change = scores.change(first.details, run.details, key, first.record_ids, run.record_ids)
             if change is not None:
-                entry.update(diff=change[0], diff_ci95=change[1], words=words_for(change[1]))
+                entry.update({"diff": change[0], ci_key("diff"): change[1], "words": words_for(change[1])})
         row["metrics"][key] = entry
     return row
 
@@ -139,7 +139,7 @@ def _cell(entry: dict | None) -> str:
 def _diff(entry: dict | None) -> str:
     if entry is None or "diff" not in entry:
         return ""
-    low, high = entry["diff_ci95"]
+    low, high = entry[ci_key("diff")]
     return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['words']}"
 
 

@@ -57,13 +57,13 @@ def differences_chart(path: Path, result: dict) -> Path | None:
 
     rows = result["runs"][1:] + ([result["base"]] if result.get("base") else [])
     bars = [(key, Path(row["run"]).name, entry) for row in rows for key, entry in row["metrics"].items()
-            if "diff_ci95" in entry]
+            if ci_key("diff") in entry]
     if not bars:
         return None
     first = Path(result["runs"][0]["run"]).name
     fig, ax = plt.subplots(figsize=(8, 0.75 + 0.32 * len(bars)))
     for y, (key, name, entry) in enumerate(reversed(bars)):
-        low, high = entry["diff_ci95"]
+        low, high = entry[ci_key("diff")]
         colour = COLOURS.get(entry["words"], "#555555")
         ax.errorbar(entry["diff"], y, xerr=[[entry["diff"] - low], [high - entry["diff"]]], fmt="o", color=colour,
                     capsize=3)

@@ -48,7 +48,7 @@ def retention_section(metrics: dict) -> str:
         rows.append((score["measure"], with_ci(score["base"], score.get(ci_key("base"))),
                      with_ci(score["after"], score.get(ci_key("after"))),
                      "–" if score["kept_percent"] is None else f"{score['kept_percent']:.0f} %",
-                     Raw(f'<span class="{cls}">{esc(_signed(score["change"], score["change_ci95"]))} '
+                     Raw(f'<span class="{cls}">{esc(_signed(score["change"], score[ci_key("change")]))} '
                          f'{esc(score["words"])}</span>')))
     note = f"<p><b>{esc(kept['note'])}</b></p>" if kept.get("note") else ""
     return (f"<h2>What it kept of the base model</h2><p class=muted>Out-of-domain material that ships with the "

@@ -1,0 +1,176 @@
+"""The judging side: one bootstrap, metric names in one place, the verdict's words, retention and WiSE-FT."""
+
+import ast
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_clip
+from mlx_clip.outputs.verdict import verdict
+from mlx_clip.train import metric_names, scores
+from mlx_clip.train.bootstrap import bootstrap_ci, words_for
+from mlx_clip.train.evaluate import ZeroShot
+from mlx_clip.train.metric_names import I2I_R1, MEAN_R1, ZERO_SHOT, ci_key
+from mlx_clip.train.wise_ft import mixed, pick
+
+PACKAGE = Path(mlx_clip.__file__).parent
+
+
+def _details(i2t, t2i, captions, of_image, correct=None, i2i=None):
+    ranks = {"i2t": np.asarray(i2t), "t2i": np.asarray(t2i)}
+    if i2i is not None:
+        ranks["i2i"] = np.asarray(i2i, dtype=float)
+    zero_shot = None
+    if correct is not None:
+        truth = np.zeros(len(correct), dtype=int)
+        zero_shot = ZeroShot(["a", "b"], np.arange(len(correct)), truth, np.where(correct, 0, 1))
+    return SimpleNamespace(ranks=ranks, captions=list(captions), caption_of_image=np.asarray(of_image),
+                           zero_shot=zero_shot)
+
+
+def test_an_interval_depends_on_the_items_not_their_order():
+    """finetune scores the test set in split order, compare in record-id order: the same interval."""
+    rng = np.random.default_rng(0)
+    hits = rng.random(150) < 0.3
+    assert bootstrap_ci(hits) == bootstrap_ci(rng.permutation(hits))
+    i2t, t2i = rng.integers(1, 12, 150), rng.integers(1, 12, 90)
+    captions = [f"c{i}" for i in range(90)]
+    one = _details(i2t, t2i, captions, np.arange(150) % 90)
+    order, corder = rng.permutation(150), rng.permutation(90)
+    other = _details(i2t[order], t2i[corder], [captions[j] for j in corder], (np.arange(150) % 90)[order])
+    assert scores.intervals(one) == scores.intervals(other)
+
+
+def test_paired_change_pairs_items_by_key_in_any_order():
+    rng = np.random.default_rng(1)
+    before_i2t, after_i2t = rng.integers(1, 5, 80), rng.integers(1, 3, 80)
+    ids = [f"r{i}" for i in range(80)]
+    captions = [f"c{i}" for i in range(80)]
+    before = _details(before_i2t, before_i2t, captions, np.arange(80))
+    after = _details(after_i2t, after_i2t, captions, np.arange(80))
+    order = rng.permutation(80)
+    shuffled = _details(after_i2t[order], after_i2t[order], [captions[j] for j in order], np.arange(80))
+    for key in ("i2t_R@1", MEAN_R1):
+        same = scores.change(before, after, key, ids, ids)
+        assert scores.change(before, shuffled, key, ids, [ids[j] for j in order]) == same
+        assert same[1][0] > 0  # after ranks 1-2 against 1-4: a clear gain
+
+
+def test_no_module_spells_a_metric_key_but_metric_names():
+    """Issue 25: `mean_R@1` was spelled 24 times in 6 files; now every reader and writer names the constants."""
+    keys = set(metric_names.SCORE_KEYS) | set(metric_names.RANK_KEYS)
+    keys |= {ci_key(k) for k in metric_names.SCORE_KEYS}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "metric_names.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in keys:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert not found, found
+
+
+def test_words_follow_the_interval_never_the_point():
+    assert words_for([0.001, 0.05]) == "better"
+    assert words_for([0.0, 0.05]) == "not distinguishable"  # touching 0 is not a difference
+    assert words_for([-0.05, 0.0]) == "not distinguishable"
+    assert words_for([-0.10, -0.02]) == "worse"
+
+
+def test_verdict_flags_a_zero_shot_and_retention_regression_and_says_a_retrieval_gain():
+    n = 200
+    captions = [f"c{i}" for i in range(n)]
+    before = _details(np.full(n, 3), np.full(n, 3), captions, np.arange(n), correct=np.ones(n, bool),
+                      i2i=np.full(n, 2.0))
+    gain = np.where(np.arange(n) < 120, 1, 3)  # 60 % of the images now first
+    worse = np.arange(n) >= 40  # zero-shot: 40 of 200 now wrong
+    i2i = np.where(np.arange(n) % 2 == 0, 1.0, 2.0)
+    i2i[:10] = np.nan  # images without another of their group are left out
+    after = _details(gain, gain, captions, np.arange(n), correct=worse, i2i=i2i)
+    kept = {"kept_percent": 91.0, "out_of_domain": True, "scores": {ZERO_SHOT: {
+        "measure": "image → its category, zero-shot accuracy", "change": -0.05, ci_key("change"): [-0.08, -0.02],
+        "words": "worse"}}}
+    judged = verdict(before, after, "test", n, kept)
+    by_key = {f["key"]: f for f in judged["findings"]}
+    assert by_key[MEAN_R1]["words"] == "better" and not by_key[MEAN_R1]["regression"]
+    assert by_key[ZERO_SHOT]["words"] == "worse" and by_key[ZERO_SHOT]["regression"]
+    assert by_key[I2I_R1]["words"] == "better"
+    assert judged["regressions"] == ["zero-shot tagging", "retention"]
+    line = judged["line"]
+    assert line.startswith("Fine-tuning helped retrieval: +0.600 mean recall@1 [") and "on 200 test images" in line
+    assert "zero-shot tagging got worse: -0.200 [" in line and "it kept 91 % of the base model" in line
+    assert "forgetting is measurable" in line
+
+
+def test_verdict_in_red_at_the_top_of_the_report():
+    from mlx_clip.outputs.report.judging import verdict_section
+
+    n = 100
+    captions = [f"c{i}" for i in range(n)]
+    before = _details(np.full(n, 2), np.full(n, 2), captions, np.arange(n), correct=np.ones(n, bool))
+    after = _details(np.full(n, 2), np.full(n, 2), captions, np.arange(n), correct=np.arange(n) >= 50)
+    html = verdict_section({"verdict": verdict(before, after, "test", n)}, [])
+    assert '<li class="down"><strong>zero-shot tagging (accuracy): -0.500' in html
+    assert "retrieval (mean recall@1): +0.000 [+0.000, +0.000], not distinguishable" in html
+
+
+def test_wise_ft_mixes_weights_and_picks_by_rule():
+    base, tuned = {"w": mx.zeros((2,)), "only": mx.ones((1,))}, {"w": mx.full((2,), 4.0), "only": mx.ones((1,))}
+    assert mixed(base, tuned, 0.25)["w"].tolist() == [1.0, 1.0]
+    assert mixed(base, tuned, 0.0)["w"].tolist() == [0.0, 0.0] and mixed(base, tuned, 1.0)["w"].tolist() == [4.0, 4.0]
+    points = [{"alpha": 0.0, MEAN_R1: 0.20, "retention_percent": 100.0},
+              {"alpha": 0.5, MEAN_R1: 0.40, "retention_percent": 97.0},
+              {"alpha": 1.0, MEAN_R1: 0.45, "retention_percent": 80.0}]
+    assert pick(points, "gain")[0]["alpha"] == 1.0
+    chosen, why = pick(points, "balanced")
+    assert chosen["alpha"] == 0.5 and "95 %" in why
+    low = [dict(p, retention_percent=r) for p, r in zip(points, (60.0, 55.0, 40.0))]  # none keeps 95 %
+    chosen, why = pick(low, "balanced")
+    assert chosen["alpha"] == 0.0 and "no mix keeps" in why
+
+
+def test_retention_scores_the_bundled_emoji_and_caches_the_base(tmp_path):
+    from mlx_clip.train.retention import retention, retention_set
+
+    chosen = retention_set(40)
+    assert len(chosen.ids) == 40 and len(set(chosen.eval_set.labels)) >= 5  # spread over the categories
+    calls = []
+
+    class Fake:
+        """A 'model' that embeds an image by its row of a fixed random matrix: image i matches name i."""
+
+        def __init__(self, noise):
+            self.noise = noise
+
+        def embed_texts(self, texts):
+            return np.stack([_vec(t) for t in texts])
+
+    def _vec(text):
+        return np.random.default_rng(abs(hash(text)) % 2**32).normal(size=16)
+
+    pytest.importorskip("mlx")
+    from mlx_clip.train import retention as module
+
+    def fake_evaluate(model, eval_set, prompt, details=True, threads=4):
+        calls.append(model.noise)
+        n = len(eval_set.image_paths)
+        rng = np.random.default_rng(7)
+        i2t = np.where(rng.random(n) < (0.9 - model.noise), 1, 5)
+        correct = rng.random(n) < (0.8 - model.noise)
+        return {}, _details(i2t, i2t, eval_set.captions, np.arange(n), correct)
+
+    original = module.evaluate
+    module.evaluate = fake_evaluate
+    try:
+        first = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_names=[])
+        second = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_names=chosen.names)
+    finally:
+        module.evaluate = original
+    assert calls == [0.0, 0.3, 0.3]  # the base model was scored once, then read from the cache
+    assert first["out_of_domain"] and "note" not in first
+    assert 0 < first["kept_percent"] < 100 and first["scores"]["i2t_R@1"]["words"] == "worse"
+    assert first["scores"] == second["scores"]
+    assert not second["out_of_domain"] and "not out-of-domain" in second["note"]
