@@ -174,3 +174,66 @@ def test_retention_scores_the_bundled_emoji_and_caches_the_base(tmp_path):
     assert 0 < first["kept_percent"] < 100 and first["scores"]["i2t_R@1"]["words"] == "worse"
     assert first["scores"] == second["scores"]
     assert not second["out_of_domain"] and "not out-of-domain" in second["note"]
+
+
+@pytest.fixture(scope="module")
+def wise_run(tiny_hf, shapes_manifest, tmp_path_factory):
+    """A trained run exported as the a = 0 mix: model/ must hold the base model's weights."""
+    from mlx_clip import finetune
+
+    runs = tmp_path_factory.mktemp("wise")
+    import io
+    from contextlib import redirect_stdout
+
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        code = finetune.main(["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(runs),
+                              "--name", "w", "--caption", "a {colour} {shape}", "--label-field", "label",
+                              "--test-fraction", "0.25", "--batch-size", "32", "--epochs", "3", "--lr", "2e-3",
+                              "--retention-images", "60", "--wise-ft", "0,0.5,1", "--wise-ft-pick", "balanced",
+                              "--no-progress"])
+    assert code == 0
+    return runs / "w", printed.getvalue()
+
+
+def test_wise_ft_exports_the_picked_mix_and_says_why(wise_run, tiny_hf):
+    import json
+
+    from mlx.utils import tree_flatten
+
+    from mlx_clip.models.clip import load
+
+    folder, printed = wise_run
+    metrics = json.loads((folder / "metrics.json").read_text())
+    mix = metrics["wise_ft"]
+    assert [p["alpha"] for p in mix["points"]] == [0.0, 0.5, 1.0] and mix["picked_on"] == "validation"
+    assert all(p["retention_percent"] is not None for p in mix["points"])
+    assert mix["points"][0]["retention_percent"] == pytest.approx(100.0)  # a = 0 is the base model itself
+    base = dict(tree_flatten(load(tiny_hf, dtype="float32").parameters()))
+    saved = dict(tree_flatten(load(folder / "model", dtype="float32").parameters()))
+    if mix["alpha"] == 0.0:
+        assert all(np.allclose(np.array(saved[k]), np.array(base[k]), atol=1e-6) for k in base)
+    else:
+        assert not all(np.allclose(np.array(saved[k]), np.array(base[k]), atol=1e-6) for k in base)
+    assert f"kept a = {mix['alpha']:g}" in printed
+    assert (folder / "wise_ft.png").stat().st_size > 10_000
+    report = (folder / "report.html").read_text()
+    assert f"WiSE-FT: the kept mix a = {mix['alpha']:g}" in report and report.count("data:image/png;base64,") == 3
+    card = (folder / "model" / "README.md").read_text()
+    assert f"a = {mix['alpha']:g}" in card and "WiSE-FT" in card
+
+
+def test_the_verdict_is_one_sentence_in_console_card_and_report(wise_run):
+    import html
+    import json
+
+    folder, printed = wise_run
+    metrics = json.loads((folder / "metrics.json").read_text())
+    judged = metrics["verdict"]
+    assert judged["set"] == "test" and judged["size"] == metrics["test"]["size"]
+    assert f"verdict (held-out test set): {judged['line']}" in printed
+    assert judged["line"] in (folder / "model" / "README.md").read_text()
+    report = (folder / "report.html").read_text()
+    assert html.escape(judged["line"]) in report
+    assert report.index("<h2>Verdict") < report.index("<h2>Held-out test set") < report.index("<h2>Validation")
+    assert metrics["retention"]["size"] == 60 and "kept" in judged["line"]

@@ -123,7 +123,7 @@ def compare(folders: Sequence[str | Path]) -> dict:
         base["base_model"] = first.base_model
     return {"test_size": len(first.record_ids), "fingerprint": first.fingerprint, "runs": rows, "base": base,
             "notes": notes(runs),
-            "method": "the runs' own test scores and 95 % percentile bootstrap intervals (1000 resamples, seeded, "
+            "method": "The runs' own test scores and 95 % percentile bootstrap intervals (1000 resamples, seeded, "
                       "as finetune computes them); differences resample the same test items for both runs "
                       "(paired). An interval that excludes 0 is a difference (better / worse); one that "
                       "includes 0 is not distinguishable"}

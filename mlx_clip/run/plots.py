@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
-from ..train.metric_names import I2I_RECALLS, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
+from ..train.metric_names import I2I_R1, I2I_RECALLS, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, recall_key
 
+CHART_KEYS = (MEAN_R1, recall_key("i2t", 1), recall_key("t2i", 1), ZERO_SHOT, I2I_R1)  # the table has the rest
 COLOURS = {"better": "#137a2c", "worse": "#b3261e", "not distinguishable": "#555555"}
 
 
@@ -57,7 +58,7 @@ def differences_chart(path: Path, result: dict) -> Path | None:
 
     rows = result["runs"][1:] + ([result["base"]] if result.get("base") else [])
     bars = [(key, Path(row["run"]).name, entry) for row in rows for key, entry in row["metrics"].items()
-            if ci_key("diff") in entry]
+            if ci_key("diff") in entry and key in CHART_KEYS]
     if not bars:
         return None
     first = Path(result["runs"][0]["run"]).name
