@@ -237,3 +237,33 @@ def test_the_verdict_is_one_sentence_in_console_card_and_report(wise_run):
     assert html.escape(judged["line"]) in report
     assert report.index("<h2>Verdict") < report.index("<h2>Held-out test set") < report.index("<h2>Validation")
     assert metrics["retention"]["size"] == 60 and "kept" in judged["line"]
+
+
+def test_recall_plot_scales_to_the_scores_and_their_intervals():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlx_clip.run.plots import recall_axes
+
+    history = [{"epoch": e, "i2t_R@1": 0.02 + 0.01 * e, "i2t_R@1_ci95": [0.01 * e, 0.05 + 0.01 * e]} for e in range(4)]
+    fig, ax = plt.subplots()
+    recall_axes(ax, history)
+    low, high = ax.get_ylim()
+    plt.close(fig)
+    assert low == 0 and 0.08 <= high < 0.2  # every line would sit on the floor of a 0-1 axis
+
+
+def test_wise_ft_settings_from_flags_and_config_files(tiny_hf, shapes_manifest, tmp_path, capsys):
+    from mlx_clip import finetune
+    from mlx_clip.config import FinetuneConfig
+
+    config = FinetuneConfig.from_dict({"wise_ft": [0, 0.5, 1], "wise_ft_pick": "balanced"})
+    assert config.wise_ft == [0, 0.5, 1] and config.to_dict()["wise_ft_pick"] == "balanced"
+    base = ["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(tmp_path), "--no-progress"]
+    with pytest.raises(SystemExit) as stop:
+        finetune.main(base + ["--wise-ft", "0,1.5"])
+    assert stop.value.code == 2 and "every mixing weight must be in [0, 1]" in capsys.readouterr().err
+    assert finetune.main(base + ["--wise-ft", "default", "--wise-ft-pick", "balanced", "--retention-images", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--retention-images" in err[0]

@@ -31,7 +31,10 @@ def alpha_list(text: str) -> list[float]:
         alphas = sorted({float(x) for x in text.replace(" ", "").split(",") if x})
     except ValueError:
         raise argparse.ArgumentTypeError(f"give comma-separated numbers in [0, 1] or 'default', got {text!r}") from None
-    check_alphas(alphas)
+    try:
+        check_alphas(alphas)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return alphas
 
 
