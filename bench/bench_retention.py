@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -54,7 +55,8 @@ def main() -> None:
     result = {"machine": describe_machine(env), "environment": env, "blas": blas_libraries(),
               "model": "CLIP ViT-B/32 shape, random weights, float32", "images": args.images,
               "retention_first_run_s": round(uncached, 2), "retention_base_cached_s": round(cached, 2),
-              "wise_ft_mix_weights_s": round(mix_seconds, 3), "peak_rss_bytes": peak_rss()}
+              "wise_ft_mix_weights_s": round(mix_seconds, 3), "peak_rss_bytes": peak_rss(),
+              "load_average_1_5_15": os.getloadavg()}  # other jobs on the same cores slow every figure
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
