@@ -25,6 +25,8 @@ from .data.stream import AugmentConfig
 from .errors import InputError
 from .models.lora import LoraConfig
 from .train.optim import OptimConfig
+from .train.retention import DEFAULT_SIZE as RETENTION_SIZE
+from .train.wise_ft import PICK_RULES, alpha_list
 from .train.step import LockConfig
 
 DEFAULT_LABEL_PROMPT = "a photo of {label}"
@@ -90,6 +92,16 @@ class FinetuneConfig:
         DEFAULT_LABEL_PROMPT, "prompt for zero-shot classes, {label} is replaced; repeat for a prompt ensemble: "
         "each class's prompt embeddings averaged, as CLIP does", action="append", metavar="PROMPT",
         from_cli=_prompts, group="captions and evaluation")
+    retention_images: int = setting(
+        RETENTION_SIZE, "score what fine-tuning forgets on this many bundled emoji (image -> name, category), "
+        "base against fine-tuned; 0: skip", metavar="N", group="captions and evaluation")
+    wise_ft: list[float] = setting(
+        default_factory=list, help="WiSE-FT: mix base and fine-tuned weights at these a (comma-separated, or "
+        "'default' for 0,0.25,0.5,0.75,1), score each on validation, export the one --wise-ft-pick keeps; "
+        "default: off", type=alpha_list, metavar="ALPHAS", group="captions and evaluation")
+    wise_ft_pick: str = setting(
+        "gain", "which mix --wise-ft keeps: gain (best validation mean recall@1) or balanced (the best of those "
+        "keeping at least 95 percent retention)", choices=list(PICK_RULES), group="captions and evaluation")
     batch_size: int = setting(32, "images per step (contrastive batch)", group="training")
     epochs: int = setting(5, "passes over the training split", group="training")
     optim: OptimConfig = setting(default_factory=OptimConfig, help="training")

@@ -8,8 +8,7 @@ import pytest
 
 from mlx_clip import compare
 from mlx_clip import finetune
-from mlx_clip.run.compare import per_image_scores
-from mlx_clip.train.evaluate import EvalDetails
+from mlx_clip.train.metric_names import MEAN_R1, SCORE_KEYS, ZERO_SHOT, ci_key
 
 
 def _run(tiny_hf, shapes_manifest, runs, name, *extra):
@@ -44,12 +43,14 @@ def test_a_clearly_better_run_has_a_paired_interval_above_zero(runs, capsys):
     result, printed, written = _result(capsys, runs["base"], runs["trained"])
     trained = result["runs"][1]["metrics"]
     assert result["test_size"] == len(json.loads((runs["base"] / "split.json").read_text())["test"]) > 50
-    for metric in ("0-shot", "mean@1"):
+    for metric in (ZERO_SHOT, MEAN_R1):
         low, high = trained[metric]["diff_ci95"]
         assert 0 < low <= trained[metric]["diff"] <= high, (metric, trained[metric])
-    assert "better" in printed and "mean@1" in printed
+        assert trained[metric]["words"] == "better"
+    assert "better" in printed and MEAN_R1 in printed
     html = (written / "compare.html").read_text()
     assert "<table>" in html and "trained" in html and "src=\"http" not in html
+    assert html.count("data:image/png;base64,") == 1 and (written / "compare.png").is_file()  # the differences chart
 
 
 def test_a_copy_of_the_same_run_includes_zero(runs, capsys):
@@ -57,24 +58,41 @@ def test_a_copy_of_the_same_run_includes_zero(runs, capsys):
     for metric, entry in result["runs"][1]["metrics"].items():
         low, high = entry["diff_ci95"]
         assert low <= 0 <= high and entry["diff"] == 0, metric
-    assert "no clear difference" in printed
+        assert entry["words"] == "not distinguishable"
+    assert "not distinguishable" in printed and "better" not in printed and "worse" not in printed
 
 
 def test_paired_interval_is_narrower_than_separate_ones(runs, capsys):
     """Pairing removes the test items' own difficulty: the difference's interval is tighter than the sum of halves."""
     result, _, _ = _result(capsys, runs["base"], runs["trained"], out=runs["base"].parent / "cmp")
-    entry = result["runs"][1]["metrics"]["mean@1"]
-    base = result["runs"][0]["metrics"]["mean@1"]
+    entry = result["runs"][1]["metrics"][MEAN_R1]
+    base = result["runs"][0]["metrics"][MEAN_R1]
     width = entry["diff_ci95"][1] - entry["diff_ci95"][0]
     assert width < (entry["ci95"][1] - entry["ci95"][0]) + (base["ci95"][1] - base["ci95"][0])
 
 
-def test_per_image_scores_match_the_runs_own_i2t(runs):
-    details = EvalDetails.load(runs["trained"] / "eval_test.npz")
-    metrics = json.loads((runs["trained"] / "metrics.json").read_text())["test"]["after"]
-    scores = per_image_scores(details)
-    assert scores["i2t@1"].mean() == pytest.approx(metrics["i2t_R@1"])
-    assert np.nanmean(scores["0-shot"]) == pytest.approx(metrics["zero_shot_acc"])
+def test_compare_prints_the_runs_own_test_figures_and_intervals(runs, capsys):
+    """One bootstrap: compare's score and interval for a run are exactly its metrics.json test figures."""
+    result, printed, _ = _result(capsys, runs["base"], runs["trained"], out=runs["base"].parent / "same")
+    for folder, row in zip((runs["base"], runs["trained"]), result["runs"]):
+        after = json.loads((folder / "metrics.json").read_text())["test"]["after"]
+        keys = [k for k in SCORE_KEYS if k in after]
+        assert MEAN_R1 in keys and ZERO_SHOT in keys
+        for key in keys:
+            assert row["metrics"][key]["value"] == after[key], key
+            assert row["metrics"][key]["ci95"] == after[ci_key(key)], key
+        low, high = after[ci_key(MEAN_R1)]
+        assert f"{after[MEAN_R1]:.3f} [{low:.3f}, {high:.3f}]" in printed
+
+
+def test_base_model_row_is_the_first_runs_starting_model(runs, capsys):
+    result, printed, written = _result(capsys, runs["trained"], runs["base"], out=runs["base"].parent / "baserow")
+    base_row = result["base"]
+    before = json.loads((runs["trained"] / "metrics.json").read_text())["test"]["before"]
+    assert base_row["metrics"][MEAN_R1]["value"] == before[MEAN_R1]
+    assert base_row["metrics"][MEAN_R1]["words"] == "worse"  # the base model is below the trained run
+    assert "base model (before fine-tuning)" in printed
+    assert "base model (before fine-tuning)" in (written / "compare.html").read_text()
 
 
 def _error(capsys, *argv) -> str:

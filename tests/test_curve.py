@@ -122,3 +122,31 @@ def test_curve_cli_rejects_sizes_beyond_the_training_split(tiny_hf, shapes_manif
                        "--batch-size", "16", "--no-progress", "--sizes", "16,5000"])
     assert code == 2
     assert "larger than the training split" in capsys.readouterr().err
+
+
+def _point(size, change, low, high):
+    from mlx_clip.train.bootstrap import words_for
+
+    step = {"change": change, "ci95": [low, high], "words": words_for([low, high])}
+    return {"size": size, "mean_R@1": 0.2 + change, "vs_start": step, "vs_previous": step}
+
+
+def _curve_result(points, flat_at=None):
+    from mlx_clip.run.curve import distinguishable_at
+
+    points = [{"size": 0, "mean_R@1": 0.2}] + points
+    return {"points": points, "sizes": [p["size"] for p in points[1:]], "flat_threshold": 0.01, "flat_at": flat_at,
+            "distinguishable_at": distinguishable_at(points), "survey": None}
+
+
+def test_curve_words_never_contradict_the_intervals():
+    """Overlapping intervals: "cannot tell yet", never "flattens"; the first size whose paired interval
+    against the start excludes 0 is named."""
+    from mlx_clip.run.curve import curve_summary
+
+    unclear = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(1200, 0.03, -0.005, 0.06)]))
+    assert "cannot tell yet: at no measured size" in unclear and "cannot tell yet whether more images help" in unclear
+    assert "flattens" not in unclear and "distinguishable at" not in unclear
+    clear = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(1200, 0.09, 0.04, 0.14)]))
+    assert "becomes distinguishable at 1200 images" in clear and "more images still help" in clear
+    assert "cannot tell yet: at no" not in clear

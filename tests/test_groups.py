@@ -4,8 +4,10 @@ loss, and are the hits of image-to-image recall; identical captions are positive
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from mlx_clip.data.groups import join_groups, record_groups
 from mlx_clip.data.stream import TrainStream
 from mlx_clip.data.training_set import build_training_set
 from mlx_clip.errors import InputError
+from mlx_clip.train import scores
 from mlx_clip.train.evaluate import i2i_metrics, i2i_ranks
 from mlx_clip.train.loss import contrastive_loss, positives, sigmoid_loss
 
@@ -102,13 +105,16 @@ def test_i2i_recall_queries_other_images_of_the_group():
     embeds = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], np.float32)
     groups = [0, 0, 1, 2, 3]  # images 2, 3 and 4 have no other image of their group
     ranks = i2i_ranks(embeds, groups)
-    assert ranks.tolist() == [1, 1]
+    assert ranks[:2].tolist() == [1, 1] and np.isnan(ranks[2:]).all()  # NaN: not a query
     groups = [0, 1, 0, 1, 2]  # partners far apart: 0 <-> 2 and 1 <-> 3, image 4 a lone one (no query)
     ranks = i2i_ranks(embeds, groups)
-    assert ranks.tolist() == [4, 3, 4, 3]  # image 0: 1 (.9), 4 (.7) and 3 (.1) score above its partner 2 (0)
+    assert ranks[:4].tolist() == [4, 3, 4, 3] and np.isnan(ranks[4])  # image 0: 1 (.9), 4 (.7) and 3 (.1) score above its partner 2 (0)
     metrics = i2i_metrics(ranks)
     assert metrics["i2i_queries"] == 4 and metrics["i2i_R@1"] == 0 and metrics["i2i_R@5"] == 1
-    assert metrics["i2i_mean_rank"] == 3.5 and len(metrics["i2i_R@1_ci95"]) == 2
+    assert metrics["i2i_mean_rank"] == 3.5
+    details = SimpleNamespace(ranks={"i2t": np.ones(5), "t2i": np.ones(5), "i2i": ranks}, captions=list("abcde"),
+                              caption_of_image=np.arange(5), zero_shot=None)
+    assert len(scores.intervals(details)["i2i_R@1_ci95"]) == 2  # the one bootstrap, over the 4 queries
     none = i2i_metrics(i2i_ranks(embeds, [0, 1, 2, 3, 4]))
     assert none["i2i_queries"] == 0 and "i2i_R@1" not in none and "skipped" in none["i2i_note"]
 

@@ -46,7 +46,7 @@ def test_report_is_self_contained_and_complete(run_dir):
     sources = re.findall(r'src="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/") for s in sources)
     assert not re.search(r'(href|src)="(?!data:|#)', html) and "<link" not in html and "url(" not in html
-    for heading in ("Summary", "Data", "Training curves", "Before and after", "Text → image retrieval",
+    for heading in ("Verdict", "Validation: what picked the epoch", "What it kept of the base model", "Data", "Training curves", "Before and after", "Text → image retrieval",
                     "Zero-shot accuracy per label", "Worst mistakes", "Configuration"):
         assert f"<h2>{heading}" in html, heading
     assert html.count('class="query"') == 8 + 6  # 8 examples, 6 worst mistakes
@@ -90,20 +90,20 @@ WORSE_HISTORY = [{"epoch": 0, "train_loss": None, "mean_R@1": 0.40, "i2t_R@1": 0
 def test_a_run_below_the_starting_model_is_said_plainly_everywhere():
     from mlx_clip.run.console import run_warnings, summary
     from mlx_clip.outputs.model_card import render
-    from mlx_clip.outputs.report import summary_section
+    from mlx_clip.outputs.report.judging import verdict_section
 
     best = {"epoch": 2, "score": 0.35}
     plain = "scores below the starting model"
     text = summary(Path("runs/x"), WORSE_HISTORY, best, {"max_rss_bytes": 1})
     assert f"warning: the fine-tuned model {plain} (validation mean recall@1 0.400 before, 0.350 after" in text
-    assert plain in summary_section(WORSE_HISTORY, best, None, None, run_warnings(WORSE_HISTORY, best))
+    assert plain in verdict_section({}, run_warnings(WORSE_HISTORY, best))
     card = render({"base_model": "openai/clip-vit-base-patch32",
                    "metrics": {"before": WORSE_HISTORY[0], "after": WORSE_HISTORY[2],
                                "warnings": run_warnings(WORSE_HISTORY, best)}})
     assert plain in card
     better = [WORSE_HISTORY[0], {**WORSE_HISTORY[1], "mean_R@1": 0.45}]
     assert plain not in summary(Path("runs/x"), better, {"epoch": 1}, {"max_rss_bytes": 1})
-    assert plain not in summary_section(better, {"epoch": 1}, None, None, run_warnings(better, {"epoch": 1}))
+    assert plain not in verdict_section({}, run_warnings(better, {"epoch": 1}))
     assert run_warnings(better, {"epoch": 1}) == []
 
 

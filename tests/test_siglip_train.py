@@ -241,8 +241,8 @@ def test_tiny_siglip_learns_through_finetune(runs):
 def test_compare_sees_the_trained_siglip_better(runs, capsys):
     assert compare.main([str(runs / "base"), str(runs / "trained"), "--out", str(runs / "cmp")]) == 0
     result = json.loads((runs / "cmp" / "compare.json").read_text())
-    low, high = result["runs"][1]["metrics"]["mean@1"]["diff_ci95"]
-    assert 0 < low <= high, result["runs"][1]["metrics"]["mean@1"]
+    low, high = result["runs"][1]["metrics"]["mean_R@1"]["diff_ci95"]
+    assert 0 < low <= high, result["runs"][1]["metrics"]["mean_R@1"]
 
 
 def test_llm_embeds_with_the_fine_tuned_siglip(runs, tmp_path, plugin_site, shapes_manifest):  # noqa: F811

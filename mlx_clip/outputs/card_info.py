@@ -85,11 +85,12 @@ class CardInfo:
 def run_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A finetune run's metrics.json -> the card's before/after (test set first, else validation)."""
     test = metrics.get("test")
+    judged = {key: metrics[key] for key in ("verdict", "retention", "wise_ft") if metrics.get(key)}
     if test:
         return {"before": test["before"], "after": test["after"], "val_size": test["size"], "set": "test",
-                "warnings": metrics.get("warnings") or []}
+                "warnings": metrics.get("warnings") or [], **judged}
     history = metrics["history"]
     before = history[0] if history and history[0].get("epoch") == 0 else {}
     after = next((h for h in history if h.get("epoch") == metrics.get("best_epoch")), None) or {}
     return {"before": before, "after": after, "val_size": metrics.get("val_records"), "set": "validation",
-            "warnings": metrics.get("warnings") or []}
+            "warnings": metrics.get("warnings") or [], **judged}

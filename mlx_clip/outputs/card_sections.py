@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from ..models.family import Family
 from .card_info import CardInfo
 from .shown_text import md_cell, md_code, public_value
+from .card_judging import judging_lines
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)
@@ -139,6 +140,7 @@ def metrics_section(info: CardInfo) -> list[str]:
     lines = ["## Evaluation: before and after fine-tuning", ""]
     kind = info.metrics.get("set", "validation") if isinstance(info.metrics, Mapping) else "validation"
     warnings = info.metrics.get("warnings") if isinstance(info.metrics, Mapping) else None
+    lines += judging_lines(info.metrics)
     for warning in warnings if isinstance(warnings, list) else []:
         lines += [f"> **{str(warning).replace(chr(10), ' ')}**", ""]
     where = f"the held-out {kind} set ({n_val} images)" if n_val else f"the held-out {kind} set"

@@ -108,6 +108,11 @@ class RunPaths:
         return self.root / "recall.png"
 
     @property
+    def wise_ft_plot(self) -> Path:
+        """--wise-ft's trade-off: validation gain against retention, one point per mix."""
+        return self.root / "wise_ft.png"
+
+    @property
     def eval_before(self) -> Path:
         """Epoch 0's per-item validation ranks and embeddings (report.html's "before")."""
         return self.root / "eval_before.npz"

@@ -2,17 +2,13 @@
 
 Each run folder holds split.json (its test record ids and their fingerprint) and
 eval_test.npz (the best model's per-item test results, in split.json's test order). Runs are
-compared only when their test sets are the same records; then every run's difference from
-the first is resampled over the same test images (a paired bootstrap), which is much
-tighter than comparing two separate intervals.
-
-Scores are per test image, so they pair across runs even when the caption templates differ:
-  i2t@k   the image's own caption ranks in the top k among the run's distinct test captions
-  t2i@1   the image's caption retrieves an image with that caption first
-  mean@1  (i2t@1 + t2i@1) / 2 per image
-  0-shot  the image's label is the nearest label prompt (runs with --label-field)
-With repeated captions t2i@1 and mean@1 weigh a caption by its images, so they can differ
-slightly from the run's own figures, which count each distinct caption once.
+compared only when their test sets are the same records. Each run's own scores and intervals
+are computed exactly as finetune computed them (mlx_clip.train.scores: same function, same seed,
+so compare prints the figures of the run's metrics.json); each later run's difference from the
+first resamples the same test items for both (a paired bootstrap), which is much tighter than
+comparing two separate intervals. Test images pair by record id, captions by their text; when
+two runs' caption templates differ (no caption in common), each image stands for its caption.
+The first run's starting model (eval_test_before.npz) is shown as a "base model" row.
 """
 
 from __future__ import annotations
@@ -22,48 +18,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 from ..errors import InputError
 from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
-from ..train.evaluate import EvalDetails, bootstrap_ci, paired_bootstrap_ci
+from ..train import scores
+from ..train.bootstrap import words_for
+from ..train.evaluate import EvalDetails
+from ..train.metric_names import SCORE_KEYS, ci_key
 
-METRICS = ("mean@1", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "0-shot")
+BASE_ROW = "base model (before fine-tuning)"
 
 
 @dataclass
 class RunResult:
-    """One run's test-set results, per image, in sorted record-id order."""
+    """One run's test-set results: its per-item details and the record id of each test image."""
 
     folder: Path
     base_model: str
     captions: list[str]
     label_field: str | None
     fingerprint: str
-    record_ids: list[str]
-    scores: dict[str, np.ndarray]  # metric -> per-image 0/1 (NaN where it does not apply)
+    record_ids: list[str]  # split.json's test order, the order of `details`
+    details: EvalDetails
 
 
-def per_image_scores(details: EvalDetails) -> dict[str, np.ndarray]:
-    """Every metric as one value per test image (see the module docstring)."""
-    i2t = details.ranks["i2t"]
-    t2i_of_image = details.ranks["t2i"][details.caption_of_image] <= 1
-    scores = {f"i2t@{k}": (i2t <= k).astype(np.float64) for k in (1, 5, 10)}
-    scores["t2i@1"] = t2i_of_image.astype(np.float64)
-    scores["mean@1"] = (scores["i2t@1"] + scores["t2i@1"]) / 2
-    zero_shot = np.full(i2t.shape, np.nan)
-    if details.zero_shot is not None:
-        zero_shot[details.zero_shot.index] = details.zero_shot.correct
-    scores["0-shot"] = zero_shot
-    return scores
-
-
-def load_run(folder: str | Path) -> RunResult:
-    """A finished run's test results; one line naming what is missing otherwise."""
+def load_run(folder: str | Path, before: bool = False) -> RunResult:
+    """A finished run's test results (`before`: its starting model's); one line naming what is missing."""
     folder = Path(folder)
     paths = RunPaths(folder)
-    config_path, split_path, results = paths.config, paths.split, paths.test_after
+    config_path, split_path, results = paths.config, paths.split, paths.test_before if before else paths.test_after
     if not folder.is_dir() or not config_path.is_file():
         raise InputError(f"{folder}: not a run folder (no {config_path.name}); pass folders that finetune.py "
                          "wrote under runs/")
@@ -76,20 +60,18 @@ def load_run(folder: str | Path) -> RunResult:
         raise InputError(f"{folder}: has no {results.name}; the run did not finish (finetune.py --resume finishes it)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     details = EvalDetails.load(results)
-    ids = list(split["test"])
+    ids = [str(i) for i in split["test"]]
     if len(ids) != details.ranks["i2t"].size:
         raise InputError(f"{folder}: {results.name} has {details.ranks['i2t'].size} items, "
                          f"{split_path.name} {len(ids)} test ids; the run folder is inconsistent")
-    order = np.argsort(np.array(ids, dtype=object), kind="stable")
-    scores = {k: v[order] for k, v in per_image_scores(details).items()}
     return RunResult(folder, str(config.get("model")), list(config.get("captions") or []),
-                     config.get("label_field"), split["fingerprint"], [ids[i] for i in order], scores)
+                     config.get("label_field"), split["fingerprint"], ids, details)
 
 
 def check_same_test_set(runs: Sequence[RunResult]) -> None:
     first = runs[0]
     for run in runs[1:]:
-        if run.fingerprint != first.fingerprint or run.record_ids != first.record_ids:
+        if run.fingerprint != first.fingerprint or sorted(run.record_ids) != sorted(first.record_ids):
             shared = len(set(run.record_ids) & set(first.record_ids))
             raise InputError(
                 f"{run.folder}: its test set differs from {first.folder}'s (fingerprint {run.fingerprint[:12]} vs "
@@ -110,31 +92,41 @@ def notes(runs: Sequence[RunResult]) -> list[str]:
     return out
 
 
+def run_row(run: RunResult, first: RunResult | None, name: str) -> dict:
+    """One table row: each score with its interval, and (`first` given) the paired difference from it."""
+    row: dict = {"run": name, "base_model": run.base_model, "captions": run.captions, "metrics": {}}
+    for key in scores.score_keys(run.details):
+        found = scores.score_and_interval(run.details, key)
+        if found is None:
+            continue
+        entry = {"value": found[0], "ci95": found[1]}
+        if first is not None:
+            change = scores.change(first.details, run.details, key, first.record_ids, run.record_ids)
+            if change is not None:
+                entry.update({"diff": change[0], ci_key("diff"): change[1], "words": words_for(change[1])})
+        row["metrics"][key] = entry
+    return row
+
+
 def compare(folders: Sequence[str | Path]) -> dict:
-    """Each run's test scores with 95 % intervals, and each run minus the first with a paired interval."""
+    """Each run's test scores with 95 % intervals (as its metrics.json has them), the first run's
+    base model, and each row minus the first run with a paired interval."""
     if len(folders) < 2:
         raise InputError("compare needs two or more run folders, e.g. compare.py runs/a runs/b")
     runs = [load_run(f) for f in folders]
     check_same_test_set(runs)
     first = runs[0]
-    rows = []
-    for run in runs:
-        row: dict = {"run": str(run.folder), "base_model": run.base_model, "captions": run.captions, "metrics": {}}
-        for metric in METRICS:
-            values, base = run.scores[metric], first.scores[metric]
-            both = ~np.isnan(values) & ~np.isnan(base)
-            if not both.any():
-                continue
-            entry = {"value": float(values[both].mean()), "ci95": bootstrap_ci(values[both]), "n": int(both.sum())}
-            if run is not first:
-                entry["diff"] = float(values[both].mean() - base[both].mean())
-                entry["diff_ci95"] = paired_bootstrap_ci(base[both], values[both])
-            row["metrics"][metric] = entry
-        rows.append(row)
-    return {"test_size": len(first.record_ids), "fingerprint": first.fingerprint, "runs": rows,
+    rows = [run_row(run, None if run is first else first, str(run.folder)) for run in runs]
+    base = None
+    if RunPaths(first.folder).test_before.is_file():
+        base = run_row(load_run(first.folder, before=True), first, BASE_ROW)
+        base["base_model"] = first.base_model
+    return {"test_size": len(first.record_ids), "fingerprint": first.fingerprint, "runs": rows, "base": base,
             "notes": notes(runs),
-            "method": "per test image scores; 95 % percentile bootstrap over the test images (1000 resamples, "
-                      "seeded); differences resample the same images for both runs (paired)"}
+            "method": "The runs' own test scores and 95 % percentile bootstrap intervals (1000 resamples, seeded, "
+                      "as finetune computes them); differences resample the same test items for both runs "
+                      "(paired). An interval that excludes 0 is a difference (better / worse); one that "
+                      "includes 0 is not distinguishable"}
 
 
 def _cell(entry: dict | None) -> str:
@@ -147,54 +139,72 @@ def _cell(entry: dict | None) -> str:
 def _diff(entry: dict | None) -> str:
     if entry is None or "diff" not in entry:
         return ""
-    low, high = entry["diff_ci95"]
-    verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
-    return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {verdict}"
+    low, high = entry[ci_key("diff")]
+    return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['words']}"
+
+
+def _rows(result: dict) -> list[dict]:
+    return result["runs"] + ([result["base"]] if result.get("base") else [])
+
+
+def _keys(result: dict) -> list[str]:
+    present = {k for row in _rows(result) for k in row["metrics"]}
+    return [k for k in SCORE_KEYS if k in present]
 
 
 def text_table(result: dict) -> str:
-    """The console table: one block per metric, one line per run."""
-    names = [Path(r["run"]).name for r in result["runs"]]
+    """The console table: one block per metric, one line per run (and the base model)."""
+    names = [Path(r["run"]).name for r in _rows(result)]
     width = max(map(len, names)) + 2
     lines = [f"held-out test set: {result['test_size']} images (fingerprint {result['fingerprint'][:12]}), "
-             f"shared by all {len(names)} runs", *result["notes"],
-             f"{'metric':<8} {'run':<{width}} {'score [95% CI]':<24} difference from {names[0]} [paired 95% CI]"]
-    for metric in METRICS:
-        for name, run in zip(names, result["runs"]):
-            entry = run["metrics"].get(metric)
+             f"shared by all {len(result['runs'])} runs", *result["notes"],
+             f"{'metric':<10} {'run':<{width}} {'score [95% CI]':<24} difference from {names[0]} [paired 95% CI]"]
+    for key in _keys(result):
+        for name, run in zip(names, _rows(result)):
+            entry = run["metrics"].get(key)
             if entry is not None:
-                lines.append(f"{metric:<8} {name:<{width}} {_cell(entry):<24} {_diff(entry)}")
+                lines.append(f"{key:<10} {name:<{width}} {_cell(entry):<24} {_diff(entry)}")
     return "\n".join(lines)
 
 
-def html_page(result: dict) -> str:
-    """A self-contained page with the same table (see mlx_clip.outputs.report.html)."""
-    from ..outputs.report.html import esc, page, table
+def html_page(result: dict, chart: Path | None = None) -> str:
+    """A self-contained page: the differences chart, then the table (see mlx_clip.outputs.report.html)."""
+    from ..outputs.report.html import Raw, esc, img, page, png_file_uri, table
 
-    names = [Path(r["run"]).name for r in result["runs"]]
-    header = ["metric"] + [f"{n}" for n in names]
+    names = [Path(r["run"]).name for r in _rows(result)]
     rows = []
-    for metric in METRICS:
-        entries = [run["metrics"].get(metric) for run in result["runs"]]
-        if any(entries):
-            rows.append([metric] + [_cell(e) + (f"\n{_diff(e)}" if _diff(e) else "") for e in entries])
+    for key in _keys(result):
+        entries = [run["metrics"].get(key) for run in _rows(result)]
+        cells = []
+        for e in entries:
+            words = e.get("words") if e else None
+            cls = {"better": "up", "worse": "down"}.get(words or "", "")
+            diff = f'<br><span class="{cls}">{esc(_diff(e))}</span>' if _diff(e) else ""
+            cells.append(Raw(esc(_cell(e)) + diff))
+        rows.append([key] + cells)
     runs = table(["run", "base model", "caption templates"],
-                 [[r["run"], r["base_model"], " | ".join(r["captions"]) or "(default)"] for r in result["runs"]])
-    body = (f"<h1>Comparison: {esc(' vs '.join(names))}</h1>"
+                 [[r["run"], r["base_model"], " | ".join(r["captions"]) or "(default)"] for r in _rows(result)])
+    uri = png_file_uri(chart) if chart else None
+    body = (f"<h1>Comparison: {esc(' vs '.join(names[:len(result['runs'])]))}</h1>"
             f"<p>Held-out test set of {result['test_size']} images shared by every run (fingerprint "
-            f"<code>{esc(result['fingerprint'][:12])}</code>). {esc(result['method'], limit=None)}. Under each later run: its "
-            f"difference from {esc(names[0])} and whether the paired interval excludes 0.</p>"
+            f"<code>{esc(result['fingerprint'][:12])}</code>). {esc(result['method'], limit=None)}. Under each row: its "
+            f"difference from {esc(names[0])}.</p>"
             + "".join(f"<p><b>{esc(n, limit=None)}</b></p>" for n in result["notes"])
-            + runs + table(header, rows, numeric=tuple(range(1, len(header))))
-            + "<p class='muted small'>mean@1 = (i2t@1 + t2i@1) / 2 per image; i2t@k: the image's caption in the "
-              "top k; t2i@1: the caption finds an image with that caption first; 0-shot: nearest label prompt.</p>")
-    return page("compare " + " vs ".join(names), body.replace("\n", "<br>"))  # the diff under its score
+            + (f"<div class=plots>{img(uri, 'paired differences from ' + names[0])}</div>" if uri else "")
+            + table(["metric"] + names, rows, numeric=tuple(range(1, len(names) + 1))) + runs
+            + "<p class='muted small'>mean_R@1 = (i2t_R@1 + t2i_R@1) / 2; i2t_R@k: the image's caption in the "
+              "top k; t2i_R@k: the caption finds an image with that caption in the top k; zero_shot_acc: the "
+              "nearest label prompt is the image's label; i2i_R@k: another image of its group in the top k.</p>")
+    return page("compare " + " vs ".join(names), body)
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:
+    from .plots import differences_chart
+
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", result)
-    write_text(out / "compare.html", html_page(result))
+    chart = differences_chart(out / "compare.png", result)
+    write_text(out / "compare.html", html_page(result, chart))
     return out / "compare.json", out / "compare.html"
 
 

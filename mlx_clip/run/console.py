@@ -12,14 +12,14 @@ import numpy as np
 
 from ..outputs.run_paths import RunPaths
 from ..train.loss import chance_loss
+from ..train.metric_names import I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
 from ..train.step import count_parameters
 from ..wording import counted
 from .prepare import Prepared
 
 
-METRIC_COLUMNS = [("i2t_R@1", "i2t@1"), ("i2t_R@5", "i2t@5"), ("i2t_R@10", "i2t@10"), ("t2i_R@1", "t2i@1"),
-                  ("t2i_R@5", "t2i@5"), ("t2i_R@10", "t2i@10"), ("i2t_mean_rank", "i2t rank"),
-                  ("t2i_mean_rank", "t2i rank"), ("zero_shot_acc", "0-shot"), ("i2i_R@1", "i2i@1")]
+METRIC_COLUMNS = [(key, short_name(key)) for key in RETRIEVAL_RECALLS] + [
+    (mean_rank_key("i2t"), "i2t rank"), (mean_rank_key("t2i"), "t2i rank"), (ZERO_SHOT, short_name(ZERO_SHOT)), (I2I_R1, short_name(I2I_R1))]
 
 
 def table_header() -> str:
@@ -113,12 +113,12 @@ def below_start_warning(history: list[dict], best: dict, test: dict | None = Non
     else:
         before = history[0] if history and history[0]["epoch"] == 0 else None
         after, where = next((h for h in history if h["epoch"] == best["epoch"]), None), "validation"
-    if not before or not after or "mean_R@1" not in before or "mean_R@1" not in after:
+    if not before or not after or MEAN_R1 not in before or MEAN_R1 not in after:
         return None
-    if after["mean_R@1"] >= before["mean_R@1"]:
+    if after[MEAN_R1] >= before[MEAN_R1]:
         return None
     return (f"warning: the fine-tuned model scores below the starting model ({where} mean recall@1 "
-            f"{before['mean_R@1']:.3f} before, {after['mean_R@1']:.3f} after at its best epoch "
+            f"{before[MEAN_R1]:.3f} before, {after[MEAN_R1]:.3f} after at its best epoch "
             f"{best['epoch']}); the base model is the better choice for these records")
 
 
@@ -132,34 +132,48 @@ def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> l
 def test_line(test: dict) -> str:
     """The summary's held-out line: before -> after on the test set, with intervals."""
     def fmt(row: dict, key: str) -> str:
-        ci = row.get(f"{key}_ci95")
+        ci = row.get(ci_key(key))
         return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
     line = (f"held-out test ({test['size']} images, not used for training or picking the epoch): mean recall@1 "
-            f"{fmt(test['before'], 'mean_R@1')} before -> {fmt(test['after'], 'mean_R@1')} after")
-    if "zero_shot_acc" in test["after"] and "zero_shot_acc" in test["before"]:
-        line += f"; zero-shot accuracy {fmt(test['before'], 'zero_shot_acc')} -> {fmt(test['after'], 'zero_shot_acc')}"
-    if "i2i_R@1" in test["after"] and "i2i_R@1" in test["before"]:
-        line += (f"; image-to-image recall@1 {fmt(test['before'], 'i2i_R@1')} -> {fmt(test['after'], 'i2i_R@1')} "
+            f"{fmt(test['before'], MEAN_R1)} before -> {fmt(test['after'], MEAN_R1)} after")
+    if ZERO_SHOT in test["after"] and ZERO_SHOT in test["before"]:
+        line += f"; zero-shot accuracy {fmt(test['before'], ZERO_SHOT)} -> {fmt(test['after'], ZERO_SHOT)}"
+    if I2I_R1 in test["after"] and I2I_R1 in test["before"]:
+        line += (f"; image-to-image recall@1 {fmt(test['before'], I2I_R1)} -> {fmt(test['after'], I2I_R1)} "
                  f"({test['after']['i2i_queries']} query images with another of their group)")
     elif test["after"].get("i2i_note"):
         line += f"; {test['after']['i2i_note']}"
     return line
 
 
-def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: dict | None = None) -> str:
-    """The closing lines: before -> after, the warnings, peak memory and what was written."""
+def verdict_lines(judged: dict | None) -> list[str]:
+    """The verdict sentence (metrics.json's "verdict", as the report and the card show it) and one
+    line per regression."""
+    if not judged:
+        return []
+    where = "held-out test set" if judged["set"] == "test" else "validation set"
+    lines = [f"verdict ({where}): {judged['line']}"]
+    if judged["regressions"]:
+        lines.append("warning: fine-tuning made it worse at " + ", ".join(judged["regressions"])
+                     + " (the interval of the change lies below 0); see report.html")
+    return lines
+
+
+def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: dict | None = None,
+            judged: dict | None = None) -> str:
+    """The closing lines: the verdict, before -> after, the warnings, peak memory and what was written."""
     before = history[0] if history and history[0]["epoch"] == 0 else None
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
-    lines = []
-    if before and best_row and "mean_R@1" in before:
-        lines.append(f"validation mean recall@1: {before['mean_R@1']:.3f} before -> {best_row['mean_R@1']:.3f} "
+    lines = verdict_lines(judged)
+    if before and best_row and MEAN_R1 in before:
+        lines.append(f"validation mean recall@1: {before[MEAN_R1]:.3f} before -> {best_row[MEAN_R1]:.3f} "
                      f"after (best epoch {best['epoch']}; validation picked it, so this is optimistic)")
-    if best_row and "zero_shot_acc" in best_row and before and "zero_shot_acc" in before:
-        lines.append(f"validation zero-shot accuracy: {before['zero_shot_acc']:.3f} before -> "
-                     f"{best_row['zero_shot_acc']:.3f} after")
-    if best_row and "i2i_R@1" in best_row and before and "i2i_R@1" in before:
-        lines.append(f"validation image-to-image recall@1: {before['i2i_R@1']:.3f} before -> {best_row['i2i_R@1']:.3f} "
+    if best_row and ZERO_SHOT in best_row and before and ZERO_SHOT in before:
+        lines.append(f"validation zero-shot accuracy: {before[ZERO_SHOT]:.3f} before -> "
+                     f"{best_row[ZERO_SHOT]:.3f} after")
+    if best_row and I2I_R1 in best_row and before and I2I_R1 in before:
+        lines.append(f"validation image-to-image recall@1: {before[I2I_R1]:.3f} before -> {best_row[I2I_R1]:.3f} "
                      f"after ({best_row['i2i_queries']} query images)")
     if test:
         lines.append(test_line(test))

@@ -3,9 +3,13 @@
 One seeded permutation of the training split; each size trains a fresh copy of the starting
 model on that permutation's first N records (so every smaller subset lies inside the larger
 ones) with the run's settings, then evaluates on the one fixed validation set. Every point
-carries 95 % bootstrap intervals. The curve "flattens" at the smallest measured size after
-which every further 100 images gain less than `flat_threshold` mean recall@1. The survey
-formula's n = N / (1 + N e^2) is marked for comparison.
+carries 95 % bootstrap intervals and two paired changes of mean recall@1 (the same validation
+items before and after, mlx_clip.train.scores): against the starting model and against the
+previous size. The words follow the intervals: the gain "becomes distinguishable" at the
+smallest size whose paired interval against the start lies above 0; while the last step's
+interval includes 0 the curve "cannot tell yet" whether more images help; it "flattens" at N
+only when the paired interval of (largest - N) shows the gain per 100 images is below
+`flat_threshold`. The survey formula's n = N / (1 + N e^2) is marked for comparison.
 
 Writes runs/NAME/curve.json, curve.png and curve.html (self-contained).
 """
@@ -28,14 +32,18 @@ from ..errors import InputError
 from ..io import write_json, write_text
 from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
+from ..train import scores
+from ..train.bootstrap import words_for
 from ..train.evaluate import evaluate
+from ..train.metric_names import MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, set_weights
 from .folder import claim_run_folder, lock_run_folder, run_name
 from .loop import Float32View, train_epoch
+from .plots import plot_curve
 from .prepare import Prepared, prepare
 
-CURVE_KEYS = ("mean_R@1", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_acc")
+CURVE_KEYS = (MEAN_R1,) + RETRIEVAL_RECALLS + (ZERO_SHOT,)
 PERMUTATION_SALT = 0x5EED  # the subsets' permutation differs from the split's for the same seed
 
 
@@ -150,18 +158,22 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
     say(f"learning curve: sizes {', '.join(map(str, subsets))} of {len(prepared.train_index)} training records, "
         f"{config.epochs} epochs each; one validation set of {len(val_ids)} records")
     started = time.perf_counter()
-    points = [{"size": 0, **evaluate(model, eval_set, config.label_prompt, threads=config.threads)}]
+    metrics, before = evaluate(model, eval_set, config.label_prompt, threads=config.threads, details=True)
+    points = [{"size": 0, **metrics}]
     say(_point_line(points[0], time.perf_counter() - started))
+    previous, by_size = before, {}
     for n, subset in subsets.items():
         started = time.perf_counter()
         trained, info = _train_subset(prepared, model, start, subset, progress)
-        metrics = evaluate(trained, eval_set, config.label_prompt, threads=config.threads)
-        points.append({"size": n, **info, **metrics, "seconds": time.perf_counter() - started})
+        metrics, details = evaluate(trained, eval_set, config.label_prompt, threads=config.threads, details=True)
+        points.append({"size": n, **info, **metrics, "vs_start": paired(before, details),
+                       "vs_previous": paired(previous, details), "seconds": time.perf_counter() - started})
+        previous = by_size[n] = details
         say(_point_line(points[-1], points[-1]["seconds"]))
         write_json(paths.curve_json, _curve_json(config, prepared, subsets, points, val_ids,
-                                                       flat_threshold, None))  # partial results survive a stop
+                                                 flat_threshold, None, by_size))  # partial results survive a stop
     survey = survey_size(config, len(prepared.items), survey_margin, population)
-    result = _curve_json(config, prepared, subsets, points, val_ids, flat_threshold, survey)
+    result = _curve_json(config, prepared, subsets, points, val_ids, flat_threshold, survey, by_size)
     write_json(paths.curve_json, result)
     plot_curve(paths.curve_plot, result)
     write_curve_html(paths.curve_html, result, paths.curve_plot)
@@ -170,92 +182,102 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
     return paths.root
 
 
+def paired(before, after) -> dict | None:
+    """The paired change of mean recall@1 between two evaluations of the validation set, in words."""
+    found = scores.change(before, after, MEAN_R1)
+    return None if found is None else {"change": found[0], "ci95": found[1], "words": words_for(found[1])}
+
+
+def distinguishable_at(points: Sequence[dict]) -> int | None:
+    """The smallest size whose gain over the starting model has a paired interval above 0."""
+    return next((p["size"] for p in points if p["size"] > 0 and (p.get("vs_start") or {}).get("words") == "better"),
+                None)
+
+
 def _point_line(point: dict, seconds: float) -> str:
     label = "before" if point["size"] == 0 else f"{point['size']} images"
-    ci = point.get("mean_R@1_ci95") or [math.nan, math.nan]
-    line = f"{label:>12}: mean R@1 {point['mean_R@1']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-    if "zero_shot_acc" in point:
-        zci = point.get("zero_shot_acc_ci95") or [math.nan, math.nan]
-        line += f", zero-shot {point['zero_shot_acc']:.3f} [{zci[0]:.3f}, {zci[1]:.3f}]"
+    ci = point.get(ci_key(MEAN_R1)) or [math.nan, math.nan]
+    line = f"{label:>12}: mean R@1 {point[MEAN_R1]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if ZERO_SHOT in point:
+        zci = point.get(ci_key(ZERO_SHOT)) or [math.nan, math.nan]
+        line += f", zero-shot {point[ZERO_SHOT]:.3f} [{zci[0]:.3f}, {zci[1]:.3f}]"
+    if point.get("vs_start"):
+        line += f", vs start {_change_text(point['vs_start'])}"
     return line + f" ({seconds:.1f}s)"
 
 
-def _curve_json(config, prepared, subsets, points, val_ids, threshold, survey) -> dict:
+def _change_text(change: dict) -> str:
+    low, high = change["ci95"]
+    return f"{change['change']:+.3f} [{low:+.3f}, {high:+.3f}] {change['words']}"
+
+
+def _curve_json(config, prepared, subsets, points, val_ids, threshold, survey, details: dict) -> dict:
     trained = [p for p in points if p["size"] > 0]
     sizes = [p["size"] for p in trained]
-    values = [p["mean_R@1"] for p in trained]
+    values = [p[MEAN_R1] for p in trained]
     flat = flattening_size(sizes, values, threshold) if len(trained) > 1 else None
+    flat_shown = flat is not None and flat_is_measured(details, flat, threshold)
     order = training_order(prepared.train_index, config.sample.seed)
     return {
         "sizes": sizes, "points": points, "val_size": len(val_ids), "val_ids": val_ids,
         "train_records": len(prepared.train_index),
         "subset_order": [prepared.items[i].record_id for i in order[:max(subsets)]],  # size N = first N ids
-        "flat_threshold": threshold, "flat_metric": "mean_R@1", "flat_at": flat,
+        "flat_threshold": threshold, "flat_metric": MEAN_R1, "flat_at": flat if flat_shown else None,
+        "flat_at_point_estimate": flat, "distinguishable_at": distinguishable_at(points),
         "gains_per_100": gains_per_100(sizes, values), "survey": survey,
         "config": config.to_dict(),
     }
 
 
+def flat_is_measured(details: dict, flat: int, threshold: float) -> bool:
+    """True when the paired interval of (largest - `flat`) tells the gain per 100 images is below
+    `threshold`; point estimates alone never make a curve "flatten". `details`: size -> EvalDetails."""
+    largest = max(details)
+    if flat not in details or flat == largest:
+        return False
+    found = scores.change(details[flat], details[largest], MEAN_R1)
+    return found is not None and found[1][1] / (largest - flat) * 100 < threshold
+
+
 def curve_summary(result: dict) -> str:
+    """Plain words that never contradict the intervals (see the module docstring)."""
     threshold = result["flat_threshold"]
+    trained = [p for p in result["points"] if p["size"] > 0]
     lines = []
+    if trained and trained[-1].get("vs_start"):
+        at = result.get("distinguishable_at")
+        if at is not None:
+            change = next(p for p in trained if p["size"] == at)["vs_start"]
+            lines.append(f"the gain over the starting model becomes distinguishable at {at} images "
+                         f"(mean recall@1 {_change_text(change)})")
+        else:
+            lines.append(f"cannot tell yet: at no measured size is the gain over the starting model distinguishable "
+                         f"(at {trained[-1]['size']} images: {_change_text(trained[-1]['vs_start'])})")
+    if len(trained) > 1 and trained[-1].get("vs_previous"):
+        step, last = trained[-1]["vs_previous"], trained[-1]["size"]
+        text = f"from {trained[-2]['size']} to {last} images: {_change_text(step)}"
+        if step["words"] == "not distinguishable":
+            lines.append(f"cannot tell yet whether more images help ({text}); measure larger sizes or a larger "
+                         "validation set to tell")
+        elif step["words"] == "better":
+            lines.append(f"more images still help ({text}): more are likely to help further")
+        else:
+            lines.append(f"more images made it worse ({text})")
     if result["flat_at"] is not None:
-        lines.append(f"the curve flattens at {result['flat_at']} images: after it, each further 100 images gains "
-                     f"less than {threshold:g} mean recall@1")
-    elif len(result["sizes"]) > 1:
-        lines.append(f"the curve has not flattened: the last step still gains >= {threshold:g} mean recall@1 "
-                     f"per 100 images; more images are likely to help")
+        lines.append(f"the curve flattens at {result['flat_at']} images: the paired interval shows less than "
+                     f"{threshold:g} mean recall@1 gained per 100 further images")
     if result.get("survey"):
         lines.append(f"survey formula: {result['survey']['how']}")
     return "\n".join(lines)
 
 
-def plot_curve(path: Path, result: dict) -> Path:
-    """Left: mean recall@1 and zero-shot accuracy with 95 % bands, the flattening point and the
-    survey formula's n; right: recall@1/5/10 each way."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _change_cell(change: dict | None):
+    from ..outputs.report.html import Raw, esc
 
-    points = [p for p in result["points"] if p["size"] > 0]
-    before = result["points"][0]
-    sizes = np.array([p["size"] for p in points])
-    survey = result.get("survey") or {}
-    right_edge = max(sizes.max(), survey.get("size", 0)) * 1.05
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [3, 2]})
-    for key, label, colour, style in (("mean_R@1", "mean recall@1", "C0", "o-"),
-                                      ("zero_shot_acc", "zero-shot accuracy", "C3", "D-")):
-        if not all(key in p for p in points):
-            continue
-        values = np.array([p[key] for p in points])
-        ci = np.array([p.get(f"{key}_ci95") or [p[key], p[key]] for p in points])
-        ax.plot(sizes, values, style, color=colour, label=f"{label} (band: 95 % CI)")
-        ax.fill_between(sizes, ci[:, 0], ci[:, 1], color=colour, alpha=0.15)
-        if key in before:
-            ax.axhline(before[key], color=colour, lw=1, ls=":", label=f"{label} before fine-tuning")
-    if result.get("flat_at"):
-        ax.axvline(result["flat_at"], color="black", lw=1.2, ls="-.",
-                   label=f"flattens at {result['flat_at']} (< {result['flat_threshold']:g} R@1 per 100 more)")
-    if survey:
-        ax.axvline(survey["size"], color="purple", lw=1.2, ls="--", label=f"survey formula n = {survey['size']}")
-    ax.set_xlabel(f"training images (nested random subsets); validation n = {result['val_size']}")
-    ax.set_ylabel("validation score")
-    ax.set_title("How many images are enough?")
-    for key, style, colour in (("i2t_R@1", "o-", "C0"), ("i2t_R@5", "o--", "C1"), ("i2t_R@10", "o:", "C2"),
-                               ("t2i_R@1", "s-", "C4"), ("t2i_R@5", "s--", "C5"), ("t2i_R@10", "s:", "C6")):
-        if all(key in p for p in points):
-            ax2.plot(sizes, [p[key] for p in points], style, color=colour, label=key.replace("_R@", " R@"))
-    ax2.set_title("recall@k: image→text (i2t), text→image (t2i)")
-    ax2.set_xlabel("training images")
-    for a in (ax, ax2):
-        a.set_ylim(0, 1.02)
-        a.set_xlim(0, right_edge)
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if not change:
+        return ""
+    cls = {"better": "up", "worse": "down"}.get(change["words"], "")
+    return Raw(f'<span class="{cls}">{esc(_change_text(change))}</span>')
 
 
 def write_curve_html(path: Path, result: dict, png: Path) -> Path:
@@ -267,17 +289,21 @@ def write_curve_html(path: Path, result: dict, png: Path) -> Path:
     for i, p in enumerate(result["points"]):
         gain = gains[i - 1] if i > 0 else None
         rows.append([("before" if p["size"] == 0 else p["size"])]
-                    + [with_ci(p.get(k), p.get(f"{k}_ci95")) for k in keys]
+                    + [with_ci(p.get(k), p.get(ci_key(k))) for k in keys]
+                    + [_change_cell(p.get("vs_start")), _change_cell(p.get("vs_previous"))]
                     + ["" if gain is None else f"{gain:+.4f}"])
+    summary = "".join(f"<li>{esc(line, limit=None)}</li>" for line in curve_summary(result).splitlines())
     body = (f"<h1>Learning curve: {esc(result['config'].get('name'))}</h1>"
-            f"<p>{esc(curve_summary(result), limit=None)}</p>"
+            f"<ul>{summary}</ul>"
             f"<p class=muted>Each size trains the starting model afresh on the first N records of one seeded "
             f"permutation of the {result['train_records']} training records (nested subsets), "
             f"{result['config'].get('epochs')} epochs, and is evaluated on the same {result['val_size']} "
             "validation records. Intervals: 95 % bootstrap percentile (1000 resamples).</p>"
             f"<div class=plots>{img(png_file_uri(png), 'learning curve')}</div>"
-            + table(["images"] + keys + ["mean R@1 gain per 100 images"], rows,
-                    numeric=tuple(range(len(keys) + 2))))
+            + table(["images"] + keys + ["mean R@1 vs start [paired 95 % CI]",
+                                         "mean R@1 vs previous size [paired 95 % CI]",
+                                         "mean R@1 gain per 100 images (point estimate)"], rows,
+                    numeric=tuple(range(len(keys) + 4))))
     body += f"<p class=small>flat threshold: {result['flat_threshold']:g} mean R@1 per 100 images</p>"
     write_text(path, page("Learning curve", body))
     return path

@@ -18,7 +18,9 @@ from ..outputs.run_paths import RunPaths
 from ..train.evaluate import evaluate
 from ..train.step import check_finite_weights
 from .console import peak_memory, run_warnings, summary
-from .plots import save_plots
+from ..train.metric_names import MEAN_R1, RETENTION
+from .judge import BaseModel, measure_retention, run_verdict, wise_ft
+from .plots import save_plots, wise_ft_plot
 from .prepare import Prepared
 
 DEFAULT_CAPTIONS = "(default: built from the record's text fields)"  # the card's line when no --caption
@@ -29,22 +31,38 @@ def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict,
     """Everything a finished run writes beside model/ and checkpoints/."""
     final = load(paths.model)
     check_finite_weights(final.parameters(), str(paths.model))  # what --register and --push use
+    base = BaseModel(prepared.config.model)
+    mix = wise_ft(paths, prepared, final, base, say)
     test = held_out_test(prepared, final, paths)
     one_model_folder(paths, final, say)
+    kept = retention_or_warning(prepared, final, base, say)
+    judged, val_after = run_verdict(paths, prepared, final, test, kept)
     memory = peak_memory()
     warnings = run_warnings(history, best, test)
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
     write_json(paths.metrics, {
-        "history": history, "best_epoch": best["epoch"], "best_mean_R@1": best_row.get("mean_R@1"),
-        "best_by": "mean_R@1" if "mean_R@1" in best_row else "train_loss (no validation set)",
+        "history": history, "best_epoch": best["epoch"], f"best_{MEAN_R1}": best_row.get(MEAN_R1),
+        "best_by": MEAN_R1 if MEAN_R1 in best_row else "train_loss (no validation set)",
         "step_losses": step_losses, **memory,
         "train_records": len(prepared.train_index), "val_records": len(prepared.val_index),
-        "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test, "warnings": warnings})
+        "skipped": prepared.skipped_line, "split": prepared.split_line, "test": test, "warnings": warnings,
+        RETENTION: kept, "verdict": judged, "wise_ft": mix})
     write_json(paths.card_data, card_data(prepared))
     write_model_card(paths.model, CardInfo.from_run(paths.root))
     save_plots(paths, history, step_losses)
-    write_run_report(paths, prepared, final, history, best, warnings, say)
-    say(summary(paths.root, history, best, memory, test))
+    if mix:
+        wise_ft_plot(paths.wise_ft_plot, mix)
+    write_run_report(paths, prepared, final, history, best, warnings, say, val_after)
+    say(summary(paths.root, history, best, memory, test, judged))
+
+
+def retention_or_warning(prepared: Prepared, final: CLIP, base: BaseModel, say: Callable[[str], None]) -> dict | None:
+    """Retention, or a warning when it cannot be measured (the model is saved: nothing is lost)."""
+    try:
+        return measure_retention(prepared, final, base)
+    except Exception as err:  # noqa: BLE001  (the model is already written; say why retention is missing)
+        say(f"warning: retention (what the model kept of the base model's general skill) not measured: {err}")
+        return None
 
 
 def one_model_folder(paths: RunPaths, final: CLIP, say: Callable[[str], None]) -> None:
@@ -87,12 +105,12 @@ def card_data(prepared: Prepared) -> dict:
 
 
 def write_run_report(paths: RunPaths, prepared: Prepared, final: CLIP, history: list[dict], best: dict,
-                     warnings: list[str], say: Callable[[str], None] = print) -> Path | None:
+                     warnings: list[str], say: Callable[[str], None] = print, after=None) -> Path | None:
     """runs/NAME/report.html (see mlx_clip.outputs.report); a failure here warns and never loses the run."""
     try:
         from ..outputs.report import write_report
 
-        return write_report(paths, prepared, final, history, best, warnings)
+        return write_report(paths, prepared, final, history, best, warnings, after=after)
     except Exception as err:  # noqa: BLE001  (the model and metrics are already written)
         import traceback
 

@@ -31,6 +31,7 @@ from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_write
 from ..train.evaluate import EvalSet, evaluate
 from ..train.optim import make_optimizer
 from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
+from ..train.metric_names import MEAN_R1
 from .console import describe, stuck_warning, table_header, table_row
 from .finish import finish
 from .folder import (check_resumed_split, claim_run_folder, ignored_settings, lock_run_folder, resume_config,
@@ -276,7 +277,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
     say(table_row(row))
     if stuck:
         say(stuck)
-    score = row.get("mean_R@1", -row["train_loss"])
+    score = row.get(MEAN_R1, -row["train_loss"])
     if score > training.best["score"]:
         training.best = {"epoch": epoch, "score": score}
         if dist.is_main:

@@ -25,6 +25,7 @@ from ..models.lora import ALL_LOCKED
 from ..models.model import set_grad_checkpoint
 from ..models.weights import resolve_model_folder
 from ..train.distributed import Dist
+from ..train.wise_ft import check_alphas
 from ..train.evaluate import EvalSet
 from ..train.step import LockConfig, apply_locks
 
@@ -133,6 +134,7 @@ def check_settings(config: FinetuneConfig) -> None:
         raise InputError(f"--threads must be >= 1, got {config.threads}")
     split_sizes(0, config.val_fraction, config.test_fraction or 0.0)  # the fractions, before any work
     check_lora(config)
+    check_alphas(config.wise_ft, config.wise_ft_pick, config.retention_images)
 
 
 def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None,

@@ -8,8 +8,8 @@ Ties count against the correct item (its rank is 1 + the number of wrong items s
 as high), so a collapsed model whose embeddings are all equal gets the worst rank, never the
 best; non-finite embeddings are refused (`NonFiniteEmbeddings`), never scored.
 
-Every recall and accuracy also carries a 95 % percentile bootstrap interval (`NAME_ci95`,
-validation items resampled with replacement, seeded) and the validation size (`val_size`).
+Every recall and accuracy also carries a 95 % percentile bootstrap interval (`NAME_ci95`, from
+mlx_clip.train.scores: the same function compare and curve use, so the same items give the same interval) and the validation size (`val_size`).
 `evaluate(..., details=True)` also returns the per-item ranks and embeddings (`EvalDetails`),
 which the run report uses for its before/after retrieval pictures and paired intervals.
 """
@@ -29,10 +29,11 @@ import numpy as np
 from ..errors import InputError
 from ..io import atomic_file
 from ..data.stream import EvalStream
+from . import scores
+from .bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_ci, paired_bootstrap_ci,  # noqa: F401
+                        percentile_interval, resample_indices)
+from .metric_names import I2I_MEAN_RANK, MEAN_R1, RECALL_AT, ZERO_SHOT, mean_rank_key, recall_key
 
-RECALL_AT = (1, 5, 10)
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size", "i2i_queries")  # sizes, not scores
 
 
@@ -89,9 +90,9 @@ def metrics_from_ranks(ranks: dict[str, np.ndarray]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for name in ("i2t", "t2i"):
         for k in RECALL_AT:
-            metrics[f"{name}_R@{k}"] = float((ranks[name] <= k).mean())
-        metrics[f"{name}_mean_rank"] = float(ranks[name].mean())
-    metrics["mean_R@1"] = (metrics["i2t_R@1"] + metrics["t2i_R@1"]) / 2
+            metrics[recall_key(name, k)] = float((ranks[name] <= k).mean())
+        metrics[mean_rank_key(name)] = float(ranks[name].mean())
+    metrics[MEAN_R1] = (metrics[recall_key("i2t", 1)] + metrics[recall_key("t2i", 1)]) / 2
     return metrics
 
 
@@ -107,81 +108,46 @@ I2I_AT = (1, 5)
 
 
 def i2i_ranks(image_embeds: np.ndarray, groups: Sequence[int] | None) -> np.ndarray:
-    """Rank of the best-ranked other image of its group, for every image that has one (the queries,
-    in order): each image queries the OTHER evaluation images, itself excluded; ties count against."""
+    """Per image, the rank of the best-ranked other image of its group (NaN for an image with none
+    beside it: not a query, as mlx_clip.train.scores reads it): each image queries the OTHER
+    evaluation images, itself excluded; ties count against."""
     if groups is None or len(image_embeds) < 2:
-        return np.zeros(0, np.int64)
+        return np.full(len(image_embeds), np.nan)
     groups = np.asarray(groups)
     similarity = image_embeds @ image_embeds.T
     np.fill_diagonal(similarity, -np.inf)  # never its own hit, never ranked above one
     correct = groups[:, None] == groups[None, :]
     np.fill_diagonal(correct, False)
     queries = correct.any(axis=1)
-    return ranks_of_correct(similarity[queries], correct[queries])
+    ranks = np.full(len(image_embeds), np.nan)
+    ranks[queries] = ranks_of_correct(similarity[queries], correct[queries])
+    return ranks
 
 
-def i2i_metrics(ranks: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
-    """`i2i_R@1`, `i2i_R@5`, `i2i_mean_rank` with intervals and `i2i_queries`; with no query (no
-    image has another of its group here) only the count and `i2i_note`: absent, never 0."""
+def i2i_metrics(ranks: np.ndarray) -> dict:
+    """`i2i_R@1`, `i2i_R@5`, `i2i_mean_rank` and `i2i_queries` of per-image ranks (NaN: not a query;
+    their intervals come with the others from mlx_clip.train.scores); with no query (no image has
+    another of its group here) only the count and `i2i_note`: absent, never 0."""
+    ranks = ranks[np.isfinite(ranks)]
     out: dict = {"i2i_queries": int(ranks.size)}
     if not ranks.size:
         out["i2i_note"] = ("image-to-image recall skipped: no evaluation image has another image of its group "
                            "(one object's photos, --group-field, or one image shared by records) beside it")
         return out
     for k in I2I_AT:
-        out[f"i2i_R@{k}"] = float((ranks <= k).mean())
-        out[f"i2i_R@{k}_ci95"] = bootstrap_ci(ranks <= k, resamples, seed)
-    out["i2i_mean_rank"] = float(ranks.mean())
+        out[recall_key("i2i", k)] = float((ranks <= k).mean())
+    out[I2I_MEAN_RANK] = float(ranks.mean())
     return out
 
 
-# --- bootstrap intervals ------------------------------------------------------------------------------
+# --- intervals (one owner: mlx_clip.train.bootstrap, the parts of each score: mlx_clip.train.scores) ---
 
-def resample_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(resamples, n) indices drawn with replacement; the same n and seed give the same draws."""
-    return np.random.default_rng([seed, n]).integers(0, n, size=(resamples, n))
+def retrieval_intervals(ranks: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """`NAME_ci95` for every recall@k and for mean_R@1 of these ranks (as evaluate writes them)."""
+    from types import SimpleNamespace
 
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return [float(low), float(high)]
-
-
-def bootstrap_ci(hits: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                 level: float = 0.95) -> list[float] | None:
-    """Percentile interval of the mean of per-item values (e.g. 0/1 hits); None without items."""
-    hits = np.asarray(hits, dtype=np.float64)
-    if hits.size == 0:
-        return None
-    return percentile_interval(hits[resample_indices(hits.size, resamples, seed)].mean(axis=1), level)
-
-
-def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                        seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> list[float] | None:
-    """Interval of mean(after) - mean(before) over the same resampled items (a paired bootstrap)."""
-    diff = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
-    return bootstrap_ci(diff, resamples, seed, level)
-
-
-def mean_r1_samples(ranks: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
-                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """Bootstrap replicates of mean_R@1: images and distinct captions each resampled."""
-    i2t, t2i = (ranks["i2t"] <= 1).astype(np.float64), (ranks["t2i"] <= 1).astype(np.float64)
-    return (i2t[resample_indices(i2t.size, resamples, seed)].mean(axis=1)
-            + t2i[resample_indices(t2i.size, resamples, seed + 1)].mean(axis=1)) / 2
-
-
-def retrieval_intervals(ranks: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
-                        seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
-    """`NAME_ci95` for every recall@k and for mean_R@1."""
-    out = {}
-    for name in ("i2t", "t2i"):
-        for k in RECALL_AT:
-            out[f"{name}_R@{k}_ci95"] = bootstrap_ci(ranks[name] <= k, resamples, seed)
-    if ranks["i2t"].size and ranks["t2i"].size:
-        out["mean_R@1_ci95"] = percentile_interval(mean_r1_samples(ranks, resamples, seed))
-    return out
+    captions = [str(i) for i in range(ranks["t2i"].size)]
+    return scores.intervals(SimpleNamespace(ranks=ranks, captions=captions, caption_of_image=None, zero_shot=None))
 
 
 @dataclass
@@ -329,21 +295,22 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str | Sequence[str] = "a ph
     caption_of_image = np.array([index[c] for c in eval_set.captions])
     ranks = retrieval_ranks(image_embeds, caption_embeds, caption_of_image)
     metrics: dict = metrics_from_ranks(ranks)
-    metrics.update(retrieval_intervals(ranks))
     metrics["val_size"] = len(eval_set.image_paths)
     metrics["val_captions"] = len(distinct)
     if eval_set.groups is not None:
-        ranks["i2i"] = i2i_ranks(image_embeds, eval_set.groups)
-        metrics.update(i2i_metrics(ranks["i2i"]))
+        i2i = i2i_ranks(image_embeds, eval_set.groups)
+        metrics.update(i2i_metrics(i2i))
+        if np.isfinite(i2i).any():  # a score only where some image has another of its group beside it
+            ranks["i2i"] = i2i
     zero_shot = zero_shot_predictions(model, image_embeds, eval_set.labels, label_prompt)
     if zero_shot is not None:
-        metrics["zero_shot_acc"] = float(zero_shot.correct.mean())
+        metrics[ZERO_SHOT] = float(zero_shot.correct.mean())
         metrics["zero_shot_classes"] = len(zero_shot.classes)
-        metrics["zero_shot_acc_ci95"] = bootstrap_ci(zero_shot.correct)
         metrics["zero_shot_size"] = int(zero_shot.index.size)
     elif single_label_note(eval_set.labels):
         metrics["zero_shot_note"] = single_label_note(eval_set.labels)
     result = EvalDetails(image_embeds, np.asarray(caption_embeds), distinct, caption_of_image, ranks, zero_shot)
+    metrics.update(scores.intervals(result))
     if keep is not None:
         result.save(keep)
     return (metrics, result) if details else metrics

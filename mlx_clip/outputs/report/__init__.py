@@ -1,6 +1,8 @@
 """runs/NAME/report.html: one self-contained page showing what a run did and whether it helped.
 
-Sections: the config; the data (records, skipped images, caption lengths and truncation,
+Sections: the verdict from the held-out test set (metrics.json's "verdict", regressions in red),
+the test table, what the model kept of the base model (retention), the WiSE-FT mix; then the
+validation figures, labelled as what picked the epoch; the config; the data (records, skipped images, caption lengths and truncation,
 labels); loss and recall plots; before/after scores with 95 % bootstrap intervals and a
 paired interval for the change; text->image retrieval for a few validation captions before
 and after fine-tuning (thumbnails, correct image marked); zero-shot accuracy per label; and
@@ -23,18 +25,14 @@ from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...io import write_text
-from ...train.evaluate import (
-    RECALL_AT,
-    EvalDetails,
-    evaluate,
-    mean_r1_samples,
-    paired_bootstrap_ci,
-    EvalSet,
-    percentile_interval,
-)
+from ...train.bootstrap import words_for
+from ...train import scores
+from ...train.evaluate import EvalDetails, EvalSet, evaluate
+from ...train.metric_names import MEAN_R1, RANK_KEYS, SCORE_KEYS, ZERO_SHOT, ci_key
 from ..run_paths import RunPaths
 from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
 from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci
+from .judging import retention_section, verdict_section, wise_ft_section
 
 class RunData(Protocol):
     """What the report reads of a prepared run (mlx_clip.run.prepare.Prepared): described here so
@@ -55,13 +53,13 @@ class RunData(Protocol):
 
 
 def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[dict], best: dict,
-                 warnings: list[str], before: EvalDetails | None = None) -> Path:
-    """Evaluate `final` on the validation set again (per item) and write report.html; `warnings`
-    are the run's (mlx_clip.run.console.run_warnings, as metrics.json holds them)."""
+                 warnings: list[str], before: EvalDetails | None = None, after: EvalDetails | None = None) -> Path:
+    """Evaluate `final` on the validation set again (per item, unless `after` holds that) and write
+    report.html; `warnings` are the run's (mlx_clip.run.console.run_warnings, as metrics.json holds them)."""
     config = prepared.config
     eval_set = prepared.eval_set()
-    after = None
-    if eval_set.image_paths:
+    metrics = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.is_file() else {}
+    if after is None and eval_set.image_paths:
         _, after = evaluate(final, eval_set, config.label_prompt, details=True, threads=config.threads)
     if before is None and paths.eval_before.is_file():
         before = EvalDetails.load(paths.eval_before)
@@ -71,13 +69,16 @@ def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[
     sections = [
         f"<h1>{esc(title)}</h1><p class=muted>{esc(config.model)} fine-tuned on "
         f"{len(prepared.train_index)} records, validated on {len(prepared.val_index)}. "
-        "Intervals are 95 % bootstrap percentile intervals over the validation items "
-        "(1000 resamples, seeded); the change column resamples the same items before and after.</p>",
-        summary_section(history, best, before, after, warnings),
-        test_section(paths),
-        data_section(prepared),
-        plots_section(paths),
+        "Intervals are 95 % bootstrap percentile intervals (1000 resamples, seeded); a change resamples the "
+        "same items before and after (paired).</p>",
+        verdict_section(metrics, warnings),
+        test_section(paths, metrics.get("test")),
+        retention_section(metrics),
+        wise_ft_section(metrics, paths),
+        summary_section(history, best, before, after),
         scores_section(history, best, before, after),
+        plots_section(paths),
+        data_section(prepared),
         retrieval_section(before, after, thumbs, eval_set.captions),
         zero_shot_section(before, after, labels),
         worst_section(before, after, thumbs, eval_set.captions),
@@ -95,27 +96,25 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 
 # --- sections ------------------------------------------------------------------------------------------
 
-def summary_section(history, best, before, after, found: list[str]) -> str:
-    """The verdict first: the run's warnings (stuck loss, a result below the starting model), then the scores."""
-    warnings = "".join(f'<li class="down"><strong>{esc(w, limit=None)}</strong></li>' for w in found)
+def summary_section(history, best, before, after) -> str:
+    """Validation: what picked the epoch (so its after-figures are optimistic), below the verdict."""
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
-    if not first or not last or "mean_R@1" not in first:
-        return f"<h2>Summary</h2><ul>{warnings}</ul>" if warnings else ""
-    lines = [f"validation mean recall@1: {with_ci(first['mean_R@1'], first.get('mean_R@1_ci95'))} before → "
-             f"{with_ci(last['mean_R@1'], last.get('mean_R@1_ci95'))} after (epoch {last['epoch']})"]
-    if before is not None and after is not None:
-        diff = _mean_r1_diff(before, after)
-        if diff:
-            verdict = ("better, beyond the noise of this validation set" if diff[1][0] > 0 else
-                       "worse, beyond the noise" if diff[1][1] < 0 else
-                       "not distinguishable from no change on this validation set")
-            lines.append(f"change {diff[0]:+.3f} [{diff[1][0]:+.3f}, {diff[1][1]:+.3f}]: {verdict}")
-    if "zero_shot_acc" in first and "zero_shot_acc" in last:
-        lines.append(f"zero-shot accuracy: {with_ci(first['zero_shot_acc'], first.get('zero_shot_acc_ci95'))} → "
-                     f"{with_ci(last['zero_shot_acc'], last.get('zero_shot_acc_ci95'))}")
+    if not first or not last or MEAN_R1 not in first:
+        return ""
+    lines = [f"validation mean recall@1: {with_ci(first[MEAN_R1], first.get(ci_key(MEAN_R1)))} before → "
+             f"{with_ci(last[MEAN_R1], last.get(ci_key(MEAN_R1)))} after (epoch {last['epoch']})"]
+    change = scores.change(before, after, MEAN_R1) if before is not None and after is not None else None
+    if change:
+        lines.append(f"change {change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]: "
+                     f"{words_for(change[1])} on this validation set")
+    if ZERO_SHOT in first and ZERO_SHOT in last:
+        lines.append(f"zero-shot accuracy: {with_ci(first[ZERO_SHOT], first.get(ci_key(ZERO_SHOT)))} → "
+                     f"{with_ci(last[ZERO_SHOT], last.get(ci_key(ZERO_SHOT)))}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
-    return "<h2>Summary</h2><ul>" + warnings + "".join(f"<li>{esc(x, limit=None)}</li>" for x in lines) + "</ul>"
+    return ("<h2>Validation: what picked the epoch</h2><p class=muted>The best epoch was chosen on these images, so "
+            "its figures flatter the model; the verdict above comes from the held-out test set.</p><ul>"
+            + "".join(f"<li>{esc(x, limit=None)}</li>" for x in lines) + "</ul>")
 
 
 def data_section(prepared: RunData) -> str:
@@ -163,35 +162,11 @@ def plots_section(paths: RunPaths) -> str:
     return "<h2>Training curves</h2><div class=plots>" + "".join(images) + "</div>" if images else ""
 
 
-SCORE_KEYS = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in RECALL_AT] + ["mean_R@1", "zero_shot_acc"]
-
-
-def _hits(details: EvalDetails, key: str) -> np.ndarray | None:
-    if key == "zero_shot_acc":
-        return details.zero_shot.correct if details.zero_shot is not None else None
-    direction, k = key.split("_R@")
-    return details.ranks[direction] <= int(k)
-
-
-def _mean_r1_diff(before: EvalDetails, after: EvalDetails):
-    if not before.ranks["i2t"].size or before.ranks["i2t"].shape != after.ranks["i2t"].shape:
-        return None
-    samples = mean_r1_samples(after.ranks) - mean_r1_samples(before.ranks)  # same seeds: the same items
-    point = ((after.ranks["i2t"] <= 1).mean() + (after.ranks["t2i"] <= 1).mean()
-             - (before.ranks["i2t"] <= 1).mean() - (before.ranks["t2i"] <= 1).mean()) / 2
-    return float(point), percentile_interval(samples)
-
-
 def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: str):
-    """(after - before, its paired 95 % interval) or None."""
+    """(after - before, its paired 95 % interval) or None (mlx_clip.train.scores.change)."""
     if before is None or after is None:
         return None
-    if key == "mean_R@1":
-        return _mean_r1_diff(before, after)
-    b, a = _hits(before, key), _hits(after, key)
-    if b is None or a is None or b.shape != a.shape or not b.size:
-        return None
-    return float(a.mean() - b.mean()), paired_bootstrap_ci(b, a)
+    return scores.change(before, after, key)
 
 
 def change_cell(change) -> Raw | str:
@@ -202,10 +177,9 @@ def change_cell(change) -> Raw | str:
     return Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
 
 
-def test_section(paths: RunPaths) -> str:
+def test_section(paths: RunPaths, test: dict | None) -> str:
     """The held-out test set's before and after (from metrics.json and eval_test*.npz): unlike
     validation, it picked nothing, so these are the figures to quote."""
-    test = json.loads(paths.metrics.read_text(encoding="utf-8")).get("test") if paths.metrics.is_file() else None
     if not test:
         return ""
     before, after = EvalDetails.load(paths.test_before), EvalDetails.load(paths.test_after)
@@ -214,13 +188,19 @@ def test_section(paths: RunPaths) -> str:
         if key not in test["before"] and key not in test["after"]:
             continue
         cell = change_cell(paired_change(before, after, key))
-        rows.append((key, with_ci(test["before"].get(key), test["before"].get(f"{key}_ci95")),
-                     with_ci(test["after"].get(key), test["after"].get(f"{key}_ci95")), cell))
+        rows.append((key, with_ci(test["before"].get(key), test["before"].get(ci_key(key))),
+                     with_ci(test["after"].get(key), test["after"].get(ci_key(key))), cell))
+    rows += _rank_rows(test["before"], test["after"])
     return (f"<h2>Held-out test set (n = {esc(test['size'])}): before and after</h2>"
             f"<p class=muted>{esc(test['source'])}; after = the best model. Test set fingerprint "
             f"<code>{esc(test['fingerprint'][:12])}</code> (compare.py compares runs that share it).</p>"
             + table(["metric", "before [95 % CI]", "after [95 % CI]", "change [paired 95 % CI]"], rows,
                     numeric=(1, 2, 3)))
+
+
+def _rank_rows(before: dict, after: dict) -> list[tuple]:
+    return [(key + " (lower is better)", fmt(before.get(key), 1), fmt(after.get(key), 1), "")
+            for key in RANK_KEYS if key in before or key in after]
 
 
 def scores_section(history, best, before, after) -> str:
@@ -231,13 +211,11 @@ def scores_section(history, best, before, after) -> str:
         if key not in first and key not in last:
             continue
         cell = change_cell(paired_change(before, after, key))
-        rows.append((key, with_ci(first.get(key), first.get(f"{key}_ci95")),
-                     with_ci(last.get(key), last.get(f"{key}_ci95")), cell))
-    for key in ("i2t_mean_rank", "t2i_mean_rank"):
-        if key in first or key in last:
-            rows.append((key + " (lower is better)", fmt(first.get(key), 1), fmt(last.get(key), 1), ""))
+        rows.append((key, with_ci(first.get(key), first.get(ci_key(key))),
+                     with_ci(last.get(key), last.get(ci_key(key))), cell))
+    rows += _rank_rows(first, last)
     n = first.get("val_size", last.get("val_size"))
-    return (f"<h2>Before and after (validation, n = {esc(n)})</h2>"
+    return (f"<h2>Before and after on validation (n = {esc(n)}; it picked the epoch)</h2>"
             f"<p class=muted>After = epoch {esc(last.get('epoch'))}, the best by mean recall@1. "
             "i2t: image → its caption among the distinct validation captions; t2i: caption → its image.</p>"
             + table(["metric", "before [95 % CI]", "after [95 % CI]", "change [paired 95 % CI]"], rows,

@@ -26,6 +26,7 @@ table { border-collapse: collapse; margin: .5em 0 1em; } th, td { padding: 3px 9
   text-align: left; vertical-align: top; } th { background: #f6f6f6; } td.num, th.num { text-align: right;
   font-variant-numeric: tabular-nums; white-space: nowrap; }
 .up { color: #137a2c; } .down { color: #b3261e; }
+p.verdict { font-size: 1.15em; margin: .4em 0; }
 .plots img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0 .5em .5em 0; }
 .query { margin: .9em 0; padding: .5em .7em; border: 1px solid #eee; border-radius: 6px; }
 .query .caption { font-weight: 600; } .row { display: flex; align-items: center; gap: 6px; margin: 4px 0; }

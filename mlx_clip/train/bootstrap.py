@@ -1,0 +1,108 @@
+"""The one bootstrap: every interval that finetune, the report, compare and curve print comes from here.
+
+A score is the mean of one or more *parts*, each a set of per-item values keyed by what the item is
+(a test image's record id, a distinct caption's text): mean recall@1 is (image->caption hits over
+images + caption->image hits over distinct captions) / 2, every other score has one part. Each part
+is resampled with replacement, seeded; its values are sorted first, so the interval depends only on
+the values, the seed and the number of resamples, never on the order the items were evaluated in
+(finetune's test order and compare's record-id order give the same interval). A paired change
+resamples, per part, the differences over the items both sides share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+LEVEL = 0.95
+
+
+@dataclass
+class Part:
+    """Per-item values of one part of a score; `keys` name the items (for pairing two runs)."""
+
+    keys: np.ndarray
+    values: np.ndarray
+
+
+def resample_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement; the same n and seed give the same draws."""
+    return np.random.default_rng([seed, n]).integers(0, n, size=(resamples, n))
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_means(values, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Bootstrap replicates of the mean of `values` (sorted first: the items' order does not matter)."""
+    values = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    return values[resample_indices(values.size, resamples, seed)].mean(axis=1)
+
+
+def bootstrap_ci(values, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = LEVEL) -> list[float] | None:
+    """Percentile interval of the mean of per-item values (e.g. 0/1 hits); None without items."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return None
+    return percentile_interval(bootstrap_means(values, resamples, seed), level)
+
+
+def paired_bootstrap_ci(before, after, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        level: float = LEVEL) -> list[float] | None:
+    """Interval of mean(after) - mean(before) over the same resampled items (a paired bootstrap)."""
+    diff = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    return bootstrap_ci(diff, resamples, seed, level)
+
+
+def score_of(parts: Sequence[Part]) -> float | None:
+    """The score: the mean of its parts' means (None when a part is empty)."""
+    if not parts or any(p.values.size == 0 for p in parts):
+        return None
+    return float(np.mean([p.values.mean() for p in parts]))
+
+
+def parts_interval(parts: Sequence[Part], resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> list[float] | None:
+    """95 % interval of score_of(parts): each part resampled on its own (part j with seed + j)."""
+    if score_of(parts) is None:
+        return None
+    replicates = np.mean([bootstrap_means(p.values, resamples, seed + j) for j, p in enumerate(parts)], axis=0)
+    return percentile_interval(replicates)
+
+
+def paired_parts(before: Sequence[Part], after: Sequence[Part]) -> list[Part] | None:
+    """Per part, after - before over the items both share (matched by key); None if a part shares none."""
+    out = []
+    for b, a in zip(before, after):
+        shared, b_at, a_at = np.intersect1d(b.keys, a.keys, return_indices=True)
+        if shared.size == 0:
+            return None
+        out.append(Part(shared, a.values[a_at] - b.values[b_at]))
+    return out if len(out) == len(before) == len(after) else None
+
+
+def paired_change(before: Sequence[Part], after: Sequence[Part]) -> tuple[float, list[float]] | None:
+    """(after - before, its paired 95 % interval), or None when nothing pairs."""
+    diffs = paired_parts(before, after)
+    if diffs is None or score_of(diffs) is None:
+        return None
+    return score_of(diffs), parts_interval(diffs)
+
+
+def words_for(interval: Sequence[float] | None) -> str:
+    """The only words a change may carry: they follow its interval, never the point estimate."""
+    if not interval:
+        return "not measured"
+    if interval[0] > 0:
+        return "better"
+    if interval[1] < 0:
+        return "worse"
+    return "not distinguishable"
