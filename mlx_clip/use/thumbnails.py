@@ -12,37 +12,27 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError
-from ..models.preprocess import to_rgb
+from ..models.image_open import open_image_bounded
 
 MAX_PIXELS = 50_000_000
-"""The most pixels an image may declare before it is decoded (a 7000 x 7000 photograph fits; a
-decompression bomb of 60,000 x 60,000 is refused from its header, before any pixel is read)."""
+"""The most pixels an image reaching the server may declare before it is decoded (a 7000 x 7000
+photograph fits; a decompression bomb of 60,000 x 60,000 is refused from its header, before any
+pixel is read): below the package's budget, since a page serves many at once."""
 THUMB_SIDE = 256
 
 
 def open_bounded(source: bytes | Path, where: str, max_pixels: int = MAX_PIXELS, draft_side: int | None = None
                  ) -> Image.Image:
-    """Decode bytes or a file into RGB, refusing before decoding an image that declares over `max_pixels`."""
+    """RGB of bytes or a file through the package's one bounded opener (models/image_open.py), at
+    reduced scale when `draft_side` allows; its one-line errors name `where` (a record, an upload)."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(f"{where}: image is {width} x {height} pixels, over the limit of {max_pixels:,}")
-            if draft_side:
-                image.draft("RGB", (draft_side, draft_side))  # JPEG decodes at 1/2..1/8 scale: faster thumbnails
-            image.load()
-            return to_rgb(image)
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{where}: image file not found") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{where}: not an image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"{where}: unreadable image ({err})") from None
+        return open_image_bounded(source, max_pixels, min_side=draft_side or 0).image
+    except InputError as err:
+        detail = str(err).split(": ", 1)[-1]  # the opener names bytes by their size; the page names the record
+        raise type(err)(f"{where}: {detail}") from None
 
 
 class ThumbnailCache:
