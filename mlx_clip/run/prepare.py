@@ -4,7 +4,6 @@ loads the model; every input error surfaces here, before training starts."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -14,7 +13,7 @@ from typing import Callable
 from ..config import FinetuneConfig
 from ..data.captions import CaptionBuilder, value_text
 from ..data.records import Records, get_field_or_none, load_records
-from ..data.dataset import Item, check_images, read_manifest, split, split_sizes
+from ..data.dataset import Item, check_images, is_manifest, read_manifest, split, split_sizes
 from ..data.imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from ..data.stream import TrainStream
 from ..errors import InputError
@@ -122,21 +121,6 @@ def use_bundled_data(config: FinetuneConfig, say: Callable[[str], None] = print)
         "for your own records pass --data RECORDS (JSON, JSONL, CSV or an ImageFolder)")
 
 
-def _is_manifest(path: Path) -> bool:
-    """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return False
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(first, dict) and "image_path" in first and "sha256" in first
-    return False
-
-
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
                      before_fetch: Callable[[], None] = lambda: None) -> Path:
     """The manifest to train on: given, found in a folder, or fetched from the records.
@@ -154,7 +138,7 @@ def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
     if not data.is_file():
         raise InputError(f"{data}: records file not found (pass --data RECORDS or --manifest MANIFEST)")
     sampling = config.sample.draws or config.fetch.path_field
-    if _is_manifest(data) and not sampling:
+    if is_manifest(data) and not sampling:
         return data  # fetch.py's output given as --data: use it as it is
     records = check_before_fetch(config)
     before_fetch()
@@ -204,7 +188,7 @@ def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], 
     """--data DIR: a folder fetch.py wrote (its manifest.jsonl, or a sample drawn from it), or an
     ImageFolder, whose metadata.jsonl / metadata.csv is read as records with file_name as the path."""
     manifest = folder / "manifest.jsonl"
-    if _is_manifest(manifest):
+    if is_manifest(manifest):
         if not config.sample.draws:
             return manifest
         records, path_field = manifest, "image_path"

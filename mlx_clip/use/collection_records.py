@@ -10,14 +10,13 @@ file's size), and the metadata row the index stores (every catalogue field, plus
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from ..data.dataset import read_manifest
+from ..data.dataset import is_manifest, read_manifest
 from ..data.fetch_config import FAILURES_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig
 from ..data.image_files import sha256_hex
 from ..data.imagefolder import FILE_COLUMN, metadata_file
@@ -37,21 +36,6 @@ class Entry:
     image_identity: str  # the original's sha256 and the stored file's size: a new file re-embeds
     title: str
     metadata: dict[str, Any]
-
-
-def is_manifest(path: Path) -> bool:
-    """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return False
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(first, dict) and "image_path" in first and "sha256" in first
-    return False
 
 
 def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any]) -> tuple[Path, Path | None]:

@@ -50,13 +50,3 @@ def _result(item: T, future: Future) -> tuple[T, object]:
         return item, future.result()
     except Exception as err:  # noqa: BLE001 - returned to the caller, who lists it
         return item, err
-
-
-def decode_all(work: Callable[[T], R], items: Iterable[T], threads: int = DEFAULT_THREADS) -> list[R]:
-    """work(item) for every item on threads, in order; the first failure (in order) is raised."""
-    out = []
-    for _, result in ordered_map(work, items, threads, ahead=1 << 30):
-        if isinstance(result, Exception):
-            raise result
-        out.append(result)
-    return out
