@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             a = model_rate(model, pixels, batches)
             b = index_rate(folder, records, work, run, args.batch_size, args.threads)
             runs.append({"model_images_per_s": a, **b, "ratio": b["embed_images_per_s"] / a})
-            print(f"run {run}: model {a:.1f} images/s; index embedding {b['embed_images_per_s']:.1f} images/s "
-                  f"({b['embed_images_per_s'] / a:.2f}x), end to end {b['end_to_end_images_per_s']:.1f}; "
+            print(f"run {run}: model {a:.3g} images/s; index embedding {b['embed_images_per_s']:.3g} images/s "
+                  f"({b['embed_images_per_s'] / a:.2f}x), end to end {b['end_to_end_images_per_s']:.3g}; "
                   f"RSS {', '.join(f'{k} {v / 2**20:.0f} MiB' for k, v in b['rss_bytes_at'].items())}", flush=True)
     a_med = statistics.median(r["model_images_per_s"] for r in runs)
     b_med = statistics.median(r["embed_images_per_s"] for r in runs)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_images_per_s": a_med, "index_embed_images_per_s": b_med, "index_end_to_end_images_per_s": e_med,
         "ratio": b_med / a_med, "runs": runs, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    print(f"median: model {a_med:.1f} images/s, index {b_med:.1f} ({b_med / a_med:.2f}x), end to end {e_med:.1f}; "
+    print(f"median: model {a_med:.3g} images/s, index {b_med:.3g} ({b_med / a_med:.2f}x), end to end {e_med:.3g}; "
           f"decode {decode_one_thread:.0f} images/s on one thread; {result['machine']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
