@@ -179,7 +179,7 @@ def test_refusals_are_one_line(tmp_path, tiny_hf, openai_vocab, user_dir, capsys
         assert set(index_file.collections()) == {"finds"}
 
 
-def test_a_run_folder_is_a_model(tmp_path, tiny_hf, user_dir):
+def test_a_run_folder_is_a_model_and_two_models_share_a_file(tmp_path, tiny_hf, user_dir):
     from mlx_clip import registry
 
     run = tmp_path / "runs" / "holiday"
@@ -192,6 +192,12 @@ def test_a_run_folder_is_a_model(tmp_path, tiny_hf, user_dir):
         _, info = index_file.collection("holiday")
     assert info.model_source == str((run / "model").resolve()) and info.model_id == "mlx-clip/holiday"
     assert registry.get_model("holiday").source == info.model_source
+    # the base model beside it in the same file: two collections, each with its own model
+    assert index(records, tiny_hf, db, "--collection", "base") == 0
+    with IndexFile(db) as index_file:
+        found = index_file.collections()
+    assert set(found) == {"holiday", "base"} and found["base"][1].model_source == str(Path(tiny_hf).resolve())
+    assert set(rows(db, "base")) == set(rows(db, "holiday")) == set(PICKED)
 
 
 def test_parquet_round_trip(tmp_path, tiny_hf, user_dir):
