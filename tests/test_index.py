@@ -236,3 +236,18 @@ def test_decoding_keeps_order_and_bounds_what_waits():
     assert [i for i, _ in seen] == list(range(40))
     assert isinstance(seen[7][1], ValueError) and seen[8][1] == 64
     assert waiting["most"] <= 5
+
+
+def test_help_is_the_same_from_every_way_in_and_takes_fetchs_flags(capsys, monkeypatch):
+    import sys
+
+    from test_cli import _entry_point_help, _help
+
+    as_module = _help([sys.executable, "-m", "mlx_clip.index", "--help"])
+    as_script = _help([sys.executable, "index.py", "--help"])
+    monkeypatch.setenv("COLUMNS", "100")
+    assert as_module == as_script == _entry_point_help("index", capsys)
+    assert as_module.startswith("usage: index.py ")
+    for flag in ("--url-field", "--path-field", "--id-field", "--max-side", "--timeout", "--images", "--parquet"):
+        assert flag in as_module
+    assert "--out FILE.db" in as_module and "output folder for manifest.jsonl" not in as_module
