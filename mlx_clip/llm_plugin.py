@@ -14,16 +14,18 @@ Each model is loaded once per process, on its first embedding, and no PyTorch is
 from __future__ import annotations
 
 import contextlib
-import io
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import click
 import llm
+import mlx.core as mx
+import numpy as np
 
 from . import registry
 from .errors import InputError
+from .use.decode_threads import ordered_map
 
 _loaded: dict[str, object] = {}  # source -> CLIP, once per process
 _load_lock = threading.Lock()
@@ -83,39 +85,60 @@ class MLXClipEmbeddingModel(llm.EmbeddingModel):
         items = list(items)
         model = self.clip()
         texts = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
-        # Resized and cropped as soon as decoded: a batch of 32 full-size photos would take gigabytes.
-        images = [(i, model.image_processor.resize_and_crop(_decode_image(item, i, len(items), self.model_id)))
-                  for i, item in enumerate(items) if not isinstance(item, str)]
+        processor = model.image_processor
+
+        def pixels(pair: tuple[int, bytes]):
+            # On a decode thread (use/decode_threads.py, as the index does); resized as soon as decoded:
+            # a batch of 32 full-size photos would take gigabytes.
+            return processor.normalize(np.asarray(processor.resize_and_crop(_decode_image(pair[1]))))
+
+        binary = [(i, item) for i, item in enumerate(items) if not isinstance(item, str)]
+        decoded = []
+        for (i, data), result in ordered_map(pixels, binary):
+            if isinstance(result, _Unreadable):  # named here: click's context (the files' folder) is this thread's
+                raise _unreadable(data, i, len(items), self.model_id, str(result))
+            if isinstance(result, Exception):
+                raise result
+            decoded.append((i, result))
         out: list[list[float] | None] = [None] * len(items)
         try:
             if texts:
                 for (i, _), vector in zip(texts, model.embed_texts([t for _, t in texts])):
                     out[i] = vector.tolist()
-            if images:
-                for (i, _), vector in zip(images, model.embed_images([im for _, im in images])):
+            if decoded:
+                vectors = np.array(model.embed_pixels(np.stack([p for _, p in decoded])).astype(mx.float32))
+                for (i, _), vector in zip(decoded, vectors):
                     out[i] = vector.tolist()
         except InputError as err:
             raise EmbeddingError(f"{self.model_id}: {err}") from None
         yield from out  # type: ignore[misc]
 
 
-def _decode_image(data: bytes, index: int, count: int, model_id: str):
-    """Bytes -> RGB PIL image (EXIF orientation applied) within the pixel budget, checked from
-    the header before decoding; a bad item raises one line naming it."""
+class _Unreadable(Exception):
+    """Bytes that are not a readable image; the message is the reason."""
+
+
+def _decode_image(data: bytes):
+    """Bytes -> RGB PIL image (EXIF orientation applied) within the pixel budget, checked from the
+    header before decoding (models/image_open.py); _Unreadable(reason) for a bad item."""
     from .models.image_open import open_image_bounded
 
     try:
         return open_image_bounded(data).image
     except InputError as err:
-        reason = str(err).split(": ", 1)[-1]
+        raise _Unreadable(str(err).split(": ", 1)[-1]) from None
+
+
+def _unreadable(data: bytes, index: int, count: int, model_id: str, reason: str) -> EmbeddingError:
+    """The one line naming a bad item: its file when `embed-multi --files` read it, else its place."""
     path = _file_holding(data)
     if path is None:
         where = f"the input ({len(data):,} bytes)" if count == 1 else \
             f"item {index + 1} of {count} in this batch ({len(data):,} bytes)"
-        raise EmbeddingError(f"{model_id}: {where} is not a readable image ({reason})")
+        return EmbeddingError(f"{model_id}: {where} is not a readable image ({reason})")
     # llm has no option to skip an item a plugin cannot embed: the run stops, earlier batches stay stored.
-    raise EmbeddingError(f"{model_id}: {path} is not a readable image ({reason}); fix or remove the file "
-                         "and run again (files already stored are not embedded again)")
+    return EmbeddingError(f"{model_id}: {path} is not a readable image ({reason}); fix or remove the file "
+                          "and run again (files already stored are not embedded again)")
 
 
 def _file_holding(data: bytes) -> Path | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mlx_clip"
-SCRIPTS = [ROOT / f"{name}.py" for name in ("fetch", "finetune", "convert", "curve", "compare", "search")]
+SCRIPTS = [ROOT / f"{name}.py" for name in ("fetch", "finetune", "convert", "curve", "compare", "index", "search")]
 MAX_LINES = 350
 MAX_RUN_LINES = 50
 

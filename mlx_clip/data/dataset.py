@@ -9,6 +9,7 @@ skipped and counted up front, never one error at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +36,21 @@ class Item:
     record_id: str
     image_path: Path
     record: dict[str, Any]
+
+
+def is_manifest(path: Path) -> bool:
+    """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(first, dict) and "image_path" in first and "sha256" in first
+    return False
 
 
 def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:

@@ -4,7 +4,6 @@ minutes to hours of downloads."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -12,7 +11,7 @@ from typing import Callable
 from ..config import FinetuneConfig
 from ..errors import InputError
 from .captions import CaptionBuilder
-from .dataset import split_sizes
+from .dataset import is_manifest, split_sizes
 from .imagefolder import FILE_COLUMN, metadata_file, write_metadata
 from .records import Records, get_field_or_none, load_records
 
@@ -52,21 +51,6 @@ def use_bundled_data(config: FinetuneConfig, say: Callable[[str], None] = print)
                    fetch=replace(config.fetch, path_field="image_path", url_field=None),
                    captions=config.captions or [BUNDLED_CAPTION],
                    label_field=config.label_field or BUNDLED_LABEL_FIELD)
-
-
-def is_manifest(path: Path) -> bool:
-    """A manifest.jsonl written by fetch.py (image_path and sha256 on its first record)."""
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return False
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(first, dict) and "image_path" in first and "sha256" in first
-    return False
 
 
 def resolve_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,

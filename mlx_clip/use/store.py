@@ -186,6 +186,14 @@ class IndexFile:
                                 "content_hash, metadata, updated) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
         return len(batch)
 
+    def update_fields(self, collection_id: int, rows: Iterable[tuple[str, str | None, dict]]) -> None:
+        """Rewrite (record_id, content, metadata) of rows whose vector stays (a catalogue field edited)."""
+        batch = [(content, json.dumps(meta, ensure_ascii=False, default=str), collection_id, rid)
+                 for rid, content, meta in rows]
+        with self.db:
+            self.db.executemany("UPDATE embeddings SET content = ?, metadata = ? WHERE collection_id = ? AND id = ?",
+                                batch)
+
     def delete(self, collection_id: int, record_ids: Iterable[str]) -> None:
         with self.db:
             self.db.executemany("DELETE FROM embeddings WHERE collection_id = ? AND id = ?",

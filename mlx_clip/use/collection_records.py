@@ -1,0 +1,133 @@
+"""Every record of a collection, with its image on disk: a records file is fetched whole (fetch's
+own rules, into the index's images folder), a fetch.py manifest or folder is read as it is, and
+an ImageFolder's metadata is read with `file_name` as the local path.
+
+Each record becomes an `Entry`: its id (fetch's record id rule), the absolute path of the image
+file its vector comes from, the identity of that image (the original's sha256 and the stored
+file's size), and the metadata row the index stores (every catalogue field, plus `record_id`,
+`image_path`, `sha256`, `title` and, with a link template, `record_url`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote
+
+from ..data.dataset import is_manifest, read_manifest
+from ..data.fetch_config import FAILURES_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig
+from ..data.image_files import sha256_hex
+from ..data.imagefolder import FILE_COLUMN, metadata_file
+from ..data.records import MISSING, get_field
+from ..errors import InputError
+
+TITLE_FIELDS = ("title", "name", "caption", "label", "description")
+"""Fields tried, in order, for a record's title when --title-field is not given."""
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
+
+
+@dataclass(frozen=True)
+class Entry:
+    record_id: str
+    image_path: Path  # absolute
+    image_identity: str  # the original's sha256 and the stored file's size: a new file re-embeds
+    title: str
+    metadata: dict[str, Any]
+
+
+def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any]) -> tuple[Path, Path | None]:
+    """(manifest of every usable record, fetch's failures file or None): fetching what is missing."""
+    from ..data.fetcher import fetch_records
+
+    if data.is_dir():
+        if is_manifest(data / MANIFEST_NAME) and not fetch.path_field:
+            return data / MANIFEST_NAME, _failures_beside(data / MANIFEST_NAME)
+        records = metadata_file(data)
+        fetch = replace(fetch, path_field=fetch.path_field or FILE_COLUMN)
+    elif not data.is_file():
+        raise InputError(f"{data}: records file not found (a records file, a fetch.py manifest or an ImageFolder)")
+    elif is_manifest(data) and not fetch.path_field:
+        return data, _failures_beside(data)
+    else:
+        records = data
+    if Path(fetch.out).resolve() == Path(records).resolve().parent and Path(records).name == MANIFEST_NAME:
+        raise InputError(f"{records}: is the manifest the fetch would rewrite; pass another --images")
+    log(f"fetching every record's image from {records} into {fetch.out} (files already there are kept)")
+    summary = fetch_records(records, fetch, sample=None, log=log)
+    log(str(summary))
+    return summary.manifest_path, summary.failures_path
+
+
+def _failures_beside(manifest: Path) -> Path | None:
+    path = manifest.parent / FAILURES_NAME
+    return path if path.is_file() else None
+
+
+def read_entries(manifest: Path, title_field: str | None, link_template: str | None,
+                 id_field: str | None = None) -> list[Entry]:
+    """The manifest's records as entries; a title field or link placeholder no record has is one line."""
+    items = read_manifest(manifest, id_field)
+    records = [item.record for item in items]
+    if title_field and all(get_field(r, title_field, MISSING) is MISSING for r in records):
+        raise InputError(f"{manifest}: --title-field {title_field!r}: no record has this field")
+    title_field = title_field or next((f for f in TITLE_FIELDS if any(f in r for r in records)), None)
+    entries, seen = [], set()
+    for number, item in enumerate(items, 1):
+        if item.record_id in seen:
+            raise InputError(f"{manifest}:{number}: record id {item.record_id!r} appears twice "
+                             "(pass --id-field with a field unique to each record)")
+        seen.add(item.record_id)
+        record, path = item.record, item.image_path.resolve()
+        title = _text(get_field(record, title_field, None)) if title_field else ""
+        metadata = {k: v for k, v in record.items() if k not in MANIFEST_KEYS}
+        metadata.update(record_id=item.record_id, image_path=str(path), title=title or item.record_id)
+        sha = record.get("sha256")
+        if sha:
+            metadata["sha256"] = sha
+        if link_template:
+            metadata["record_url"] = record_url(link_template, record, f"{manifest}:{number}")
+        identity = f"{sha or ''}:{record.get('width', '')}x{record.get('height', '')}"
+        entries.append(Entry(item.record_id, path, identity, title or item.record_id, metadata))
+    return entries
+
+
+def fill_missing_identities(entries: list[Entry], hash_file: Callable[[Path], str] | None = None) -> list[Entry]:
+    """Entries of a manifest not written by fetch (no sha256) get the digest of their file's bytes."""
+    hash_file = hash_file or (lambda p: sha256_hex(p.read_bytes()))
+    out = []
+    for entry in entries:
+        if entry.image_identity.startswith(":"):
+            try:
+                entry = replace(entry, image_identity=hash_file(entry.image_path) + entry.image_identity)
+            except OSError:
+                pass  # the decode lists the file as unreadable
+        out.append(entry)
+    return out
+
+
+def record_url(template: str, record: dict, where: str) -> str:
+    """`https://opencontext.org/media/{uuid}` filled from the record (dotted fields reach nested ones)."""
+    def fill(match: re.Match) -> str:
+        value = get_field(record, match.group(1), None)
+        if value in (None, ""):
+            raise InputError(f"{where}: --link-template needs field '{match.group(1)}', which this record lacks")
+        return quote(str(value), safe=_URL_SAFE)
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+def stale_ids(stored: Iterable[str], current: Iterable[str]) -> list[str]:
+    """Ids in the collection that the records no longer have."""
+    keep = set(current)
+    return [rid for rid in stored if rid not in keep]
