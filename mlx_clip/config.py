@@ -96,9 +96,9 @@ class FinetuneConfig:
         RETENTION_SIZE, "score what fine-tuning forgets on this many bundled emoji (image -> name, category), "
         "base against fine-tuned; 0: skip", metavar="N", group="captions and evaluation")
     wise_ft: list[float] = setting(
-        default_factory=list, help="WiSE-FT: mix base and fine-tuned weights at these a (comma-separated, or "
-        "'default' for 0,0.25,0.5,0.75,1), score each on validation, export the one --wise-ft-pick keeps; "
-        "default: off", type=alpha_list, metavar="ALPHAS", group="captions and evaluation")
+        default_factory=list, help="WiSE-FT: mix base and fine-tuned weights at these a (comma-separated, e.g. "
+        "0,0.25,0.5,0.75,1, which 'default' also names), score each on validation, export the one "
+        "--wise-ft-pick keeps; off unless given", type=alpha_list, metavar="ALPHAS", group="captions and evaluation")
     wise_ft_pick: str = setting(
         "gain", "which mix --wise-ft keeps: gain (best validation mean recall@1) or balanced (the best of those "
         "keeping at least 95 percent retention)", choices=list(PICK_RULES), group="captions and evaluation")

@@ -31,7 +31,7 @@ def test_main_command_runs_on_the_bundled_emoji_set_from_any_folder(tiny_hf, tmp
          "--batch-size", "8", "--name", "first", "--no-progress"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    notice = [line for line in result.stdout.splitlines() if "bundled" in line]
+    notice = [line for line in result.stdout.splitlines() if "bundled with mlx_clip" in line]
     assert notice == [f"no data/records.json: training on the emoji set bundled with mlx_clip "
                       f"({BUNDLED_RECORDS.parent}); for your own records pass --data RECORDS "
                       "(JSON, JSONL, CSV or an ImageFolder)"]

@@ -240,7 +240,7 @@ def test_push_errors_are_one_line(export, tmp_path, fake_hub, monkeypatch, case)
         repo, expect = "coins-clip", ["OWNER/NAME"]
     elif case == "not_export":
         (folder / "model.safetensors").unlink()
-        expect = ["not a Hugging Face export", "model.safetensors", "--to-hf"]
+        expect = ["not a Hugging Face export", "model.safetensors", "--format hf"]
     with pytest.raises(InputError) as err:
         hub.push_to_hub(folder, repo)
     message = str(err.value)
@@ -283,7 +283,7 @@ def test_convert_push_writes_no_token(tiny_hf, tmp_path, fake_hub, capsys, caplo
         assert FAKE_TOKEN not in text, f"token in {where}"
 
     assert main(["--hf-path", tiny_hf, "--mlx-path", tmp_path / "m", "--push-to-hub", REPO]) == 2
-    assert "add --to-hf" in capsys.readouterr().err
+    assert "add --format hf" in capsys.readouterr().err
 
 
 def test_cli_push_offline_is_one_line_and_leaks_nothing(tiny_hf, tmp_path):

@@ -80,10 +80,10 @@ def test_training_check_counts_pictures_over_the_budget(huge_png, tmp_path):
 
 
 def test_llm_plugin_refuses_it_in_one_line(huge_png):
-    from mlx_clip.llm_plugin import EmbeddingError, _decode_image
+    from mlx_clip.llm_plugin import _decode_image, _Unreadable
 
-    with pytest.raises(EmbeddingError) as caught:
-        _decode_image(huge_png.read_bytes(), 0, 1, "mlx-clip/x")
+    with pytest.raises(_Unreadable) as caught:  # embed_batch turns it into one line naming the item
+        _decode_image(huge_png.read_bytes())
     assert "over the pixel budget" in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -24,7 +24,7 @@ from mlx_clip.wording import counted
 ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {"fetch": fetch.build_parser, "finetune": finetune.build_parser, "curve": curve.curve_parser}
 NOT_SETTINGS = {  # flags that act, not settings a run's config.json holds
-    "--help", "-h", "--version", "--config", "--resume", "--dry-run", "--register", "--push-to-hub", "--public",
+    "--help", "-h", "--version", "--config", "--resume", "--dry-run", "--register", "--replace", "--push-to-hub", "--public",
     "--sizes", "--learning-curve", "--flat-threshold", "--survey-margin", "--population",
 }
 

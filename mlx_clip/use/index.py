@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument("--collection", metavar="NAME",
                       help="collection name, also the llm model name mlx-clip/NAME (default: the model "
                       "folder's or run's name)")
-    main.add_argument("--images", type=Path, metavar="DIR",
+    main.add_argument("--images", "--fetch.out", dest="images", type=Path, metavar="DIR",
                       help="where fetched images, manifest.jsonl and failures.jsonl go (default: FILE_images "
                       "beside FILE.db)")
     main.add_argument("--link-template", metavar="URL",

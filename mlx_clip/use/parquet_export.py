@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io import atomic_file
 from .store import IndexFile
 
 LEADING = ("record_id", "title", "image_path", "record_url")
@@ -37,7 +38,7 @@ def _cell(value: Any) -> str | None:
 
 
 def write_parquet(index: IndexFile, collection: str, out: Path) -> Path:
-    """Write the collection `collection` of `index` to `out` (atomically: a temp file, then renamed)."""
+    """Write the collection `collection` of `index` to `out` (atomically: io.atomic_file)."""
     pa = require_pyarrow()
     import pyarrow.parquet as pq
 
@@ -51,14 +52,12 @@ def write_parquet(index: IndexFile, collection: str, out: Path) -> Path:
                        + [pa.field(c, pa.string()) for c in fields])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
     metadata = index.metadata_rows(cid, ROW_GROUP)
-    with pq.ParquetWriter(part, schema) as writer:
+    with atomic_file(out) as handle, pq.ParquetWriter(handle, schema) as writer:
         for ids, vectors in index.vectors(cid, info.dimensions, ROW_GROUP):
             metas = [next(metadata) for _ in ids]  # same rows, same order (both ORDER BY rowid)
             assert [rid for rid, _ in metas] == ids
             data = {c: [_cell(m.get(c)) for _, m in metas] for c in columns}
             data["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), info.dimensions)
             writer.write_table(pa.table({f.name: data[f.name] for f in schema}, schema=schema))
-    part.replace(out)
     return out
