@@ -83,9 +83,10 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
     losses, sizes = [], []
     bar = tqdm(total=len(stream.items), desc=f"epoch {epoch}/{epochs}", unit="img", disable=not progress,
                dynamic_ncols=True, leave=False)
-    started = time.perf_counter()
+    started, seen = time.perf_counter(), 0
 
     def settle(number: int, pending, size: int) -> None:
+        nonlocal seen
         try:
             losses.append(trainer.settle(pending))
         except NonFiniteError as err:  # nothing from this step on was applied: stop before anything is saved
@@ -94,8 +95,9 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                                  f"({number} of the epoch): {err}; nothing of this epoch was saved, the last "
                                  "checkpoint and model/ keep the last finite epoch") from None
         sizes.append(size)
+        seen += size
         bar.update(size)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{sum(sizes) / (time.perf_counter() - started):.1f}")
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
         if on_step is not None:
             on_step()
 
