@@ -83,8 +83,7 @@ def gradient_sum(grads) -> mx.array:
 
 def keep_where(keep: mx.array, tree, before) -> None:
     """Inside the compiled step: every array leaf of `tree` (nested dicts/lists, changed in place)
-    becomes `where(keep, new, before)`; where(True, new, old) is `new` bit for bit, and on
-    elementwise leaves the select fuses into the update's own kernel."""
+    becomes `where(keep, new, before)`; where(True, new, old) is `new` bit for bit."""
     for key in (range(len(tree)) if isinstance(tree, list) else list(tree)):
         if isinstance(tree[key], (dict, list)):
             keep_where(keep, tree[key], before[key])
