@@ -145,3 +145,18 @@ def test_step_variants_are_built_with_the_layer_and_optimizer_they_name():
         kinds[variant] = (type(fc1), {type(o) for o in trainer.optimizer.optimizers})
     assert kinds["plain"] == (nn.Linear, {optim.AdamW})
     assert kinds["row-major"] == (Linear, {optim.AdamW})
+
+
+def test_bench_overhead_tiny_smoke(tmp_path):
+    """bench/bench_overhead.py: both sides run the tiny step; the JSON has the ratio and steps/s on top."""
+    out = tmp_path / "overhead.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_overhead.py"), "--batch", "4", "--steps", "2",
+                           "--warmup", "1", "--repeats", "1", "--json", str(out), "--cache", str(tmp_path / "cache")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    steps = report["steps_per_s"]
+    assert report["ratio"] == pytest.approx(steps["mlx"]["median"] / steps["torch"]["median"])
+    assert report["run_order"] == ["0:mlx", "0:torch"] and report["kernels"]["mlx"]
+    case = report["case"]
+    assert abs(case["mlx"]["first_loss"] - case["torch"]["first_loss"]) < 1e-4  # same model, same batch

@@ -75,26 +75,40 @@ class Float32View:
 
 def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
                 progress: bool, on_step: Callable[[], None] | None = None) -> tuple[list[float], list[int]]:
-    """One pass over the stream; each step's loss and batch size. `on_step` runs after each step."""
+    """One pass over the stream; each step's loss and batch size. `on_step` runs after each step.
+
+    Each step is dispatched before the previous one's loss is read (`Trainer.submit` / `settle`):
+    the next batch is taken from the stream and converted while the step runs, and no step waits
+    on the host. A non-finite step is caught one step late; it and every later one were never
+    applied (step.py), and the epoch stops there, saving nothing."""
     losses, sizes = [], []
     bar = Progress(len(stream.items), f"epoch {epoch}/{epochs}", enabled=progress)  # plain lines in a log
-    started = time.perf_counter()
-    seen = 0
-    for number, batch in enumerate(stream.epoch(epoch), 1):
-        extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
+    started, seen = time.perf_counter(), 0
+
+    def settle(number: int, pending, size: int) -> None:
+        nonlocal seen
         try:
-            loss = float(trainer.step(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra))
-        except NonFiniteError as err:  # the weights are spoilt: stop before anything is saved
+            losses.append(trainer.settle(pending))
+        except NonFiniteError as err:  # nothing from this step on was applied: stop before anything is saved
             bar.close()
             raise NonFiniteError(f"training diverged at epoch {epoch}, step {(epoch - 1) * len(stream) + number} "
                                  f"({number} of the epoch): {err}; nothing of this epoch was saved, the last "
                                  "checkpoint and model/ keep the last finite epoch") from None
-        losses.append(loss)
-        sizes.append(batch.get("global_size", len(batch["record_id"])))
-        seen += sizes[-1]
-        bar.update(sizes[-1], f"loss {loss:.4f}, {seen / (time.perf_counter() - started):.1f} images/s")
+        sizes.append(size)
+        seen += size
+        bar.update(size, f"loss {losses[-1]:.4f}, {seen / (time.perf_counter() - started):.1f} images/s")
         if on_step is not None:
             on_step()
+
+    previous = None  # (number, pending step, batch size)
+    for number, batch in enumerate(stream.epoch(epoch), 1):
+        extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
+        pending = trainer.submit(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra)
+        if previous is not None:
+            settle(*previous)
+        previous = number, pending, batch.get("global_size", len(batch["record_id"]))
+    if previous is not None:
+        settle(*previous)
     bar.close()
     return losses, sizes
 

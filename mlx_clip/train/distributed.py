@@ -323,6 +323,10 @@ class DistributedTrainer(Trainer):
         return (mx.array(ids[:, :length]), mx.array(pixel_values), mx.array(np.asarray(groups, np.int32)),
                 mx.array(np.asarray(valid)))
 
-    def step(self, input_ids, pixel_values, **extra) -> mx.array:
+    def submit(self, input_ids, pixel_values, **extra):
+        with self.dist.waiting("a training step"):  # step_inputs agrees on the padding with the others
+            return super().submit(input_ids, pixel_values, **extra)
+
+    def settle(self, pending) -> float:
         with self.dist.waiting("a training step"):
-            return super().step(input_ids, pixel_values, **extra)
+            return super().settle(pending)

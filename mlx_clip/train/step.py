@@ -1,8 +1,12 @@
 """The compiled training step, tower locking, and bfloat16 compute with float32 master weights.
 
-Every step also returns the sum of all gradients (one extra reduction inside the compiled step):
-a NaN or infinite loss or gradient raises `NonFiniteError` at once, so diverged weights are never
-evaluated, checkpointed or saved (`check_finite_weights` guards every save as well).
+The NaN guard lives inside the compiled step: it sums every gradient (one extra reduction) and
+applies the update only while the loss, that sum and every earlier step were finite. A non-finite
+step and every step after it are therefore never applied, and nothing has to be read on the host
+before the next step starts: `submit` dispatches a step and returns at once, `settle` reads its
+loss later (the training loop reads each step's loss one step late) and raises `NonFiniteError`
+for the first non-finite one, so diverged weights are never evaluated, checkpointed or saved
+(`check_finite_weights` guards every save as well).
 """
 
 from __future__ import annotations
@@ -77,6 +81,35 @@ def gradient_sum(grads) -> mx.array:
     return sum((mx.sum(g.astype(mx.float32)) for _, g in tree_flatten(grads)), mx.array(0.0))
 
 
+def keep_where(keep: mx.array, tree, before) -> None:
+    """Inside the compiled step: every array leaf of `tree` (nested dicts/lists, changed in place)
+    becomes `where(keep, new, before)`; where(True, new, old) is `new` bit for bit."""
+    for key in (range(len(tree)) if isinstance(tree, list) else list(tree)):
+        if isinstance(tree[key], (dict, list)):
+            keep_where(keep, tree[key], before[key])
+        elif isinstance(tree[key], mx.array) and tree[key] is not before[key]:
+            tree[key] = mx.where(keep, tree[key], before[key])
+
+
+def structure_copy(tree):
+    """The nested dicts/lists of `tree` copied, its arrays shared (what `keep_where` compares to)."""
+    if isinstance(tree, dict):
+        return {k: structure_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [structure_copy(v) for v in tree]
+    return tree
+
+
+@dataclass
+class PendingStep:
+    """A dispatched step: its loss, gradient sum and whether it was applied, computed in the
+    background until `settle`."""
+
+    loss: mx.array
+    grad_sum: mx.array
+    applied: mx.array
+
+
 def check_finite_weights(tree, what: str) -> None:
     """Refuse to write `what` when any weight is NaN/inf (e.g. a model about to be saved or exported)."""
     bad = [k for k, v in tree_flatten(tree) if not bool(mx.all(mx.isfinite(v)))]
@@ -136,7 +169,8 @@ class Trainer:
             self.frozen_fp32 = dict(tree_flatten(model.parameters()))
             self.master.update(tree_map(lambda p: p, trainable))
             self._cast_model_from(self.frozen_fp32)
-        self.state = [model.state, optimizer.state, mx.random.state, self.master]
+        self.guard = {"finite": mx.array(True)}  # False from the first non-finite step on
+        self.state = [model.state, optimizer.state, mx.random.state, self.master, self.guard]
         self._loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         self._step = mx.compile(self._step_fp32 if precision == "float32" else self._step_mixed,
                                 inputs=self.state, outputs=self.state)
@@ -165,27 +199,45 @@ class Trainer:
             grads = tree_map(lambda g: g.astype(mx.float32), grads)
         return loss, self.reduce_grads(grads)
 
-    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, mx.array]:
+    def _step_fp32(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, ...]:
         return self._update_fp32(*self._gradients(input_ids, pixel_values, *extra))
 
-    def _update_fp32(self, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array]:
+    def _keep(self, loss: mx.array, grad_sum: mx.array) -> mx.array:
+        """Whether this step's update applies: the loss, the gradients and every earlier step finite."""
+        keep = self.guard["finite"] & mx.isfinite(loss) & mx.isfinite(grad_sum)
+        self.guard["finite"] = keep
+        return keep
+
+    def _update_fp32(self, loss: mx.array, grads: dict) -> tuple[mx.array, ...]:
+        grad_sum = gradient_sum(grads)
+        keep = self._keep(loss, grad_sum)
+        weights_before, state_before = self.model.trainable_parameters(), structure_copy(self.optimizer.state)
         self.optimizer.update(self.model, grads)
         if self.max_logit_scale is not None:
             self.model.logit_scale = mx.minimum(self.model.logit_scale, self.max_logit_scale)
-        return loss, gradient_sum(grads)
+        weights = self.model.trainable_parameters()
+        keep_where(keep, weights, weights_before)
+        self.model.update(weights)
+        keep_where(keep, self.optimizer.state, state_before)
+        return loss, grad_sum, keep
 
-    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, mx.array]:
+    def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, ...]:
         return self._update_mixed(*self._gradients(input_ids, pixel_values, *extra))
 
-    def _update_mixed(self, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array]:
+    def _update_mixed(self, loss: mx.array, grads: dict) -> tuple[mx.array, ...]:
+        grad_sum = gradient_sum(grads)
+        keep = self._keep(loss, grad_sum)
+        state_before, master_before = structure_copy(self.optimizer.state), dict(tree_flatten(self.master))
         new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
         if self.max_logit_scale is not None and "logit_scale" in new_master:
             new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], self.max_logit_scale)
+        keep_where(keep, new_master, master_before)
+        keep_where(keep, self.optimizer.state, state_before)
         # MultiOptimizer merges its groups' trees in group order: put the master weights back in
         # their own order, or the compiled step sees new inputs after step 1 and traces again.
         self.master.update(tree_unflatten([(k, new_master[k]) for k, _ in tree_flatten(self.master)]))
         self._cast_model_from(new_master)
-        return loss, gradient_sum(grads)
+        return loss, grad_sum, keep
 
     def _checkpointed_step(self, update):
         """With gradient checkpointing (models/model.py Encoder) the gradients are computed and
@@ -196,7 +248,7 @@ class Trainer:
         gradients = mx.compile(self._gradients, inputs=self.state, outputs=self.state)
         update = mx.compile(update, inputs=self.state, outputs=self.state)
 
-        def step(*args) -> tuple[mx.array, mx.array]:
+        def step(*args) -> tuple[mx.array, ...]:
             loss, grads = gradients(*args)
             mx.eval(loss, grads)
             return update(loss, grads)
@@ -208,17 +260,32 @@ class Trainer:
         optimizer = getattr(self.optimizer, "optimizers", [self.optimizer])[0]
         return float(optimizer.learning_rate)
 
-    def step(self, input_ids, pixel_values, **extra) -> mx.array:
-        """One update on a batch; returns the loss (evaluated). Raises NonFiniteError when the loss or
-        a gradient is NaN/inf (the weights are then spoilt: save nothing after it)."""
-        loss, grad_sum = self._step(*self.step_inputs(input_ids, pixel_values, **extra))
-        mx.eval(loss, grad_sum, self.state)
-        value, grad_value = loss.item(), grad_sum.item()
+    def submit(self, input_ids, pixel_values, **extra) -> PendingStep:
+        """Dispatch one update on a batch and return at once: the step runs in the background while
+        the caller prepares the next batch (no host sync; `settle` reads the loss later)."""
+        pending = PendingStep(*self._step(*self.step_inputs(input_ids, pixel_values, **extra)))
+        mx.async_eval(pending.loss, pending.grad_sum, pending.applied, self.state)
+        return pending
+
+    def settle(self, pending: PendingStep) -> float:
+        """A dispatched step's loss, waiting for that step only. Raises NonFiniteError when its loss or
+        a gradient is NaN/inf: that step and every later one were not applied (the weights stay the
+        last finite step's), and the run must stop; a step after it raises too (not applied)."""
+        value, grad_value = pending.loss.item(), pending.grad_sum.item()
         if not (math.isfinite(value) and math.isfinite(grad_value)):
             what = f"the loss is {value}" if not math.isfinite(value) else f"a gradient is {grad_value}"
             hint = " or --precision float32" if self.precision != "float32" else ""
             raise NonFiniteError(f"{what} (lr {self.learning_rate():.3g}); try a lower --lr{hint}")
-        return loss
+        if not pending.applied.item():
+            raise NonFiniteError("an earlier step was not finite: this step was not applied")
+        return value
+
+    def step(self, input_ids, pixel_values, **extra) -> mx.array:
+        """One update on a batch, waited for; returns the loss (evaluated). Raises NonFiniteError
+        as `settle` does."""
+        pending = self.submit(input_ids, pixel_values, **extra)
+        self.settle(pending)
+        return pending.loss
 
     def step_inputs(self, input_ids, pixel_values, groups=None) -> tuple:
         """A batch -> the compiled step's arguments (`groups`: the stream's `image_group`)."""
