@@ -108,6 +108,21 @@ def test_verdict_flags_a_zero_shot_and_retention_regression_and_says_a_retrieval
     assert "forgetting is measurable" in line
 
 
+def test_verdict_has_no_words_for_a_handful_of_items():
+    """Two query images that all became first give an interval of [+1, +1]: too few to tell, not 'improved'."""
+    n = 200
+    captions = [f"c{i}" for i in range(n)]
+    i2i_before, i2i_after = np.full(n, np.nan), np.full(n, np.nan)
+    i2i_before[:2], i2i_after[:2] = 5.0, 1.0
+    before = _details(np.full(n, 3), np.full(n, 3), captions, np.arange(n), i2i=i2i_before)
+    after = _details(np.full(n, 3), np.full(n, 3), captions, np.arange(n), i2i=i2i_after)
+    judged = verdict(before, after, "test", n)
+    found = {f["key"]: f for f in judged["findings"]}[I2I_R1]
+    assert found["ci95"] == [1.0, 1.0] and found["words"] == "too few to tell" and found["items"] == 2
+    assert "image-to-image search: too few to tell (2 scored items" in judged["line"]
+    assert "image-to-image search improved" not in judged["line"]
+
+
 def test_verdict_in_red_at_the_top_of_the_report():
     from mlx_clip.outputs.report.judging import verdict_section
 

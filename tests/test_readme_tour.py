@@ -12,12 +12,13 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("fetch.py", "finetune.py", "convert.py", "compare.py", "curve.py")
+COMMANDS = ("fetch.py", "finetune.py", "convert.py", "compare.py", "curve.py", "index.py", "search.py")
 
 
 def tour_block(readme: str) -> str:
@@ -28,15 +29,29 @@ def tour_block(readme: str) -> str:
     return found.group(1)
 
 
+def search_block(readme: str) -> str:
+    """The search section's bash block, without the line that starts the server (it serves until
+    Ctrl-C; tests/test_search_page.py drives the page)."""
+    section = readme.split("\n## Search your whole collection", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert found, "README's search section has no ```bash block"
+    lines = found.group(1).splitlines()
+    server = [line for line in lines if line.startswith("python search.py") and "--curate" not in line]
+    assert len(server) == 1
+    return "\n".join(line for line in lines if line not in server) + "\n"
+
+
 def test_readme_tour_runs_on_a_fresh_folder(tmp_path):
-    script = tour_block((ROOT / "README.md").read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    script = tour_block(readme) + search_block(readme)
     assert "../shared" not in script and "/work/" not in script
     for name in COMMANDS:
         shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "mlx_clip").symlink_to(ROOT / "mlx_clip")  # a clone holds the package (and its emoji)
     bin_dir = tmp_path / "_bin"
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    env = dict(os.environ, LLM_USER_PATH=str(tmp_path / "llm"), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -49,3 +64,10 @@ def test_readme_tour_runs_on_a_fresh_folder(tmp_path):
     test = json.loads((run / "metrics.json").read_text())["test"]
     # what the README says to expect: held-out zero-shot accuracy rises from chance
     assert test["after"]["zero_shot_acc"] > test["before"]["zero_shot_acc"]
+    # the search section: both collections in one file, every bundled emoji, and the curator's files
+    with sqlite3.connect(tmp_path / "emoji.db") as db:
+        counts = dict(db.execute("SELECT c.name, count(*) FROM embeddings e JOIN collections c "
+                                 "ON c.id = e.collection_id GROUP BY c.name"))
+    assert counts == {"tuned": 1906, "base": 1906}
+    for name in ("duplicates.csv", "suggestions.csv", "suspects.csv"):
+        assert any((tmp_path / "curated").rglob(name)), name

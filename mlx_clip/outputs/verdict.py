@@ -17,6 +17,12 @@ from ..train.bootstrap import words_for
 from ..train.metric_names import HEADLINE, ci_key
 
 
+MIN_ITEMS = 20
+"""Fewer paired items than this and an area gets no words: a bootstrap over 2 query images gives
+an interval like [+1.000, +1.000] that says nothing (seen on the emoji tour: two images share one
+picture)."""
+
+
 def _signed(change: float, interval: Sequence[float]) -> str:
     return f"{change:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
@@ -29,9 +35,10 @@ def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]
         if change is None:
             continue
         area, measure = HEADLINE[key]
-        words = words_for(change[1])
+        items = min(sum(len(p.values) for p in scores.parts_of(side, key) or []) for side in (before, after))
+        words = words_for(change[1]) if items >= MIN_ITEMS else "too few to tell"
         out.append({"area": area, "key": key, "measure": measure, "change": change[0], "ci95": change[1],
-                    "words": words, "regression": words == "worse"})
+                    "words": words, "regression": words == "worse", "items": items})
     return out
 
 
@@ -56,6 +63,8 @@ def finding_text(found: dict, first: bool, where: str) -> str:
             text += " (not out-of-domain: this run trained on the emoji set)"
         return text
     low, high = found["ci95"]
+    if found["words"] == "too few to tell":
+        return (f"{found['area']}: too few to tell ({found['items']} scored items, fewer than {MIN_ITEMS})")
     amount = f"{found['change']:+.3f}" + (f" {found['measure']}" if first else "") + f" [{low:+.3f}, {high:+.3f}]"
     if first:
         amount += f" on {where}"
