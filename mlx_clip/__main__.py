@@ -18,6 +18,8 @@ COMMANDS = {
     "compare": ("compare", "compare runs on their shared held-out test set"),
     "curve": ("curve", "learning curve: how many images are enough"),
     "convert": ("convert", "convert a model between Hugging Face and MLX folders"),
+    "index": ("index", "embed every record of a collection into an index file (llm's schema)"),
+    "search": ("search", "search an index in a local page, or write the curator's CSVs"),
 }
 
 

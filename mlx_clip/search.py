@@ -8,9 +8,10 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .config import DEFAULT_LABEL_PROMPT
-from .errors import InputError, write_error_line
+from .command import add_version, run_command
+from .errors import InputError
 from .use.curate import CurateConfig, curate
 from .use.search_api import SearchService
 from .use.search_server import MAX_UPLOAD_BYTES, make_server, serve
@@ -41,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     curator.add_argument("--label-field", metavar="FIELD", help="the field holding each record's label (default: the index's)")
     curator.add_argument("--label-prompt", metavar="TEXT", default=DEFAULT_LABEL_PROMPT,
                          help="prompt for zero-shot labels (default %(default)r)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
+    return add_version(parser)
 
 
 def run_curate(args, collections) -> None:
@@ -72,36 +72,29 @@ def run_curate(args, collections) -> None:
         print(f"{found.key}: " + ", ".join(f"{out / name} ({rows:,} rows)" for name, rows in written.items()))
 
 
+def search(args: argparse.Namespace) -> None:
+    """Serve the page (until Ctrl-C) or, with --curate, write the CSVs."""
+    if len(args.index_files) > 2:
+        raise InputError("give one or two index files")
+    if not 0 <= args.port <= 65535 or args.max_upload_mb <= 0:
+        raise InputError("--port must be 0 to 65535 and --max-upload-mb above 0")
+    collections = read_collections(args.index_files)
+    if args.curate is not None:
+        run_curate(args, collections)
+        return
+    service = SearchService(collections, link_template=args.link_template)
+    server = make_server(service, args.host, args.port, int(args.max_upload_mb * 2**20))
+    for found in collections:
+        print(f"{found.key}: {len(found):,} records from {found.info.model_source}")
+    serve(server)  # Ctrl-C stops the server: a normal end
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    try:
-        if len(args.index_files) > 2:
-            raise InputError("give one or two index files")
-        if not 0 <= args.port <= 65535 or args.max_upload_mb <= 0:
-            raise InputError("--port must be 0 to 65535 and --max-upload-mb above 0")
-        collections = read_collections(args.index_files)
-        if args.curate is not None:
-            run_curate(args, collections)
-            return 0
-        service = SearchService(collections, link_template=args.link_template)
-        server = make_server(service, args.host, args.port, int(args.max_upload_mb * 2**20))
-        for found in collections:
-            print(f"{found.key}: {len(found):,} records from {found.info.model_source}")
-        serve(server)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        line = write_error_line(err, "run the same command again")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 1
-    return 0
-
+    return run_command(lambda: search(args), interrupted=lambda: "interrupted; the index files are only read")
 
 if __name__ == "__main__":
     sys.exit(main())

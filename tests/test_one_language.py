@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlx_clip import __main__ as dispatcher
-from mlx_clip import compare, convert, curve, fetch, finetune
+from mlx_clip import compare, convert, curve, fetch, finetune, index, search
 from mlx_clip.cli_args import key_flag, leaf_fields, setting_of_flag
 from mlx_clip.command import run_command
 from mlx_clip.config import FinetuneConfig, config_from_args, load_config
@@ -79,7 +79,7 @@ def test_config_files_take_numbers_in_any_notation(tmp_path):
 
 
 MAINS = {"fetch": fetch.main, "finetune": finetune.main, "curve": curve.main, "compare": compare.main,
-         "convert": convert.main}
+         "convert": convert.main, "index": index.main, "search": search.main}
 
 
 @pytest.mark.parametrize("command", MAINS)

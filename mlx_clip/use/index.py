@@ -12,10 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import __version__
 from ..cli_args import add_config_arguments, apply, given
 from ..config import FinetuneConfig
-from ..errors import InputError, write_error_line
+from ..command import add_version, run_command
 from .decode_threads import DEFAULT_THREADS
 from .embed_collection import IndexSettings, build_index
 
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per model call (default: 64)")
     main.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
                       help=f"threads decoding images while the model embeds (default: {DEFAULT_THREADS})")
-    parser.add_argument("--version", action="version", version=f"mlx-clip-finetune {__version__}")
+    add_version(parser)
     return parser
 
 
@@ -74,18 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    try:
-        print(build_index(settings_from(args)))
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume (embedded batches are kept)", file=sys.stderr)
-        return 130
-    except OSError as err:
-        line = write_error_line(err, "run the same command again (embedded batches are kept)")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: print(build_index(settings_from(args))),
+                       interrupted=lambda: "interrupted; run the same command again to resume (embedded batches are kept)",
+                       again=lambda: "run the same command again (embedded batches are kept)")
