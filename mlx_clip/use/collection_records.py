@@ -10,11 +10,9 @@ file's size), and the metadata row the index stores (every catalogue field, plus
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
-from urllib.parse import quote
 
 from ..data.dataset import is_manifest, read_manifest
 from ..data.fetch_config import FAILURES_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig
@@ -22,11 +20,10 @@ from ..data.image_files import sha256_hex
 from ..data.imagefolder import FILE_COLUMN, metadata_file
 from ..data.records import MISSING, get_field
 from ..errors import InputError
+from .record_link import record_link
 
 TITLE_FIELDS = ("title", "name", "caption", "label", "description")
 """Fields tried, in order, for a record's title when --title-field is not given."""
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,9 @@ def read_entries(manifest: Path, title_field: str | None, link_template: str | N
         if sha:
             metadata["sha256"] = sha
         if link_template:
-            metadata["record_url"] = record_url(link_template, record, f"{manifest}:{number}")
+            url = record_link(link_template, record)
+            if url:  # a record without the template's field has no link
+                metadata["record_url"] = url
         identity = f"{sha or ''}:{record.get('width', '')}x{record.get('height', '')}"
         entries.append(Entry(item.record_id, path, identity, title or item.record_id, metadata))
     return entries
@@ -106,17 +105,6 @@ def fill_missing_identities(entries: list[Entry], hash_file: Callable[[Path], st
                 pass  # the decode lists the file as unreadable
         out.append(entry)
     return out
-
-
-def record_url(template: str, record: dict, where: str) -> str:
-    """`https://opencontext.org/media/{uuid}` filled from the record (dotted fields reach nested ones)."""
-    def fill(match: re.Match) -> str:
-        value = get_field(record, match.group(1), None)
-        if value in (None, ""):
-            raise InputError(f"{where}: --link-template needs field '{match.group(1)}', which this record lacks")
-        return quote(str(value), safe=_URL_SAFE)
-
-    return _PLACEHOLDER.sub(fill, template)
 
 
 def _text(value: Any) -> str:

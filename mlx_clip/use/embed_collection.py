@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .record_link import check_link_template
 from ..data.fetch_config import FetchConfig
 from ..data.records import get_field_or_none
 from ..errors import InputError
@@ -90,6 +91,8 @@ def check_settings(settings: IndexSettings) -> None:
         raise InputError("--batch-size and --threads must be at least 1")
     if settings.out.suffix.lower() in (".json", ".jsonl", ".csv"):
         raise InputError(f"--out {settings.out}: the index is an SQLite file (e.g. collection.db)")
+    if settings.link_template:
+        check_link_template(settings.link_template)  # before the model loads and images are fetched
     if settings.parquet is not None:
         from .parquet_export import require_pyarrow
 

@@ -6,15 +6,15 @@ Every error a request can cause is an InputError with one line; the server turns
 
 from __future__ import annotations
 
-import string
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import InputError
+from .record_link import check_link_template, record_link
 from .collection_map import CollectionMap, collection_map, labels_of
 from .thumbnails import MAX_PIXELS, ThumbnailCache, open_bounded
 from .vector_search import RESERVED_FIELDS, LoadedCollection
@@ -51,22 +51,6 @@ def parse_query(params: dict[str, list[str]]) -> Query:
     return Query(value.get("collection") or None, int(k_text), text, value.get("like") or None, filters)
 
 
-def link_for(template: str, record: dict[str, Any]) -> str | None:
-    """The record's URL from a template such as https://opencontext.org/media/{uuid}; None when a
-    field is missing. Values are URL-quoted, and only http(s) links are made."""
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    except ValueError:
-        raise InputError(f"--link-template {template!r}: unbalanced braces") from None
-    values = {}
-    for name in names:
-        if record.get(name) in (None, ""):
-            return None
-        values[name] = quote(str(record[name]), safe="")
-    url = template.format(**values)
-    return url if urlsplit(url).scheme in ("http", "https") else None
-
-
 class SearchService:
     """The collections, the models that embed queries (loaded on first use, one per model), thumbnails."""
 
@@ -77,7 +61,7 @@ class SearchService:
         self.collections = {c.key: c for c in collections}
         self.link_template = link_template
         if link_template:
-            link_for(link_template, {})  # a malformed template is refused at start, not on the first result
+            check_link_template(link_template)  # a malformed template is refused at start, not on the first result
         self.max_pixels = max_pixels
         self.thumbnails = ThumbnailCache()
         self.models: dict[str, Any] = {}
@@ -149,7 +133,7 @@ class SearchService:
 
     def describe(self, found: LoadedCollection, row: int, score: float | None = None) -> dict:
         record = found.records[row]
-        url = link_for(self.link_template, record) if self.link_template else record.get("record_url")
+        url = record_link(self.link_template, record) if self.link_template else record.get("record_url")
         if not (isinstance(url, str) and urlsplit(url).scheme in ("http", "https")):
             url = None  # never a javascript: or file: link from a record
         out = {"record_id": found.ids[row], "title": found.title(row), "record_url": url,
