@@ -22,16 +22,16 @@ from typing import Any, Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
-from .record_link import check_link_template
 from ..data.fetch_config import FetchConfig
 from ..data.records import get_field_or_none
 from ..errors import InputError
 from ..io import write_jsonl
 from ..models.family import family_of
+from ..progress import Progress
 from .collection_records import Entry, collection_manifest, fill_missing_identities, read_entries, stale_ids
 from .decode_threads import DEFAULT_THREADS, image_pixels, ordered_map
 from .index_model import collection_name, model_identity, register_for_llm, resolve_model
-from .progress import Progress
+from .record_link import check_link_template
 from .store import CollectionInfo, IndexFile
 
 WRITE_CHUNK = 1024  # rows per metadata refresh transaction
@@ -167,7 +167,7 @@ def embed_entries(model, entries: Sequence[Entry], write: Callable[[list[Entry],
     """Decode on `threads` threads while the model embeds; `write(entries, vectors)` per batch.
     Returns (embedded, failures): an unreadable image is a failure row, never the end of the run."""
     processor = model.image_processor
-    bar = Progress(len(entries), "embedding", progress, log)
+    bar = Progress(len(entries), "embedding", enabled=progress, say=log)
     failures: list[dict] = []
     rows: list[Entry] = []
     pixels: list[np.ndarray] = []
