@@ -5,7 +5,7 @@
   python bench/bench_memory.py --models b32 --steps 2 --json bench/results/memory-b32-cpu.json
 
 Each (model, mode) runs this project's real training step (`mlx_clip.train.step.Trainer`, AdamW,
-contrastive loss) on a CLIP with random weights (configurations from bench/compare.py), random
+contrastive loss) on a CLIP with random weights (configurations from bench/mlx_vs_torch.py), random
 224 px pixels and catalogue-length token ids, in its own child process, so every peak is clean.
 The child reports the MLX peak (mx.get_peak_memory over a measured step: weights, gradients,
 AdamW moments and activations) and the process's peak RSS.

@@ -6,10 +6,10 @@ costs (kernel launches, the optimizer's per-tensor work, host syncs, batch uploa
 
 The model is bench/compare_setup.py's `tiny` CLIP (2 layers of width 64 per tower, 64-px images
 in 16-px patches, the full 49408-token embedding), batch 32; both sides are the ones
-bench/compare.py runs (compare_sides.py: this project's `Trainer` as the training loop drives it,
+bench/mlx_vs_torch.py runs (compare_sides.py: this project's `Trainer` as the training loop drives it,
 transformers' CLIPModel with torch.optim.AdamW), each run in its own child process, interleaved
 MLX, PyTorch, then PyTorch, MLX, ... The JSON has the MLX/PyTorch `ratio` (median steps/s over
-median steps/s) and `steps_per_s` of each side at its top level, beside compare.py's full entry.
+median steps/s) and `steps_per_s` of each side at its top level, beside mlx_vs_torch.py's full entry.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare import add_rates, row  # noqa: E402
+from mlx_vs_torch import add_rates, row  # noqa: E402
 from compare_env import describe_machine, environment  # noqa: E402
 from compare_schedule import interleaved, spread, summarise  # noqa: E402
 from compare_setup import CONFIGS, Settings, initial_weights_path  # noqa: E402

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (one step of each variant)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
-    parser.add_argument("--lock-text", action="store_true", help="the text tower locked (compare.py's second case)")
+    parser.add_argument("--lock-text", action="store_true", help="the text tower locked (mlx_vs_torch.py's second case)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]

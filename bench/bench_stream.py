@@ -150,7 +150,7 @@ def main() -> None:
     results: dict = {"machine": f"{platform.system()} {platform.machine()}", "cpu": cpu_name(),
                      "note": args.note, "settings": {k: v for k, v in vars(args).items() if k != "json"},
                      "cases": {}}
-    if MODEL_RESULT.is_file():  # the model's rate on the same CPU, measured by compare.py
+    if MODEL_RESULT.is_file():  # the model's rate on the same CPU, measured by mlx_vs_torch.py
         cited = json.loads(MODEL_RESULT.read_text())["cases"]
         results["model_images_per_s_cited"] = {"source": f"bench/results/{MODEL_RESULT.name}",
                                                 **{case: cited[case]["mlx_images_per_s"] for case in cited}}

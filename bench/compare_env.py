@@ -1,4 +1,4 @@
-"""The machine a bench/compare.py report was measured on, and its matmul ceiling through MLX.
+"""The machine a bench/mlx_vs_torch.py report was measured on, and its matmul ceiling through MLX.
 
 Results move with the CPU's vector units and with each side's kernel choice, so the JSON names
 them. `--isa avx2` makes an AVX-512 machine stand in for an AVX2-only one on *both* sides:

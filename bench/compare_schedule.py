@@ -1,4 +1,4 @@
-"""The order bench/compare.py runs things in, and how repeated runs become one figure.
+"""The order bench/mlx_vs_torch.py runs things in, and how repeated runs become one figure.
 
 A shared or thermally throttling machine drifts over minutes, so the two frameworks are never
 measured in two separate blocks: every repeat runs each case once per framework, back to back,

@@ -1,4 +1,4 @@
-"""What both sides of bench/compare.py share: model sizes, settings, the synthetic batch, the
+"""What both sides of bench/mlx_vs_torch.py share: model sizes, settings, the synthetic batch, the
 initial weights both start from, and the matmul FLOPs of each case."""
 
 from __future__ import annotations

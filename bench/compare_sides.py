@@ -1,4 +1,4 @@
-"""The two sides of bench/compare.py, each run in its own child process: MLX runs this project's
+"""The two sides of bench/mlx_vs_torch.py, each run in its own child process: MLX runs this project's
 real code (`Trainer`, `CLIP.embed_pixels`), PyTorch runs transformers' CLIPModel with
 torch.optim.AdamW. The methods are the ones the published tables were measured with; each
 result also names the BLAS (and its kernel) the process actually loaded."""

@@ -10,7 +10,7 @@ MLX model: as shipped, and `quick_gelu` with MLX's own sigmoid inside its custom
 of the libm-free polynomial (a CPU trick). `step_device_inputs` passes the batch as MLX arrays
 already made, `step` as the NumPy arrays the data stream yields; `update_ms` and
 `gradient_sum_ms` time AdamW's update and the NaN guard's gradient sum alone, on fixed gradients
-(what the step adds to forward + backward). Same weights, ids and pixels as bench/compare.py.
+(what the step adds to forward + backward). Same weights, ids and pixels as bench/mlx_vs_torch.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_setup as C  # noqa: E402  (configs, batches, initial weights as bench/compare.py uses them)
+import compare_setup as C  # noqa: E402  (configs, batches, initial weights as bench/mlx_vs_torch.py uses them)
 
 
 def timed(fn, steps: int, warmup: int = 2) -> float:

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .run.compare import main_compare
+from .run.compare_runs import main_compare
 from .command import add_version, run_command
 
 

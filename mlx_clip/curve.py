@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .cli_args import margin_text
-from .config import FinetuneConfig, add_arguments, config_from_args
-from .run.curve import learning_curve, parse_sizes
+from .flags import margin_text
+from .settings import FinetuneConfig, add_arguments, config_from_args
+from .run.learning_curve import learning_curve, parse_sizes
 from .command import add_version, run_command
 from .errors import InputError
 

@@ -1,5 +1,5 @@
 """fetch.py: draw a sample of the records and fetch its images; its flags are the config tree's
-`sample` and `fetch` settings (mlx_clip.config), the same ones finetune.py takes."""
+`sample` and `fetch` settings (mlx_clip.settings), the same ones finetune.py takes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_args import add_config_arguments, apply, given
-from .config import FinetuneConfig
+from .flags import add_config_arguments, apply, given
+from .settings import FinetuneConfig
 from .command import add_version, run_command
 from .data.fetch_config import FetchSummary
 from .data.fetcher import fetch_records

@@ -15,14 +15,14 @@ import sys
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
 from .command import add_version, run_command
-from .config import FinetuneConfig, add_arguments, config_from_args
+from .settings import FinetuneConfig, add_arguments, config_from_args
 from .run.dry_run import dry_run
 from .run.folder import last_checkpoint_epoch, stopped_run
 from .run.loop import run
 from .train.distributed import is_main_process
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of the config tree (mlx_clip.config) plus finetune's own: resume, dry run, publishing."""
+    """The flags of the config tree (mlx_clip.settings) plus finetune's own: resume, dry run, publishing."""
     p = argparse.ArgumentParser(
         prog="finetune.py",
         description="Fine-tune CLIP (MLX) on your images and their catalogue metadata; measures "

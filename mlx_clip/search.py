@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS under MLX on Linux)
-from .config import DEFAULT_LABEL_PROMPT
+from .settings import DEFAULT_LABEL_PROMPT
 from .command import add_version, run_command
 from .errors import InputError
 from .use.curate import CurateConfig, curate

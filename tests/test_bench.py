@@ -1,4 +1,4 @@
-"""bench/compare.py: the tiny configuration runs end to end (a smoke test: no timing assertions),
+"""bench/mlx_vs_torch.py: the tiny configuration runs end to end (a smoke test: no timing assertions),
 its JSON names the machine, BLAS and versions, and repeats are interleaved and summarised."""
 
 import json
@@ -16,12 +16,12 @@ from compare_env import cpu_info  # noqa: E402
 from compare_schedule import interleaved, summarise  # noqa: E402
 
 
-def test_compare_tiny_smoke(tmp_path):
+def test_mlx_vs_torch_tiny_smoke(tmp_path):
     out = tmp_path / "compare.json"
     # On an x86 machine, also check that --isa avx2 reaches both sides' children.
     avx2 = platform.machine() in ("x86_64", "AMD64") and cpu_info()["flags"]["avx2"]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare.py"), "--config", "tiny", "--batch", "4", "--steps", "1",
+        [sys.executable, str(ROOT / "bench" / "mlx_vs_torch.py"), "--config", "tiny", "--batch", "4", "--steps", "1",
          "--warmup", "1", "--repeats", "1", "--json", str(out), "--cache", str(tmp_path / "cache"),
          "--device", "cpu", "--isa", "avx2" if avx2 else "native"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mlx_clip import curve, fetch, finetune
-from mlx_clip.cli_args import rows
-from mlx_clip.config import FetchConfig, FinetuneConfig, load_config
+from mlx_clip.flags import rows
+from mlx_clip.settings import FetchConfig, FinetuneConfig, load_config
 from mlx_clip.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlx_clip import curve
-from mlx_clip.run.curve import flattening_size, gains_per_100, nested_subsets, parse_sizes
+from mlx_clip.run.learning_curve import flattening_size, gains_per_100, nested_subsets, parse_sizes
 from mlx_clip.errors import InputError
 from mlx_clip.train.evaluate import (
     bootstrap_ci,
@@ -132,7 +132,7 @@ def _point(size, change, low, high):
 
 
 def _curve_result(points, flat_at=None):
-    from mlx_clip.run.curve import distinguishable_at
+    from mlx_clip.run.learning_curve import distinguishable_at
 
     points = [{"size": 0, "mean_R@1": 0.2}] + points
     return {"points": points, "sizes": [p["size"] for p in points[1:]], "flat_threshold": 0.01, "flat_at": flat_at,
@@ -142,7 +142,7 @@ def _curve_result(points, flat_at=None):
 def test_curve_words_never_contradict_the_intervals():
     """Overlapping intervals: "cannot tell yet", never "flattens"; the first size whose paired interval
     against the start excludes 0 is named."""
-    from mlx_clip.run.curve import curve_summary
+    from mlx_clip.run.learning_curve import curve_summary
 
     unclear = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(1200, 0.03, -0.005, 0.06)]))
     assert "cannot tell yet: at no measured size" in unclear and "cannot tell yet whether more images help" in unclear

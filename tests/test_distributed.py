@@ -242,7 +242,7 @@ def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
 
 
 def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_hf, shapes_manifest):
-    from mlx_clip.config import AugmentConfig, FinetuneConfig, SampleConfig
+    from mlx_clip.settings import AugmentConfig, FinetuneConfig, SampleConfig
     from mlx_clip.run.prepare import prepare
     from mlx_clip.train.distributed import Dist, ShardedStream
 

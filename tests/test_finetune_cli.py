@@ -62,7 +62,7 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
                                                                            capsys):
     """--dry-run's "M trained" is what --lock-text --unlock-last 1 leaves trainable, and describe()
     only reads: the model's trainable parameters are the same after it."""
-    from mlx_clip.config import FinetuneConfig
+    from mlx_clip.settings import FinetuneConfig
     from mlx_clip.run.console import describe
     from mlx_clip.run.prepare import prepare
     from mlx_clip.train.step import LockConfig, apply_locks, count_parameters

@@ -17,7 +17,7 @@ from mlx_clip import finetune
 import mlx_clip
 from mlx_clip.data.dataset import read_manifest
 from mlx_clip.fetch import main as fetch_main
-from mlx_clip.config import FinetuneConfig
+from mlx_clip.settings import FinetuneConfig
 from mlx_clip.data.source import BUNDLED_CAPTION, BUNDLED_RECORDS, resolve_manifest, use_bundled_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 from finetune_fixtures import COLOURS, SHAPES, draw_shape
 import mlx_clip
 from mlx_clip import finetune
-from mlx_clip.config import FinetuneConfig
+from mlx_clip.settings import FinetuneConfig
 from mlx_clip.data.dataset import crossing_groups, image_key, read_manifest, split
 from mlx_clip.data.groups import join_groups, record_groups
 from mlx_clip.data.stream import TrainStream

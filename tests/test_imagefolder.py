@@ -20,7 +20,7 @@ from fetch_server import FetchServer, make_image  # noqa: E402
 from mlx_clip.data.dataset import read_manifest  # noqa: E402
 from mlx_clip.errors import InputError  # noqa: E402
 from mlx_clip.fetch import main as fetch_main  # noqa: E402
-from mlx_clip.config import FetchConfig, FinetuneConfig, SampleConfig  # noqa: E402
+from mlx_clip.settings import FetchConfig, FinetuneConfig, SampleConfig  # noqa: E402
 from mlx_clip.data.source import resolve_manifest  # noqa: E402
 from mlx_clip.run.prepare import prepare  # noqa: E402
 from mlx_clip.data.imagefolder import write_metadata  # noqa: E402

@@ -280,7 +280,7 @@ def test_recall_plot_scales_to_the_scores_and_their_intervals():
 
 def test_wise_ft_settings_from_flags_and_config_files(tiny_hf, shapes_manifest, tmp_path, capsys):
     from mlx_clip import finetune
-    from mlx_clip.config import FinetuneConfig
+    from mlx_clip.settings import FinetuneConfig
 
     config = FinetuneConfig.from_dict({"wise_ft": [0, 0.5, 1], "wise_ft_pick": "balanced"})
     assert config.wise_ft == [0, 0.5, 1] and config.to_dict()["wise_ft_pick"] == "balanced"

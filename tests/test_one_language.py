@@ -15,9 +15,9 @@ import pytest
 
 from mlx_clip import __main__ as dispatcher
 from mlx_clip import compare, convert, curve, fetch, finetune, index, search
-from mlx_clip.cli_args import key_flag, leaf_fields, setting_of_flag
+from mlx_clip.flags import key_flag, leaf_fields, setting_of_flag
 from mlx_clip.command import run_command
-from mlx_clip.config import FinetuneConfig, config_from_args, load_config
+from mlx_clip.settings import FinetuneConfig, config_from_args, load_config
 from mlx_clip.errors import InputError
 from mlx_clip.wording import counted
 

@@ -8,7 +8,7 @@ import pytest
 
 from mlx_clip import compare, convert, fetch
 from mlx_clip.errors import InputError, error_line, scrub_tokens
-from mlx_clip.run import compare as run_compare
+from mlx_clip.run import compare_runs as run_compare
 
 TOKEN = "hf_" + "Ab3" * 11 + "x"  # 34 characters after hf_, as the hub's tokens are
 

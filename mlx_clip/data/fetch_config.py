@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..cli_args import encoding_name, positive_int, positive_seconds, setting
+from ..flags import encoding_name, positive_int, positive_seconds, setting
 from .redirect_guard import IPAddress, is_private_address
 from .records import MANIFEST_ID
 from .stored_copy import DEFAULT_MAX_SIDE

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..errors import InputError
 from .captions import CaptionBuilder
 from .dataset import is_manifest, split_sizes

@@ -22,7 +22,7 @@ import mlx.data as dx
 import numpy as np
 from PIL import Image
 
-from ..cli_args import setting
+from ..flags import setting
 from .captions import CaptionBuilder
 from .dataset import Item
 from ..models.image_open import decode_reduced, load_image

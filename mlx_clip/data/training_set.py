@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..errors import InputError
 from .captions import CaptionBuilder
 from .dataset import Item, check_images, image_key, read_manifest, split

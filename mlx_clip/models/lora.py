@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..cli_args import setting
+from ..flags import setting
 from ..errors import InputError
 from .model import Encoder
 

@@ -14,7 +14,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..data.dataset import split_sizes
 from ..data.sampling import choose_sample
 from ..data.source import check_before_fetch, is_manifest, resolved_test_fraction, use_bundled_data

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..config import FinetuneConfig, ignored_on_resume
+from ..settings import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
 from ..folder_lock import hold_folder_lock

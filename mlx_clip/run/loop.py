@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..progress import Progress
 from ..data.stream import TrainStream
 from ..errors import InputError

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..data.caption_check import CaptionCheck, check_captions
 from ..data.captions import value_text
 from ..data.dataset import split_sizes

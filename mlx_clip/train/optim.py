@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from ..cli_args import setting
+from ..flags import setting
 
 _NO_DECAY = re.compile(r"(^|[._])(bias|logit_scale|class_embedding|probe)$|norm|layrnorm|embedding")
 

@@ -19,7 +19,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ..cli_args import setting
+from ..flags import setting
 from ..errors import InputError
 from ..models.family import family_of
 from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters

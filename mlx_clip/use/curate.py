@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..config import DEFAULT_LABEL_PROMPT
+from ..settings import DEFAULT_LABEL_PROMPT
 from ..errors import InputError
 from ..io import atomic_file
 from ..train.evaluate import class_embeddings

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_args import add_config_arguments, apply, given
-from ..config import FinetuneConfig
+from ..flags import add_config_arguments, apply, given
+from ..settings import FinetuneConfig
 from ..command import add_version, run_command
 from .decode_threads import DEFAULT_THREADS
 from .embed_collection import IndexSettings, build_index

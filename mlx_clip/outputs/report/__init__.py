@@ -19,8 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ...cli_args import rows as config_rows
-from ...config import FinetuneConfig
+from ...flags import rows as config_rows
+from ...settings import FinetuneConfig
 from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP

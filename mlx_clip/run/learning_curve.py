@@ -26,7 +26,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from ..config import FinetuneConfig
+from ..settings import FinetuneConfig
 from ..data.sampling import sample_size
 from ..errors import InputError
 from ..io import write_json, write_text

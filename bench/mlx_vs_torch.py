@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """MLX (this project's code) vs PyTorch (transformers CLIPModel) on the same CLIP, batch and data.
 
-  python bench/compare.py --config b32 --batch 32 --repeats 5
-  python bench/compare.py --config tiny --steps 1 --json /tmp/smoke.json     # CI smoke test
+  python bench/mlx_vs_torch.py --config b32 --batch 32 --repeats 5
+  python bench/mlx_vs_torch.py --config tiny --steps 1 --json /tmp/smoke.json     # CI smoke test
 
 Cases: a full training step (AdamW, contrastive loss), a training step with the text tower
 locked, and image-embedding inference. Each (framework, case) runs in its own child process,

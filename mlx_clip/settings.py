@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli_args import add_config_arguments, apply, flag_of, from_dict, given, leaf_fields, margin_text, \
+from .flags import add_config_arguments, apply, flag_of, from_dict, given, leaf_fields, margin_text, \
     positive_int, setting, to_dict
 from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
