@@ -23,10 +23,11 @@ from .flags import add_config_arguments, apply, flag_of, from_dict, given, leaf_
 from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
 from .errors import InputError
-from .models.lora import LoraConfig
+from .data.dataset import split_sizes
+from .models.lora import ALL_LOCKED, LoraConfig
 from .train.optim import OptimConfig
 from .train.retention import DEFAULT_SIZE as RETENTION_SIZE
-from .train.wise_ft import PICK_RULES, alpha_list
+from .train.wise_ft import PICK_RULES, alpha_list, check_alphas
 from .train.step import LockConfig
 
 DEFAULT_LABEL_PROMPT = "a photo of {label}"
@@ -124,6 +125,23 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         """The nested JSON-ready dict that runs/NAME/config.json holds."""
         return to_dict(self)
+
+    def check(self) -> None:
+        """The settings that need no data, each refused in one line before any work."""
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(f"--precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.batch_size < 1 or self.epochs < 0:
+            raise InputError("--batch-size must be >= 1 and --epochs >= 0")
+        if not 0 < self.augment.crop_min_area <= 1:
+            raise InputError(f"--crop-min-area must be in (0, 1], got {self.augment.crop_min_area}")
+        if self.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {self.threads}")
+        check_alphas(self.wise_ft, self.wise_ft_pick, self.retention_images)
+        split_sizes(0, self.val_fraction, self.test_fraction or 0.0)  # the fractions, before any work
+        self.lora.check()
+        locks = self.locks  # --lora needs some block left to adapt (said before any download)
+        if self.lora.rank and locks.lock_image and locks.lock_text and not locks.unlock_last:
+            raise InputError(ALL_LOCKED)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run (at least 1, for the schedule)."""

@@ -250,8 +250,8 @@ def test_rank_shards_of_each_global_batch_make_up_the_single_process_batch(tiny_
                             sample=SampleConfig(seed=3), captions=["a {colour} {shape}", "{shape}, {colour}"],
                             augment=AugmentConfig(rotate=10), val_fraction=0.25)
     prepared = prepare(config, say=lambda *_: None)
-    single = list(prepared.train_stream().epoch(2))
-    shards = [list(ShardedStream(prepared.train_stream(), Dist(rank=r, size=2)).epoch(2)) for r in (0, 1)]
+    single = list(prepared.train_stream(prepared.model).epoch(2))
+    shards = [list(ShardedStream(prepared.train_stream(prepared.model), Dist(rank=r, size=2)).epoch(2)) for r in (0, 1)]
     assert len(single) == len(shards[0]) == len(shards[1]) == 8  # 144 records: 7 x 20 + 4
     for whole, *parts in zip(single, *shards):
         assert [p["global_size"] for p in parts] == [len(whole["record_id"])] * 2

@@ -125,6 +125,16 @@ def image_groups(items: Sequence[Item]) -> list[int]:
     return [first.setdefault(str(item.record.get("sha256") or item.image_path), i) for i, item in enumerate(items)]
 
 
+@dataclass
+class EvalSet:
+    """Validation images with their deterministic captions and (optional) labels."""
+
+    image_paths: list[str]
+    captions: list[str]
+    labels: list[str | None]
+    groups: list[int] | None = None  # record groups (one image or object): image-to-image recall's hits
+
+
 class TrainStream:
     """Shuffled, augmented, prefetched training batches; `epoch(e)` is the same for the same e."""
 

@@ -7,18 +7,21 @@ the caller's config is never changed. Every input error surfaces here, before tr
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from ..settings import FinetuneConfig
 from ..errors import InputError
-from .captions import CaptionBuilder
+from .captions import CaptionBuilder, value_text
 from .dataset import Item, check_images, image_key, read_manifest, split
 from .groups import RecordGroups, record_groups
-from .records import has_field
+from .records import get_field_or_none, has_field
 from .source import (check_batch_size, check_label_field, resolve_manifest, resolved_test_fraction,
                      use_bundled_data)
+from .stream import EvalSet, TrainStream
 
 
 @dataclass
@@ -41,6 +44,41 @@ class TrainingSet:
     def group_of(self, index: list[int]) -> list[int]:
         """The record groups of the records at `index` (each record its own without groups)."""
         return [self.groups.of_record[i] for i in index] if self.groups else list(range(len(index)))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_index) / self.config.batch_size)
+
+    def label(self, i: int) -> str | None:
+        """Record i's --label-field value as text (None without a label field or value)."""
+        field_name = self.config.label_field
+        return (value_text(get_field_or_none(self.items[i].record, field_name)) or None) if field_name else None
+
+    def label_counts(self, index: list[int] | None = None) -> Counter:
+        """How many records (all, or those at `index`) carry each label; "(missing)" counts the rest."""
+        return Counter(self.label(i) or "(missing)" for i in (range(len(self.items)) if index is None else index))
+
+    def eval_set(self, index: list[int] | None = None) -> EvalSet:
+        """The validation set, or the records at `index` (the test set)."""
+        index = self.val_index if index is None else index
+        return EvalSet(
+            image_paths=[str(self.items[i].image_path) for i in index],
+            captions=[self.captions.first(i) for i in index],
+            labels=[self.label(i) for i in index],
+            groups=self.group_of(index),
+        )
+
+    def trained_names(self) -> list[str]:
+        """The training records' `name` values (retention: did the run train on the emoji set)."""
+        records = [self.items[i].record for i in self.train_index]
+        return [str(r.get("name")) for r in records if isinstance(r, dict) and r.get("name")]
+
+    def train_stream(self, model) -> TrainStream:
+        """The training records' batches, as `model` (its tokenizer, image processor and size) takes them."""
+        return TrainStream([self.items[i] for i in self.train_index], self.captions, model.tokenizer,
+                           model.image_processor, model.config.vision.image_size, self.config.batch_size,
+                           self.config.sample.seed, self.config.augment, threads=self.config.threads,
+                           caption_index=self.train_index, groups=self.group_of(self.train_index))
 
 
 def check_group_field(config: FinetuneConfig, records: list[dict], where: str) -> None:

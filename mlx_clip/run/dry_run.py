@@ -79,7 +79,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     say(describe(prepared, count_parameters(model.trainable_parameters())))
     spe = prepared.steps_per_epoch
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)
-    stream = prepared.train_stream()
+    stream = prepared.train_stream(model)
     batches, load_times = [], []
     started = time.perf_counter()
     for batch in stream.epoch(1):

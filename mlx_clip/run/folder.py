@@ -9,14 +9,45 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..settings import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
 from ..folder_lock import hold_folder_lock
 from ..outputs.run_paths import RUN_LOCK, RunPaths, check_run_name
-from ..train.checkpoint import resolve_checkpoint
+from ..train.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
+from ..train.distributed import Dist
+
+
+def open_run(config: FinetuneConfig, resume: str | None, dist: Dist,
+             say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint | None]:
+    """A fresh run's config with its name, or the resumed run's saved config and checkpoint
+    (rank 0 reads them; other ranks receive them)."""
+    checkpoint = None
+    if resume:
+        config, checkpoint = resumed_run(config, resume, dist, say)
+    config = replace(config, name=run_name(config))
+    dist.check_batch_size(config.batch_size)
+    return config, checkpoint
+
+
+def resumed_run(config: FinetuneConfig, resume: str, dist: Dist,
+                say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint]:
+    """The saved settings and checkpoint of the run that `resume` names, the same on every rank;
+    the flags given beside --resume that it ignores are said once."""
+    saved, checkpoint = None, None
+    if dist.is_main:
+        saved, folder = resume_config(config, resume)
+        checkpoint = load_checkpoint(folder)
+    shared, checkpoint = dist.resume(saved.to_dict() if saved else None, checkpoint)
+    resumed = FinetuneConfig.from_dict(shared)
+    say(f"resuming {RunPaths.of(resumed.runs_dir, resumed.name).root} from {checkpoint.folder.name} "
+        f"(settings from its config.json)")
+    ignored = ignored_on_resume(config, resumed)
+    if ignored:
+        say("warning: a resumed run keeps its saved settings; ignored: " + ", ".join(ignored))
+    return resumed, checkpoint
 
 def run_name(config: FinetuneConfig) -> str:
     """--name checked (it becomes a folder name; RunPaths owns the rule), or the start time."""
@@ -71,6 +102,8 @@ def latest_run(runs_dir: Path) -> Path:
 
 def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, Path]:
     """The saved config of the run to resume and its checkpoint folder."""
+    if config.name is not None:  # before it names a folder to read
+        check_run_name(config.name)
     runs_dir = Path(config.runs_dir)
     if resume != "latest":
         checkpoint = resolve_checkpoint(resume, runs_dir)
@@ -86,14 +119,6 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
         resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
         resumed.sample = replace(resumed.sample, sample=None, margin=None)
     return resumed, checkpoint
-
-
-def ignored_settings(given: FinetuneConfig, resumed: FinetuneConfig) -> str | None:
-    """The warning for flags given with --resume that differ from the run's saved settings."""
-    ignored = ignored_on_resume(given, resumed)
-    if not ignored:
-        return None
-    return "warning: a resumed run keeps its saved settings; ignored: " + ", ".join(ignored)
 
 
 def stopped_run(config: FinetuneConfig, resume: str | None) -> Path | None:

@@ -33,19 +33,13 @@ class BaseModel:
         return self._model
 
 
-def trained_names(prepared: Prepared) -> list[str]:
-    """The training records' `name` values (to tell whether the run trained on the emoji set)."""
-    return [str(prepared.items[i].record.get("name")) for i in prepared.train_index
-            if isinstance(prepared.items[i].record, dict) and prepared.items[i].record.get("name")]
-
-
 def measure_retention(prepared: Prepared, model: CLIP, base: BaseModel) -> dict | None:
     """metrics.json's "retention" (None with --retention-images 0)."""
     config = prepared.config
     if config.retention_images < 1:
         return None
     return retention(model, base, config.model, config.retention_images, Path(config.runs_dir) / ".cache",
-                     trained_names(prepared), config.threads)
+                     prepared.trained_names(), config.threads)
 
 
 def wise_ft(paths: RunPaths, prepared: Prepared, final: CLIP, base: BaseModel,

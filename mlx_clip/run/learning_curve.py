@@ -120,7 +120,7 @@ def _train_subset(prepared: Prepared, model: CLIP, start: dict, subset: list[int
     sub.ready_to_train(model)
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(sub.steps_per_epoch)), config.precision,
                       model.tokenizer.eos_token_id)
-    stream = sub.train_stream()
+    stream = sub.train_stream(sub.model)
     losses: list[float] = []
     for epoch in range(1, config.epochs + 1):
         mx.random.seed(config.sample.seed * 100_003 + epoch)

@@ -25,17 +25,16 @@ from ..io import write_json
 from ..models.clip import CLIP
 from ..models.lora import merged_weights
 from ..outputs.export import save_run_model
-from ..outputs.run_paths import RunPaths, check_run_name
+from ..outputs.run_paths import RunPaths
 from ..train import distributed
-from ..train.checkpoint import Checkpoint, load_checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
+from ..train.checkpoint import Checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
 from ..train.evaluate import EvalSet, evaluate
 from ..train.optim import make_optimizer
 from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
 from ..train.metric_names import MEAN_R1
 from .console import describe, stuck_warning, table_header, table_row
 from .finish import finish
-from .folder import (check_resumed_split, claim_run_folder, ignored_settings, lock_run_folder, resume_config,
-                     run_name)
+from .folder import check_resumed_split, claim_run_folder, lock_run_folder, open_run
 from .prepare import Prepared, prepare
 
 
@@ -181,30 +180,6 @@ def _run_in_folder(config: FinetuneConfig, resume: str | None, checkpoint: Check
     return paths.root
 
 
-def open_run(config: FinetuneConfig, resume: str | None, dist: distributed.Dist,
-             say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint | None]:
-    """A fresh run's config with its name, or the resumed run's saved config and checkpoint
-    (rank 0 reads them; other ranks receive them)."""
-    if config.name is not None:  # before --resume reads runs/NAME
-        check_run_name(config.name)
-    checkpoint = None
-    if resume:
-        saved = None
-        if dist.is_main:
-            saved, folder = resume_config(config, resume)
-            checkpoint = load_checkpoint(folder)
-        shared, checkpoint = dist.resume(saved.to_dict() if saved else None, checkpoint)
-        given, config = config, FinetuneConfig.from_dict(shared)
-        say(f"resuming {RunPaths.of(config.runs_dir, config.name).root} from {checkpoint.folder.name} "
-            f"(settings from its config.json)")
-        ignored = ignored_settings(given, config)
-        if ignored:
-            say(ignored)
-    config = replace(config, name=run_name(config))
-    dist.check_batch_size(config.batch_size)
-    return config, checkpoint
-
-
 def write_start(paths: RunPaths, prepared: Prepared) -> None:
     """config.json (the settings and what they resolved to) and split.json, before training."""
     config, model = prepared.config, prepared.model
@@ -234,7 +209,7 @@ def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,
     trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
                            config.precision,
                            model.tokenizer.eos_token_id)
-    stream, eval_set = dist.stream(prepared.train_stream()), prepared.eval_set()
+    stream, eval_set = dist.stream(prepared.train_stream(prepared.model)), prepared.eval_set()
     if checkpoint is None:
         return Training(prepared, paths, dist, trainer, stream, eval_set, Float32View(model, trainer))
     trainer.load_fp32_parameters(tree_unflatten(list(checkpoint.weights.items())))
