@@ -268,7 +268,7 @@ def test_recall_plot_scales_to_the_scores_and_their_intervals():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mlx_clip.run.plots import recall_axes
+    from mlx_clip.outputs.plots import recall_axes
 
     history = [{"epoch": e, "i2t_R@1": 0.02 + 0.01 * e, "i2t_R@1_ci95": [0.01 * e, 0.05 + 0.01 * e]} for e in range(4)]
     fig, ax = plt.subplots()

@@ -23,6 +23,8 @@ from .source import (check_batch_size, check_label_field, resolve_manifest, reso
                      use_bundled_data)
 from .stream import EvalSet, TrainStream
 
+DEFAULT_CAPTIONS = "(default: built from the record's text fields)"  # the card's line when no --caption
+
 
 @dataclass
 class TrainingSet:
@@ -72,6 +74,18 @@ class TrainingSet:
         """The training records' `name` values (retention: did the run train on the emoji set)."""
         records = [self.items[i].record for i in self.train_index]
         return [str(r.get("name")) for r in records if isinstance(r, dict) and r.get("name")]
+
+    def data_summary(self) -> dict:
+        """What the model card says about the data (runs/NAME/data.json; CardInfo.from_run reads it)."""
+        config, sample = self.config, self.config.sample
+        labels = None
+        if config.label_field:
+            labels = {"field": config.label_field, "counts": dict(self.label_counts().most_common())}
+        return {"source": config.manifest or config.data, "records": len(self.items),
+                "train": len(self.train_index), "val": len(self.val_index), "test": len(self.test_index),
+                "sample": {"method": f"stratified by {sample.stratify}" if sample.stratify else "simple random",
+                           "size": sample.sample, "margin": sample.margin, "seed": sample.seed} if sample.draws else None,
+                "labels": labels, "caption_templates": config.captions or [DEFAULT_CAPTIONS]}
 
     def train_stream(self, model) -> TrainStream:
         """The training records' batches, as `model` (its tokenizer, image processor and size) takes them."""

@@ -16,6 +16,7 @@ from ..models import siglip_tokenizer, tokenizer
 from ..models.clip import CLIP, SigLIP, dtype_name
 from ..models.family import family_of
 from ..models.lora import merged_weights
+from .run_paths import RunPaths
 
 CARD = "README.md"  # the model card: written by the run or the push, never removed by an export
 # Every file an export (of either family) may write: what the hub upload takes (with the card).
@@ -67,24 +68,27 @@ def export_hf(model: CLIP | SigLIP, path: str | Path) -> Path:
 
 
 def _write_files(model: CLIP | SigLIP, folder: Path, title: str) -> None:
+    """The tokenizer's files first (their max length capped), then every other file's content,
+    then the writes; the weights take the time."""
     from tqdm import tqdm
 
     with tqdm(total=3, desc=f"export {title}", unit="step", leave=False,
               disable=not sys.stderr.isatty()) as bar:
+        bar.set_postfix_str("tokenizer and configs")
+        if model.has_tokenizer:
+            model.tokenizer.save(folder)
+            cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
+        config = hf_config(model)
+        sentence_transformers = family_of(model).sentence_transformers_files(model.config.text.max_position_embeddings)
+        write_json(folder / "config.json", config)
+        write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
+        bar.update()
         bar.set_postfix_str("weights")
         weights = W.mlx_to_hf(merged_weights(model))  # LoRA adapters folded in: a plain CLIP
         write_safetensors(folder / W.HF_WEIGHTS, weights, {"format": "pt"})
         bar.update()
-        bar.set_postfix_str("configs and tokenizer")
-        write_json(folder / "config.json", hf_config(model))
-        write_json(folder / "preprocessor_config.json", model.image_processor.to_dict())
-        if model.has_tokenizer:
-            model.tokenizer.save(folder)
-            cap_model_max_length(folder / "tokenizer_config.json", model.config.text.max_position_embeddings)
-        bar.update()
         bar.set_postfix_str("sentence-transformers files")
-        for name, content in family_of(model).sentence_transformers_files(
-                model.config.text.max_position_embeddings).items():
+        for name, content in sentence_transformers.items():
             write_json(folder / name, content)
         bar.update()
 
@@ -93,6 +97,21 @@ def save_run_model(model: CLIP | SigLIP, path: str | Path) -> Path:
     """Save a run's best model in the one folder every consumer takes (export_hf's layout; an old
     run resumed here has MLX weights in that folder, which export_hf removes)."""
     return export_hf(model, path)
+
+
+def one_model_folder(model: CLIP | SigLIP, paths: RunPaths, mix: dict | None = None) -> list[str]:
+    """model/ holds a finished run's one model: `model` when it is the picked WiSE-FT `mix`; a
+    resumed old run (MLX model/ plus an HF copy in export/) ends with the one model/ of new runs,
+    its best model rewritten in HF layout there and the copy, now stale, removed. The lines to say."""
+    said = []
+    if mix or paths.old_layout:
+        save_run_model(model, paths.model)
+    if mix:
+        said.append(f"wise-ft: kept a = {mix['alpha']:g} ({mix['why']}); {paths.model} holds that mix")
+    if paths.export.is_dir():
+        shutil.rmtree(paths.export)
+        said.append(f"removed {paths.export} (a second copy of the model): {paths.model} now holds it for every use")
+    return said
 
 
 def cap_model_max_length(path: Path, positions: int) -> None:

@@ -199,7 +199,7 @@ def html_page(result: dict, chart: Path | None = None) -> str:
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:
-    from .plots import differences_chart
+    from ..outputs.plots import differences_chart
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", result)

@@ -81,6 +81,13 @@ def describe(prepared: Prepared, trainable: int) -> str:
     return "\n".join(lines)
 
 
+def start_lines(prepared: Prepared, trainable: int, distributed: str | None, history: list[dict]) -> list[str]:
+    """What a run says before its first epoch: the plan, the distributed line, the epoch table's
+    header and the rows a resumed run already has."""
+    table = [table_header()] + [table_row(row) for row in history]
+    return [describe(prepared, trainable)] + ([distributed] if distributed else []) + table
+
+
 STUCK_TOLERANCE = 0.02  # a post-warmup epoch loss within 2 % of chance (or above it) is "stuck"
 
 

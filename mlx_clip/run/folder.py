@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,16 @@ def run_name(config: FinetuneConfig) -> str:
     if config.name is not None:
         return check_run_name(config.name)
     return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def hold_run_folder(config: FinetuneConfig, unique: bool, dist: Dist
+                    ) -> tuple[FinetuneConfig, AbstractContextManager[None]]:
+    """Rank 0 claims runs/NAME (see claim_run_folder) and returns the config with that name and
+    the lock to hold while the run writes there; the other ranks write nothing and hold nothing."""
+    if not dist.is_main:
+        return config, nullcontext()
+    name, created = claim_run_folder(config.runs_dir, config.name, unique=unique)
+    return replace(config, name=name), lock_run_folder(RunPaths.of(config.runs_dir, name).root, created)
 
 
 def claim_run_folder(runs_dir: str | Path, name: str, unique: bool) -> tuple[str, list[Path]]:

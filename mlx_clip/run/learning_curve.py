@@ -40,7 +40,7 @@ from ..train.optim import make_optimizer
 from ..train.step import Trainer, set_weights
 from .folder import claim_run_folder, lock_run_folder, run_name
 from .loop import Float32View, train_epoch
-from .plots import plot_curve
+from ..outputs.plots import plot_curve
 from .prepare import Prepared, prepare
 
 CURVE_KEYS = (MEAN_R1,) + RETRIEVAL_RECALLS + (ZERO_SHOT,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -32,9 +32,9 @@ from ..train.evaluate import EvalSet, evaluate
 from ..train.optim import make_optimizer
 from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
 from ..train.metric_names import MEAN_R1
-from .console import describe, stuck_warning, table_header, table_row
+from .console import start_lines, stuck_warning, table_row
 from .finish import finish
-from .folder import check_resumed_split, claim_run_folder, lock_run_folder, open_run
+from .folder import check_resumed_split, hold_run_folder, open_run
 from .prepare import Prepared, prepare
 
 
@@ -81,6 +81,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
     on the host. A non-finite step is caught one step late; it and every later one were never
     applied (step.py), and the epoch stops there, saving nothing."""
     losses, sizes = [], []
+    batches = stream.epoch(epoch)  # a generator: nothing is read before the first step
     bar = Progress(len(stream.items), f"epoch {epoch}/{epochs}", enabled=progress)  # plain lines in a log
     started, seen = time.perf_counter(), 0
 
@@ -100,7 +101,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
             on_step()
 
     previous = None  # (number, pending step, batch size)
-    for number, batch in enumerate(stream.epoch(epoch), 1):
+    for number, batch in enumerate(batches, 1):
         extra = {"valid": batch["valid"]} if "valid" in batch else {}  # a distributed shard
         pending = trainer.submit(batch["input_ids"], batch["pixels"], groups=batch["image_group"], **extra)
         if previous is not None:
@@ -139,11 +140,8 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
         say, progress = (lambda *_: None), False
     unnamed = config.name is None and not resume
     config, checkpoint = open_run(config, resume, dist, say)
-    if not dist.is_main:  # rank 0 holds the run folder
-        return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
-    name, created = claim_run_folder(config.runs_dir, config.name, unique=unnamed)
-    config = replace(config, name=name)
-    with lock_run_folder(RunPaths.of(config.runs_dir, config.name).root, created):
+    config, folder_lock = hold_run_folder(config, unnamed, dist)
+    with folder_lock:
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
 
 
@@ -156,26 +154,19 @@ def _run_in_folder(config: FinetuneConfig, resume: str | None, checkpoint: Check
     paths = RunPaths.of(config.runs_dir, config.name)
     if not resume and paths.latest_checkpoint.is_file():
         raise InputError(f"{paths.root} already has a run; pass --resume to continue it or another --name")
-    if resume and dist.is_main:  # before write_start rewrites split.json
-        check_resumed_split(paths, prepared.split_ids)
-    if dist.is_main:
-        write_start(paths, prepared)
-    training = start_training(prepared, paths, dist, checkpoint)
-    say(describe(prepared, count_parameters(prepared.model.trainable_parameters())))
-    if dist.active:
-        say(dist.describe(config.batch_size))
-    say(table_header())
-    for row in training.history:
-        say(table_row(row))
+    training = start_training(prepared, paths, dist, checkpoint, resume)
+    for line in start_lines(prepared, count_parameters(prepared.model.trainable_parameters()),
+                            dist.describe(config.batch_size) if dist.active else None, training.history):
+        say(line)
     if checkpoint is None:
         evaluate_before(training, say)
+    if dist.is_main and training.start_epoch > config.epochs and training.best["epoch"] is None:
+        save_run_model(training.view.refresh(), paths.model)  # no training (--epochs 0): the starting model
     for epoch in range(training.start_epoch, config.epochs + 1):
         train_and_save(training, epoch, progress, hooks, say)
         if hooks.on_epoch is not None:
             hooks.on_epoch(epoch)
     if dist.is_main:  # rank 0 writes the model, metrics and plots
-        if training.best["epoch"] is None:  # no training (--epochs 0): the starting model
-            save_run_model(training.view.refresh(), paths.model)
         finish(paths, prepared, training.history, training.best, training.step_losses, say)
     return paths.root
 
@@ -201,10 +192,15 @@ def write_start(paths: RunPaths, prepared: Prepared) -> None:
         write_json(paths.captions, prepared.caption_check.to_dict())
 
 
-def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist,
-                   checkpoint: Checkpoint | None) -> Training:
-    """Lock the towers, build the trainer and stream; a resumed run restores its checkpoint."""
+def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist, checkpoint: Checkpoint | None,
+                   resume: str | None = None) -> Training:
+    """The run folder's start files (rank 0; a resumed run's split checked first), then the towers
+    locked and the trainer and stream built; a resumed run restores its checkpoint."""
     config, model = prepared.config, prepared.model
+    if resume and dist.is_main:  # before write_start rewrites split.json
+        check_resumed_split(paths, prepared.split_ids)
+    if dist.is_main:
+        write_start(paths, prepared)
     prepared.ready_to_train()
     trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
                            config.precision,

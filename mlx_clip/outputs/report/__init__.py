@@ -7,15 +7,16 @@ labels); loss and recall plots; before/after scores with 95 % bootstrap interval
 paired interval for the change; text->image retrieval for a few validation captions before
 and after fine-tuning (thumbnails, correct image marked); zero-shot accuracy per label; and
 the worst mistakes after training. "Before" comes from the epoch-0 evaluation's saved
-per-item results (eval_before.npz), "after" from re-evaluating the saved best model.
+per-item results (eval_before.npz), "after" from evaluating the final model (mlx_clip.train.judging).
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections import Counter
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -27,7 +28,8 @@ from ...models.clip import CLIP
 from ...io import write_text
 from ...train.bootstrap import words_for
 from ...train import scores
-from ...train.evaluate import EvalDetails, EvalSet, evaluate
+from ...train.evaluate import EvalDetails, EvalSet
+from ...train.judging import Judging
 from ...train.metric_names import MEAN_R1, RANK_KEYS, SCORE_KEYS, ZERO_SHOT, ci_key
 from ..run_paths import RunPaths
 from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
@@ -52,17 +54,17 @@ class RunData(Protocol):
     def label_counts(self, index: list[int] | None = None) -> Counter: ...
 
 
-def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[dict], best: dict,
-                 warnings: list[str], before: EvalDetails | None = None, after: EvalDetails | None = None) -> Path:
-    """Evaluate `final` on the validation set again (per item, unless `after` holds that) and write
-    report.html; `warnings` are the run's (mlx_clip.run.console.run_warnings, as metrics.json holds them)."""
+def write_report(paths: RunPaths, prepared: RunData, history: list[dict], best: dict, warnings: list[str],
+                 judged: Judging) -> Path:
+    """report.html from what the run measured: `judged` holds the per-item details before and after
+    (mlx_clip.train.judging); `warnings` are the run's (mlx_clip.run.console.run_warnings, as
+    metrics.json holds them)."""
     config = prepared.config
     eval_set = prepared.eval_set()
     metrics = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.is_file() else {}
-    if after is None and eval_set.image_paths:
-        _, after = evaluate(final, eval_set, config.label_prompt, details=True, threads=config.threads)
-    if before is None and paths.eval_before.is_file():
-        before = EvalDetails.load(paths.eval_before)
+    before, after = judged.val_before, judged.val_after
+    test = metrics.get("test")
+    test_details = (judged.test_before, judged.test_after) if test else None
     thumbs = Thumbnails(eval_set.image_paths)
     labels = eval_set.labels
     title = f"Fine-tuning run {paths.root.name}"
@@ -72,7 +74,7 @@ def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[
         "Intervals are 95 % bootstrap percentile intervals (1000 resamples, seeded); a change resamples the "
         "same items before and after (paired).</p>",
         verdict_section(metrics, warnings),
-        test_section(paths, metrics.get("test")),
+        test_section(test, test_details),
         retention_section(metrics),
         wise_ft_section(metrics, paths),
         summary_section(history, best, before, after),
@@ -87,6 +89,18 @@ def write_report(paths: RunPaths, prepared: RunData, final: CLIP, history: list[
     path = paths.report
     write_text(path, page(title, "\n".join(s for s in sections if s)))
     return path
+
+
+def write_run_report(paths: RunPaths, prepared: RunData, history: list[dict], best: dict, warnings: list[str],
+                     judged: Judging, say: Callable[[str], None] = print) -> Path | None:
+    """write_report at the end of a run: a failure here warns and never loses the run (the model
+    and metrics are already written)."""
+    try:
+        return write_report(paths, prepared, history, best, warnings, judged)
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        say(f"warning: could not write {paths.report}: {err}")
+        return None
 
 
 def _best_row(history: list[dict], best: dict) -> dict | None:
@@ -177,12 +191,12 @@ def change_cell(change) -> Raw | str:
     return Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
 
 
-def test_section(paths: RunPaths, test: dict | None) -> str:
-    """The held-out test set's before and after (from metrics.json and eval_test*.npz): unlike
-    validation, it picked nothing, so these are the figures to quote."""
-    if not test:
+def test_section(test: dict | None, details: tuple[EvalDetails, EvalDetails] | None) -> str:
+    """The held-out test set's before and after (from metrics.json, and eval_test*.npz's per-item
+    `details`): unlike validation, it picked nothing, so these are the figures to quote."""
+    if not test or details is None:
         return ""
-    before, after = EvalDetails.load(paths.test_before), EvalDetails.load(paths.test_after)
+    before, after = details
     rows = []
     for key in SCORE_KEYS:
         if key not in test["before"] and key not in test["after"]:

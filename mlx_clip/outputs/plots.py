@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs.run_paths import RunPaths
+from .run_paths import RunPaths
 from ..train.metric_names import I2I_R1, I2I_RECALLS, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, recall_key
 
 CHART_KEYS = (MEAN_R1, recall_key("i2t", 1), recall_key("t2i", 1), ZERO_SHOT, I2I_R1)  # the table has the rest
