@@ -75,15 +75,11 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
             dist: Dist | None = None) -> Prepared:
     """Settings -> the data step -> the model; all input errors surface here."""
     config.check()
-    found: list[Path] = []
-
-    def find_model() -> None:
-        """Before any fetch: a --model typo, or a hub id with no network, is said before hours of downloads."""
-        if model is None:
-            found.append(resolve_model_folder(config.model))
-
-    data = build_training_set(config, say, find_model,
-                              find_manifest=lambda c, s, b: manifest_once_per_host(c, s, b, dist))
+    found: list[Path] = []  # the model's folder, when resolved before a fetch
+    data = build_training_set(
+        config, say,  # before a fetch: a --model typo, or a hub id with no network, is said before hours of downloads
+        before_fetch=(lambda: found.append(resolve_model_folder(config.model))) if model is None else (lambda: None),
+        find_manifest=lambda c, s, b: manifest_once_per_host(c, s, b, dist))
     if model is None:
         model = load(found[0] if found else config.model, dtype="float32")
     tokenizer = model.tokenizer  # a model without tokenizer files fails here, clearly
