@@ -291,3 +291,17 @@ def test_wise_ft_settings_from_flags_and_config_files(tiny_hf, shapes_manifest, 
     assert finetune.main(base + ["--wise-ft", "default", "--wise-ft-pick", "balanced", "--retention-images", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--retention-images" in err[0]
+
+
+def test_the_verdict_compares_the_test_set_else_validation_else_nothing():
+    """train/judging.py's Judging.compared(): the held-out test set whenever there is one (never
+    validation, which picked the epoch), else validation's before and after, else nothing."""
+    from mlx_clip.train.judging import Judging
+
+    val_b, val_a, test_b, test_a = (_details([1, 2], [1, 2], ["x", "y"], [0, 1]) for _ in range(4))
+    with_test = Judging(final=None, test={"size": 7}, val_before=val_b, val_after=val_a, val_size=2,
+                        test_before=test_b, test_after=test_a)
+    assert with_test.compared() == (test_b, test_a, "test", 7)
+    validation = Judging(final=None, val_before=val_b, val_after=val_a, val_size=2)
+    assert validation.compared() == (val_b, val_a, "validation", 2)
+    assert Judging(final=None, val_after=val_a, val_size=2).compared() == (None, None, "validation", 0)
