@@ -81,7 +81,7 @@ def train_epoch(trainer: Trainer, stream: TrainStream, epoch: int, epochs: int,
     on the host. A non-finite step is caught one step late; it and every later one were never
     applied (step.py), and the epoch stops there, saving nothing."""
     losses, sizes = [], []
-    batches = stream.epoch(epoch)  # a generator: nothing is read before the first step
+    batches = stream.epoch(epoch)  # the epoch's plan; images are read as the steps take them
     bar = Progress(len(stream.items), f"epoch {epoch}/{epochs}", enabled=progress)  # plain lines in a log
     started, seen = time.perf_counter(), 0
 
