@@ -91,9 +91,6 @@ def search(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
     return run_command(lambda: search(args), interrupted=lambda: "interrupted; the index files are only read")
 
 if __name__ == "__main__":
