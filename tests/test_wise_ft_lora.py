@@ -59,5 +59,8 @@ def test_a_lora_run_exports_the_mix_of_base_and_merged_fine_tuned_weights(alpha,
     assert (run / "wise_ft.png").stat().st_size > 10_000
     assert f"WiSE-FT: the kept mix a = {alpha:g}" in (run / "report.html").read_text()
     assert f"a = {alpha:g}" in (run / "model" / "README.md").read_text()
+    from mlx_clip.outputs.label_prompt import recorded_label_prompt  # what search.py --curate asks it with
+
+    assert recorded_label_prompt(run / "model") == ("a photo of {label}", str(run / "model" / "README.md"))
     assert f"kept a = {alpha:g}" in out
     assert "wise_ft.png" in next(line for line in out.splitlines() if line.startswith(f"wrote {run}"))
