@@ -14,7 +14,7 @@ from pathlib import Path
 from ..flags import add_config_arguments, apply, given
 from ..settings import FinetuneConfig
 from ..command import add_version, run_command
-from .decode_threads import DEFAULT_THREADS
+from ..data.decode_threads import DEFAULT_THREADS
 from .embed_collection import IndexSettings, build_index
 
 
