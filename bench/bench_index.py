@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from mlx_clip.use.decode_threads import image_pixels
+    from mlx_clip.data.decode_threads import image_pixels
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

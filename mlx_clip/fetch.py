@@ -38,10 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run fetch.py; returns the exit code (mlx_clip.command: 2 for bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
-    # A record's text may hold a lone surrogate (a title cut inside an emoji): print it escaped.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
 
     def work() -> None:
         config = apply(FinetuneConfig(), given(args, FinetuneConfig))

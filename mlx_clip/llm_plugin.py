@@ -25,7 +25,7 @@ import numpy as np
 
 from . import registry
 from .errors import InputError
-from .use.decode_threads import ordered_map
+from .data.decode_threads import ordered_map
 
 _loaded: dict[str, object] = {}  # source -> CLIP, once per process
 _load_lock = threading.Lock()
@@ -88,7 +88,7 @@ class MLXClipEmbeddingModel(llm.EmbeddingModel):
         processor = model.image_processor
 
         def pixels(pair: tuple[int, bytes]):
-            # On a decode thread (use/decode_threads.py, as the index does); resized as soon as decoded:
+            # On a decode thread (data/decode_threads.py, as the index does); resized as soon as decoded:
             # a batch of 32 full-size photos would take gigabytes.
             return processor.normalize(np.asarray(processor.resize_and_crop(_decode_image(pair[1]))))
 

@@ -12,6 +12,7 @@ from . import __version__  # noqa: F401  (the package first: it puts a fast BLAS
 from .settings import DEFAULT_LABEL_PROMPT
 from .command import add_version, run_command
 from .errors import InputError
+from .outputs.label_prompt import MAX_PROMPT_CHARS, usable_label_prompt
 from .use.curate import CurateConfig, curate
 from .use.search_api import SearchService
 from .use.search_server import MAX_UPLOAD_BYTES, make_server, serve
@@ -40,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     curator.add_argument("--threshold", metavar="S", type=float, default=0.95, help="duplicates: least similarity (default 0.95)")
     curator.add_argument("--max-pairs", metavar="N", type=int, default=100_000, help="duplicates: at most this many pairs")
     curator.add_argument("--label-field", metavar="FIELD", help="the field holding each record's label (default: the index's)")
-    curator.add_argument("--label-prompt", metavar="TEXT", default=DEFAULT_LABEL_PROMPT,
-                         help="prompt for zero-shot labels (default %(default)r)")
+    curator.add_argument("--label-prompt", metavar="TEXT", action="append",
+                         help="prompt for zero-shot labels, {label} is replaced; repeat for a prompt ensemble "
+                         "(default: the prompt the collection's model was fine-tuned with, when its run or "
+                         f"model card records it, else {DEFAULT_LABEL_PROMPT!r})")
     return add_version(parser)
 
 
@@ -54,9 +57,13 @@ def run_curate(args, collections) -> None:
             raise InputError(f"no collection {args.collection!r}")
     if not 0 < args.threshold <= 1.0001 or args.max_pairs < 1:
         raise InputError("--threshold must be in (0, 1] and --max-pairs at least 1")
-    if "{label}" not in args.label_prompt:
-        raise InputError(f"--label-prompt {args.label_prompt!r} has no {{label}}")
-    config = CurateConfig(args.threshold, args.max_pairs, args.label_field, args.label_prompt)
+    given = args.label_prompt
+    unusable = [p for p in given or [] if not usable_label_prompt(p)]
+    if unusable:
+        raise InputError(f"--label-prompt {unusable[0]!r}: a prompt holds {{label}} where the label goes "
+                         f"(and at most {MAX_PROMPT_CHARS} characters)")
+    config = CurateConfig(args.threshold, args.max_pairs, args.label_field,
+                          given[0] if given and len(given) == 1 else given)
     models: dict[str, object] = {}
     for found in collections:
         out = args.curate if len(collections) == 1 else args.curate / re.sub(r"[^\w.-]+", "_", found.key)
@@ -91,9 +98,6 @@ def search(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
     return run_command(lambda: search(args), interrupted=lambda: "interrupted; the index files are only read")
 
 if __name__ == "__main__":

@@ -98,3 +98,70 @@ def test_blocked_neighbours_and_pairs_equal_the_full_matrix():
     assert [(i, j) for _, i, j in pairs] == [(i, j) for _, i, j in sorted(upper, key=lambda t: (-t[0], t[1], t[2]))]
     assert similar_pairs(matrix, 0.6, 3, block=16) == pairs[:3]  # bounded: the most similar kept
     assert pairs[0][1:] == (3, 50)
+
+
+def _suggestion_scores(out, model_folder, prompt):
+    """The unlabelled record's three scores as written, and as computed here with `prompt`."""
+    row = next(csv.DictReader(open(out / "suggestions.csv", encoding="utf-8-sig")))
+    labels = [row[f"label_{n}"] for n in (1, 2, 3)]
+    written = [float(row[f"score_{n}"]) for n in (1, 2, 3)]
+    model = mlx_clip.load(model_folder)
+    found = read_collections([out.parent / "index.db"])[0]
+    return written, (class_embeddings(model, labels, prompt) @ found.vector_of(row["record_id"])).tolist()
+
+
+def test_suggestions_use_the_prompt_the_model_was_fine_tuned_with(built, tmp_path, capsys):
+    """A run's model/ (an old run: the card does not say, config.json does), a model folder copied
+    away from its run (its card says, written as finetune writes it: an ensemble here), and an
+    explicit --label-prompt, which wins."""
+    import json
+
+    from mlx_clip.outputs.card_info import CardInfo
+    from mlx_clip.outputs.model_card import write_model_card
+
+    run = tmp_path / "runs" / "finds"
+    shutil.copytree(built["model"], run / "model")
+    (run / "config.json").write_text(json.dumps({"label_prompt": "an emoji showing {label}"}))
+    ensemble = ["a {label} emoji", "a drawing of a {label}"]
+    copied = tmp_path / "copied"
+    shutil.copytree(built["model"], copied)
+    (tmp_path / "other_run").mkdir()
+    (tmp_path / "other_run" / "config.json").write_text(json.dumps({"label_prompt": ensemble, "epochs": 1}))
+    write_model_card(copied, CardInfo.from_run(tmp_path / "other_run"))  # what finish.py does for model/
+    cases = [(run / "model", [], "an emoji showing {label}", f"from {run / 'config.json'}"),
+             (copied, [], ensemble, f"from {copied / 'README.md'}"),
+             (copied, ["--label-prompt", "a {label}"], "a {label}", "given by --label-prompt"),
+             (built["model"], [], "a photo of {label}", "the default")]
+    for number, (model, flags, prompt, why) in enumerate(cases):
+        folder = tmp_path / f"case{number}"
+        folder.mkdir()
+        write_collection(folder / "index.db", "finds", model, built["records"], label_field="label")
+        assert main([str(folder / "index.db"), "--curate", str(folder / "out"), *flags]) == 0
+        said = capsys.readouterr().out
+        shown = prompt if isinstance(prompt, str) else " | ".join(prompt)
+        assert f"finds: labels scored with the prompt {shown!r} (" in said and why in said, said
+        written, expected = _suggestion_scores(folder / "out", model, prompt)
+        assert written == pytest.approx(expected, abs=1e-4)
+        if prompt != "a photo of {label}":
+            assert written != pytest.approx(_suggestion_scores(folder / "out", model, "a photo of {label}")[1],
+                                             abs=1e-4)
+
+
+def test_a_recorded_label_prompt_is_taken_only_when_usable(tmp_path):
+    """A model folder may come from someone else: a prompt without {label}, a mapping, a card too
+    large to be a card, or broken front matter records nothing (the default is used)."""
+    from mlx_clip.outputs.label_prompt import MAX_FILE_BYTES, recorded_label_prompt
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    card = folder / "README.md"
+    assert recorded_label_prompt(folder) is None
+    card.write_text("---\nlabel_prompt: a photo of {label}\n---\n# card\n")
+    assert recorded_label_prompt(folder) == ("a photo of {label}", str(card))
+    for front in ("label_prompt: no placeholder", "label_prompt: {a: 1}", "label_prompt: [1, 2]",
+                  "label_prompt: [", "label_prompt: &a [*a]"):
+        card.write_text(f"---\n{front}\n---\n")
+        assert recorded_label_prompt(folder) is None, front
+    card.write_text("---\nlabel_prompt: a {label}\n---\n" + "x" * MAX_FILE_BYTES)
+    assert recorded_label_prompt(folder) is None
+    assert recorded_label_prompt(tmp_path / "missing") is None

@@ -81,3 +81,35 @@ def test_reduced_sizes_no_scale_divides_keep_the_full_picture_extent(tmp_path):
     assert all(decode_reduced(p, EvalStream([], processor).min_side).scale >= 3 for p in paths)
     diff = np.abs(_pixels(paths, processor) - processor(paths))
     assert diff.max() <= 2.01 * GREY_LEVEL, diff.max() / GREY_LEVEL
+
+
+def test_the_stream_decodes_each_image_on_the_shared_threads_in_order(large_files, tmp_path, monkeypatch):
+    """EvalStream hands out each image's own pixels in the paths' order, in batches, decoded on
+    ordered_map's threads image by image (one batch spreads over all of them), and an unreadable
+    image stops it with its error."""
+    import threading
+    import time
+
+    processor = ImageProcessor()
+    paths = large_files + large_files[:2]  # 7 images: batches of 3, 3, 1
+    alone = [EvalStream([], processor).pixels(p) for p in paths]
+    stream = EvalStream(paths, processor, batch_size=3, threads=3)
+    batches = list(stream)
+    assert [b["index"].tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [p for b in batches for p in b["image_path"]] == paths
+    assert all(np.array_equal(a, b) for a, b in zip(alone, np.concatenate([b["pixels"] for b in batches])))
+    used, decode = set(), stream.pixels
+
+    def slow(path):
+        used.add(threading.current_thread().name)
+        time.sleep(0.05)  # long enough that each thread takes an image of the one batch
+        return decode(path)
+
+    monkeypatch.setattr(stream, "pixels", slow)
+    stream.batch_size = len(paths)
+    list(stream)
+    assert len(used) == 3 and all(name.startswith("decode") for name in used)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(Exception):
+        list(EvalStream([paths[0], str(broken)], processor, batch_size=2, threads=2))

@@ -15,7 +15,7 @@ import pytest
 
 import mlx_clip
 from mlx_clip.index import main
-from mlx_clip.use.decode_threads import ordered_map
+from mlx_clip.data.decode_threads import ordered_map
 from mlx_clip.use.embed_collection import failures_path
 from mlx_clip.use.store import IndexFile
 from test_llm_plugin import LLM, plugin_site  # noqa: F401  (the fixture, and llm run in a subprocess)

@@ -218,13 +218,13 @@ def test_the_streams_read_the_resized_copy(server, records, tmp_path):
     processor = ImageProcessor.from_dict({}, 32)
     seen: list[str] = []
     stream = EvalStream([str(item.image_path) for item in items], processor, 2, 1)
-    original_load = stream._load
+    original_pixels = stream.pixels
 
-    def spy(sample: dict) -> dict:
-        seen.append(bytes(sample["image_path"]).decode())
-        return original_load(sample)
+    def spy(path: str) -> np.ndarray:
+        seen.append(path)
+        return original_pixels(path)
 
-    stream._load = spy
+    stream.pixels = spy
     pixels = np.concatenate([b["pixels"] for b in stream])
     assert pixels.shape == (len(items), 32, 32, 3)
     assert set(seen) == {str(item.image_path) for item in items}  # the copies, nothing else

@@ -88,3 +88,43 @@ def test_scrubbing_covers_token_shapes_and_authorization_headers(text):
 def test_scrubbing_leaves_ordinary_text_alone():
     text = json.dumps({"id": "hf_short", "caption": "an authorization letter, Roman"})
     assert scrub_tokens(text) == text
+
+
+def _ascii_console(monkeypatch):
+    """stdout and stderr as a console that can only encode ASCII (a Windows or LANG=C terminal)."""
+    import io
+    import sys
+
+    streams = [io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict") for _ in range(2)]
+    monkeypatch.setattr(sys, "stdout", streams[0])
+    monkeypatch.setattr(sys, "stderr", streams[1])
+    return streams
+
+
+def test_the_command_runner_prints_what_the_console_cannot_encode_escaped(monkeypatch):
+    from mlx_clip.command import run_command
+
+    out, err = _ascii_console(monkeypatch)
+    assert run_command(lambda: print("Vase \ud83d, Krug \u00e9")) == 0  # a title cut inside an emoji
+    assert run_command(lambda: (_ for _ in ()).throw(InputError("records.jsonl, record 3: title 'Krug \u00e9'"))) == 2
+    out.flush(), err.flush()
+    assert out.buffer.getvalue() == b"Vase \\ud83d, Krug \\xe9\n"
+    assert err.buffer.getvalue() == b"error: records.jsonl, record 3: title 'Krug \\xe9'\n"
+    assert out.errors == err.errors == "strict"  # given back as it was, for in-process callers
+
+
+def test_a_command_under_an_ascii_console_prints_escaped_and_exits_0(tiny_hf, tmp_path):
+    """The real console: `python -m mlx_clip convert` writes to a folder named with an accent."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONIOENCODING="ascii", PYTHONPATH=str(root))
+    out = tmp_path / "mod\u00e8le"
+    done = subprocess.run([sys.executable, "-m", "mlx_clip", "convert", "--from", str(tiny_hf), "--to", str(out)],
+                          capture_output=True, env=env, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+    assert b"wrote " + str(tmp_path).encode() + b"/mod\\xe8le (" in done.stdout
+    assert b"Traceback" not in done.stderr

@@ -42,6 +42,7 @@ from ..io import write_text
 from ..models.family import FAMILIES, Family
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
+from .label_prompt import CARD_KEY as LABEL_PROMPT_KEY, usable_label_prompt
 from .shown_text import md_code, public_value
 from .card_sections import (
     config_section,
@@ -157,10 +158,11 @@ def card_data(info: CardInfo):
     family = family_of_card(info)
     tags = list(dict.fromkeys([family.model_type] + BASE_TAGS[1:] + [t for t in info.tags if t]))
     base = info.base_model if is_repo_id(info.base_model) else None
+    prompt = first_value(info.config, LABEL_PROMPT_KEY)  # what the curator asks the model with (label_prompt.py)
     return ModelCardData(
         base_model=base, license=info.license, library_name=LIBRARY_NAME, pipeline_tag=PIPELINE_TAG,
         tags=tags, datasets=info.datasets or None, language=info.language,
-        model_name=info.model_name,
+        model_name=info.model_name, **({LABEL_PROMPT_KEY: prompt} if usable_label_prompt(prompt) else {}),
     )
 
 

@@ -191,6 +191,7 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
         peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
     paths = RunPaths(run_dir)
     written = [paths.config, paths.metrics, paths.report, paths.loss_plot, paths.recall_plot]
+    written += [paths.wise_ft_plot] if paths.wise_ft_plot.is_file() else []  # --wise-ft's trade-off
     folders = [paths.model, paths.checkpoints]
     lines += [peak, f"wrote {paths.root}: " + " ".join([p.name for p in written] + [f"{p.name}/" for p in folders])]
     return "\n".join(lines)

@@ -5,7 +5,9 @@ start a formula is prefixed with an apostrophe).
 - duplicates: pairs at or above a similarity threshold, most similar first (blocked products,
   neighbours.similar_pairs); `same_file` says when both records name files with one SHA-256.
 - suggestions: records whose label field is empty get the 3 labels the catalogue does use whose
-  prompt ("a photo of {label}") is nearest their image, with the cosine.
+  prompt is nearest their image, with the cosine. The prompt is --label-prompt when given, else
+  the one the collection's model was fine-tuned and scored with (its card or run records it:
+  outputs/label_prompt.py), else "a photo of {label}" (`curate_label_prompt`).
 - suspects: labelled records whose 10 nearest images mostly carry one other label (k-nearest-
   neighbour disagreement: the same rule as the map's "label worth checking"), with the zero-shot
   margin (own label's prompt score minus the best other label's) beside it as a second opinion.
@@ -24,6 +26,7 @@ import numpy as np
 from ..settings import DEFAULT_LABEL_PROMPT
 from ..errors import InputError
 from ..io import atomic_file
+from ..outputs.label_prompt import recorded_label_prompt
 from ..train.evaluate import class_embeddings
 from .collection_map import WORTH_CHECKING, collection_map, labels_of
 from .neighbours import blocks, label_disagreement, similar_pairs
@@ -37,7 +40,22 @@ class CurateConfig:
     threshold: float = 0.95
     max_pairs: int = 100_000
     label_field: str | None = None
-    label_prompt: str = DEFAULT_LABEL_PROMPT
+    label_prompt: str | list[str] | None = None  # None: the model's own (curate_label_prompt)
+
+
+def curate_label_prompt(model_source: str, given: str | list[str] | None) -> tuple[str | list[str], str]:
+    """The prompt(s) the label suggestions use and, in words, why: the given one wins; a model that
+    records the prompt it was fine-tuned with gets that one; any other gets the default."""
+    if given:
+        return given, "given by --label-prompt"
+    recorded = recorded_label_prompt(model_source)
+    if recorded is not None:
+        return recorded[0], f"the prompt the model was fine-tuned with, from {recorded[1]}"
+    return DEFAULT_LABEL_PROMPT, "the default: the model records no label prompt of its own"
+
+
+def shown_prompt(prompt: str | list[str]) -> str:
+    return prompt if isinstance(prompt, str) else " | ".join(prompt)
 
 
 def spreadsheet_cell(value: Any) -> Any:
@@ -133,7 +151,11 @@ def curate(found: LoadedCollection, out: Path, config: CurateConfig, model=None,
         return written
     labels = labels_of(found, field)
     classes = sorted({label for label in labels if label})
-    class_vecs = class_vectors(model, classes, config.label_prompt) if model is not None and classes else None
+    class_vecs = None
+    if model is not None and classes:
+        prompt, why = curate_label_prompt(found.info.model_source, config.label_prompt)
+        log(f"{found.key}: labels scored with the prompt {shown_prompt(prompt)!r} ({why})")
+        class_vecs = class_vectors(model, classes, prompt)
     if class_vecs is not None:
         header = ["record_id", "title"] + [f"{kind}_{n}" for n in range(1, SUGGESTIONS + 1) for kind in ("label", "score")]
         written["suggestions.csv"] = write_csv(out / "suggestions.csv", header,

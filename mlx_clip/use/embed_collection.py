@@ -29,7 +29,7 @@ from ..io import write_jsonl
 from ..models.family import family_of
 from ..progress import Progress
 from .collection_records import Entry, collection_manifest, fill_missing_identities, read_entries, stale_ids
-from .decode_threads import DEFAULT_THREADS, image_pixels, ordered_map
+from ..data.decode_threads import DEFAULT_THREADS, image_pixels, ordered_map
 from .index_model import collection_name, model_identity, register_for_llm, resolve_model
 from .record_link import check_link_template
 from .store import CollectionInfo, IndexFile

@@ -9,13 +9,12 @@ images go to `--images DIR` (default: FILE's folder / FILE_images).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..flags import add_config_arguments, apply, given
 from ..settings import FinetuneConfig
 from ..command import add_version, run_command
-from .decode_threads import DEFAULT_THREADS
+from ..data.decode_threads import DEFAULT_THREADS
 from .embed_collection import IndexSettings, build_index
 
 
@@ -70,9 +69,6 @@ def settings_from(args: argparse.Namespace) -> IndexSettings:
 def main(argv: list[str] | None = None) -> int:
     """Run index.py; returns the exit code (2 for bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
     return run_command(lambda: print(build_index(settings_from(args))),
                        interrupted=lambda: "interrupted; run the same command again to resume (embedded batches are kept)",
                        again=lambda: "run the same command again (embedded batches are kept)")

@@ -1,5 +1,5 @@
-"""Decode images on background threads while the model embeds: the one pipeline that the index
-and the llm plugin's `embed-multi` share.
+"""Decode images on background threads while the model embeds: the one pipeline that evaluation
+(data/stream.py's EvalStream), the index and the llm plugin's `embed-multi` share.
 
 PIL releases the GIL while it decodes and resamples, and NumPy while it normalises, so a few
 threads keep up with the model; `ahead` bounds how many decoded images wait in memory (a
