@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", metavar="N", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--link-template", metavar="URL", help="each record's URL, e.g. https://opencontext.org/media/{uuid} "
                         "(overrides the one the index was made with)")
+    places = parser.add_argument_group("findspots (a place filter and a map by longitude and latitude)")
+    places.add_argument("--lat-field", metavar="FIELD", help="the field holding each record's latitude in decimal "
+                        "degrees, e.g. lat or findspot.lat (default: a lat/latitude field found in the records)")
+    places.add_argument("--lon-field", metavar="FIELD", help="the field holding its longitude, e.g. lon or findspot.lon")
     parser.add_argument("--max-upload-mb", metavar="MB", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                         help="largest image upload accepted (default %(default)g MB)")
     curator = parser.add_argument_group("curator files (--curate)")
@@ -82,10 +86,13 @@ def search(args: argparse.Namespace) -> None:
     if args.curate is not None:
         run_curate(args, collections)
         return
-    service = SearchService(collections, link_template=args.link_template)
+    service = SearchService(collections, link_template=args.link_template, lat_field=args.lat_field,
+                            lon_field=args.lon_field)
     server = make_server(service, args.host, args.port, int(args.max_upload_mb * 2**20))
     for found in collections:
-        print(f"{found.key}: {len(found):,} records from {found.info.model_source}")
+        coordinates = service.coordinates[found.key]
+        places = f"; {coordinates.line()}" if coordinates else "; no coordinates (--lat-field, --lon-field)"
+        print(f"{found.key}: {len(found):,} records from {found.info.model_source}{places}")
     serve(server)  # Ctrl-C stops the server: a normal end
 
 
