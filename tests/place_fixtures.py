@@ -23,7 +23,7 @@ def place_records(count: int = 30) -> list[dict]:
     for row, record in enumerate(emoji_records(count)):
         site = site_of(row)
         lat, lon = SITES[site]
-        jitter = (row % 5 - 2) * 0.002  # about 200 m a step
+        jitter = (row % 10 - 4.5) * 0.002  # about 200 m a step: no two finds at one point
         record = dict(record, site=site, findspot={"lat": round(lat + jitter, 5), "lon": round(lon - jitter, 5)})
         if row in BAD:
             if BAD[row] is None:

@@ -203,6 +203,7 @@ class SearchService:
         rows = geometry.pop("rows")
         colours.pop("labels")
         colours["colour"] = [colours["colour"][r] for r in rows]
+        colours["counts"] = [colours["colour"].count(slot) for slot in range(len(colours["values"]))]  # as plotted
         return {"collection": found.key, "records": len(found), **geometry, **colours,
                 "ids": [found.ids[r] for r in rows], "titles": [found.title(r) for r in rows],
                 "links": [self.describe(found, r)["record_url"] for r in rows]}
