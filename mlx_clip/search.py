@@ -13,6 +13,7 @@ from .settings import DEFAULT_LABEL_PROMPT
 from .command import add_version, run_command
 from .errors import InputError
 from .use.curate import CurateConfig, curate
+from .use.places import UNPLACED
 from .use.search_api import SearchService
 from .use.search_server import MAX_UPLOAD_BYTES, make_server, serve
 from .use.vector_search import read_collections
@@ -92,6 +93,8 @@ def search(args: argparse.Namespace) -> None:
     for found in collections:
         coordinates = service.coordinates[found.key]
         places = f"; {coordinates.line()}" if coordinates else "; no coordinates (--lat-field, --lon-field)"
+        if coordinates and coordinates.count < len(found):
+            places += f": {UNPLACED}"
         print(f"{found.key}: {len(found):,} records from {found.info.model_source}{places}")
     serve(server)  # Ctrl-C stops the server: a normal end
 

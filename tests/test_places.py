@@ -55,8 +55,8 @@ def test_coordinates_come_from_dotted_fields_and_bad_ones_are_counted_by_why():
     found = read_coordinates(place_records(), "findspot.lat", "findspot.lon")
     assert np.flatnonzero(found.valid).tolist() == VALID  # row 29's numeric strings count, as a CSV's would
     assert found.without == {"missing": 2, "not a number": 1, "out of range": 1}
-    assert found.line().startswith("26 of 30 records have coordinates (findspot.lat, findspot.lon); 4 do not "
-                                   "(2 missing, 1 not a number, 1 out of range)")
+    assert found.line() == ("26 of 30 records have coordinates (findspot.lat, findspot.lon); 4 do not "
+                            "(2 missing, 1 not a number, 1 out of range)")
     assert detect_coordinate_fields(place_records()) == ("findspot.lat", "findspot.lon")
     assert detect_coordinate_fields([{"latitude": "n/a", "longitude": 3}]) is None
 
@@ -154,5 +154,6 @@ def test_the_console_says_how_many_records_have_coordinates(built):
         process.terminate()
         process.wait(30)
     assert lines[0].startswith("flat: 30 records from ") and "; 26 of 30 records have coordinates (lat, lon); " \
-        "4 do not (2 missing, 1 not a number, 1 out of range)" in lines[0]
+        "4 do not (2 missing, 1 not a number, 1 out of range): records without them are not on the place map " \
+        "and pass no place filter" in lines[0]
     assert lines[1].startswith("search page: http://127.0.0.1:")

@@ -80,7 +80,7 @@ class Coordinates:
         if self.count == total:
             return line
         why = ", ".join(f"{n:,} {w}" for w in WHY if (n := self.without.get(w, 0)))
-        return f"{line}; {total - self.count:,} do not ({why}): they are not on the place map and pass no place filter"
+        return f"{line}; {total - self.count:,} do not ({why})"
 
 
 def read_coordinates(records: Sequence[Any], lat_field: str, lon_field: str) -> Coordinates:

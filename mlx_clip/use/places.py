@@ -18,6 +18,7 @@ from ..data.coordinates import Coordinates, haversine_km, number
 from ..errors import InputError
 
 PLACE_KEYS = ("near", "km", "bbox")
+UNPLACED = "records without them are not on the place map and pass no place filter"
 """Query parameters of the place filter: near=LAT,LON&km=R and/or bbox=SOUTH,WEST,NORTH,EAST."""
 MAX_KM = 20_016.0  # half the earth's circumference: every point is nearer than this
 
@@ -104,6 +105,7 @@ def place_points(coordinates: Coordinates) -> dict:
             "points": np.round(np.stack([coordinates.lon[rows], coordinates.lat[rows]], axis=1), 6).tolist(),
             "extent": extent(coordinates) if len(rows) else None,
             "lat_field": coordinates.lat_field, "lon_field": coordinates.lon_field,
-            "with_coordinates": len(rows), "without": coordinates.without, "line": coordinates.line(),
+            "with_coordinates": len(rows), "without": coordinates.without,
+            "line": coordinates.line() + ("" if len(rows) == len(coordinates.lat) else f": {UNPLACED}"),
             "projection": "equirectangular (longitude and latitude as x and y, x scaled by the cosine of the "
                           "middle latitude); no tiles: the page draws it offline"}
