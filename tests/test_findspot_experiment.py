@@ -103,3 +103,17 @@ def test_coordinates_cost_many_more_clip_tokens_than_a_place_name(openai_vocab):
     digits = 2 * (2 + 1 + 4) + 1  # CLIP's BPE splits every digit: "37" "." "9715" is 7 tokens, the comma 1
     # 18 of 77, for both: the CSV string "35.298" took {lat:.4f} as a number does ("35.2980", not 6 digits)
     assert cost.added("coordinates") == [words + digits] * 2
+
+
+def test_the_token_bench_counts_coordinates_against_place_names(openai_vocab):
+    """bench/bench_place_tokens.py's measurement (its figures are in docs/findspot.md), on 200 pairs."""
+    import bench_place_tokens
+
+    result = bench_place_tokens.measure(CLIPTokenizer.from_folder(openai_vocab), 200, 0)
+    four = result["coordinates_tokens"]["4 decimals"]
+    assert four["min"] > result["place_name_tokens"]["max"]  # the cheapest coordinates cost more than any name
+    assert four["example"].count(".") == 2 and len(four["example"].split(", ")[1].split(".")[1]) == 4
+    catalogue = result["catalogue"]
+    assert catalogue["count"] == 1906 and catalogue["longest_no_place_caption_that_keeps_its_coordinates"] == 77 - 3 - four["median"]
+    added = catalogue["caption_tokens"]["+ 4-decimal coordinates"]["median"] - catalogue["caption_tokens"]["no place"]["median"]
+    assert added == 3 + four["median"]
