@@ -42,9 +42,11 @@ def build_place_index(folder: Path, model: Path) -> dict:
     records = place_records()
     template = "https://example.org/finds/{id}"
     write_collection(folder / "finds.db", "finds", model, records, label_field="category", link_template=template)
-    flat = [dict({k: v for k, v in r.items() if k != "findspot"}, **({"lat": r["findspot"]["lat"],
-                                                                        "lon": r["findspot"]["lon"]}
-                                                                       if "findspot" in r else {}))
-            for r in records]
+    flat = []  # top-level lat/lon; the placed finds at their site's point (shared values, as many catalogues hold)
+    for row, record in enumerate(records):
+        spot = record.get("findspot")
+        if spot is not None and row not in BAD:
+            spot = dict(zip(("lat", "lon"), SITES[record["site"]]))
+        flat.append(dict({k: v for k, v in record.items() if k != "findspot"}, **(spot or {})))
     write_collection(folder / "flat.db", "flat", model, flat, label_field="category")
     return {"finds": folder / "finds.db", "flat": folder / "flat.db", "records": records}

@@ -66,6 +66,10 @@ def test_haversine_km_matches_the_spheres_arcs():
     km = haversine_km(lat, lon, 0.0, 0.0)
     arc = 6371.0088 * np.pi / 180  # one degree of a great circle
     assert km[:3] == pytest.approx([arc, 90 * arc, 180 * arc], rel=1e-9) and np.isnan(km[3])
+    # off the equator: one degree of longitude at 60°N, by the spherical law of cosines
+    phi = np.radians(60)
+    expected = 6371.0088 * np.arccos(np.sin(phi) ** 2 + np.cos(phi) ** 2 * np.cos(np.radians(1)))
+    assert haversine_km(np.array([60.0]), np.array([1.0]), 60.0, 0.0)[0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_a_place_filter_applies_before_ranking(server):
