@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from browser import drive_page, find_chromium
+from browser import CANVAS_INK_JS, drive_page, find_chromium
 from mlx_clip.use.search_api import SearchService
 from mlx_clip.use.vector_search import read_collections
 from place_fixtures import build_place_index, site_of
@@ -75,10 +75,7 @@ def test_the_place_filter_and_the_findspot_map(server, tmp_path):
         await page.evaluate(click_at(35.30, 24.95))
         seen["near"] = await page.wait_for("state.place && state.place.km === 25 && document.getElementById('near').value")
         seen["knossos"] = await page.wait_for(f"{CARDS}.length === 6 && {CARDS}")
-        seen["inked"] = await page.evaluate(
-            "(() => { const c = document.getElementById('map-canvas'); const d = c.getContext('2d')"
-            ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) "
-            "if (d[i] > 0) n++; return n; })()")
+        seen["inked"] = await page.evaluate(CANVAS_INK_JS)
         await page.screenshot(tmp_path / "place-map.png")
         seen["errors"] = page.errors()
         return seen
