@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="search.py",
         description="Open a local search page over one or two index files made by index.py: search by words or "
-        "by an image, filter by any field, see two collections (base and fine-tuned) side by side, and a map "
-        "of the collection. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
+        "by an image, filter by any field or by place (km from a point), see two collections (base and fine-tuned) "
+        "side by side, and a map of the collection by image similarity or by findspot. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
     parser.add_argument("index_files", metavar="FILE", nargs="+", help="index file(s) (one or two)")
     parser.add_argument("--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     parser.add_argument("--port", metavar="N", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
