@@ -87,8 +87,33 @@ def finished_with(paths: RunPaths, caption: str) -> bool:
     return json.loads(paths.config.read_text(encoding="utf-8")).get("captions") == [caption]
 
 
+def same_queries(folders: list[Path]) -> dict:
+    """Each run's model scored with the SAME queries: the no-place run's test captions (the words
+    people type), against each run's own test image embeddings; compare's rows and paired intervals.
+    compare.py alone scores each run against its own captions, which hold the place."""
+    import numpy as np
+
+    import mlx_clip
+    from mlx_clip.run.compare_runs import load_run, run_row
+    from mlx_clip.train.evaluate import EvalDetails, retrieval_ranks
+
+    runs = [load_run(folder) for folder in folders]
+    queries = runs[0].details
+    rescored = []
+    for run in runs:
+        model = mlx_clip.load(RunPaths(run.folder).published_model)
+        caption_embeds = np.asarray(model.embed_texts(queries.captions))
+        ranks = retrieval_ranks(run.details.image_embeds, caption_embeds, queries.caption_of_image)
+        details = EvalDetails(run.details.image_embeds, caption_embeds, queries.captions, queries.caption_of_image, ranks)
+        rescored.append(replace(run, details=details))
+    return {"test_size": len(runs[0].record_ids), "fingerprint": runs[0].fingerprint, "base": None,
+            "runs": [run_row(run, None if i == 0 else rescored[0], str(run.folder)) for i, run in enumerate(rescored)],
+            "notes": [f"every run scored with the same {len(queries.captions)} queries: the test captions without "
+                      "the place (what people type)"]}
+
+
 def experiment(args: argparse.Namespace) -> None:
-    from mlx_clip.run.compare_runs import main_compare
+    from mlx_clip.run.compare_runs import main_compare, text_table
     from mlx_clip.run.loop import run
 
     given = [f"--{name.replace('_', '-')}" for name in NOT_HERE if getattr(args, name)]
@@ -124,9 +149,15 @@ def experiment(args: argparse.Namespace) -> None:
     out = Path(config.runs_dir) / f"{name}-compare"
     print()
     main_compare([str(f) for f in folders], str(out))
+    print("\nthe same queries for every run (the no-place test captions), each run's model and test images:")
+    shared = same_queries(folders)
+    print(text_table(shared))
+    write_json(out / "same_queries.json", shared)
     write_json(out / "token_cost.json", {"templates": templates.by_variant(), **cost.as_dict()})
-    print("like for like: i2i (another photo of the object), zero_shot (the same label prompts). "
-          "i2t and t2i are scored against each run's own captions, which for coordinates hold digits nobody types")
+    print(f"wrote {out / 'same_queries.json'} and {out / 'token_cost.json'}")
+    print("like for like: i2i (another photo of the object), zero_shot (the same label prompts), and the same-query "
+          "table; compare's i2t and t2i rows score each run against its own captions, which for coordinates hold "
+          "digits nobody types")
 
 
 def main(argv: list[str] | None = None) -> int:

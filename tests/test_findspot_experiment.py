@@ -65,6 +65,30 @@ def test_three_runs_on_one_split_and_a_paired_table(catalogue, tiny_hf, tmp_path
             assert "diff_ci95" in row["metrics"][key], key
     assert "i2i_R@1" in printed and "t2i_R@1" in printed and "difference from fs-no-place" in printed
     assert "72 records; 72 name a place (findspot); 69 of 72 records have coordinates (lat, lon)" in printed
+    # the same queries (the no-place test captions) for every run's model: the no-place run scores as in compare
+    shared = json.loads((runs / "fs-compare" / "same_queries.json").read_text())
+    assert [Path(r["run"]).name for r in shared["runs"]] == [f"fs-{v}" for v in VARIANTS]
+    for key in ("i2t_R@1", "t2i_R@1", "t2i_R@5"):
+        assert shared["runs"][0]["metrics"][key]["value"] == result["runs"][0]["metrics"][key]["value"], key
+        assert "diff_ci95" in shared["runs"][2]["metrics"][key]
+    assert "zero_shot_acc" not in shared["runs"][0]["metrics"]  # caption-free scores are compare's, not repeated
+    # the coordinates run's row, recomputed here through the public API: its model, the test images, no-place queries
+    import mlx_clip
+    import numpy as np
+
+    by_id = {r["id"]: r for r in map(json.loads, catalogue.read_text().splitlines())}
+    test = [by_id[i] for i in splits[0]["test"]]
+    queries = sorted({f"a {r['colour']} {r['shape']}" for r in test})
+    model = mlx_clip.load(folders[2] / "model")
+    similarity = model.embed_texts(queries) @ model.embed_images([str(catalogue.parent / r["image_path"]) for r in test]).T
+    caption_of = np.array([queries.index(f"a {r['colour']} {r['shape']}") for r in test])
+    correct = caption_of[None, :] == np.arange(len(queries))[:, None]  # (queries, images)
+    t2i = ((similarity >= np.where(correct, similarity, -np.inf).max(1, keepdims=True)) & ~correct).sum(1) + 1
+    i2t = ((similarity.T >= np.where(correct.T, similarity.T, -np.inf).max(1, keepdims=True)) & ~correct.T).sum(1) + 1
+    for direction, ranks in (("t2i", t2i), ("i2t", i2t)):
+        for k in (1, 5, 10):
+            got = shared["runs"][2]["metrics"][f"{direction}_R@{k}"]["value"]
+            assert got == pytest.approx(float(np.mean(ranks <= k)), abs=1e-9), (direction, k)
     cost = json.loads((runs / "fs-compare" / "token_cost.json").read_text())
     assert cost["captions"] == 72 and cost["context_length"] == 77
     assert cost["coordinates"]["median_added"] > cost["place-name"]["median_added"] >= 2  # ", found at X"
