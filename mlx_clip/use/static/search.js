@@ -90,7 +90,9 @@ function renderCard(collection, record, index, likeId) {
   const fields = el("dl");
   let shown = 0;
   for (const [name, value] of Object.entries(record.fields)) {
-    const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null ? JSON.stringify(value) : String(value));
+    const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null
+      ? Object.entries(value).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")  // findspot: lat 37.97, lon 23.72
+      : String(value));
     if (text === "" || text === record.title || text === record.record_id) continue;
     if (++shown > 5) break;
     fields.append(el("dt", { text: name }), el("dd", { text: text.length > 80 ? text.slice(0, 79) + "…" : text }));
