@@ -97,7 +97,7 @@ def test_three_runs_on_one_split_and_a_paired_table(catalogue, tiny_hf, tmp_path
     assert capsys.readouterr().out.count("already finished with this caption; reused") == 3
 
 
-def test_bad_input_is_one_line_before_any_training(catalogue, tiny_hf, tmp_path):
+def test_bad_input_is_one_line_before_any_training(catalogue, tiny_hf, tmp_path, capsys):
     records = [json.loads(line) for line in catalogue.read_text().splitlines()]
     records[5]["colour"] = records[5]["shape"] = ""  # no caption without the place
     holed = catalogue.parent / "holed.jsonl"
@@ -108,9 +108,12 @@ def test_bad_input_is_one_line_before_any_training(catalogue, tiny_hf, tmp_path)
              (argv(catalogue, tiny_hf, tmp_path, "--caption", "{shape}"), "give one --caption without the place"),
              (argv(catalogue, tiny_hf, tmp_path, "--dry-run"), "--dry-run is not for the experiment")]
     for args, expected in cases:
-        done = subprocess.run([sys.executable, str(ROOT / "bench" / "findspot_experiment.py"), *args],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, (expected, done.stderr)
+        code, printed = findspot_experiment.main(args), capsys.readouterr()
+        assert code == 2 and printed.err.count("\n") == 1 and printed.err.startswith("error: ") and expected in printed.err, \
+            (expected, printed.err)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "findspot_experiment.py"), *cases[0][0]],
+                          capture_output=True, text=True, timeout=300)  # and as a command
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and cases[0][1] in done.stderr
     assert not (tmp_path / "fs-no-place").exists()  # nothing started
 
 
