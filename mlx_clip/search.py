@@ -14,6 +14,7 @@ from .command import add_version, run_command
 from .errors import InputError
 from .outputs.label_prompt import MAX_PROMPT_CHARS, usable_label_prompt
 from .use.curate import CurateConfig, curate
+from .use.places import UNPLACED
 from .use.search_api import SearchService
 from .use.search_server import MAX_UPLOAD_BYTES, make_server, serve
 from .use.vector_search import read_collections
@@ -25,13 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="search.py",
         description="Open a local search page over one or two index files made by index.py: search by words or "
-        "by an image, filter by any field, see two collections (base and fine-tuned) side by side, and a map "
-        "of the collection. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
+        "by an image, filter by any field or by place (km from a point), see two collections (base and fine-tuned) "
+        "side by side, and a map of the collection by image similarity or by findspot. With --curate OUTDIR, write duplicates.csv, suggestions.csv and suspects.csv instead.")
     parser.add_argument("index_files", metavar="FILE", nargs="+", help="index file(s) (one or two)")
     parser.add_argument("--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     parser.add_argument("--port", metavar="N", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--link-template", metavar="URL", help="each record's URL, e.g. https://opencontext.org/media/{uuid} "
                         "(overrides the one the index was made with)")
+    places = parser.add_argument_group("findspots (a place filter and a map by longitude and latitude)")
+    places.add_argument("--lat-field", metavar="FIELD", help="the field holding each record's latitude in decimal "
+                        "degrees, e.g. lat or findspot.lat (default: a lat/latitude field found in the records)")
+    places.add_argument("--lon-field", metavar="FIELD", help="the field holding its longitude, e.g. lon or findspot.lon")
     parser.add_argument("--max-upload-mb", metavar="MB", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                         help="largest image upload accepted (default %(default)g MB)")
     curator = parser.add_argument_group("curator files (--curate)")
@@ -89,10 +94,15 @@ def search(args: argparse.Namespace) -> None:
     if args.curate is not None:
         run_curate(args, collections)
         return
-    service = SearchService(collections, link_template=args.link_template)
+    service = SearchService(collections, link_template=args.link_template, lat_field=args.lat_field,
+                            lon_field=args.lon_field)
     server = make_server(service, args.host, args.port, int(args.max_upload_mb * 2**20))
     for found in collections:
-        print(f"{found.key}: {len(found):,} records from {found.info.model_source}")
+        coordinates = service.coordinates[found.key]
+        places = f"; {coordinates.line()}" if coordinates else "; no coordinates (--lat-field, --lon-field)"
+        if coordinates and coordinates.count < len(found):
+            places += f": {UNPLACED}"
+        print(f"{found.key}: {len(found):,} records from {found.info.model_source}{places}")
     serve(server)  # Ctrl-C stops the server: a normal end
 
 

@@ -23,6 +23,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--remote-debugging-port=0", "--remote-allow-origins=*",
          "--window-size=1280,900"]
+CANVAS_INK_JS = ("(() => { const c = document.getElementById('map-canvas'); const d = c.getContext('2d')"
+                 ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) "
+                 "if (d[i] > 0) n++; return n; })()")
+"""How many pixels of the page's map canvas are drawn (not transparent)."""
 IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => ({src: i.src.slice(0, 40), complete: i.complete, "
              "naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight})))")
 

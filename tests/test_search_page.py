@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from browser import drive_page, find_chromium
+from browser import CANVAS_INK_JS, drive_page, find_chromium
 from mlx_clip.use.search_api import SearchService
 from mlx_clip.use.vector_search import read_collections
 from search_fixtures import HOSTILE_TITLE, RunningServer, build_search_index
@@ -69,10 +69,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
         await page.evaluate("document.getElementById('tab-map').click(); true")
         seen["method"] = await page.wait_for("(t => t.includes('PCA') && t)(document.getElementById('map-method').textContent)")
         seen["legend"] = await page.evaluate("document.querySelectorAll('#map-legend li').length")
-        seen["inked"] = await page.evaluate(
-            "(() => { const c = document.getElementById('map-canvas'); const d = c.getContext('2d')"
-            ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) "
-            "if (d[i] > 0) n++; return n; })()")
+        seen["inked"] = await page.evaluate(CANVAS_INK_JS)
         await page.screenshot(tmp_path / "map.png")
         seen["errors"] = page.errors()
         return seen

@@ -107,10 +107,15 @@ class Template:
         values = []
         for name, spec in zip(self.fields, self.specs):
             value = get_field_or_none(record, name)
-            if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
-                values.append(format(value, spec))
-            else:
-                values.append(value_text(value))
+            if spec and isinstance(value, str):  # "37.971532" from a CSV takes "{lat:.4f}" as 37.971532 does
+                value = _as_number(value, value)
+            try:
+                if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.append(format(value, spec))
+                    continue
+            except ValueError:  # a spec that does not fit this number ("{n:d}" on 3.5): the value as it is
+                pass
+            values.append(value_text(value))
         out = ""
         pending_close = ""
         for i, value in enumerate(values):
@@ -131,6 +136,15 @@ class Template:
         if not any(values):
             return ""
         return clean_caption(out + tail)
+
+
+def _as_number(text: str, default: object) -> object:
+    """A numeric string as a float (finite), else `default`."""
+    try:
+        number = float(text)
+    except ValueError:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _split_lead(lead: str) -> tuple[str, str]:

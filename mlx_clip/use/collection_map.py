@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from .neighbours import blocks, label_disagreement, nearest_neighbours
 from .store import IndexFile
 from .vector_search import LoadedCollection, field_values
@@ -27,6 +28,7 @@ MAP_TABLE = "mlx_clip_maps"
 MAP_METHOD = "PCA (numpy: eigenvectors of the covariance)"
 NEIGHBOURS = 10
 WORTH_CHECKING = 0.5  # flagged when at most this share of a point's labelled neighbours carries its label
+MAP_COLOURS = 12  # the most common values get a colour each; the rest are "other"
 
 
 @dataclass
@@ -77,6 +79,26 @@ def pca_layout(matrix: np.ndarray) -> tuple[np.ndarray, list[float]]:
 def labels_of(collection: LoadedCollection, field: str) -> list[str | None]:
     """Each record's value of `field` (a list field: its first item) as a label, or None."""
     return [(field_values(r.get(field)) or [None])[0] for r in collection.records]
+
+
+def colouring(collection: LoadedCollection, field: str | None, skip: set[str] = frozenset()) -> dict:
+    """How both maps colour the records: by `field` (default: the label field, else the first
+    facet), the MAP_COLOURS most common values a colour each (slot -1: other, -2: no value)."""
+    choices = list(dict.fromkeys(([collection.info.label_field] if collection.info.label_field in collection.fields
+                                  else []) + [f for f in collection.facets() if f not in skip]))
+    field = field or next(iter(choices), None)
+    if field is not None and field not in collection.fields:
+        raise InputError(f"collection {collection.key!r} has no field {field[:80]!r}")
+    labels = labels_of(collection, field) if field else [None] * len(collection)
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label is not None:
+            counts[label] = counts.get(label, 0) + 1
+    palette = sorted(counts, key=lambda v: (-counts[v], v))[:MAP_COLOURS]
+    slot = {v: i for i, v in enumerate(palette)}
+    return {"field": field, "fields": choices if field in choices or field is None else [field] + choices,
+            "values": palette, "counts": [counts[v] for v in palette], "labels": labels,
+            "colour": [slot.get(v, -1) if v is not None else -2 for v in labels]}
 
 
 def _read_cache(db: sqlite3.Connection, collection: LoadedCollection, digest: str) -> CollectionMap | None:

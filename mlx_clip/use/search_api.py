@@ -13,17 +13,18 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..data.coordinates import Coordinates, checked_coordinates, detect_coordinate_fields, read_coordinates
 from ..errors import InputError
 from .record_link import check_link_template, record_link
-from .collection_map import CollectionMap, collection_map, labels_of
+from .collection_map import CollectionMap, collection_map, colouring
+from .places import PLACE_KEYS, PlaceFilter, parse_place, place_mask, place_points
 from .thumbnails import MAX_PIXELS, ThumbnailCache, open_bounded
 from .vector_search import RESERVED_FIELDS, LoadedCollection
 
-QUERY_KEYS = ("q", "k", "collection", "like")
+QUERY_KEYS = ("q", "k", "collection", "like") + PLACE_KEYS
 """Query parameters with a meaning of their own; any other is a field filter (FIELD=VALUE)."""
 MAX_K = 200
 MAX_QUERY_CHARS = 1000
-MAP_COLOURS = 12  # the most common values get a colour each; the rest are "other"
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Query:
     text: str | None
     like: str | None
     filters: dict[str, str]
+    place: PlaceFilter | None = None
 
 
 def parse_query(params: dict[str, list[str]]) -> Query:
@@ -48,17 +50,20 @@ def parse_query(params: dict[str, list[str]]) -> Query:
     if text and len(text) > MAX_QUERY_CHARS:
         raise InputError(f"q is {len(text)} characters; at most {MAX_QUERY_CHARS}")
     filters = {name: v for name, v in value.items() if name not in QUERY_KEYS and v != ""}
-    return Query(value.get("collection") or None, int(k_text), text, value.get("like") or None, filters)
+    return Query(value.get("collection") or None, int(k_text), text, value.get("like") or None, filters,
+                 parse_place(value))
 
 
 class SearchService:
     """The collections, the models that embed queries (loaded on first use, one per model), thumbnails."""
 
     def __init__(self, collections: list[LoadedCollection], link_template: str | None = None,
-                 max_pixels: int = MAX_PIXELS, load_model=None):
+                 max_pixels: int = MAX_PIXELS, load_model=None, lat_field: str | None = None,
+                 lon_field: str | None = None):
         if not collections:
             raise InputError("no collections to search")
         self.collections = {c.key: c for c in collections}
+        self.coordinates = all_coordinates(collections, lat_field, lon_field)
         self.link_template = link_template
         if link_template:
             check_link_template(link_template)  # a malformed template is refused at start, not on the first result
@@ -82,12 +87,24 @@ class SearchService:
         return {"collections": [{"name": c.key, "records": len(c), "model": c.info.model_source,
                                  "family": c.info.family, "dimensions": c.info.dimensions,
                                  "label_field": c.info.label_field, "fields": c.fields,
-                                 "index_file": c.index_path.name} for c in self.collections.values()]}
+                                 "index_file": c.index_path.name, "coordinates": self.describe_coordinates(c.key)}
+                                for c in self.collections.values()]}
+
+    def describe_coordinates(self, key: str) -> dict | None:
+        found = self.coordinates[key]
+        return None if found is None else {"lat_field": found.lat_field, "lon_field": found.lon_field,
+                                           "with": found.count, "without": found.without, "line": found.line()}
+
+    def coordinate_fields(self, key: str) -> set[str]:
+        """Top-level fields holding coordinates: filtered by place and mapped, never offered as facets."""
+        found = self.coordinates[key]
+        return set() if found is None else {found.lat_field, found.lon_field}
 
     def facets(self, key: str | None) -> dict:
         found = self.collection(key)
+        skip = self.coordinate_fields(found.key)
         return {"collection": found.key, "facets": {name: [{"value": v, "count": n} for v, n in counts]
-                                                     for name, counts in found.facets().items()}}
+                                                     for name, counts in found.facets().items() if name not in skip}}
 
     # queries
     def model_for(self, found: LoadedCollection):
@@ -126,10 +143,16 @@ class SearchService:
             vector, asked = self.embed_text(found, query.text), {"q": query.text}
         else:
             raise InputError("give q=TEXT, like=RECORD_ID, or POST an image")
-        hits, kept = found.search(vector, query.k, query.filters)
-        return {"collection": found.key, "query": dict(asked, k=query.k, filters=query.filters),
-                "records": len(found), "matched": kept,
-                "results": [self.describe(found, h.row, h.score) for h in hits]}
+        also = None if query.place is None else \
+            place_mask(self.coordinates[found.key], query.place, f"collection {found.key!r}")
+        hits, kept = found.search(vector, query.k, query.filters, also)
+        out = {"collection": found.key, "query": dict(asked, k=query.k, filters=query.filters),
+               "records": len(found), "matched": kept,
+               "results": [self.describe(found, h.row, h.score) for h in hits]}
+        if query.place is not None:
+            out["query"]["place"] = query.place.describe()
+            out["place"] = {"with_coordinates": self.coordinates[found.key].count, "passed": int(also.sum())}
+        return out
 
     def describe(self, found: LoadedCollection, row: int, score: float | None = None) -> dict:
         record = found.records[row]
@@ -154,29 +177,56 @@ class SearchService:
     # the map
     def map(self, key: str | None, colour_field: str | None) -> dict:
         found = self.collection(key)
-        choices = list(dict.fromkeys(([found.info.label_field] if found.info.label_field in found.fields else [])
-                                     + list(found.facets())))  # fields with few values colour a map
-        field = colour_field or next(iter(choices), None)
-        if field is not None and field not in found.fields:
-            raise InputError(f"collection {found.key!r} has no field {field[:80]!r}")
+        colours = colouring(found, colour_field, self.coordinate_fields(found.key))
         with self.map_lock:  # minutes at 72,000 records on a small CPU: searches go on meanwhile
             if found.key not in self.maps:
                 self.maps[found.key] = collection_map(found)
             made = self.maps[found.key]
-        labels = labels_of(found, field) if field else [None] * len(found)
-        counts: dict[str, int] = {}
-        for label in labels:
-            if label is not None:
-                counts[label] = counts.get(label, 0) + 1
-        palette = sorted(counts, key=lambda v: (-counts[v], v))[:MAP_COLOURS]
-        slot = {v: i for i, v in enumerate(palette)}
-        shown_fields = choices if field in choices or field is None else [field] + choices
-        return {"collection": found.key, "method": made.method, "explained": made.explained, "field": field,
-                "fields": shown_fields, "values": palette, "counts": [counts[v] for v in palette],
+        labels = colours.pop("labels")
+        return {"collection": found.key, "method": made.method, "explained": made.explained, **colours,
                 "points": np.round(made.coords, 4).tolist(), "ids": found.ids,
                 "titles": [found.title(i) for i in range(len(found))],
-                "colour": [slot.get(v, -1) if v is not None else -2 for v in labels],
                 "worth_checking": [{"row": row, "label": labels[row], "neighbours_say": top}
                                    for row, top in made.worth_checking(labels)],
                 "note": "A linear projection: it keeps distances honest but packs clusters closer than UMAP "
                         "or t-SNE would draw them"}
+
+    def places(self, key: str | None, colour_field: str | None) -> dict:
+        """The place map: records with coordinates by longitude and latitude, each with its link."""
+        found = self.collection(key)
+        coordinates = self.coordinates[found.key]
+        if coordinates is None:
+            raise InputError(f"collection {found.key!r} has no coordinates (start search.py with --lat-field "
+                             "and --lon-field naming the fields that hold decimal degrees)")
+        colours = colouring(found, colour_field, self.coordinate_fields(found.key))
+        geometry = place_points(coordinates)
+        rows = geometry.pop("rows")
+        colours.pop("labels")
+        colours["colour"] = [colours["colour"][r] for r in rows]
+        colours["counts"] = [colours["colour"].count(slot) for slot in range(len(colours["values"]))]  # as plotted
+        return {"collection": found.key, "records": len(found), **geometry, **colours,
+                "ids": [found.ids[r] for r in rows], "titles": [found.title(r) for r in rows],
+                "links": [self.describe(found, r)["record_url"] for r in rows]}
+
+
+def all_coordinates(collections: list[LoadedCollection], lat_field: str | None,
+                    lon_field: str | None) -> dict[str, Coordinates | None]:
+    """Each collection's coordinates: from the named fields (checked; when no collection has valid
+    ones the first collection's reason is the one line, so a typo stops the start), else from
+    lat/lon-named fields found in its records, else None."""
+    found: dict[str, Coordinates | None] = {}
+    errors = []
+    for collection in collections:
+        if lat_field or lon_field:
+            try:
+                found[collection.key] = checked_coordinates(collection.records, lat_field, lon_field,
+                                                            f"{collection.index_path.name}: collection {collection.key!r}")
+            except InputError as err:
+                errors.append(err)
+                found[collection.key] = None
+        else:
+            detected = detect_coordinate_fields(collection.records)
+            found[collection.key] = read_coordinates(collection.records, *detected) if detected else None
+    if errors and len(errors) == len(collections):
+        raise errors[0]
+    return found

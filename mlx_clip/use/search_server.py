@@ -20,6 +20,7 @@ from .search_api import SearchService, parse_query
 
 STATIC = {"/": ("search.html", "text/html; charset=utf-8"),
           "/static/search.js": ("search.js", "text/javascript; charset=utf-8"),
+          "/static/places.js": ("places.js", "text/javascript; charset=utf-8"),
           "/static/search.css": ("search.css", "text/css; charset=utf-8")}
 MAX_UPLOAD_BYTES = 20 * 2**20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
@@ -99,6 +100,8 @@ class SearchHandler(BaseHTTPRequestHandler):
                 return self.send_json(self.service.facets(one.get("collection")))
             if url.path == "/api/map":
                 return self.send_json(self.service.map(one.get("collection"), one.get("field") or None))
+            if url.path == "/api/places":
+                return self.send_json(self.service.places(one.get("collection"), one.get("field") or None))
             if url.path == "/thumb":
                 try:
                     data = self.service.thumbnail(one.get("collection"), one.get("id"))

@@ -130,13 +130,17 @@ class LoadedCollection:
             self.value_rows[name] = {v: np.array(rows, dtype=np.int64) for v, rows in found.items()}
         return self.value_rows[name]
 
-    def search(self, query: np.ndarray, k: int, filters: dict[str, str] | None = None) -> tuple[list[Hit], int]:
-        """The k best rows for a unit query vector among the rows the filters keep, and how many they kept."""
+    def search(self, query: np.ndarray, k: int, filters: dict[str, str] | None = None,
+               also: np.ndarray | None = None) -> tuple[list[Hit], int]:
+        """The k best rows for a unit query vector among the rows the filters (and the row mask
+        `also`, e.g. a place filter's) keep, and how many they kept."""
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.matrix.shape[1]:
             raise InputError(f"collection {self.key!r} holds {self.matrix.shape[1]}-dimensional vectors; "
                              f"the query has {query.shape[0]}")
         keep = self.mask(filters or {})
+        if also is not None:
+            keep = also if keep is None else keep & also
         rows = np.arange(len(self.ids)) if keep is None else np.flatnonzero(keep)
         if len(rows) == 0:
             return [], 0

@@ -2,7 +2,7 @@
 // textContent or an attribute set by the DOM (never parsed as HTML), so a field holding <script> is text.
 "use strict";
 
-const state = { collections: [], shown: [], filters: {}, lastQuery: null, map: null };
+const state = { collections: [], shown: [], filters: {}, lastQuery: null, map: null, mapMode: "pca", place: null };
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#393b79", "#ad494a", "#637939"];
 const $ = (id) => document.getElementById(id);
@@ -34,6 +34,7 @@ function safeURL(url) {
 function params(extra) {
   const p = new URLSearchParams(extra);
   for (const [field, value] of Object.entries(state.filters)) if (value !== "") p.set(field, value);
+  if (state.place) { p.set("near", state.place.near.join(",")); p.set("km", String(state.place.km)); }
   return p;
 }
 
@@ -89,7 +90,9 @@ function renderCard(collection, record, index, likeId) {
   const fields = el("dl");
   let shown = 0;
   for (const [name, value] of Object.entries(record.fields)) {
-    const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null ? JSON.stringify(value) : String(value));
+    const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null
+      ? Object.entries(value).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")  // findspot: lat 37.97, lon 23.72
+      : String(value));
     if (text === "" || text === record.title || text === record.record_id) continue;
     if (++shown > 5) break;
     fields.append(el("dt", { text: name }), el("dd", { text: text.length > 80 ? text.slice(0, 79) + "…" : text }));
@@ -119,6 +122,29 @@ async function loadFacets() {
     list.append(el("label", { text: field }), select);
   }
   if (!Object.keys(facets).length) list.append(el("p", { class: "muted small", text: "No field with few values." }));
+  const info = state.collections.find((c) => c.name === state.shown[0]) || {}, places = info.coordinates;
+  $("place-box").hidden = !places;
+  if (places) {
+    $("place-note").textContent = `${places.with} of ${info.records} records have coordinates (${places.lat_field}, ` +
+      `${places.lon_field}); the ${info.records - places.with} without never pass a place filter. ` +
+      "Or click a point on the map's findspot layout.";
+  }
+}
+
+function setPlace(near, km) {
+  state.place = near ? { near: near.map((v) => +v.toFixed(5)), km } : null;
+  $("near").value = state.place ? state.place.near.join(", ") : "";
+  if (state.map) drawMap();
+  rerun();
+}
+
+function applyPlaceInputs() {
+  const text = $("near").value.trim(), km = Number($("km").value);
+  if (!text) { setPlace(null); return; }
+  const near = Places.parseNear(text);
+  if (!near) { showError("near: give a latitude and a longitude in decimal degrees, e.g. 37.9715, 23.7257"); return; }
+  if (!(km > 0)) { showError("within km: give a distance above 0"); return; }
+  setPlace(near, km);
 }
 
 function rerun() { if (state.lastQuery) runSearch(state.lastQuery.kind, state.lastQuery.value); }
@@ -144,18 +170,32 @@ function renderShownChoices() {
 // ----- the map -----
 async function loadMap() {
   const collection = $("map-collection").value, field = $("map-field").value;
+  const info = state.collections.find((c) => c.name === collection) || {};
+  $("map-mode").querySelector("option[value=places]").disabled = !info.coordinates;
+  if (!info.coordinates) state.mapMode = $("map-mode").value = "pca";
+  const places = state.mapMode === "places";
   $("map-method").textContent = "computing the map…";
+  $("map-popup").hidden = true;
+  const ticket = state.mapTicket = (state.mapTicket || 0) + 1;  // only the latest request draws
+  let m;
   try {
-    state.map = await getJSON("/api/map?" + new URLSearchParams(field ? { collection, field } : { collection }));
-  } catch (err) { $("map-method").textContent = err.message; return; }
-  const m = state.map;
+    m = await getJSON((places ? "/api/places?" : "/api/map?") +
+                      new URLSearchParams(field ? { collection, field } : { collection }));
+  } catch (err) { if (ticket === state.mapTicket) $("map-method").textContent = err.message; return; }
+  if (ticket !== state.mapTicket) return;
+  state.map = m;
+  m.kind = places ? "places" : "pca";
+  m.worth_checking = m.worth_checking || [];
+  $("map-flags-box").hidden = $("map-flags-label").hidden = places;
+  $("places-help").hidden = !places;
   const fieldSelect = $("map-field");
   if (fieldSelect.options.length !== m.fields.length) {
     fieldSelect.replaceChildren(...m.fields.map((f) => el("option", { value: f, text: f })));
   }
   fieldSelect.value = m.field || "";
-  $("map-method").textContent = `Layout: ${m.method}; the two axes hold ${(100 * m.explained[0]).toFixed(0)}% and ` +
-    `${(100 * m.explained[1]).toFixed(0)}% of the variance. ${m.note}.`;
+  $("map-method").textContent = places ? `Findspots: ${m.line}. Projection: ${m.projection}.`
+    : `Layout: ${m.method}; the two axes hold ${(100 * m.explained[0]).toFixed(0)}% and ` +
+      `${(100 * m.explained[1]).toFixed(0)}% of the variance. ${m.note}.`;
   $("map-legend").replaceChildren(...m.values.map((v, i) => el("li", {},
     swatch(PALETTE[i % PALETTE.length]), el("span", { text: `${v} (${m.counts[i]})` }))),
     el("li", {}, swatch("#b8bec4"), el("span", { class: "muted", text: "other / no value" })));
@@ -169,6 +209,7 @@ async function loadMap() {
 function swatch(colour) { const s = el("span", { class: "swatch" }); s.style.background = colour; return s; }
 
 function mapXY(point, canvas) {
+  if (state.map && state.map.kind === "places") return Places.project(point, Places.frame(state.map.extent, canvas));
   const pad = 18;
   return [pad + (point[0] + 1) / 2 * (canvas.width - 2 * pad), pad + (1 - (point[1] + 1) / 2) * (canvas.height - 2 * pad)];
 }
@@ -177,6 +218,7 @@ function drawMap() {
   const m = state.map, canvas = $("map-canvas"), ctx = canvas.getContext("2d");
   if (!m) return;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (m.kind === "places") Places.drawBackground(ctx, Places.frame(m.extent, canvas), canvas);
   const radius = m.points.length > 20000 ? 1.5 : m.points.length > 2000 ? 2.5 : 4;
   ctx.globalAlpha = 0.8;
   m.points.forEach((p, i) => {
@@ -185,6 +227,7 @@ function drawMap() {
     ctx.beginPath(); ctx.arc(x, y, radius, 0, 2 * Math.PI); ctx.fill();
   });
   ctx.globalAlpha = 1;
+  if (m.kind === "places" && state.place) Places.drawCircle(ctx, Places.frame(m.extent, canvas), state.place.near, state.place.km);
   if ($("map-flags").checked) {
     ctx.strokeStyle = "#c2410c"; ctx.lineWidth = 1.5;
     for (const f of m.worth_checking) {
@@ -215,11 +258,43 @@ function hover(event) {
   tip.replaceChildren(
     el("img", { src: `/thumb?${new URLSearchParams({ collection: m.collection, id: m.ids[i] })}`, alt: "" }),
     el("b", { text: m.titles[i] }), el("div", { class: "muted", text: `${m.field}: ${value}` }),
+    m.kind === "places" ? el("div", { class: "muted", text: `${m.points[i][1]}, ${m.points[i][0]}` }) : null,
     flag ? el("div", { class: "flagword", text: `label worth checking: neighbours say “${flag.neighbours_say}”` }) : null);
   const wrap = $("map-canvas").parentElement.getBoundingClientRect();
   tip.style.left = `${event.clientX - wrap.left + 14}px`;
   tip.style.top = `${event.clientY - wrap.top + 14}px`;
   tip.hidden = false;
+}
+
+// a click on the place map: on a find, its popup (linking its record); elsewhere, search near there
+function placeClick(event, i) {
+  const m = state.map, canvas = $("map-canvas"), popup = $("map-popup");
+  const box = canvas.getBoundingClientRect(), wrap = canvas.parentElement.getBoundingClientRect();
+  const x = (event.clientX - box.left) * canvas.width / box.width, y = (event.clientY - box.top) * canvas.height / box.height;
+  if (i < 0) {
+    popup.hidden = true;
+    setPlace(Places.unproject(x, y, Places.frame(m.extent, canvas)), Number($("km").value) || 25);
+    $("map-method").textContent = `Place filter: within ${state.place.km} km of ${state.place.near.join(", ")}` +
+      " (the Search tab shows the finds there).";
+    return;
+  }
+  const url = safeURL(m.links[i]), km = Number($("km").value) || 25;
+  popup.replaceChildren(
+    el("button", { class: "close", type: "button", text: "×", "aria-label": "close", onclick: () => { popup.hidden = true; } }),
+    el("img", { src: `/thumb?${new URLSearchParams({ collection: m.collection, id: m.ids[i] })}`, alt: "" }),
+    url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: m.titles[i] }) : el("b", { text: m.titles[i] }),
+    el("div", { class: "muted", text: `${m.points[i][1]}, ${m.points[i][0]}` }),
+    el("button", { class: "small-button", type: "button", text: "more like this",
+                   onclick: () => { showTab("search"); runSearch("like", m.ids[i]); } }),
+    el("button", { class: "small-button", type: "button", text: `finds within ${km} km`,
+                   onclick: () => {
+                     setPlace([m.points[i][1], m.points[i][0]], km);
+                     showTab("search");
+                     if (!state.lastQuery) runSearch("like", m.ids[i]);  // the finds there, most like this one first
+                   } }));
+  popup.style.left = `${Math.min(event.clientX - wrap.left + 12, wrap.width - 210)}px`;
+  popup.style.top = `${event.clientY - wrap.top + 12}px`;
+  popup.hidden = false;
 }
 
 // ----- wiring -----
@@ -256,7 +331,7 @@ async function start() {
   $("clear-filters").addEventListener("click", () => {
     state.filters = {};
     for (const s of document.querySelectorAll("#facet-list select")) s.value = "";
-    rerun();
+    setPlace(null);
   });
   $("tab-search").addEventListener("click", () => showTab("search"));
   $("tab-map").addEventListener("click", () => showTab("map"));
@@ -268,8 +343,12 @@ async function start() {
   canvas.addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
   canvas.addEventListener("click", (e) => {
     const i = nearestPoint(e);
+    if (state.map && state.map.kind === "places") { placeClick(e, i); return; }
     if (i >= 0) { showTab("search"); runSearch("like", state.map.ids[i]); }
   });
+  $("map-mode").addEventListener("change", () => { state.mapMode = $("map-mode").value; loadMap(); });
+  $("place-apply").addEventListener("click", applyPlaceInputs);
+  $("near").addEventListener("keydown", (e) => { if (e.key === "Enter") applyPlaceInputs(); });
   document.body.dataset.ready = "yes";
 }
 
