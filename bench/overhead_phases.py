@@ -60,7 +60,7 @@ def mlx_phases(settings: Settings, init: Path) -> dict:
     from mlx_clip.models.config import CLIPConfig
     from mlx_clip.models.text_length import trim_padding
     from mlx_clip.models.weights import hf_to_mlx, read_weights
-    from mlx_clip.train.optim import OptimConfig, make_optimizer
+    from mlx_clip.train.optim import GuardedAdamW, OptimConfig, make_optimizer
     from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss, gradient_sum
 
     mx.set_default_device(mx.cpu)
@@ -115,18 +115,18 @@ def mlx_phases(settings: Settings, init: Path) -> dict:
     emb["dense_gradient_scatter"] = _median_ms(lambda: mx.eval(take_grad(table)), steps, warmup)
     g = grads["text_model"]["embeddings"]["token_embedding"]["weight"]
     emb["finite_sum"] = _median_ms(lambda: mx.eval(mx.compile(lambda x: x.sum())(g)), steps, warmup)
-    m, v = mx.zeros_like(table), mx.zeros_like(table)
-    mx.eval(m, v)
+    alone = GuardedAdamW(learning_rate=1e-5, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0)
+    alone.init({"t": table})
+    alone_state, keep = [alone.state], mx.array(True)
 
-    def adam(w, g, m, v, keep):
-        m2 = 0.9 * m + 0.1 * g
-        v2 = 0.98 * v + 0.02 * g * g
-        w2 = w - 1e-5 * (m2 / 0.1) / (mx.sqrt(v2 / 0.02) + 1e-6)
-        return mx.where(keep, w2, w), mx.where(keep, m2, m), mx.where(keep, v2, v)
+    def guarded_update(weight, gradient):
+        alone.keep = keep
+        new = alone.apply_gradients({"t": gradient}, {"t": weight})["t"]
+        alone.keep, alone.guarded = None, {}
+        return new
 
-    adam_c = mx.compile(adam)
-    keep = mx.array(True)
-    emb["adamw_update_fused"] = _median_ms(lambda: mx.eval(adam_c(table, g, m, v, keep)), steps, warmup)
+    guarded_c = mx.compile(guarded_update, inputs=alone_state, outputs=alone_state)
+    emb["adamw_update_guarded"] = _median_ms(lambda: mx.eval(guarded_c(table, g), alone_state), steps, warmup)
     big = np.ones(table.shape, np.float32)
     emb["copy_one_table_numpy_ms"] = _median_ms(lambda: big.copy(), steps, warmup)
     out["token_embedding"] = emb

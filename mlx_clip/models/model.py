@@ -7,7 +7,6 @@ converts). The CPU fast paths (libm-free activations) live in fast_ops.py.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -253,26 +252,10 @@ class CLIPModel(nn.Module):
 
     def __call__(self, input_ids: mx.array, pixel_values: mx.array) -> CLIPModelOutput:
         """Normalised embeddings and logits, as transformers' CLIPModel.forward."""
-        image_embeds, text_embeds = embed_pair(self, input_ids, pixel_values)
+        image_embeds = normalize(self.encode_image(pixel_values))
+        text_embeds = normalize(self.encode_text(input_ids))
         logits_per_text = self.similarity(text_embeds, image_embeds)
         return CLIPModelOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds)
-
-
-@functools.cache
-def second_cpu_stream() -> mx.Stream:
-    """One more CPU stream (its own thread) for the whole process, whatever the number of models."""
-    return mx.new_stream(mx.cpu)
-
-
-def embed_pair(model, input_ids: mx.array, pixel_values: mx.array) -> tuple[mx.array, mx.array]:
-    """Normalised image and text embeddings. With `model.image_stream` set (train/step.py's Trainer
-    sets a second CPU stream) the image tower's ops, and so their gradients, run on that stream:
-    MLX runs each CPU stream's ops one at a time on its own thread, so the two towers then run side
-    by side on two cores. Every op computes the same values on either stream (bit for bit)."""
-    stream = getattr(model, "image_stream", None)
-    with mx.stream(stream if stream is not None else mx.default_stream(mx.default_device())):
-        image_embeds = normalize(model.encode_image(pixel_values))
-    return image_embeds, normalize(model.encode_text(input_ids))
 
 
 def normalize(x: mx.array) -> mx.array:

@@ -19,7 +19,7 @@ import mlx.nn as nn
 
 from ..errors import InputError
 from .config import TextConfig, VisionConfig, check_heads, pick_fields
-from .model import MLP, CLIPModelOutput, Encoder, PatchEmbedding, TextEmbeddings, embed_pair
+from .model import MLP, CLIPModelOutput, Encoder, PatchEmbedding, TextEmbeddings, normalize
 
 # Defaults of transformers' SiglipTextConfig / SiglipVisionConfig.
 _TEXT_DEFAULTS = dict(
@@ -206,6 +206,7 @@ class SiglipModel(nn.Module):
         return (text_embeds @ image_embeds.T) * mx.exp(self.logit_scale) + self.logit_bias
 
     def __call__(self, input_ids: mx.array, pixel_values: mx.array) -> CLIPModelOutput:
-        image_embeds, text_embeds = embed_pair(self, input_ids, pixel_values)
+        image_embeds = normalize(self.encode_image(pixel_values))
+        text_embeds = normalize(self.encode_text(input_ids))
         logits_per_text = self.similarity(text_embeds, image_embeds)
         return CLIPModelOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds)

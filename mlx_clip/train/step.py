@@ -23,7 +23,7 @@ from ..flags import setting
 from ..errors import InputError
 from ..models.family import family_of
 from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
-from ..models.model import CLIPModel, second_cpu_stream
+from ..models.model import CLIPModel
 from ..models.text_length import trim_padding
 from .loss import LOSSES
 
@@ -171,8 +171,6 @@ class Trainer:
             self.frozen_fp32 = dict(tree_flatten(model.parameters()))
             self.master.update(tree_map(lambda p: p, trainable))
             self._cast_model_from(self.frozen_fp32)
-        if mx.default_device() == mx.cpu:  # the towers side by side on two cores (models/model.py embed_pair)
-            model.image_stream = second_cpu_stream()
         self.guard = {"finite": mx.array(True)}  # False from the first non-finite step on
         self._guarded_optimizers = [o for o in getattr(optimizer, "optimizers", [optimizer]) if hasattr(o, "guarded")]
         self.state = [model.state, optimizer.state, mx.random.state, self.master, self.guard]
