@@ -4,7 +4,7 @@
   python bench/bench_step.py --config b32 --batch 32 --rounds 6 --json bench/results/step_ab.json
 
 Variants, each its own model (same weights) and optimizer:
-  plain       nn.Linear, one stream, mlx's AdamW (the step before these fast paths)
+  plain       nn.Linear, one stream, AdamW as make_optimizer builds it (the step before these fast paths)
   row-major   fast_ops.Linear: weight gradients row-major, so AdamW's fused update is contiguous
               (the shipped step)
 A third variant, both towers split across one CPU stream per core with AdamW's updates spread

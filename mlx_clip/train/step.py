@@ -81,13 +81,15 @@ def gradient_sum(grads) -> mx.array:
     return sum((mx.sum(g.astype(mx.float32)) for _, g in tree_flatten(grads)), mx.array(0.0))
 
 
-def keep_where(keep: mx.array, tree, before) -> None:
+def keep_where(keep: mx.array, tree, before, guarded: dict | None = None) -> None:
     """Inside the compiled step: every array leaf of `tree` (nested dicts/lists, changed in place)
-    becomes `where(keep, new, before)`; where(True, new, old) is `new` bit for bit."""
+    becomes `where(keep, new, before)`; where(True, new, old) is `new` bit for bit. Arrays in
+    `guarded` (id -> array) are already `where(keep, ...)` (GuardedAdamW's) and stay as they are."""
+    guarded = {} if guarded is None else guarded
     for key in (range(len(tree)) if isinstance(tree, list) else list(tree)):
         if isinstance(tree[key], (dict, list)):
-            keep_where(keep, tree[key], before[key])
-        elif isinstance(tree[key], mx.array) and tree[key] is not before[key]:
+            keep_where(keep, tree[key], before[key], guarded)
+        elif isinstance(tree[key], mx.array) and tree[key] is not before[key] and id(tree[key]) not in guarded:
             tree[key] = mx.where(keep, tree[key], before[key])
 
 
@@ -170,6 +172,7 @@ class Trainer:
             self.master.update(tree_map(lambda p: p, trainable))
             self._cast_model_from(self.frozen_fp32)
         self.guard = {"finite": mx.array(True)}  # False from the first non-finite step on
+        self._guarded_optimizers = [o for o in getattr(optimizer, "optimizers", [optimizer]) if hasattr(o, "guarded")]
         self.state = [model.state, optimizer.state, mx.random.state, self.master, self.guard]
         self._loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         self._step = mx.compile(self._step_fp32 if precision == "float32" else self._step_mixed,
@@ -203,10 +206,22 @@ class Trainer:
         return self._update_fp32(*self._gradients(input_ids, pixel_values, *extra))
 
     def _keep(self, loss: mx.array, grad_sum: mx.array) -> mx.array:
-        """Whether this step's update applies: the loss, the gradients and every earlier step finite."""
+        """Whether this step's update applies: the loss, the gradients and every earlier step finite.
+        Handed to the optimizers that guard their own update (optim.GuardedAdamW)."""
         keep = self.guard["finite"] & mx.isfinite(loss) & mx.isfinite(grad_sum)
         self.guard["finite"] = keep
+        for optimizer in self._guarded_optimizers:
+            optimizer.keep, optimizer.guarded = keep, {}
         return keep
+
+    def _guarded_arrays(self) -> dict:
+        """After the update: the arrays the optimizers guarded themselves, by id (then forgotten)."""
+        guarded = {}
+        for optimizer in self._guarded_optimizers:
+            guarded.update(optimizer.guarded)
+            optimizer.keep = None
+            optimizer.guarded = {}
+        return guarded
 
     def _update_fp32(self, loss: mx.array, grads: dict) -> tuple[mx.array, ...]:
         grad_sum = gradient_sum(grads)
@@ -215,10 +230,10 @@ class Trainer:
         self.optimizer.update(self.model, grads)
         if self.max_logit_scale is not None:
             self.model.logit_scale = mx.minimum(self.model.logit_scale, self.max_logit_scale)
-        weights = self.model.trainable_parameters()
-        keep_where(keep, weights, weights_before)
+        weights, guarded = self.model.trainable_parameters(), self._guarded_arrays()
+        keep_where(keep, weights, weights_before, guarded)
         self.model.update(weights)
-        keep_where(keep, self.optimizer.state, state_before)
+        keep_where(keep, self.optimizer.state, state_before, guarded)
         return loss, grad_sum, keep
 
     def _step_mixed(self, input_ids: mx.array, pixel_values: mx.array, *extra) -> tuple[mx.array, ...]:
@@ -231,8 +246,9 @@ class Trainer:
         new_master = dict(tree_flatten(self.optimizer.apply_gradients(grads, dict(self.master))))
         if self.max_logit_scale is not None and "logit_scale" in new_master:
             new_master["logit_scale"] = mx.minimum(new_master["logit_scale"], self.max_logit_scale)
-        keep_where(keep, new_master, master_before)
-        keep_where(keep, self.optimizer.state, state_before)
+        guarded = self._guarded_arrays()
+        keep_where(keep, new_master, master_before, guarded)
+        keep_where(keep, self.optimizer.state, state_before, guarded)
         # MultiOptimizer merges its groups' trees in group order: put the master weights back in
         # their own order, or the compiled step sees new inputs after step 1 and traces again.
         self.master.update(tree_unflatten([(k, new_master[k]) for k, _ in tree_flatten(self.master)]))
