@@ -15,7 +15,6 @@ median steps/s) and `steps_per_s` of each side at its top level, beside mlx_vs_t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mlx_vs_torch import add_rates, row  # noqa: E402
-from compare_env import describe_machine, environment  # noqa: E402
+from compare_env import describe_machine, environment, save_report  # noqa: E402
 from compare_schedule import interleaved, spread, summarise  # noqa: E402
 from compare_setup import CONFIGS, Settings, initial_weights_path  # noqa: E402
 from compare_sides import run_isolated  # noqa: E402
@@ -72,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           f"MLX/PyTorch {entry['ratio']:.2f}x (paired {entry['paired_ratio']['min']:.2f}-"
           f"{entry['paired_ratio']['max']:.2f}); MLX on {report['kernels']['mlx']}, PyTorch on "
           f"{report['kernels']['torch']} ({report['kernels']['torch_cpu_capability']})")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    save_report(args.json, report)
     return 0
 
 

@@ -8,6 +8,7 @@ kernels on AVX-512, which is not what an AVX2 laptop or server runs.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -102,3 +103,10 @@ def gemm_gflops(device: str) -> float:
     for _ in range(reps):
         mx.eval(a @ b)
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def save_report(path, report: dict) -> None:
+    """Every bench script's closing step: the report as indented JSON at `path` (if given), said once."""
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")

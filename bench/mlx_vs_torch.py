@@ -20,7 +20,6 @@ Device auto: Metal vs MPS on a Mac, CUDA vs CUDA where present, CPU vs CPU other
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_env import describe_machine, environment, gemm_gflops, limit_instruction_set  # noqa: E402
+from compare_env import describe_machine, environment, gemm_gflops, limit_instruction_set, save_report  # noqa: E402
 from compare_schedule import interleaved, summarise  # noqa: E402
 from compare_setup import CASES, CONFIGS, Settings, flops_per_pair, initial_weights_path  # noqa: E402
 from compare_sides import run_isolated  # noqa: E402
@@ -134,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{c} {e['mlx_share_of_ceiling']:.0%}" for c, e in report["cases"].items()))
     print(f"peak = {', '.join(sorted({e['peak_compared'] for e in report['cases'].values()}))} of the process "
           "running that case (weights, activations, optimizer state), median over repeats")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    save_report(args.json, report)
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from compare_env import environment  # noqa: E402
+from compare_env import environment, save_report  # noqa: E402
 from compare_setup import Settings, initial_weights_path  # noqa: E402
 
 CHILD = """
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
               "new_over_old": medians["new"] / medians["old"], "runs": runs, "environment": environment()}
     print(f"MLX steps/s median: old {medians['old']:.1f}, new {medians['new']:.1f}, "
           f"new/old {report['new_over_old']:.2f}x ({runs['new'][0]['blas']})")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    save_report(args.json, report)
     return 0
 
 

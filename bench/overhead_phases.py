@@ -17,7 +17,6 @@ of whole steps. Each side runs in its own process, one after the other.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_env import describe_machine, environment  # noqa: E402
+from compare_env import describe_machine, environment, save_report  # noqa: E402
 from compare_setup import EOS, Settings, initial_weights_path, synthetic_batch  # noqa: E402
 
 MIN_OF_RUNS = bool(os.environ.get("MIN_OF_RUNS"))
@@ -254,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if "token_embedding" in report[side]:
             print("  token embedding:", report[side]["token_embedding"])
     report["load_average_after"] = os.getloadavg()
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    save_report(args.json, report)
     return 0
 
 
