@@ -68,7 +68,6 @@ def measure(tokenizer: CLIPTokenizer, pairs: int, seed: int) -> dict:
                                             for i, c in enumerate(captions)]}
     limit = tokenizer.context_length
     tokens = {label: count(texts) for label, texts in variants.items()}
-    base = tokens["no place"]
     return {"tokenizer": "OpenAI CLIP BPE (open-clip-torch's bpe_simple_vocab_16e6.txt.gz) via mlx_clip CLIPTokenizer",
             "context_length": limit, "coordinate_pairs": pairs, "seed": seed,
             "coordinates_tokens": coordinates,

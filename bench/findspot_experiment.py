@@ -30,7 +30,7 @@ from mlx_clip.command import run_command  # noqa: E402
 from mlx_clip.data.captions import value_text  # noqa: E402
 from mlx_clip.data.coordinates import checked_coordinates  # noqa: E402
 from mlx_clip.data.dataset import is_manifest, read_manifest  # noqa: E402
-from mlx_clip.data.place_captions import VARIANTS, check_place_records, place_templates, token_cost  # noqa: E402
+from mlx_clip.data.place_captions import check_place_records, place_templates, token_cost  # noqa: E402
 from mlx_clip.data.records import get_field_or_none, load_records  # noqa: E402
 from mlx_clip.errors import InputError  # noqa: E402
 from mlx_clip.finetune import build_parser as finetune_parser  # noqa: E402

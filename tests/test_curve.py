@@ -8,9 +8,8 @@ import pytest
 from mlx_clip import curve
 from mlx_clip.run.learning_curve import flattening_size, gains_per_100, nested_subsets, parse_sizes
 from mlx_clip.errors import InputError
+from mlx_clip.train.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from mlx_clip.train.evaluate import (
-    bootstrap_ci,
-    paired_bootstrap_ci,
     retrieval_intervals,
     retrieval_metrics,
     retrieval_ranks,

@@ -1,7 +1,6 @@
 """Evaluation decodes large pictures at a reduced scale (JPEG draft, `Image.reduce`) and stays
 within two grey levels of the processor on the full-size decode; normal pictures are untouched."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,9 +2,7 @@
 checked before any download; empty captions dropped."""
 
 import json
-import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

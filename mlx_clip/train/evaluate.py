@@ -30,8 +30,6 @@ from ..errors import InputError
 from ..io import atomic_file
 from ..data.stream import EvalSet, EvalStream  # noqa: F401  (EvalSet: the data step's, scored here)
 from . import scores
-from .bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_ci, paired_bootstrap_ci,  # noqa: F401
-                        percentile_interval, resample_indices)
 from .metric_names import I2I_MEAN_RANK, MEAN_R1, RECALL_AT, ZERO_SHOT, mean_rank_key, recall_key
 
 COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size", "i2i_queries")  # sizes, not scores
