@@ -122,6 +122,10 @@ def test_verdict_has_no_words_for_a_handful_of_items():
     assert "image-to-image search: too few to tell (2 scored items" in judged["line"]
     assert "image-to-image search improved" not in judged["line"]
 
+    from mlx_clip.outputs.report import change_cell, paired_change  # the tables follow the same rule
+    few, many = (change_cell(paired_change(before, after, key)).html for key in (I2I_R1, MEAN_R1))
+    assert "too few to tell (2 items)" in few and 'class="up"' not in few and "too few" not in many
+
 
 def test_verdict_in_red_at_the_top_of_the_report():
     from mlx_clip.outputs.report.judging import verdict_section

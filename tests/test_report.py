@@ -119,3 +119,22 @@ def test_stuck_warning_after_warmup_only():
     assert "is above chance level" in falling and "falling" in falling and "not learning" not in falling
     assert stuck_warning(3, [chance * 0.9] * 4, [32] * 4, first_step=8, warmup_steps=2) is None  # learning
     assert stuck_warning(1, [chance] * 4, [32] * 4, first_step=0, warmup_steps=4) is None  # all in warmup
+
+
+def test_stuck_epochs_a_later_epoch_left_behind_are_one_line():
+    """The tour's run: epochs 1-3 at chance, then learning. Its record says so once, not as stuck."""
+    from mlx_clip.run.console import run_warnings
+
+    def row(epoch, stuck):
+        return {"epoch": epoch, "loss": 4.0, **({"warning": f"warning: epoch {epoch}: ... stays at chance level"}
+                                                 if stuck else {})}
+
+    start = {"epoch": 0, "mean_R@1": 0.1}
+    late = [start, row(1, True), row(2, True), row(3, True), row(4, False), row(5, False)]
+    assert run_warnings(late, {"epoch": 5}) == [
+        "warning: epochs 1-3: the training loss after warmup stayed at chance level; it fell below from epoch 4, "
+        "so the model learned late (a higher --lr may get there sooner)"]
+    still = [start, row(1, False), row(2, True), row(3, True)]  # stuck at the end: every epoch's own line
+    assert run_warnings(still, {"epoch": 3}) == [still[2]["warning"], still[3]["warning"]]
+    gaps = [start, row(1, True), row(2, False), row(3, True), row(4, False)]
+    assert run_warnings(gaps, {"epoch": 4})[0].startswith("warning: epochs 1, 3: ")

@@ -23,6 +23,16 @@ an interval like [+1.000, +1.000] that says nothing (seen on the emoji tour: two
 picture)."""
 
 
+def scored_items(before, after, key: str) -> int:
+    """How many paired items a change rests on: the fewer of the two sides' scored items."""
+    return min(sum(len(p.values) for p in scores.parts_of(side, key) or []) for side in (before, after))
+
+
+def too_few(items: int) -> bool:
+    """Below MIN_ITEMS a change gets no words and no colour, in the verdict and in the tables."""
+    return items < MIN_ITEMS
+
+
 def _signed(change: float, interval: Sequence[float]) -> str:
     return f"{change:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
@@ -35,8 +45,8 @@ def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]
         if change is None:
             continue
         area, measure = HEADLINE[key]
-        items = min(sum(len(p.values) for p in scores.parts_of(side, key) or []) for side in (before, after))
-        words = words_for(change[1]) if items >= MIN_ITEMS else "too few to tell"
+        items = scored_items(before, after, key)
+        words = "too few to tell" if too_few(items) else words_for(change[1])
         out.append({"area": area, "key": key, "measure": measure, "change": change[0], "ci95": change[1],
                     "words": words, "regression": words == "worse", "items": items})
     return out

@@ -130,10 +130,28 @@ def below_start_warning(history: list[dict], best: dict, test: dict | None = Non
 
 
 def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> list[str]:
-    """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card."""
-    warnings = [row["warning"] for row in history if row.get("warning")]
+    """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card.
+    Stuck epochs that a later epoch left behind (its loss fell below chance) are one line that says
+    so: the console printed each as it happened, but the run's record must not read as stuck."""
+    trained = [row for row in history if row.get("epoch", 0) > 0]
+    stuck = [row["epoch"] for row in trained if row.get("warning")]
+    if stuck and trained[-1]["epoch"] not in stuck:
+        recovered = next(row["epoch"] for row in trained if row["epoch"] > stuck[-1])
+        warnings = [f"warning: {_epochs(stuck)}: the training loss after warmup stayed at chance level; it fell "
+                    f"below from epoch {recovered}, so the model learned late (a higher --lr may get there sooner)"]
+    else:
+        warnings = [row["warning"] for row in history if row.get("warning")]
     below = below_start_warning(history, best, test)
     return warnings + ([below] if below else [])
+
+
+def _epochs(numbers: list[int]) -> str:
+    """'epoch 2', 'epochs 1-3' or 'epochs 1, 3' (the run's stuck epochs, in order)."""
+    if len(numbers) == 1:
+        return f"epoch {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"epochs {numbers[0]}-{numbers[-1]}"
+    return "epochs " + ", ".join(map(str, numbers))
 
 
 def test_line(test: dict) -> str:

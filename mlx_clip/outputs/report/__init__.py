@@ -31,6 +31,7 @@ from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
 from ...train.judging import Judging
 from ...train.metric_names import MEAN_R1, RANK_KEYS, SCORE_KEYS, ZERO_SHOT, ci_key
+from .. import verdict
 from ..run_paths import RunPaths
 from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
 from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci
@@ -177,18 +178,25 @@ def plots_section(paths: RunPaths) -> str:
 
 
 def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: str):
-    """(after - before, its paired 95 % interval) or None (mlx_clip.train.scores.change)."""
+    """(after - before, its paired 95 % interval, the items it rests on) or None
+    (mlx_clip.train.scores.change)."""
     if before is None or after is None:
         return None
-    return scores.change(before, after, key)
+    change = scores.change(before, after, key)
+    return None if change is None else (*change, verdict.scored_items(before, after, key))
 
 
 def change_cell(change) -> Raw | str:
-    """A paired change and its interval, green when the interval is above 0, red when below."""
+    """A paired change and its interval, green when the interval is above 0, red when below; on too
+    few items (verdict.too_few) neither, and it says so, as the verdict does."""
     if not change:
         return "–"
-    cls = "up" if change[1][0] > 0 else "down" if change[1][1] < 0 else ""
-    return Raw(f'<span class="{cls}">{change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]</span>')
+    value, (low, high), items = change
+    text = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+    if verdict.too_few(items):
+        return Raw(f'<span class="muted">{text} too few to tell ({items} items)</span>')
+    cls = "up" if low > 0 else "down" if high < 0 else ""
+    return Raw(f'<span class="{cls}">{text}</span>')
 
 
 def test_section(test: dict | None, details: tuple[EvalDetails, EvalDetails] | None) -> str:
