@@ -3,6 +3,8 @@ initial weights both start from, and the matmul FLOPs of each case."""
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,3 +110,16 @@ def flops_per_pair(settings: Settings, text_length: int, case: str) -> float:
     if case == "train-lock-text":
         return 3 * vision + text
     return 3 * (vision + text)
+
+
+def median_seconds(fn, steps: int, warmup: int = 2, fastest: bool = False) -> float:
+    """Median seconds of `fn` over `steps` calls after `warmup` (or the fastest call: on shared
+    cores the fastest is the nearest to a quiet machine)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) if fastest else statistics.median(times)

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,14 +26,7 @@ import compare_setup as C  # noqa: E402  (configs, batches, initial weights as b
 
 
 def timed(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return C.median_seconds(fn, steps, warmup)
 
 
 def mlx_phases(settings: C.Settings, init: Path, variant: str) -> dict:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,22 +27,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_env import describe_machine, environment, save_report  # noqa: E402
-from compare_setup import EOS, Settings, initial_weights_path, synthetic_batch  # noqa: E402
+from compare_setup import EOS, Settings, initial_weights_path, median_seconds, synthetic_batch  # noqa: E402
 
 MIN_OF_RUNS = bool(os.environ.get("MIN_OF_RUNS"))
 
 
 def _median_ms(fn, steps: int, warmup: int) -> float:
-    """Median milliseconds of `fn` (or the fastest run, when MIN_OF_RUNS is set: on shared cores the
-    fastest run is the nearest to a quiet machine)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * (min(times) if MIN_OF_RUNS else statistics.median(times))
+    """Median milliseconds of `fn` (the fastest run when MIN_OF_RUNS is set)."""
+    return 1000 * median_seconds(fn, steps, warmup, fastest=MIN_OF_RUNS)
 
 
 def mlx_phases(settings: Settings, init: Path) -> dict:
