@@ -125,6 +125,7 @@ def test_verdict_has_no_words_for_a_handful_of_items():
     from mlx_clip.outputs.report import change_cell, paired_change  # the tables follow the same rule
     few, many = (change_cell(paired_change(before, after, key)).html for key in (I2I_R1, MEAN_R1))
     assert "too few to tell (2 items)" in few and 'class="up"' not in few and "too few" not in many
+    assert words_for([1.0, 1.0], 19) == "too few to tell" and words_for([1.0, 1.0], 20) == "better"  # compare's too
 
 
 def test_verdict_in_red_at_the_top_of_the_report():

@@ -13,24 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..train import scores
-from ..train.bootstrap import words_for
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
 from ..train.metric_names import HEADLINE, ci_key
-
-
-MIN_ITEMS = 20
-"""Fewer paired items than this and an area gets no words: a bootstrap over 2 query images gives
-an interval like [+1.000, +1.000] that says nothing (seen on the emoji tour: two images share one
-picture)."""
-
-
-def scored_items(before, after, key: str) -> int:
-    """How many paired items a change rests on: the fewer of the two sides' scored items."""
-    return min(sum(len(p.values) for p in scores.parts_of(side, key) or []) for side in (before, after))
-
-
-def too_few(items: int) -> bool:
-    """Below MIN_ITEMS a change gets no words and no colour, in the verdict and in the tables."""
-    return items < MIN_ITEMS
 
 
 def _signed(change: float, interval: Sequence[float]) -> str:
@@ -45,8 +29,8 @@ def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]
         if change is None:
             continue
         area, measure = HEADLINE[key]
-        items = scored_items(before, after, key)
-        words = "too few to tell" if too_few(items) else words_for(change[1])
+        items = scores.paired_items(before, after, key)
+        words = words_for(change[1], items)
         out.append({"area": area, "key": key, "measure": measure, "change": change[0], "ci95": change[1],
                     "words": words, "regression": words == "worse", "items": items})
     return out
@@ -73,8 +57,8 @@ def finding_text(found: dict, first: bool, where: str) -> str:
             text += " (not out-of-domain: this run trained on the emoji set)"
         return text
     low, high = found["ci95"]
-    if found["words"] == "too few to tell":
-        return (f"{found['area']}: too few to tell ({found['items']} scored items, fewer than {MIN_ITEMS})")
+    if found["words"] == TOO_FEW:
+        return (f"{found['area']}: {TOO_FEW} ({found['items']} scored items, fewer than {MIN_ITEMS})")
     amount = f"{found['change']:+.3f}" + (f" {found['measure']}" if first else "") + f" [{low:+.3f}, {high:+.3f}]"
     if first:
         amount += f" on {where}"

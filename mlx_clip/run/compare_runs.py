@@ -103,7 +103,9 @@ def run_row(run: RunResult, first: RunResult | None, name: str) -> dict:
         if first is not None:
             change = scores.change(first.details, run.details, key, first.record_ids, run.record_ids)
             if change is not None:
-                entry.update({"diff": change[0], ci_key("diff"): change[1], "words": words_for(change[1])})
+                items = scores.paired_items(first.details, run.details, key)
+                entry.update({"diff": change[0], ci_key("diff"): change[1], "items": items,
+                              "words": words_for(change[1], items)})
         row["metrics"][key] = entry
     return row
 

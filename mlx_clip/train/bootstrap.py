@@ -97,10 +97,20 @@ def paired_change(before: Sequence[Part], after: Sequence[Part]) -> tuple[float,
     return score_of(diffs), parts_interval(diffs)
 
 
-def words_for(interval: Sequence[float] | None) -> str:
-    """The only words a change may carry: they follow its interval, never the point estimate."""
+MIN_ITEMS = 20
+"""Fewer paired items than this and a change gets no words: a bootstrap over 2 query images gives
+an interval like [+1.000, +1.000] that says nothing (seen on the emoji tour: two images share one
+picture)."""
+TOO_FEW = "too few to tell"
+
+
+def words_for(interval: Sequence[float] | None, items: int | None = None) -> str:
+    """The only words a change may carry: they follow its interval, never the point estimate, and
+    say nothing but TOO_FEW when it rests on fewer than MIN_ITEMS paired items."""
     if not interval:
         return "not measured"
+    if items is not None and items < MIN_ITEMS:
+        return TOO_FEW
     if interval[0] > 0:
         return "better"
     if interval[1] < 0:

@@ -22,6 +22,11 @@ def _image_keys(details, image_ids: Sequence[str] | None) -> np.ndarray:
     return np.asarray(image_ids, dtype=object) if image_ids is not None else np.arange(n).astype(object)
 
 
+def paired_items(before, after, key: str) -> int:
+    """How many items a change of `key` rests on: the fewer of the two sides' scored items."""
+    return min(sum(len(p.values) for p in parts_of(side, key) or []) for side in (before, after))
+
+
 def parts_of(details, key: str, image_ids: Sequence[str] | None = None,
              per_image_captions: bool = False) -> list[Part] | None:
     """The parts of score `key` (None when the evaluation has no such score). Images are keyed by

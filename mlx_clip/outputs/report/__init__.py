@@ -26,12 +26,11 @@ from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...io import write_text
-from ...train.bootstrap import words_for
+from ...train.bootstrap import TOO_FEW, words_for
 from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
 from ...train.judging import Judging
 from ...train.metric_names import MEAN_R1, RANK_KEYS, SCORE_KEYS, ZERO_SHOT, ci_key
-from .. import verdict
 from ..run_paths import RunPaths
 from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
 from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci
@@ -183,18 +182,18 @@ def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: st
     if before is None or after is None:
         return None
     change = scores.change(before, after, key)
-    return None if change is None else (*change, verdict.scored_items(before, after, key))
+    return None if change is None else (*change, scores.paired_items(before, after, key))
 
 
 def change_cell(change) -> Raw | str:
     """A paired change and its interval, green when the interval is above 0, red when below; on too
-    few items (verdict.too_few) neither, and it says so, as the verdict does."""
+    few items (bootstrap.words_for's TOO_FEW) neither, and it says so, as the verdict does."""
     if not change:
         return "–"
     value, (low, high), items = change
     text = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
-    if verdict.too_few(items):
-        return Raw(f'<span class="muted">{text} too few to tell ({items} items)</span>')
+    if words_for((low, high), items) == TOO_FEW:
+        return Raw(f'<span class="muted">{text} {TOO_FEW} ({items} items)</span>')
     cls = "up" if low > 0 else "down" if high < 0 else ""
     return Raw(f'<span class="{cls}">{text}</span>')
 
