@@ -123,10 +123,10 @@ def test_curve_cli_rejects_sizes_beyond_the_training_split(tiny_hf, shapes_manif
     assert "larger than the training split" in capsys.readouterr().err
 
 
-def _point(size, change, low, high):
+def _point(size, change, low, high, items=None):
     from mlx_clip.train.bootstrap import words_for
 
-    step = {"change": change, "ci95": [low, high], "words": words_for([low, high])}
+    step = {"change": change, "ci95": [low, high], "words": words_for([low, high], items)}
     return {"size": size, "mean_R@1": 0.2 + change, "vs_start": step, "vs_previous": step}
 
 
@@ -149,3 +149,5 @@ def test_curve_words_never_contradict_the_intervals():
     clear = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(1200, 0.09, 0.04, 0.14)]))
     assert "becomes distinguishable at 1200 images" in clear and "more images still help" in clear
     assert "cannot tell yet: at no" not in clear
+    few = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(600, -0.5, -0.6, -0.4, items=8)]))
+    assert "cannot tell yet whether more images help" in few and "made it worse" not in few  # 8 items: no words

@@ -33,7 +33,7 @@ from ..io import write_json, write_text
 from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import words_for
+from ..train.bootstrap import TOO_FEW, words_for
 from ..train.evaluate import evaluate
 from ..train.metric_names import MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 from ..train.optim import make_optimizer
@@ -185,7 +185,10 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
 def paired(before, after) -> dict | None:
     """The paired change of mean recall@1 between two evaluations of the validation set, in words."""
     found = scores.change(before, after, MEAN_R1)
-    return None if found is None else {"change": found[0], "ci95": found[1], "words": words_for(found[1])}
+    if found is None:
+        return None
+    return {"change": found[0], "ci95": found[1],
+            "words": words_for(found[1], scores.paired_items(before, after, MEAN_R1))}
 
 
 def distinguishable_at(points: Sequence[dict]) -> int | None:
@@ -256,7 +259,7 @@ def curve_summary(result: dict) -> str:
     if len(trained) > 1 and trained[-1].get("vs_previous"):
         step, last = trained[-1]["vs_previous"], trained[-1]["size"]
         text = f"from {trained[-2]['size']} to {last} images: {_change_text(step)}"
-        if step["words"] == "not distinguishable":
+        if step["words"] in ("not distinguishable", TOO_FEW):
             lines.append(f"cannot tell yet whether more images help ({text}); measure larger sizes or a larger "
                          "validation set to tell")
         elif step["words"] == "better":
