@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import words_for
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
 from ..train.evaluate import EvalDetails
 from ..train.metric_names import SCORE_KEYS, ci_key
 
@@ -128,7 +128,7 @@ def compare(folders: Sequence[str | Path]) -> dict:
             "method": "The runs' own test scores and 95 % percentile bootstrap intervals (1000 resamples, seeded, "
                       "as finetune computes them); differences resample the same test items for both runs "
                       "(paired). An interval that excludes 0 is a difference (better / worse); one that "
-                      "includes 0 is not distinguishable"}
+                      f"includes 0 is not distinguishable; one on fewer than {MIN_ITEMS} paired items is {TOO_FEW}"}
 
 
 def _cell(entry: dict | None) -> str:
@@ -158,14 +158,15 @@ def text_table(result: dict) -> str:
     """The console table: one block per metric, one line per run (and the base model)."""
     names = [Path(r["run"]).name for r in _rows(result)]
     width = max(map(len, names)) + 2
+    key_width = max(map(len, ["metric", *_keys(result)]))
     lines = [f"held-out test set: {result['test_size']} images (fingerprint {result['fingerprint'][:12]}), "
              f"shared by all {len(result['runs'])} runs", *result["notes"],
-             f"{'metric':<10} {'run':<{width}} {'score [95% CI]':<24} difference from {names[0]} [paired 95% CI]"]
+             f"{'metric':<{key_width}} {'run':<{width}} {'score [95% CI]':<24} difference from {names[0]} [paired 95% CI]"]
     for key in _keys(result):
         for name, run in zip(names, _rows(result)):
             entry = run["metrics"].get(key)
             if entry is not None:
-                lines.append(f"{key:<10} {name:<{width}} {_cell(entry):<24} {_diff(entry)}")
+                lines.append(f"{key:<{key_width}} {name:<{width}} {_cell(entry):<24} {_diff(entry)}")
     return "\n".join(lines)
 
 
