@@ -29,7 +29,7 @@ def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]
         if change is None:
             continue
         area, measure = HEADLINE[key]
-        items = scores.paired_items(before, after, key)
+        items = change[2]
         words = words_for(change[1], items)
         out.append({"area": area, "key": key, "measure": measure, "change": change[0], "ci95": change[1],
                     "words": words, "regression": words == "worse", "items": items})

@@ -103,7 +103,7 @@ def run_row(run: RunResult, first: RunResult | None, name: str) -> dict:
         if first is not None:
             change = scores.change(first.details, run.details, key, first.record_ids, run.record_ids)
             if change is not None:
-                items = scores.paired_items(first.details, run.details, key)
+                items = change[2]
                 entry.update({"diff": change[0], ci_key("diff"): change[1], "items": items,
                               "words": words_for(change[1], items)})
         row["metrics"][key] = entry
@@ -172,7 +172,7 @@ def text_table(result: dict) -> str:
 
 def html_page(result: dict, chart: Path | None = None) -> str:
     """A self-contained page: the differences chart, then the table (see mlx_clip.outputs.report.html)."""
-    from ..outputs.report.html import Raw, esc, img, page, png_file_uri, table
+    from ..outputs.report.html import Raw, esc, img, page, png_file_uri, table, words_class
 
     names = [Path(r["run"]).name for r in _rows(result)]
     rows = []
@@ -181,7 +181,7 @@ def html_page(result: dict, chart: Path | None = None) -> str:
         cells = []
         for e in entries:
             words = e.get("words") if e else None
-            cls = {"better": "up", "worse": "down"}.get(words or "", "")
+            cls = words_class(words)
             diff = f'<br><span class="{cls}">{esc(_diff(e))}</span>' if _diff(e) else ""
             cells.append(Raw(esc(_cell(e)) + diff))
         rows.append([key] + cells)

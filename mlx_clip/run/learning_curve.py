@@ -185,10 +185,7 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
 def paired(before, after) -> dict | None:
     """The paired change of mean recall@1 between two evaluations of the validation set, in words."""
     found = scores.change(before, after, MEAN_R1)
-    if found is None:
-        return None
-    return {"change": found[0], "ci95": found[1],
-            "words": words_for(found[1], scores.paired_items(before, after, MEAN_R1))}
+    return None if found is None else {"change": found[0], "ci95": found[1], "words": words_for(found[1], found[2])}
 
 
 def distinguishable_at(points: Sequence[dict]) -> int | None:
@@ -275,11 +272,11 @@ def curve_summary(result: dict) -> str:
 
 
 def _change_cell(change: dict | None):
-    from ..outputs.report.html import Raw, esc
+    from ..outputs.report.html import Raw, esc, words_class
 
     if not change:
         return ""
-    cls = {"better": "up", "worse": "down"}.get(change["words"], "")
+    cls = words_class(change["words"])
     return Raw(f'<span class="{cls}">{esc(_change_text(change))}</span>')
 
 

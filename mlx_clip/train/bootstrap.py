@@ -89,12 +89,12 @@ def paired_parts(before: Sequence[Part], after: Sequence[Part]) -> list[Part] | 
     return out if len(out) == len(before) == len(after) else None
 
 
-def paired_change(before: Sequence[Part], after: Sequence[Part]) -> tuple[float, list[float]] | None:
-    """(after - before, its paired 95 % interval), or None when nothing pairs."""
+def paired_change(before: Sequence[Part], after: Sequence[Part]) -> tuple[float, list[float], int] | None:
+    """(after - before, its paired 95 % interval, how many items paired), or None when nothing pairs."""
     diffs = paired_parts(before, after)
     if diffs is None or score_of(diffs) is None:
         return None
-    return score_of(diffs), parts_interval(diffs)
+    return score_of(diffs), parts_interval(diffs), sum(len(d.values) for d in diffs)
 
 
 MIN_ITEMS = 20

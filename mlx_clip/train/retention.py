@@ -120,7 +120,7 @@ def retention(model, load_base, base_model: str, size: int = DEFAULT_SIZE, cache
             continue
         out["scores"][key] = {"measure": measure, "base": b[0], ci_key("base"): b[1], "after": a[0],
                               ci_key("after"): a[1], "kept_percent": 100 * a[0] / b[0] if b[0] > 0 else None,
-                              "change": change[0], ci_key("change"): change[1], "words": words_for(change[1])}
+                              "change": change[0], ci_key("change"): change[1], "words": words_for(change[1], change[2])}
     kept = [s["kept_percent"] for s in out["scores"].values() if s["kept_percent"] is not None]
     out["kept_percent"] = float(np.mean(kept)) if kept else None
     seen = len(set(chosen.names) & {str(n).lower() for n in trained_names})

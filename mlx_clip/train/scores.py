@@ -22,11 +22,6 @@ def _image_keys(details, image_ids: Sequence[str] | None) -> np.ndarray:
     return np.asarray(image_ids, dtype=object) if image_ids is not None else np.arange(n).astype(object)
 
 
-def paired_items(before, after, key: str) -> int:
-    """How many items a change of `key` rests on: the fewer of the two sides' scored items."""
-    return min(sum(len(p.values) for p in parts_of(side, key) or []) for side in (before, after))
-
-
 def parts_of(details, key: str, image_ids: Sequence[str] | None = None,
              per_image_captions: bool = False) -> list[Part] | None:
     """The parts of score `key` (None when the evaluation has no such score). Images are keyed by
@@ -73,9 +68,9 @@ def score_and_interval(details, key: str) -> tuple[float, list[float]] | None:
 
 
 def change(before, after, key: str, before_ids: Sequence[str] | None = None,
-           after_ids: Sequence[str] | None = None) -> tuple[float, list[float]] | None:
-    """(after - before, paired 95 % interval) of score `key` between two evaluations of the same
-    items; captions pair by text, and when the two caption sets share none (other templates), each
+           after_ids: Sequence[str] | None = None) -> tuple[float, list[float], int] | None:
+    """(after - before, paired 95 % interval, items paired) of score `key` between two evaluations
+    of the same items (the count is what bootstrap.words_for needs to say "too few to tell"); captions pair by text, and when the two caption sets share none (other templates), each
     image stands for its caption on both sides."""
     b, a = parts_of(before, key, before_ids), parts_of(after, key, after_ids)
     if b is None or a is None:

@@ -33,7 +33,7 @@ from ...train.judging import Judging
 from ...train.metric_names import MEAN_R1, RANK_KEYS, SCORE_KEYS, ZERO_SHOT, ci_key
 from ..run_paths import RunPaths
 from .gallery import Thumbnails, retrieval_section, worst_section, zero_shot_section
-from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci
+from .html import Raw, esc, fmt, img, page, png_file_uri, table, with_ci, words_class
 from .judging import retention_section, verdict_section, wise_ft_section
 
 class RunData(Protocol):
@@ -121,7 +121,7 @@ def summary_section(history, best, before, after) -> str:
     change = scores.change(before, after, MEAN_R1) if before is not None and after is not None else None
     if change:
         lines.append(f"change {change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]: "
-                     f"{words_for(change[1])} on this validation set")
+                     f"{words_for(change[1], change[2])} on this validation set")
     if ZERO_SHOT in first and ZERO_SHOT in last:
         lines.append(f"zero-shot accuracy: {with_ci(first[ZERO_SHOT], first.get(ci_key(ZERO_SHOT)))} → "
                      f"{with_ci(last[ZERO_SHOT], last.get(ci_key(ZERO_SHOT)))}")
@@ -181,8 +181,7 @@ def paired_change(before: EvalDetails | None, after: EvalDetails | None, key: st
     (mlx_clip.train.scores.change)."""
     if before is None or after is None:
         return None
-    change = scores.change(before, after, key)
-    return None if change is None else (*change, scores.paired_items(before, after, key))
+    return scores.change(before, after, key)
 
 
 def change_cell(change) -> Raw | str:
@@ -191,11 +190,10 @@ def change_cell(change) -> Raw | str:
     if not change:
         return "–"
     value, (low, high), items = change
-    text = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
-    if words_for((low, high), items) == TOO_FEW:
+    text, words = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", words_for((low, high), items)
+    if words == TOO_FEW:
         return Raw(f'<span class="muted">{text} {TOO_FEW} ({items} items)</span>')
-    cls = "up" if low > 0 else "down" if high < 0 else ""
-    return Raw(f'<span class="{cls}">{text}</span>')
+    return Raw(f'<span class="{words_class(words)}">{text}</span>')
 
 
 def test_section(test: dict | None, details: tuple[EvalDetails, EvalDetails] | None) -> str:

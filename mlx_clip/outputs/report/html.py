@@ -96,6 +96,11 @@ class Raw:
         self.html = html_text
 
 
+def words_class(words: str | None) -> str:
+    """The CSS class of a change's words (bootstrap.words_for): green better, red worse, else none."""
+    return {"better": "up", "worse": "down"}.get(words or "", "")
+
+
 def fmt(value, digits: int = 3) -> str:
     if value is None:
         return "–"

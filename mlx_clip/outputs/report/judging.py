@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...train.metric_names import MEAN_R1, ci_key
 from ..run_paths import RunPaths
-from .html import Raw, esc, img, png_file_uri, table, with_ci
+from .html import Raw, esc, img, png_file_uri, table, with_ci, words_class
 
 
 def _signed(change: float, interval) -> str:
@@ -44,7 +44,7 @@ def retention_section(metrics: dict) -> str:
         return ""
     rows = []
     for score in kept["scores"].values():
-        cls = {"better": "up", "worse": "down"}.get(score["words"], "")
+        cls = words_class(score["words"])
         rows.append((score["measure"], with_ci(score["base"], score.get(ci_key("base"))),
                      with_ci(score["after"], score.get(ci_key("after"))),
                      "–" if score["kept_percent"] is None else f"{score['kept_percent']:.0f} %",
