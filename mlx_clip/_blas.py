@@ -8,6 +8,11 @@ library is loaded makes MLX's `cblas_*`/LAPACK calls resolve to it: the same eff
 
 Set `MLX_CLIP_BLAS=reference` to keep the wheel's BLAS, or `MLX_CLIP_BLAS=/path/lib.so`
 to load another library.
+
+OpenBLAS picks its kernels from the CPU's model number, and Debian's 0.3.21 does not know
+recent CPUs (or a VM's generic "Intel Xeon Processor"): on an AVX-512 Xeon it falls back to its
+SSE3 `Prescott` kernels, 4-8x slower. Where `OPENBLAS_CORETYPE` is unset and the CPU reports
+AVX-512, it is set from the CPU's flags before OpenBLAS loads; a value already set is kept.
 """
 
 from __future__ import annotations
@@ -37,6 +42,28 @@ def _preloaded() -> str | None:
     return None
 
 
+_AVX512 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}  # what OpenBLAS's SkylakeX kernels use
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def kernel_for(flags: set[str]) -> str | None:
+    """The OpenBLAS core type for an AVX-512 CPU (Cooperlake where it has bf16, else SkylakeX);
+    None otherwise (OpenBLAS's own choice stands: it knows AVX2 CPUs as Haswell or Zen)."""
+    if not _AVX512 <= flags:
+        return None
+    return "Cooperlake" if "avx512_bf16" in flags else "SkylakeX"
+
+
 def _find_openblas() -> str | None:
     for path in _CANDIDATES:
         if os.path.exists(path):
@@ -47,6 +74,8 @@ def _find_openblas() -> str | None:
 def use_fast_blas() -> str | None:
     """Load OpenBLAS globally if this is Linux and MLX is not imported yet; return its path."""
     global loaded_blas
+    if loaded_blas is not None:  # already done (a second call must not warn about mlx.core)
+        return loaded_blas
     if not sys.platform.startswith("linux"):
         return None
     choice = os.environ.get("MLX_CLIP_BLAS", "openblas")
@@ -71,6 +100,8 @@ def use_fast_blas() -> str | None:
             stacklevel=3,
         )
         return None
+    if "OPENBLAS_CORETYPE" not in os.environ and (kernel := kernel_for(_cpu_flags())):
+        os.environ["OPENBLAS_CORETYPE"] = kernel  # read once, when OpenBLAS loads
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     loaded_blas = path
     return loaded_blas

@@ -34,10 +34,22 @@ def _env(env_extra=None):
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
 
 
+def _as_from_a_terminal(umask=None):
+    """The child's start as a terminal gives it: SIGINT at its default, so Python turns Ctrl-C into
+    KeyboardInterrupt whatever the test process's own disposition (an ignored SIGINT is inherited;
+    twice in one xdist worker the interrupted runs finished as if never signalled)."""
+
+    def start() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if umask is not None:
+            os.umask(umask)
+
+    return start
+
+
 def _finetune(args, env_extra=None, umask=None, script=("finetune.py",)):
     return subprocess.run([sys.executable, *script, *args], cwd=ROOT, env=_env(env_extra),
-                          capture_output=True, text=True, timeout=240,
-                          preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+                          capture_output=True, text=True, timeout=240, preexec_fn=_as_from_a_terminal(umask))
 
 
 def _killed_at(kill_at, args):
@@ -149,7 +161,7 @@ def _interrupt(command: list[str], marker, written: Path, wait: float) -> tuple[
     """Run `command`, and once a stdout line satisfies `marker` and `written` exists (or `wait`
     seconds pass), send it Ctrl-C; its exit code and stderr."""
     proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal())
     try:
         for line in proc.stdout:
             if marker(line):
@@ -166,15 +178,15 @@ def _interrupt(command: list[str], marker, written: Path, wait: float) -> tuple[
 
 
 def test_ctrl_c_stops_with_one_line_and_resume_finishes(full_run, tiny_hf, shapes_manifest, tmp_path):
-    # the table row of epoch 1, then its checkpoint: training epoch 2 now
-    returncode, stderr = _interrupt(["finetune.py", *_common(tiny_hf, shapes_manifest, tmp_path), "--name", "cut"],
-                                    lambda line: line.split()[:1] == ["1"],
-                                    tmp_path / "cut" / "checkpoints" / "latest", wait=60)
-    assert returncode == 130, stderr
-    line = _one_line(stderr)
+    # Ctrl-C at the first step of epoch 2 (tests/run_with_kill.py interrupt:N runs finetune.py's own main)
+    steps_per_epoch = json.loads((full_run / "config.json").read_text())["resolved"]["steps_per_epoch"]
+    done = _finetune([*_common(tiny_hf, shapes_manifest, tmp_path), "--name", "cut"],
+                     script=("tests/run_with_kill.py", f"interrupt:{steps_per_epoch + 1}"))
+    assert done.returncode == 130, done.stderr
+    line = _one_line(done.stderr)
     latest = (tmp_path / "cut" / "checkpoints" / "latest").read_text().strip()
-    assert latest in ("epoch-0001", "epoch-0002")
-    assert line == f"interrupted after epoch {int(latest[-4:])}; --resume continues"
+    assert latest == "epoch-0001"
+    assert line == "interrupted after epoch 1; --resume continues"
     assert not _leftovers(tmp_path / "cut")
 
     resumed = _resume(tmp_path)

@@ -2,7 +2,7 @@
 
 Module and parameter names follow transformers' `CLIPModel`, so weight names map one to
 one; only the patch embedding's layout differs (MLX stores (out, kh, kw, in); weights.py
-converts). The CPU fast paths (libm-free activations) live in fast_ops.py.
+converts). The CPU fast paths (libm-free activations and attention) live in fast_ops.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import CLIPConfig, TextConfig, VisionConfig
-from .fast_ops import Linear, gelu_tanh, quick_gelu
+from .fast_ops import Linear, attention, gelu_tanh, quick_gelu
 
 
 ACTIVATIONS = {
@@ -52,7 +52,7 @@ class Attention(nn.Module):
             return t.reshape(batch, length, self.num_heads, -1).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = attention(q, k, v, self.scale, mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, dims))
 
 

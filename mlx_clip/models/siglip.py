@@ -19,6 +19,7 @@ import mlx.nn as nn
 
 from ..errors import InputError
 from .config import TextConfig, VisionConfig, check_heads, pick_fields
+from .fast_ops import attention
 from .model import MLP, CLIPModelOutput, Encoder, PatchEmbedding, TextEmbeddings, normalize
 
 # Defaults of transformers' SiglipTextConfig / SiglipVisionConfig.
@@ -133,7 +134,7 @@ class MultiheadAttention(nn.Module):
             return t.reshape(t.shape[0], t.shape[1], self.num_heads, -1).transpose(0, 2, 1, 3)
 
         scale = (dims // self.num_heads) ** -0.5
-        out = mx.fast.scaled_dot_product_attention(heads(q), heads(k), heads(v), scale=scale)
+        out = attention(heads(q), heads(k), heads(v), scale)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(query.shape[0], query.shape[1], dims))
 
 
