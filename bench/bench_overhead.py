@@ -7,7 +7,9 @@ costs (kernel launches, the optimizer's per-tensor work, host syncs, batch uploa
 The model is bench/compare_setup.py's `tiny` CLIP (2 layers of width 64 per tower, 64-px images
 in 16-px patches, the full 49408-token embedding), batch 32; both sides are the ones
 bench/mlx_vs_torch.py runs (compare_sides.py: this project's `Trainer` as the training loop drives it,
-transformers' CLIPModel with torch.optim.AdamW), each run in its own child process, interleaved
+transformers' CLIPModel with torch.optim.AdamW, fused unless --torch-adamw says otherwise: on the
+CPU PyTorch's default AdamW is a per-tensor loop, 10x slower here than fused=True, and a fair
+comparison takes each side at its best), each run in its own child process, interleaved
 MLX, PyTorch, then PyTorch, MLX, ... The JSON has the MLX/PyTorch `ratio` (median steps/s over
 median steps/s) and `steps_per_s` of each side at its top level, beside mlx_vs_torch.py's full entry.
 """
@@ -37,17 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="measured steps per run (default 60)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured steps first (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per side (default 5)")
+    parser.add_argument("--torch-adamw", choices=("default", "foreach", "fused"), default="fused",
+                        help="PyTorch's AdamW: fused (default: its fastest on CPU, one kernel over every tensor), "
+                             "foreach, or default (torch.optim.AdamW() as written: a per-tensor loop on CPU)")
     parser.add_argument("--label", default="", help="a note stored in the JSON (e.g. before / after)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mlx-clip-bench"), help="initial weights")
     args = parser.parse_args(argv)
     settings = Settings(args.config, args.batch, "float32", args.steps, args.warmup, device="cpu",
-                        repeats=args.repeats)
+                        repeats=args.repeats, torch_adamw=args.torch_adamw)
     args.cache.mkdir(parents=True, exist_ok=True)
     init = initial_weights_path(settings, args.cache)
     env = environment()
     print(f"{describe_machine(env)} | overhead case: config {args.config}, batch {args.batch}, "
-          f"{args.repeats} interleaved repeats of {args.steps} steps")
+          f"{args.repeats} interleaved repeats of {args.steps} steps, PyTorch AdamW {args.torch_adamw}")
     runs, order = [], []
     for repeat, case, framework in interleaved(["train"], args.repeats):
         result = run_isolated(framework, settings, case, init)
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": entry["ratio"], "paired_ratio": entry["paired_ratio"], "steps_per_s": steps, "label": args.label,
         "kernels": {"mlx": entry["mlx"]["extra"]["blas"], "torch": entry["torch"]["extra"]["blas"],
                     "torch_cpu_capability": entry["torch"]["extra"]["cpu_capability"]},
+        "torch_adamw": args.torch_adamw,
         "versions": {"mlx": entry["mlx"]["extra"]["mlx_version"], "torch": entry["torch"]["extra"]["torch_version"]},
         "environment": env, "settings": asdict(settings), "run_order": order, "case": entry,
     }
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
           f"PyTorch {steps['torch']['median']:.1f} ({steps['torch']['min']:.1f}-{steps['torch']['max']:.1f}); "
           f"MLX/PyTorch {entry['ratio']:.2f}x (paired {entry['paired_ratio']['min']:.2f}-"
           f"{entry['paired_ratio']['max']:.2f}); MLX on {report['kernels']['mlx']}, PyTorch on "
-          f"{report['kernels']['torch']} ({report['kernels']['torch_cpu_capability']})")
+          f"{report['kernels']['torch']} ({report['kernels']['torch_cpu_capability']}), AdamW {args.torch_adamw}")
     save_report(args.json, report)
     return 0
 

@@ -38,6 +38,7 @@ class Settings:
     device: str = "auto"
     seed: int = 0
     repeats: int = 1
+    torch_adamw: str = "default"  # PyTorch's AdamW implementation: default (its per-tensor loop on CPU), foreach or fused
 
 
 @dataclass

@@ -138,9 +138,10 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
             skip = (name.endswith(("bias", "logit_scale", "class_embedding")) or "norm" in name
                     or "layrnorm" in name or ("embedding" in name and not name.endswith("patch_embedding.weight")))
             (no_decay if skip else decay).append(p)
+        implementation = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[settings.torch_adamw]
         optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
                                        {"params": decay, "weight_decay": 0.1}],
-                                      lr=1e-5, betas=(0.9, 0.98), eps=1e-6)
+                                      lr=1e-5, betas=(0.9, 0.98), eps=1e-6, **implementation)
         autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
 
         def fn():
@@ -160,6 +161,7 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
     return Result("torch", case, f"torch-{device}", settings.batch / statistics.median(times), times,
                   peak_rss(), framework_peak, length, first_loss,
                   {"threads": torch.get_num_threads(), "torch_version": torch.__version__,
+                   "adamw": settings.torch_adamw,
                    "transformers_version": transformers.__version__, "blas": torch_blas(torch),
                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas_libraries": blas_libraries()})
 

@@ -104,3 +104,24 @@ def test_the_loop_reads_losses_a_step_late_and_stops_at_the_first_non_finite_ste
     with pytest.raises(NonFiniteError, match="not applied"):  # ... and nothing after the non-finite one
         trainer.step(*data[0])
     assert all(np.array_equal(after[name], snapshot(trainer)[name]) for name in after)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_finiteness_sum_sees_one_bad_entry_anywhere_in_a_large_gradient(bad):
+    """gradient_sum (the NaN guard's reduction; large CPU gradients go through BLAS) is non-finite
+    for one NaN or inf in any row and column of an embedding-sized gradient, and equals the plain
+    sum otherwise."""
+    from mlx_clip.train.step import ROWS_BY_BLAS, gradient_sum
+
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((ROWS_BY_BLAS // 32 + 7, 64)).astype(np.float32)
+    small = rng.standard_normal((3, 5)).astype(np.float32)
+    clean = gradient_sum({"table": mx.array(table), "small": mx.array(small)}).item()
+    assert clean == pytest.approx(float(table.sum(dtype=np.float64) + small.sum(dtype=np.float64)), abs=1e-2)
+    for row, column in [(0, 0), (table.shape[0] - 1, 63), (1234, 17)]:
+        spoilt = table.copy()
+        spoilt[row, column] = bad
+        assert not np.isfinite(gradient_sum({"table": mx.array(spoilt), "small": mx.array(small)}).item())
+    both = table.copy()
+    both[5, 5], both[9, 9] = np.inf, -np.inf  # rows summing to +inf and -inf: NaN in the end
+    assert not np.isfinite(gradient_sum({"table": mx.array(both)}).item())

@@ -75,10 +75,27 @@ class NonFiniteError(InputError):
     """Training produced a NaN/inf loss, gradient or weight: the run must stop, saving nothing."""
 
 
+ROWS_BY_BLAS = 1 << 16  # gradients this large are summed through a matrix-vector product on the CPU
+
+
 def gradient_sum(grads) -> mx.array:
     """Sum of every gradient entry: finite exactly when no gradient is NaN/inf (short of an overflow
-    that only a diverged run reaches); one cheap reduction inside the compiled step."""
-    return sum((mx.sum(g.astype(mx.float32)) for _, g in tree_flatten(grads)), mx.array(0.0))
+    that only a diverged run reaches); one cheap reduction inside the compiled step.
+
+    On the CPU a large gradient is summed as `rows @ ones` then over its rows: BLAS reads it with
+    vector instructions on every core, where MLX's CPU sum runs one float at a time on one thread
+    (the 49,408 x 64 token embedding: 2.6-4.0 -> 0.9 ms). A NaN or inf reaches the result either way.
+    """
+    on_cpu = mx.default_device() == mx.cpu
+    total = mx.array(0.0)
+    for _, g in tree_flatten(grads):
+        g = g.astype(mx.float32)
+        if on_cpu and g.ndim >= 2 and g.size >= ROWS_BY_BLAS:
+            rows = g.reshape(-1, g.shape[-1])
+            total = total + (rows @ mx.ones((rows.shape[-1],))).sum()
+        else:
+            total = total + mx.sum(g)
+    return total
 
 
 def keep_where(keep: mx.array, tree, before, guarded: dict | None = None) -> None:
