@@ -39,7 +39,8 @@ def mlx_phases(settings: C.Settings, init: Path, variant: str) -> dict:
     from mlx_clip.models.weights import hf_to_mlx, read_weights
     from mlx_clip.train.optim import OptimConfig, make_optimizer
     from mlx_clip.models.text_length import trim_padding
-    from mlx_clip.train.step import Trainer, clip_loss, gradient_sum
+    from mlx_clip.train.nan_guard import gradient_sum
+    from mlx_clip.train.step import Trainer, clip_loss
 
     from mlx_clip.models import fast_ops
 

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "machine measures what an AVX2-only CPU runs (default native)")
     parser.add_argument("--caption-tokens", default="8,40",
                         help="min,max tokens per synthetic caption, BOS and EOS included (default 8,40)")
+    parser.add_argument("--torch-adamw", choices=("default", "foreach", "fused"), default="fused",
+                        help="PyTorch's AdamW: fused (default; its fastest on CPU), foreach, or default (a per-tensor "
+                             "loop on CPU; the tables measured before 2026-12-06 used it)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mlx-clip-bench",
                         help="where the shared initial weights are kept")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     low, high = (int(x) for x in args.caption_tokens.split(","))
     settings = Settings(args.config, args.batch, args.precision, args.steps, args.warmup, (low, high), args.device,
-                        repeats=args.repeats)
+                        repeats=args.repeats, torch_adamw=args.torch_adamw)
     args.cache.mkdir(parents=True, exist_ok=True)
     limit_instruction_set(args.isa)  # before any child starts or OpenBLAS loads here
     init = initial_weights_path(settings, args.cache)

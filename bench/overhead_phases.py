@@ -50,7 +50,8 @@ def mlx_phases(settings: Settings, init: Path) -> dict:
     from mlx_clip.models.text_length import trim_padding
     from mlx_clip.models.weights import hf_to_mlx, read_weights
     from mlx_clip.train.optim import GuardedAdamW, OptimConfig, make_optimizer
-    from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss, gradient_sum
+    from mlx_clip.train.nan_guard import gradient_sum
+    from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
 
     mx.set_default_device(mx.cpu)
     steps, warmup = settings.steps, settings.warmup

@@ -133,6 +133,29 @@ def test_quick_gelu_matches_exact_sigmoid_and_its_gradient():
         assert mx.abs(fast(half).astype(mx.float32) - exact(half).astype(mx.float32)).max().item() <= 0.25
 
 
+@pytest.mark.parametrize("mask", [None, "causal"])
+def test_cpu_attention_matches_mlx_fused_attention_and_its_gradient(mask):
+    """fast_ops.attention (libm-free softmax on the CPU) equals mx.fast.scaled_dot_product_attention
+    in value and gradient to float32 rounding; a causal mask gives exactly zero weight to later keys."""
+    from mlx_clip.models.fast_ops import attention
+
+    q, k, v = (mx.random.normal((3, 4, 23, 16), key=mx.random.key(seed)) * 3 for seed in range(3))
+
+    def fused(q, k, v):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=mask)
+
+    def ours(q, k, v):
+        return attention(q, k, v, 0.25, mask)
+
+    assert mx.abs(ours(q, k, v) - fused(q, k, v)).max().item() <= 2e-5
+    cotangent = mx.random.normal((3, 4, 23, 16), key=mx.random.key(9))
+    grads = [mx.grad(lambda *a, f=f: (f(*a) * cotangent).sum(), argnums=(0, 1, 2))(q, k, v) for f in (ours, fused)]
+    for mine, theirs in zip(*grads):
+        assert mx.abs(mine - theirs).max().item() <= 1e-4 * max(1.0, mx.abs(theirs).max().item())
+    if mask == "causal":  # the first query sees only the first key: its output is that key's value
+        np.testing.assert_allclose(np.array(ours(q, k, v)[:, :, 0]), np.array(v[:, :, 0]), rtol=0, atol=1e-6)
+
+
 def test_cpu_streams_embed_like_one_pass(tiny_hf):
     """The multi-stream CPU path gives the single forward pass's embeddings and restores BLAS threads."""
     import ctypes

@@ -10,7 +10,8 @@ from mlx.utils import tree_flatten
 import mlx_clip
 from mlx_clip.run.loop import train_epoch
 from mlx_clip.train.optim import OptimConfig, make_optimizer
-from mlx_clip.train.step import NonFiniteError, Trainer
+from mlx_clip.train.nan_guard import NonFiniteError
+from mlx_clip.train.step import Trainer
 
 CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 
@@ -111,7 +112,7 @@ def test_the_finiteness_sum_sees_one_bad_entry_anywhere_in_a_large_gradient(bad)
     """gradient_sum (the NaN guard's reduction; large CPU gradients go through BLAS) is non-finite
     for one NaN or inf in any row and column of an embedding-sized gradient, and equals the plain
     sum otherwise."""
-    from mlx_clip.train.step import ROWS_BY_BLAS, gradient_sum
+    from mlx_clip.train.nan_guard import ROWS_BY_BLAS, gradient_sum
 
     rng = np.random.default_rng(1)
     table = rng.standard_normal((ROWS_BY_BLAS // 32 + 7, 64)).astype(np.float32)

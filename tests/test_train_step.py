@@ -216,7 +216,7 @@ def test_bfloat16_step_is_traced_once(tiny_hf):
 
 
 def test_non_finite_loss_stops_the_step(tiny_hf):
-    from mlx_clip.train.step import NonFiniteError
+    from mlx_clip.train.nan_guard import NonFiniteError
 
     model = mlx_clip.load(tiny_hf)
     ids = model.tokenizer(CAPTIONS)
@@ -229,7 +229,8 @@ def test_non_finite_loss_stops_the_step(tiny_hf):
 
 
 def test_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_hf):
-    from mlx_clip.train.step import NonFiniteError, clip_loss
+    from mlx_clip.train.nan_guard import NonFiniteError
+    from mlx_clip.train.step import clip_loss
 
     def loss_with_nan_gradient(model, input_ids, pixel_values, groups=None):
         s = model.logit_scale
@@ -247,7 +248,7 @@ def test_non_finite_gradient_with_a_finite_loss_stops_the_step(tiny_hf):
 
 
 def test_non_finite_weights_are_not_written(tiny_hf):
-    from mlx_clip.train.step import NonFiniteError, check_finite_weights
+    from mlx_clip.train.nan_guard import NonFiniteError, check_finite_weights
 
     model = mlx_clip.load(tiny_hf)
     check_finite_weights(model.parameters(), "model")

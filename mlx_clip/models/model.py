@@ -45,7 +45,7 @@ class Attention(nn.Module):
         self.v_proj = Linear(dims, dims)
         self.out_proj = Linear(dims, dims)
 
-    def __call__(self, x: mx.array, mask: str | mx.array | None = None) -> mx.array:
+    def __call__(self, x: mx.array, mask: str | None = None) -> mx.array:
         batch, length, dims = x.shape
 
         def heads(t: mx.array) -> mx.array:
@@ -78,7 +78,7 @@ class EncoderLayer(nn.Module):
         self.mlp = MLP(dims, config.intermediate_size, config.hidden_act)
         self.layer_norm2 = nn.LayerNorm(dims, eps=config.layer_norm_eps)
 
-    def __call__(self, x: mx.array, mask: str | mx.array | None = None) -> mx.array:
+    def __call__(self, x: mx.array, mask: str | None = None) -> mx.array:
         x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))
 
@@ -93,13 +93,13 @@ class Encoder(nn.Module):
         self.layers = [EncoderLayer(config) for _ in range(config.num_hidden_layers)]
         self.grad_checkpoint = False  # a plain attribute: not a parameter, never saved
 
-    def __call__(self, x: mx.array, mask: str | mx.array | None = None) -> mx.array:
+    def __call__(self, x: mx.array, mask: str | None = None) -> mx.array:
         for layer in self.layers:
             x = checkpointed(layer, x, mask) if self.grad_checkpoint else layer(x, mask)
         return x
 
 
-def checkpointed(layer: nn.Module, x: mx.array, mask: str | mx.array | None) -> mx.array:
+def checkpointed(layer: nn.Module, x: mx.array, mask: str | None) -> mx.array:
     """`layer(x, mask)` under mx.checkpoint. The layer's trainable parameters are passed in as
     inputs (as mlx-lm does), so their gradients flow through the recomputation; frozen ones are
     constants."""

@@ -30,7 +30,8 @@ from ..train import distributed
 from ..train.checkpoint import Checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
 from ..train.evaluate import EvalSet, evaluate
 from ..train.optim import make_optimizer
-from ..train.step import NonFiniteError, Trainer, check_finite_weights, count_parameters, set_weights
+from ..train.nan_guard import NonFiniteError, check_finite_weights
+from ..train.step import Trainer, count_parameters, set_weights
 from ..train.metric_names import MEAN_R1
 from .console import start_lines, stuck_warning, table_row
 from .finish import finish

@@ -21,7 +21,8 @@ from ..models.weights import resolve_model_folder
 from .evaluate import EvalDetails, EvalSet, evaluate
 from .metric_names import MEAN_R1, ci_key
 from .retention import retention
-from .step import check_finite_weights, set_weights
+from .nan_guard import check_finite_weights
+from .step import set_weights
 from .wise_ft import flat_weights, mixed, pick, sweep
 
 
