@@ -115,7 +115,7 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    first_loss = None
+    first_loss, adamw_used = None, None  # no optimizer when embedding
     if case == "embed":
         model = model.to(dtype).eval()
         pixels = pixels.to(dtype)
@@ -142,6 +142,8 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
         optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
                                        {"params": decay, "weight_decay": 0.1}],
                                       lr=1e-5, betas=(0.9, 0.98), eps=1e-6, **implementation)
+        flags = optimizer.defaults  # what the optimizer was built with, not what was asked
+        adamw_used = "fused" if flags.get("fused") else "foreach" if flags.get("foreach") else "default"
         autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
 
         def fn():
@@ -161,7 +163,7 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
     return Result("torch", case, f"torch-{device}", settings.batch / statistics.median(times), times,
                   peak_rss(), framework_peak, length, first_loss,
                   {"threads": torch.get_num_threads(), "torch_version": torch.__version__,
-                   "adamw": settings.torch_adamw,
+                   "adamw": adamw_used,
                    "transformers_version": transformers.__version__, "blas": torch_blas(torch),
                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas_libraries": blas_libraries()})
 

@@ -158,5 +158,7 @@ def test_bench_overhead_tiny_smoke(tmp_path):
     steps = report["steps_per_s"]
     assert report["ratio"] == pytest.approx(steps["mlx"]["median"] / steps["torch"]["median"])
     assert report["run_order"] == ["0:mlx", "0:torch"] and report["kernels"]["mlx"]
+    # PyTorch at its best on the CPU unless asked otherwise: its fused AdamW, said in the JSON
+    assert report["torch_adamw"] == "fused" and report["case"]["torch"]["runs"][0]["extra"]["adamw"] == "fused"
     case = report["case"]
     assert abs(case["mlx"]["first_loss"] - case["torch"]["first_loss"]) < 1e-4  # same model, same batch
