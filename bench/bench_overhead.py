@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mlx_vs_torch import add_rates, row  # noqa: E402
 from compare_env import describe_machine, environment, save_report  # noqa: E402
 from compare_schedule import interleaved, spread, summarise  # noqa: E402
-from compare_setup import CONFIGS, Settings, initial_weights_path  # noqa: E402
+from compare_setup import CONFIGS, Settings, add_torch_adamw_flag, initial_weights_path  # noqa: E402
 from compare_sides import run_isolated  # noqa: E402
 
 
@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="measured steps per run (default 60)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured steps first (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per side (default 5)")
-    parser.add_argument("--torch-adamw", choices=("default", "foreach", "fused"), default="fused",
-                        help="PyTorch's AdamW: fused (default: its fastest on CPU, one kernel over every tensor), "
-                             "foreach, or default (torch.optim.AdamW() as written: a per-tensor loop on CPU)")
+    add_torch_adamw_flag(parser)
     parser.add_argument("--label", default="", help="a note stored in the JSON (e.g. before / after)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mlx-clip-bench"), help="initial weights")

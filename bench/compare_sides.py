@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from compare_env import blas_libraries, peak_rss
-from compare_setup import EOS, Result, Settings, synthetic_batch
+from compare_setup import EOS, TORCH_ADAMW, Result, Settings, synthetic_batch
 
 
 def _timed(fn, settings: Settings) -> list[float]:
@@ -138,10 +138,9 @@ def run_torch(settings: Settings, case: str, init: Path) -> Result:
             skip = (name.endswith(("bias", "logit_scale", "class_embedding")) or "norm" in name
                     or "layrnorm" in name or ("embedding" in name and not name.endswith("patch_embedding.weight")))
             (no_decay if skip else decay).append(p)
-        implementation = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[settings.torch_adamw]
         optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
                                        {"params": decay, "weight_decay": 0.1}],
-                                      lr=1e-5, betas=(0.9, 0.98), eps=1e-6, **implementation)
+                                      lr=1e-5, betas=(0.9, 0.98), eps=1e-6, **TORCH_ADAMW[settings.torch_adamw])
         flags = optimizer.defaults  # what the optimizer was built with, not what was asked
         adamw_used = "fused" if flags.get("fused") else "foreach" if flags.get("foreach") else "default"
         autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)

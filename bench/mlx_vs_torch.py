@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_env import describe_machine, environment, gemm_gflops, limit_instruction_set, save_report  # noqa: E402
 from compare_schedule import interleaved, summarise  # noqa: E402
-from compare_setup import CASES, CONFIGS, Settings, flops_per_pair, initial_weights_path  # noqa: E402
+from compare_setup import (CASES, CONFIGS, Settings, add_torch_adamw_flag, flops_per_pair,  # noqa: E402
+                           initial_weights_path)
 from compare_sides import run_isolated  # noqa: E402
 
 
@@ -54,9 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "machine measures what an AVX2-only CPU runs (default native)")
     parser.add_argument("--caption-tokens", default="8,40",
                         help="min,max tokens per synthetic caption, BOS and EOS included (default 8,40)")
-    parser.add_argument("--torch-adamw", choices=("default", "foreach", "fused"), default="fused",
-                        help="PyTorch's AdamW: fused (default; its fastest on CPU), foreach, or default (a per-tensor "
-                             "loop on CPU; the tables measured before 2026-12-06 used it)")
+    add_torch_adamw_flag(parser)
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mlx-clip-bench",
                         help="where the shared initial weights are kept")

@@ -70,8 +70,9 @@ def score_and_interval(details, key: str) -> tuple[float, list[float]] | None:
 def change(before, after, key: str, before_ids: Sequence[str] | None = None,
            after_ids: Sequence[str] | None = None) -> tuple[float, list[float], int] | None:
     """(after - before, paired 95 % interval, items paired) of score `key` between two evaluations
-    of the same items (the count is what bootstrap.words_for needs to say "too few to tell"); captions pair by text, and when the two caption sets share none (other templates), each
-    image stands for its caption on both sides."""
+    of the same items (the count is what bootstrap.words_for needs to say "too few to tell");
+    captions pair by text, and when the two caption sets share none (other templates), each image
+    stands for its caption on both sides."""
     b, a = parts_of(before, key, before_ids), parts_of(after, key, after_ids)
     if b is None or a is None:
         return None
