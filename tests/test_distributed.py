@@ -223,6 +223,20 @@ def test_global_batch_must_split_evenly():
         Dist(rank=0, size=2).check_batch_size(5)
 
 
+def test_a_global_batch_that_does_not_split_stops_before_the_data_step(tmp_path):
+    """prepare() checks it beside the settings, before any manifest is read or fetched."""
+    import pytest
+
+    from mlx_clip.errors import InputError
+    from mlx_clip.run.prepare import prepare
+    from mlx_clip.settings import FinetuneConfig
+    from mlx_clip.train.distributed import Dist
+
+    config = FinetuneConfig(model=str(tmp_path / "no-model"), manifest=str(tmp_path / "missing.jsonl"), batch_size=5)
+    with pytest.raises(InputError, match="--batch-size 5 is the global batch"):
+        prepare(config, say=lambda *_: None, dist=Dist(rank=0, size=2))
+
+
 def test_watchdog_ends_a_wait_that_outlasts_its_timeout_and_names_lost_peers():
     import pytest
 

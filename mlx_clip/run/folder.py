@@ -20,16 +20,18 @@ from ..train.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from ..train.distributed import Dist
 
 
-def open_run(config: FinetuneConfig, resume: str | None, dist: Dist,
-             say: Callable[[str], None]) -> tuple[FinetuneConfig, Checkpoint | None]:
-    """A fresh run's config with its name, or the resumed run's saved config and checkpoint
-    (rank 0 reads them; other ranks receive them)."""
-    checkpoint = None
-    if resume:
+def open_run(config: FinetuneConfig, resume: str | None, dist: Dist, say: Callable[[str], None]
+             ) -> tuple[FinetuneConfig, Checkpoint | None, AbstractContextManager[None]]:
+    """The run's folder: a fresh run's name (--name checked, or the start time), or the resumed
+    run's saved config and checkpoint (rank 0 reads them; other ranks receive them); then the
+    folder claimed and the lock to hold while the run writes there (hold_run_folder)."""
+    unnamed = config.name is None and not resume  # named by its start time: the first free NAME, NAME-2 ...
+    if not resume:
+        config, checkpoint = replace(config, name=run_name(config)), None
+    else:
         config, checkpoint = resumed_run(config, resume, dist, say)
-    config = replace(config, name=run_name(config))
-    dist.check_batch_size(config.batch_size)
-    return config, checkpoint
+    config, folder_lock = hold_run_folder(config, unnamed, dist)
+    return config, checkpoint, folder_lock
 
 
 def resumed_run(config: FinetuneConfig, resume: str, dist: Dist,

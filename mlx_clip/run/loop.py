@@ -35,7 +35,7 @@ from ..train.step import Trainer, count_parameters, set_weights
 from ..train.metric_names import MEAN_R1
 from .console import start_lines, stuck_warning, table_row
 from .finish import finish
-from .folder import check_resumed_split, hold_run_folder, open_run
+from .folder import check_resumed_split, open_run
 from .prepare import Prepared, prepare
 
 
@@ -139,9 +139,7 @@ def run(config: FinetuneConfig, resume: str | None = None, progress: bool = True
     dist = distributed.init()
     if not dist.is_main:
         say, progress = (lambda *_: None), False
-    unnamed = config.name is None and not resume
-    config, checkpoint = open_run(config, resume, dist, say)
-    config, folder_lock = hold_run_folder(config, unnamed, dist)
+    config, checkpoint, folder_lock = open_run(config, resume, dist, say)
     with folder_lock:
         return _run_in_folder(config, resume, checkpoint, dist, say, progress, model, hooks)
 

@@ -75,6 +75,8 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
             dist: Dist | None = None) -> Prepared:
     """Settings -> the data step -> the model; all input errors surface here."""
     config.check()
+    if dist is not None:
+        dist.check_batch_size(config.batch_size)  # the global batch splits over the processes
     found: list[Path] = []  # the model's folder, when resolved before a fetch
     data = build_training_set(
         config, say,  # before a fetch: a --model typo, or a hub id with no network, is said before hours of downloads

@@ -80,12 +80,12 @@ class Judging:
 
 
 def judge(model_folder: Path, data: TrainingSet, files: RunFiles, say: Callable[[str], None] = print) -> Judging:
-    """The best model from `model_folder` (checked finite: what --register and --push use), then
-    the mix (kept in `Judging.final`), the test set, retention and the per-item details, in that
-    order; the validation and test sets are built once, before the model loads."""
-    val_set, test_set, names = data.eval_set(), data.eval_set(data.test_index), data.trained_names()
+    """The best model from `model_folder`, checked finite first (it is what --register and --push
+    use), then the mix (kept in `Judging.final`), the test set, retention and the per-item details,
+    in that order; the validation and test sets are built once."""
     final = load(model_folder)
     check_finite_weights(final.parameters(), str(model_folder))
+    val_set, test_set, names = data.eval_set(), data.eval_set(data.test_index), data.trained_names()
     base = BaseModel(data.config.model)
     judged = Judging(final, mix=wise_ft(final, base, data, val_set, names, say),
                      test=held_out_test(final, data, test_set, files))
