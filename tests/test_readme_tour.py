@@ -50,7 +50,9 @@ def test_readme_tour_runs_on_a_fresh_folder(tmp_path):
     (tmp_path / "mlx_clip").symlink_to(ROOT / "mlx_clip")  # a clone holds the package (and its emoji)
     bin_dir = tmp_path / "_bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    wrapper = bin_dir / "python"  # a script, not a link: a venv's python finds its packages from where it is run
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
     env = dict(os.environ, LLM_USER_PATH=str(tmp_path / "llm"), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
