@@ -77,15 +77,16 @@ def main() -> None:
         _, facets_s = timed(found.facets)
         map_s = map_cached_s = pairs_s = None
         pairs: list = []
+        passing = 0
         if not args.no_map:
             _, map_s = timed(lambda: collection_map(found))
             _, map_cached_s = timed(lambda: collection_map(found))
-            pairs, pairs_s = timed(lambda: similar_pairs(found.matrix, 0.95, 100_000))
+            (pairs, passing), pairs_s = timed(lambda: similar_pairs(found.matrix, 0.95, 100_000))
     result = {"records": args.records, "dims": args.dims, "machine": describe_machine(env), "environment": env,
               "blas": blas_libraries(), "write_index_s": write_s, "read_collection_s": read_s,
               "query_median_s": float(np.median(queries)), "filtered_query_median_s": float(np.median(filtered)),
               "facets_s": facets_s, "map_first_s": map_s, "map_cached_s": map_cached_s,
-              "duplicates_s": pairs_s, "duplicate_pairs": len(pairs), "peak_rss_mb": peak_rss() / 2**20,
+              "duplicates_s": pairs_s, "duplicate_pairs": len(pairs), "pairs_at_threshold": passing, "peak_rss_mb": peak_rss() / 2**20,
               "load_average": os.getloadavg()}
     print(json.dumps({k: v for k, v in result.items() if k not in ("environment", "blas")}, indent=2))
     if args.json:

@@ -93,11 +93,23 @@ def test_blocked_neighbours_and_pairs_equal_the_full_matrix():
     assert (index != np.arange(70)[:, None]).all()  # never its own neighbour, even beside its identical twin
     assert np.take_along_axis(full, index.astype(np.int64), axis=1) == pytest.approx(scores)
     assert scores == pytest.approx(-np.sort(-full, axis=1)[:, :5])  # ties may come in either order
-    pairs = similar_pairs(matrix, 0.6, 1000, block=16)
+    pairs, passing = similar_pairs(matrix, 0.6, 1000, block=16)
     upper = [(full[i, j], i, j) for i in range(70) for j in range(i + 1, 70) if full[i, j] >= 0.6]
     assert [(i, j) for _, i, j in pairs] == [(i, j) for _, i, j in sorted(upper, key=lambda t: (-t[0], t[1], t[2]))]
-    assert similar_pairs(matrix, 0.6, 3, block=16) == pairs[:3]  # bounded: the most similar kept
+    assert passing == len(upper) > 3
+    assert similar_pairs(matrix, 0.6, 3, block=16) == (pairs[:3], passing)  # bounded: the most similar kept
     assert pairs[0][1:] == (3, 50)
+
+
+def test_a_collapsed_model_keeps_the_earliest_of_tied_pairs_and_counts_every_pair():
+    """Every vector the same (a model that maps everything to one point): all pairs tie at 1.0;
+    the list keeps max_pairs of them in (i, j) order, block by block, and the count is all of them."""
+    matrix = np.ones((40, 4), dtype=np.float32) / 2
+    pairs, passing = similar_pairs(matrix, 0.95, 25, block=7)
+    assert passing == 40 * 39 // 2
+    expected = [(i, j) for i in range(40) for j in range(i + 1, 40)][:25]
+    assert [(i, j) for _, i, j in pairs] == expected
+    assert all(score == pytest.approx(1.0) for score, _, _ in pairs)
 
 
 def _suggestion_scores(out, model_folder, prompt):
@@ -165,3 +177,14 @@ def test_a_recorded_label_prompt_is_taken_only_when_usable(tmp_path):
     card.write_text("---\nlabel_prompt: a {label}\n---\n" + "x" * MAX_FILE_BYTES)
     assert recorded_label_prompt(folder) is None
     assert recorded_label_prompt(tmp_path / "missing") is None
+
+
+def test_a_list_cut_by_max_pairs_is_said_with_how_many_pairs_passed(built, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(built["index"]), "--curate", str(out), "--threshold", "0.5", "--max-pairs", "3"]) == 0
+    said = capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "duplicates.csv", encoding="utf-8-sig")))
+    assert len(rows) == 3
+    line = next(line for line in said.splitlines() if "pairs at or above similarity 0.5" in line)
+    assert int(line.split(": ")[1].split(" pairs")[0].replace(",", "")) > 3
+    assert "duplicates.csv keeps the 3 most similar" in line

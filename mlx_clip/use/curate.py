@@ -87,9 +87,14 @@ def label_field_of(found: LoadedCollection, given: str | None) -> str | None:
     return field
 
 
-def duplicates(found: LoadedCollection, config: CurateConfig) -> list[list[Any]]:
+def duplicates(found: LoadedCollection, config: CurateConfig, log=print) -> list[list[Any]]:
+    """duplicates.csv's rows; says so when --max-pairs cut them (how many pairs passed the threshold)."""
     rows = []
-    for score, i, j in similar_pairs(found.matrix, config.threshold, config.max_pairs):
+    pairs, passing = similar_pairs(found.matrix, config.threshold, config.max_pairs)
+    if passing > len(pairs):
+        log(f"{found.key}: {passing:,} pairs at or above similarity {config.threshold:g}; duplicates.csv keeps "
+            f"the {len(pairs):,} most similar (raise --threshold, or --max-pairs for more)")
+    for score, i, j in pairs:
         sha_i, sha_j = found.records[i].get("sha256"), found.records[j].get("sha256")
         same = "yes" if sha_i and sha_i == sha_j else ""
         rows.append([f"{score:.4f}", found.ids[i], found.title(i), found.ids[j], found.title(j), same])
@@ -145,7 +150,7 @@ def curate(found: LoadedCollection, out: Path, config: CurateConfig, model=None,
     out.mkdir(parents=True, exist_ok=True)
     written = {"duplicates.csv": write_csv(out / "duplicates.csv", ["similarity", "record_id_a", "title_a",
                                                                     "record_id_b", "title_b", "same_file"],
-                                           duplicates(found, config))}
+                                           duplicates(found, config, log))}
     if field is None:
         log(f"{found.key}: no label field (pass --label-field): suggestions.csv and suspects.csv skipped")
         return written

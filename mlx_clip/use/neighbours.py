@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import heapq
 from typing import Iterator
 
 import numpy as np
@@ -38,22 +37,36 @@ def nearest_neighbours(matrix: np.ndarray, k: int, block: int = BLOCK_ROWS) -> t
 
 
 def similar_pairs(matrix: np.ndarray, threshold: float, max_pairs: int,
-                  block: int = BLOCK_ROWS) -> list[tuple[float, int, int]]:
-    """(similarity, i, j) with i < j for pairs at or above `threshold`, most similar first; at most
-    `max_pairs` (the most similar ones: a low threshold on a big collection cannot fill the memory)."""
-    heap: list[tuple[float, int, int]] = []  # the best max_pairs so far, smallest on top
-    count = len(matrix)
+                  block: int = BLOCK_ROWS) -> tuple[list[tuple[float, int, int]], int]:
+    """(similarity, i, j) with i < j for pairs at or above `threshold`, most similar first (ties:
+    earlier i, then earlier j), at most `max_pairs` of them; and how many pairs were at or above
+    `threshold` in all, so a caller can say when `max_pairs` cut the list. Each block keeps at most
+    `max_pairs` candidates, so time and memory stay bounded even when a collapsed model puts every
+    pair above the threshold."""
+    count, found = len(matrix), 0
+    scores, firsts, seconds = np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
     for start, stop in blocks(count, block):
         sims = matrix[start:stop] @ matrix[start:].T  # only columns j >= start: the upper triangle
         sims[np.tril_indices(stop - start, 0, m=sims.shape[1])] = -np.inf  # j <= i
-        rows, cols = np.nonzero(sims >= threshold)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            item = (float(sims[r, c]), -(start + r), -(start + c))  # ties: earlier rows first
-            if len(heap) < max_pairs:
-                heapq.heappush(heap, item)
-            elif item > heap[0]:
-                heapq.heapreplace(heap, item)
-    return [(s, -i, -j) for s, i, j in sorted(heap, reverse=True)]
+        flat = sims.ravel()
+        passing = int(np.count_nonzero(flat >= threshold))
+        if passing == 0:
+            continue
+        found += passing
+        if passing <= max_pairs:
+            at = np.flatnonzero(flat >= threshold)
+        else:  # the block's max_pairs most similar; at the cut, ties in row-major order (earlier i, j)
+            cut = -np.partition(-flat, max_pairs - 1)[max_pairs - 1]
+            above = np.flatnonzero(flat > cut)
+            at = np.concatenate([above, np.flatnonzero(flat == cut)[:max_pairs - above.size]])
+        rows, cols = np.divmod(at, sims.shape[1])
+        scores = np.concatenate([scores, flat[at]])
+        firsts, seconds = np.concatenate([firsts, start + rows]), np.concatenate([seconds, start + cols])
+        if scores.size > max_pairs:
+            keep = np.lexsort((seconds, firsts, -scores))[:max_pairs]
+            scores, firsts, seconds = scores[keep], firsts[keep], seconds[keep]
+    order = np.lexsort((seconds, firsts, -scores))
+    return [(float(scores[k]), int(firsts[k]), int(seconds[k])) for k in order], found
 
 
 def label_disagreement(neighbours: np.ndarray, labels: list[str | None]) -> list[tuple[float, str | None]]:
