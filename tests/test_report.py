@@ -138,3 +138,18 @@ def test_stuck_epochs_a_later_epoch_left_behind_are_one_line():
     assert run_warnings(still, {"epoch": 3}) == [still[2]["warning"], still[3]["warning"]]
     gaps = [start, row(1, True), row(2, False), row(3, True), row(4, False)]
     assert run_warnings(gaps, {"epoch": 4})[0].startswith("warning: epochs 1, 3: ")
+
+
+def test_the_summary_gives_no_interval_to_image_to_image_recall_on_a_handful_of_queries():
+    """Two query images bootstrap to [1.000, 1.000]: the console line says too few instead."""
+    from mlx_clip.run.console import test_line
+
+    def test_of(queries: int) -> dict:
+        side = {"mean_R@1": 0.5, "mean_R@1_ci95": [0.4, 0.6], "i2i_R@1": 1.0, "i2i_R@1_ci95": [1.0, 1.0],
+                "i2i_queries": queries}
+        return {"size": 61, "before": dict(side, **{"i2i_R@1": 0.0, "i2i_R@1_ci95": [0.0, 0.0]}), "after": side}
+
+    few = test_line(test_of(2))
+    assert "image-to-image recall@1 0.000 -> 1.000 (2 query images with another of their group: too few to tell" in few
+    assert "[1.000, 1.000]" not in few and "0.500 [0.400, 0.600]" in few
+    assert "1.000 [1.000, 1.000] (30 query images with another of their group)" in test_line(test_of(30))

@@ -11,6 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW
 from ..train.loss import chance_loss
 from ..train.metric_names import I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
 from ..train.step import count_parameters
@@ -156,8 +157,8 @@ def _epochs(numbers: list[int]) -> str:
 
 def test_line(test: dict) -> str:
     """The summary's held-out line: before -> after on the test set, with intervals."""
-    def fmt(row: dict, key: str) -> str:
-        ci = row.get(ci_key(key))
+    def fmt(row: dict, key: str, items: int | None = None) -> str:
+        ci = row.get(ci_key(key)) if items is None or items >= MIN_ITEMS else None  # none on a handful
         return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
     line = (f"held-out test ({test['size']} images, not used for training or picking the epoch): mean recall@1 "
@@ -165,8 +166,10 @@ def test_line(test: dict) -> str:
     if ZERO_SHOT in test["after"] and ZERO_SHOT in test["before"]:
         line += f"; zero-shot accuracy {fmt(test['before'], ZERO_SHOT)} -> {fmt(test['after'], ZERO_SHOT)}"
     if I2I_R1 in test["after"] and I2I_R1 in test["before"]:
-        line += (f"; image-to-image recall@1 {fmt(test['before'], I2I_R1)} -> {fmt(test['after'], I2I_R1)} "
-                 f"({test['after']['i2i_queries']} query images with another of their group)")
+        queries = test["after"]["i2i_queries"]
+        line += (f"; image-to-image recall@1 {fmt(test['before'], I2I_R1, queries)} -> "
+                 f"{fmt(test['after'], I2I_R1, queries)} ({queries} query images with another of their group"
+                 + (f": {TOO_FEW}, fewer than {MIN_ITEMS})" if queries < MIN_ITEMS else ")"))
     elif test["after"].get("i2i_note"):
         line += f"; {test['after']['i2i_note']}"
     return line
