@@ -125,3 +125,27 @@ def test_different_base_models_are_allowed_but_said(runs, tmp_path, capsys):
     (other / "config.json").write_text(json.dumps(config))
     _, printed, _ = _result(capsys, runs["base"], other, out=tmp_path / "cmp")
     assert "different base models" in printed and "someone/else" in printed
+
+
+def test_runs_with_no_caption_in_common_pair_the_images_and_say_so(runs, tiny_hf, shapes_manifest, tmp_path, capsys):
+    """Another caption template: t2i differences pair each test image's own caption rank, and the
+    console says why a difference need not be the gap between the per-caption scores."""
+    from mlx_clip.run.compare_runs import load_run
+    from mlx_clip.train import scores
+    from mlx_clip.train.bootstrap import paired_change
+
+    argv = ["--model", str(tiny_hf), "--manifest", str(shapes_manifest), "--runs-dir", str(tmp_path), "--name",
+            "shape_only", "--caption", "{shape}", "--label-field", "label", "--label-prompt", "a {label}",
+            "--val-fraction", "0.15", "--test-fraction", "0.3", "--epochs", "0", "--no-progress"]
+    assert finetune.main(argv) == 0
+    result, printed, _ = _result(capsys, runs["trained"], tmp_path / "shape_only", out=tmp_path / "cmp")
+    assert "shape_only shares no test caption with trained, so its t2i and mean_R@1 differences pair" in printed
+    first, other = load_run(runs["trained"]), load_run(tmp_path / "shape_only")
+    assert not scores.shares_captions(first.details, other.details)
+    for key in ("t2i_R@1", MEAN_R1):
+        expected = paired_change(scores.parts_of(first.details, key, first.record_ids, True),
+                                 scores.parts_of(other.details, key, other.record_ids, True))
+        entry = result["runs"][1]["metrics"][key]
+        assert entry["diff"] == pytest.approx(expected[0]) and entry["items"] == expected[2]
+    _, printed, _ = _result(capsys, runs["base"], runs["trained"], out=tmp_path / "cmp2")
+    assert "shares no test caption" not in printed

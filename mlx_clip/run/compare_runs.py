@@ -89,6 +89,11 @@ def notes(runs: Sequence[RunResult]) -> list[str]:
     if len({tuple(r.captions) for r in runs}) > 1:
         out.append("note: the runs use different caption templates; retrieval is scored against each run's own "
                    "test captions (the same images), zero-shot against the same label prompts")
+    apart = [r.folder.name for r in runs[1:] if not scores.shares_captions(runs[0].details, r.details)]
+    if apart:
+        out.append(f"note: {', '.join(apart)} shares no test caption with {runs[0].folder.name}, so its t2i and "
+                   "mean_R@1 differences pair the test images (each image's own caption, ranked in its own run); "
+                   "the scores count each distinct caption once, so a difference need not equal their gap")
     return out
 
 

@@ -73,11 +73,12 @@ def change(before, after, key: str, before_ids: Sequence[str] | None = None,
     of the same items (the count is what bootstrap.words_for needs to say "too few to tell");
     captions pair by text, and when the two caption sets share none (other templates), each image
     stands for its caption on both sides."""
-    b, a = parts_of(before, key, before_ids), parts_of(after, key, after_ids)
-    if b is None or a is None:
-        return None
-    found = paired_change(b, a)
-    if found is None and key.startswith("t2i") or found is None and key == MEAN_R1:
-        b, a = parts_of(before, key, before_ids, True), parts_of(after, key, after_ids, True)
-        found = paired_change(b, a) if b and a else None
-    return found
+    per_image = not shares_captions(before, after) and (key.startswith("t2i") or key == MEAN_R1)
+    b, a = parts_of(before, key, before_ids, per_image), parts_of(after, key, after_ids, per_image)
+    return paired_change(b, a) if b and a else None
+
+
+def shares_captions(before, after) -> bool:
+    """Whether two evaluations have any caption text in common (else their t2i changes pair images)."""
+    return np.intersect1d(np.asarray(before.captions, dtype=object),
+                          np.asarray(after.captions, dtype=object)).size > 0
