@@ -66,7 +66,7 @@ def build_search_index(folder: Path, base_model: Path, vocab: Path) -> dict:
     index.db; a 10-record collection also named base in other.db."""
     from clip_fixtures import make_hf_clip
 
-    tuned = make_hf_clip(folder / "tuned_model", vocab_folder=vocab, seed=1)
+    tuned = make_hf_clip(folder / "finds" / "model", vocab_folder=vocab, seed=1)  # where a run keeps its model
     records = emoji_records(30)
     records[3] = dict(records[3], name=HOSTILE_TITLE, subcategory="<b>bold</b>")
     template = "https://example.org/emoji/{unicode}"

@@ -40,6 +40,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
         seen["words"] = await page.wait_for(f"(() => {{ const c = {CARDS}; return c.length === 2 && c[0].length === 12 "
                                             f"&& c[1].length === 12 && c; }})()")
         seen["heads"] = await page.evaluate("Array.from(document.querySelectorAll('.column-head b')).map(b => b.textContent)")
+        seen["models"] = await page.evaluate("Array.from(document.querySelectorAll('.column-head .muted')).map(s => s.textContent)")
         seen["thumbs"] = await page.wait_for("(() => { const i = Array.from(document.querySelectorAll('.card .thumb img'));"
                                              " return i.every(x => x.complete && x.naturalWidth > 0) && i.length; })()")
         await page.screenshot(tmp_path / "search.png")
@@ -77,6 +78,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
     seen = drive_page(server.url + "/", script, timeout=120)
     assert seen["errors"] == []
     assert seen["heads"] == ["base", "tuned"]  # side by side
+    assert seen["models"][1].startswith("model finds/model · ")  # a run's model/ named with its run
     assert seen["thumbs"] == 24
     assert seen["words"][0] != seen["words"][1]  # two models, two rankings of one query
     assert HOSTILE_TITLE in seen["titles"] and seen["pwned"] is True

@@ -71,7 +71,8 @@ function renderColumns(answers, likeId) {
 function renderColumn(answer, likeId) {
   const info = state.collections.find((c) => c.name === answer.collection) || {};
   const filtered = Object.keys(answer.query.filters || {}).length;
-  const model = (info.model || "").split(/[\\/]/).filter(Boolean).pop() || "";
+  const parts = (info.model || "").split(/[\\/]/).filter(Boolean);  // a run's model/ goes by its run: tour/model
+  const model = parts.length > 1 && parts[parts.length - 1] === "model" ? parts.slice(-2).join("/") : parts.pop() || "";
   const head = el("div", { class: "column-head" },
     el("b", { text: answer.collection }),
     el("span", { class: "muted", title: info.model || "",
