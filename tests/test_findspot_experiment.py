@@ -104,7 +104,7 @@ def test_bad_input_is_one_line_before_any_training(catalogue, tiny_hf, tmp_path,
     holed.write_text("".join(json.dumps(r) + "\n" for r in records))
     cases = [(argv(catalogue, tiny_hf, tmp_path, "--place-field", "site"), "--place-field 'site': no record has this field"),
              (argv(catalogue, tiny_hf, tmp_path, "--lat-field", "latt"), "--lat-field 'latt': no record has this field"),
-             (argv(holed, tiny_hf, tmp_path), "holed.jsonl: line 6: 1 of 72 records have no caption without the place"),
+             (argv(holed, tiny_hf, tmp_path), "holed.jsonl: line 6: 1 of 72 records has no caption without the place"),
              (argv(catalogue, tiny_hf, tmp_path, "--caption", "{shape}"), "give one --caption without the place"),
              (argv(catalogue, tiny_hf, tmp_path, "--dry-run"), "--dry-run is not for the experiment")]
     for args, expected in cases:

@@ -75,7 +75,7 @@ def test_training_check_counts_pictures_over_the_budget(huge_png, tmp_path):
     Image.new("RGB", (40, 30), "red").save(good)
     check = check_images([Item("a", good, {}), Item("b", huge_png, {})], threads=1)
     assert [item.record_id for item in check.kept] == ["a"] and check.too_large == 1
-    assert check.line() == ("skipped 1 records: 0 missing, 0 unreadable image, 1 over 100 megapixels "
+    assert check.line() == ("skipped 1 record: 0 missing, 0 unreadable image, 1 over 100 megapixels "
                             f"(first: record 'b' ({huge_png}))")
 
 

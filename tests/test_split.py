@@ -120,7 +120,7 @@ def test_records_with_empty_captions_are_dropped_and_counted(tiny_hf, shapes_man
 @pytest.mark.parametrize("extra, expected", [
     (["--caption", "a {colour} {shpe}"], "'shpe'"),
     (["--label-field", "labl"], "--label-field 'labl'"),
-    (["--sample", "20", "--batch-size", "32"], "--batch-size 32 is larger than the sample's training split"),
+    (["--sample", "20", "--batch-size", "32"], "--batch-size 32 is larger than the sample's training split (of 20 records, before any image fails), which has 1"),
 ])
 def test_record_checks_come_before_any_download(shapes_manifest, tmp_path, capsys, extra, expected):
     """Records whose images would be downloaded (unreachable URLs): the error comes first, nothing fetched."""

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..wording import counted
 from .records import get_field_or_none, has_field
 
 _OPEN_TO_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", '"': '"'}
@@ -222,7 +223,8 @@ class CaptionReport:
     def line(self, context_length: int) -> str:
         return (f"{self.captions} captions, {self.truncated} longer than {context_length} tokens "
                 f"(truncated), longest {self.max_tokens} tokens"
-                + (f"; {self.empty_records} records have no caption text" if self.empty_records else ""))
+                + (f"; {counted(self.empty_records, 'record has', 'records have')} no caption text"
+                   if self.empty_records else ""))
 
 
 class CaptionBuilder:

@@ -103,7 +103,7 @@ class ImageCheck:
         return self.missing + self.unreadable + self.too_large
 
     def line(self) -> str:
-        line = f"skipped {self.skipped} records: {self.missing} missing, {self.unreadable} unreadable image"
+        line = f"skipped {counted(self.skipped, 'record')}: {self.missing} missing, {self.unreadable} unreadable image"
         return line + (f", {self.too_large} over {MAX_PIXELS / 1e6:g} megapixels (first: {self.first_too_large})"
                        if self.too_large else "")
 

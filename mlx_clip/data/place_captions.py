@@ -51,7 +51,7 @@ def check_place_records(records: Sequence[dict], templates: PlaceTemplates, fiel
     base = Template.parse(templates.no_place)
     empty = [i for i, r in enumerate(records) if not base.render(r)]
     if empty:
-        raise InputError(f"{where(empty[0])}: {len(empty):,} of {len(records):,} records have no caption without the "
+        raise InputError(f"{where(empty[0])}: {len(empty):,} of {len(records):,} records {'has' if len(empty) == 1 else 'have'} no caption without the "
                          f"place ({templates.no_place!r}); the three runs must train on the same records: name "
                          "fields every record fills in --caption, or leave those records out")
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..settings import FinetuneConfig
 from ..errors import InputError
+from ..wording import counted
 from .captions import CaptionBuilder
 from .dataset import is_manifest, split_sizes
 from .imagefolder import FILE_COLUMN, metadata_file, write_metadata
@@ -93,7 +94,8 @@ def check_before_fetch(config: FinetuneConfig) -> Records:
     CaptionBuilder(config.captions, sample)  # a template naming a field no record has
     check_label_field(config, sample)
     train_size = split_sizes(len(sample), config.val_fraction, resolved_test_fraction(config, len(sample)))[0]
-    check_batch_size(config, train_size, f"the sample's training split (of {len(sample)} records, before any image fails)")
+    check_batch_size(config, train_size, f"the sample's training split (of {counted(len(sample), 'record')}, before "
+                                         "any image fails)")
     return records
 
 
@@ -111,8 +113,8 @@ def check_label_field(config: FinetuneConfig, records: list[dict]) -> None:
 
 def check_batch_size(config: FinetuneConfig, train_size: int, what: str) -> None:
     if config.batch_size > train_size:
-        raise InputError(f"--batch-size {config.batch_size} is larger than {what} ({train_size} records); "
-                         f"use --batch-size {max(1, train_size)} or less")
+        raise InputError(f"--batch-size {config.batch_size} is larger than {what}, which has "
+                         f"{counted(train_size, 'record')}; use --batch-size {max(1, train_size)} or less")
 
 
 def _folder_manifest(config: FinetuneConfig, folder: Path, say: Callable[[str], None],

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..settings import FinetuneConfig
 from ..errors import InputError
+from ..wording import counted
 from .captions import CaptionBuilder, value_text
 from .dataset import Item, check_images, image_key, read_manifest, split
 from .groups import RecordGroups, record_groups
@@ -116,7 +117,7 @@ def usable_items(manifest: Path, config: FinetuneConfig, say: Callable[[str], No
     if empty:  # identical empty captions would teach every image the same text
         if len(empty) == len(items):
             raise InputError(f"{manifest}: every record's caption is empty; name fields that have text with --caption")
-        say(f"dropped {len(empty)} records whose caption is empty (first: record {items[empty[0]].record_id!r})")
+        say(f"dropped {counted(len(empty), 'record')} whose caption is empty (first: record {items[empty[0]].record_id!r})")
         items = [item for i, item in enumerate(items) if captions.options[i]]
         captions = CaptionBuilder(config.captions, [item.record for item in items])
     return items, captions, skipped_line, len(empty)

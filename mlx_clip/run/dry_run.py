@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..models.clip import CLIP
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, count_parameters
+from ..wording import counted
 from .console import describe, duration, gib, peak_memory
 from .prepare import prepare
 
@@ -106,7 +107,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
         f"then {step_s:.2f}s/step = {config.batch_size / step_s:.1f} images/s; "
         f"data stream alone {stream_images_s:.1f} images/s")
     epoch_s = cost.epoch_seconds(plan.sample)
-    say(f"estimated time per epoch: {cost.line(plan.sample)}; all {config.epochs} epochs + evaluation before: "
+    say(f"estimated time per epoch: {cost.line(plan.sample)}; all {counted(config.epochs, 'epoch')} + evaluation before: "
         f"{duration(config.epochs * epoch_s + cost.eval_seconds(plan.sample))}")
     if plan.catalogue > plan.sample:
         say(f"the whole catalogue ({plan.catalogue:,} records, --sample left out): {cost.line(plan.catalogue)} "

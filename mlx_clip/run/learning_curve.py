@@ -41,6 +41,7 @@ from ..train.step import Trainer, set_weights
 from .folder import claim_run_folder, lock_run_folder, run_name
 from .loop import Float32View, train_epoch
 from ..outputs.plots import plot_curve
+from ..wording import counted
 from .prepare import Prepared, prepare
 
 CURVE_KEYS = (MEAN_R1,) + RETRIEVAL_RECALLS + (ZERO_SHOT,)
@@ -156,7 +157,7 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
     start = dict(tree_flatten(model.parameters()))  # MLX arrays are immutable: this keeps the starting weights
     val_ids = [prepared.items[i].record_id for i in prepared.val_index]
     say(f"learning curve: sizes {', '.join(map(str, subsets))} of {len(prepared.train_index)} training records, "
-        f"{config.epochs} epochs each; one validation set of {len(val_ids)} records")
+        f"{counted(config.epochs, 'epoch')} each; one validation set of {counted(len(val_ids), 'record')}")
     started = time.perf_counter()
     metrics, before = evaluate(model, eval_set, config.label_prompt, threads=config.threads, details=True)
     points = [{"size": 0, **metrics}]
