@@ -349,6 +349,13 @@ def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_man
     assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 24
     out = capsys.readouterr().out
     assert "fetching only the 24 images that 3 measured steps need (of the sample's 40)" in out
+    # the plan is the run's (40 records), not the 24 measured ones
+    from mlx_clip.data.dataset import split_sizes
+    from mlx_clip.settings import FinetuneConfig
+    train, val, _ = split_sizes(40, FinetuneConfig().val_fraction, 0.0)
+    assert "records: the run draws a sample of 40 of 192 and fetches them; measured here on 24 of them" in out
+    assert f"split: {train} train, {val} validation (picks the best epoch), no test set" in out
+    assert "(the run's, before any image fails)" in out and f" x {-(-train // 8)} steps of 8 = " in out
     assert "the whole catalogue (192 records, --sample left out)" in out and "per epoch on this machine" in out
     assert "estimate for a 16 GB M1 (not measured)" in out and "GFLOP per training image" in out
     assert not (tmp_path / "runs").exists()

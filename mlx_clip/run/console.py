@@ -3,8 +3,10 @@ closing summary, and human-readable sizes and durations."""
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -57,20 +59,41 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def describe(prepared: Prepared, trainable: int) -> str:
-    """The plan: records, split, captions, model (with `trainable` of its parameters trained) and schedule."""
+@dataclass
+class RunSize:
+    """The run's own size when `prepared` holds only the images a dry run measured on: its sample
+    (of the catalogue) and the split and steps the run would have (before any image fails)."""
+
+    sample: int
+    catalogue: int
+    train: int
+    val: int
+    test: int
+
+
+def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None) -> str:
+    """The plan: records, split, captions, model (with `trainable` of its parameters trained) and
+    schedule; a dry run that measured a subset passes the run's own `run_size`."""
     config, model = prepared.config, prepared.model
     report = prepared.captions.report(model.tokenizer.count_tokens, model.tokenizer.context_length)
     total = count_parameters(model.parameters())
-    spe = prepared.steps_per_epoch
+    if run_size is None:
+        records = f"records: {len(prepared.items)} with images ({prepared.manifest})"
+        train, val, test = len(prepared.train_index), len(prepared.val_index), len(prepared.test_index)
+        spe, how = prepared.steps_per_epoch, f"; {prepared.split_line}"
+    else:
+        records = (f"records: the run draws a sample of {run_size.sample:,} of {run_size.catalogue:,} and fetches them; "
+                   f"measured here on {len(prepared.items)} of them ({prepared.manifest})")
+        train, val, test = run_size.train, run_size.val, run_size.test
+        spe, how = math.ceil(train / config.batch_size), " (the run's, before any image fails)"
     total_steps = config.total_steps(spe)
     lines = [
-        f"records: {len(prepared.items)} with images ({prepared.manifest})",
-        f"split: {len(prepared.train_index)} train, {len(prepared.val_index)} validation (picks the best epoch), "
-        + (f"{len(prepared.test_index)} test (held out for the before/after figures)" if prepared.test_index
+        records,
+        f"split: {train} train, {val} validation (picks the best epoch), "
+        + (f"{test} test (held out for the before/after figures)" if test
            else "no test set (--test-fraction; the before/after figures come from validation)")
-        + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + f"; {prepared.split_line}",
-        f"captions: {report.line(model.tokenizer.context_length)}",
+        + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + how,
+        f"captions{' of the measured images' if run_size else ''}: {report.line(model.tokenizer.context_length)}",
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
         f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
         f"{config.precision}, image {model.config.vision.image_size}px",

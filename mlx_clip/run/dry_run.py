@@ -23,7 +23,7 @@ from ..models.clip import CLIP
 from ..train.optim import make_optimizer
 from ..train.step import Trainer, count_parameters
 from ..wording import counted
-from .console import describe, duration, gib, peak_memory
+from .console import RunSize, describe, duration, gib, peak_memory
 from .prepare import prepare
 
 
@@ -77,7 +77,11 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     if plan is None:  # measured on the run's own records: its resolved settings
         config, plan = prepared.config, Plan(len(prepared.items), len(prepared.items))
     prepared.ready_to_train()
-    say(describe(prepared, count_parameters(model.trainable_parameters())))
+    run_size = None
+    if plan.fetched_for_measure:  # prepared holds the measured images only: describe the run's own sizes
+        run_size = RunSize(plan.sample, plan.catalogue, *split_sizes(
+            plan.sample, config.val_fraction, resolved_test_fraction(config, plan.sample)))
+    say(describe(prepared, count_parameters(model.trainable_parameters()), run_size))
     spe = prepared.steps_per_epoch
     trainer = Trainer(model, make_optimizer(config.optim, config.total_steps(spe)), config.precision, model.tokenizer.eos_token_id)
     stream = prepared.train_stream(model)
