@@ -62,6 +62,16 @@ def test_paired_change_pairs_items_by_key_in_any_order():
         assert same[1][0] > 0  # only gains: a paired interval above 0
 
 
+def test_mean_recall_on_a_handful_of_images_counts_images_not_images_plus_captions():
+    """12 images and their 12 captions are 12 paired items, so a mean recall@1 change on them has
+    no words; 20 images have."""
+    for n, words in ((12, "too few to tell"), (20, "better")):
+        before = _details(np.full(n, 3), np.full(n, 3), [f"c{i}" for i in range(n)], np.arange(n))
+        after = _details(np.ones(n, int), np.ones(n, int), [f"c{i}" for i in range(n)], np.arange(n))
+        change, interval, items = scores.change(before, after, MEAN_R1)
+        assert items == n and words_for(interval, items) == words
+
+
 def test_no_module_spells_a_metric_key_but_metric_names():
     """Issue 25: `mean_R@1` was spelled 24 times in 6 files; now every reader and writer names the constants."""
     keys = set(metric_names.SCORE_KEYS) | set(metric_names.RANK_KEYS)

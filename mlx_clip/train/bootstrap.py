@@ -90,11 +90,13 @@ def paired_parts(before: Sequence[Part], after: Sequence[Part]) -> list[Part] | 
 
 
 def paired_change(before: Sequence[Part], after: Sequence[Part]) -> tuple[float, list[float], int] | None:
-    """(after - before, its paired 95 % interval, how many items paired), or None when nothing pairs."""
+    """(after - before, its paired 95 % interval, how many items paired), or None when nothing pairs.
+    A score of two parts (mean recall@1: images, and their distinct captions, never more) counts its
+    larger part, the images: 10 images and their 10 captions are 10 items, not 20."""
     diffs = paired_parts(before, after)
     if diffs is None or score_of(diffs) is None:
         return None
-    return score_of(diffs), parts_interval(diffs), sum(len(d.values) for d in diffs)
+    return score_of(diffs), parts_interval(diffs), max(len(d.values) for d in diffs)
 
 
 MIN_ITEMS = 20
