@@ -342,11 +342,15 @@ def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_man
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps({**r, "image_path": str(shapes_manifest.parent / r["image_path"])}) + "\n"
                             for r in records))
+    (tmp_path / "fetched").mkdir()
+    earlier = tmp_path / "fetched" / "manifest.jsonl"  # a sample fetched before: the dry run leaves its lists
+    earlier.write_text("not touched\n")
     assert finetune.main(["--data", str(data), "--path-field", "image_path", "--sample", "40",
                           "--out", str(tmp_path / "fetched"), "--model", str(tiny_hf), "--dry-run",
                           "--batch-size", "8", "--caption", "a {colour} {shape}",
                           "--runs-dir", str(tmp_path / "runs")]) == 0
-    assert len((tmp_path / "fetched" / "manifest.jsonl").read_text().splitlines()) == 24
+    assert len((tmp_path / "fetched" / "dry-run-manifest.jsonl").read_text().splitlines()) == 24
+    assert earlier.read_text() == "not touched\n" and not (tmp_path / "fetched" / "failures.jsonl").exists()
     out = capsys.readouterr().out
     assert "fetching only the 24 images that 3 measured steps need (of the sample's 40)" in out
     # the plan is the run's (40 records), not the 24 measured ones

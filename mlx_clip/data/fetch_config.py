@@ -94,6 +94,13 @@ class FetchConfig:
         "address directly are always fetched)")
     # What counts as private; the tests swap it to play a public host on 127.0.0.1.
     private_address: Callable[[IPAddress], bool] = setting(is_private_address, cli=False, save=False)
+    # Put before the names of the lists written (manifest.jsonl, failures.jsonl): a dry run writes
+    # dry-run-manifest.jsonl, so the lists of a sample fetched before stay as they were.
+    list_prefix: str = setting("", cli=False, save=False)
+
+    def list_paths(self) -> tuple[Path, Path]:
+        """The manifest and failures list this fetch writes in `out`."""
+        return Path(self.out) / (self.list_prefix + MANIFEST_NAME), Path(self.out) / (self.list_prefix + FAILURES_NAME)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

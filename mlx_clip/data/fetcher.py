@@ -49,8 +49,7 @@ from .image_files import remove_partial_files
 from .records import MISSING, Records, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
 from .url_field import detect_url_field
-from .fetch_config import (FAILURES_NAME, IMAGES_DIR, LOCK_NAME, MANIFEST_NAME, ORIGINALS_DIR, FetchConfig,
-                           FetchSummary)
+from .fetch_config import IMAGES_DIR, LOCK_NAME, ORIGINALS_DIR, FetchConfig, FetchSummary
 from .fetch_jobs import Job, JobRunner
 
 __all__ = ["fetch_records", "fetch_records_async", "lock_output_folder"]
@@ -97,9 +96,9 @@ async def fetch_records_async(
     config = config or FetchConfig()
     started = time.perf_counter()
     out = Path(config.out)
-    for written in (MANIFEST_NAME, FAILURES_NAME):
-        if Path(records_path).resolve() == (out / written).resolve():
-            raise InputError(f"{records_path}: is the {written} this run would write; "
+    for written in config.list_paths():
+        if Path(records_path).resolve() == written.resolve():
+            raise InputError(f"{records_path}: is the {written.name} this run would write; "
                              "pass another --out to draw a sample from it")
     records = load_records(records_path, config.encoding) if loaded is None else loaded
     url_field = _check_fields(records, config)
@@ -125,7 +124,7 @@ async def fetch_records_async(
         outcomes.sort(key=lambda o: o.job.position)
         manifest = [o.entry for o in outcomes if o.status != "failed"]
         failures = [o.entry for o in outcomes if o.status == "failed"]
-        manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
+        manifest_path, failures_path = config.list_paths()
         write_jsonl(manifest_path, manifest)
         write_jsonl(failures_path, failures)
     counts = Counter(o.status for o in outcomes)

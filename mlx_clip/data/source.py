@@ -34,9 +34,10 @@ def fetch_manifest(config: FinetuneConfig, say: Callable[[str], None] = print,
     summary = fetch_records(config.data, config.fetch, sample=config.sample.sample, margin=config.sample.margin,
                             stratify=config.sample.stratify, seed=config.sample.seed, log=say, loaded=records)
     say(str(summary))
-    metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
-    if metadata.rows:
-        say(str(metadata))
+    if not config.fetch.list_prefix:  # a dry run's lists leave the folder's metadata.jsonl as it was
+        metadata = write_metadata(summary.manifest_path)  # as fetch.py does; only worth a line when it lists images
+        if metadata.rows:
+            say(str(metadata))
     return Path(summary.manifest_path)
 
 

@@ -27,6 +27,9 @@ from .console import RunSize, describe, duration, gib, peak_memory
 from .prepare import prepare
 
 
+DRY_RUN_LISTS = "dry-run-"  # dry-run-manifest.jsonl: a sample fetched before keeps its manifest.jsonl
+
+
 @dataclass
 class Plan:
     """How many records the real run would train and evaluate on: its sample, and the whole catalogue."""
@@ -59,7 +62,7 @@ def measuring_config(config: FinetuneConfig, measure_steps: int) -> tuple[Finetu
         raise InputError(f"{records.path}: {err}") from None
     needed = min(len(chosen), measure_steps * config.batch_size)
     small = replace(config, sample=replace(config.sample, sample=needed, margin=None), val_fraction=0.0,
-                    test_fraction=0.0)
+                    test_fraction=0.0, fetch=replace(config.fetch, list_prefix=DRY_RUN_LISTS))
     return small, Plan(len(chosen), len(records.records), needed)
 
 
@@ -119,8 +122,8 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     say(f"setup: {setup_line(config)}")
     say(memory_line(memory))
     say(mac_estimate(model, prepared, step_s, plan.catalogue, cost, memory))
-    fetched = (f" (the measured images were fetched into {prepared.manifest.parent}; the run reuses those in "
-               "its sample)") if plan.fetched_for_measure else ""
+    fetched = (f" (the measured images were fetched into {prepared.manifest.parent} and listed in "
+               f"{prepared.manifest.name}; the run reuses them)") if plan.fetched_for_measure else ""
     say(f"dry run: nothing trained, no run folder written{fetched}")
     return {"step_seconds": step_s, "stream_images_per_s": stream_images_s, "epoch_seconds": epoch_s,
             "catalogue_epoch_seconds": cost.epoch_seconds(plan.catalogue), "ram_bytes": machine_ram(), **memory}
