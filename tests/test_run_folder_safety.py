@@ -36,6 +36,21 @@ def test_resume_with_a_name_outside_runs_dir_is_refused(tiny_hf, shapes_manifest
     assert "error: --name '..'" in capsys.readouterr().err
 
 
+def test_a_resumed_run_folder_spelled_with_dot_dot_is_refused(tmp_path):
+    """--resume RUNS/a/.. names runs/ itself as the run folder: its name '..' is no run name."""
+    import json
+
+    from mlx_clip.settings import FinetuneConfig
+
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "checkpoints" / "epoch-1").mkdir(parents=True)
+    (runs / "checkpoints" / "latest").write_text("epoch-1")
+    (runs / "config.json").write_text(json.dumps(FinetuneConfig().to_dict()))
+    with pytest.raises(InputError, match="--resume's run folder '..': a run name is one folder name"):
+        folder.resume_config(FinetuneConfig(runs_dir=str(runs)), str(runs / "a" / ".."))
+
+
 def test_a_second_run_on_a_locked_run_folder_stops_naming_the_pid(tiny_hf, shapes_manifest, tmp_path, capsys):
     runs = tmp_path / "runs"
     (runs / "busy").mkdir(parents=True)

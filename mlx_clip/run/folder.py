@@ -125,7 +125,7 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
         checkpoint = resolve_checkpoint("latest", RunPaths(run_dir).checkpoints)
     saved = json.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
     resumed = FinetuneConfig.from_dict(saved)
-    resumed.runs_dir, resumed.name = str(run_dir.parent), run_dir.name
+    resumed.runs_dir, resumed.name = str(run_dir.parent), check_run_name(run_dir.name, "--resume's run folder")
     recorded = (saved.get("resolved") or {}).get("manifest")
     if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
         resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
