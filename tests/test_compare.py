@@ -61,6 +61,10 @@ def test_a_copy_of_the_same_run_includes_zero(runs, capsys):
         assert low <= 0 <= high and entry["diff"] == 0, metric
         assert entry["words"] == ("too few to tell" if entry["items"] < MIN_ITEMS else "not distinguishable"), metric
     assert "not distinguishable" in printed and "better" not in printed and "worse" not in printed
+    from mlx_clip.run.compare_runs import _diff  # a change on a handful of items: its point, no interval
+    assert _diff({"diff": 1.0, "diff_ci95": [1.0, 1.0], "items": 2, "words": "too few to tell"}) == \
+        "+1.000, too few to tell (2 items)"
+    assert _diff({"diff": 0.1, "diff_ci95": [0.05, 0.2], "items": 40, "words": "better"}) == "+0.100 [+0.050, +0.200] better"
 
 
 def test_paired_interval_is_narrower_than_separate_ones(runs, capsys):

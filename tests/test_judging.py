@@ -131,10 +131,17 @@ def test_verdict_has_no_words_for_a_handful_of_items():
     assert found["ci95"] == [1.0, 1.0] and found["words"] == "too few to tell" and found["items"] == 2
     assert "image-to-image search: too few to tell (2 scored items" in judged["line"]
     assert "image-to-image search improved" not in judged["line"]
+    from mlx_clip.outputs.report.judging import verdict_section
+    assert "image-to-image search (recall@1): +1.000, too few to tell (2 items)" in verdict_section({"verdict": judged}, [])
 
     from mlx_clip.outputs.report import change_cell, paired_change  # the tables follow the same rule
     few, many = (change_cell(paired_change(before, after, key)).html for key in (I2I_R1, MEAN_R1))
     assert "too few to tell (2 items)" in few and 'class="up"' not in few and "too few" not in many
+    assert "[" not in few and "[" in many  # no interval on a handful, in the change or the scores
+    from mlx_clip.outputs.report import score_cells
+    scored = {I2I_R1: 1.0, ci_key(I2I_R1): [1.0, 1.0], MEAN_R1: 0.5, ci_key(MEAN_R1): [0.4, 0.6]}
+    assert score_cells(scored, scored, I2I_R1, paired_change(before, after, I2I_R1)) == ("1.000", "1.000")
+    assert score_cells(scored, scored, MEAN_R1, paired_change(before, after, MEAN_R1))[1] == "0.500 [0.400, 0.600]"
     assert words_for([1.0, 1.0], 19) == "too few to tell" and words_for([1.0, 1.0], 20) == "better"  # compare's too
 
 

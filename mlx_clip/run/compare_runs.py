@@ -146,6 +146,8 @@ def _cell(entry: dict | None) -> str:
 def _diff(entry: dict | None) -> str:
     if entry is None or "diff" not in entry:
         return ""
+    if entry["words"] == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
+        return f"{entry['diff']:+.3f}, {TOO_FEW} ({entry['items']} items)"
     low, high = entry[ci_key("diff")]
     return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['words']}"
 

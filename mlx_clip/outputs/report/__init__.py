@@ -26,7 +26,7 @@ from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...io import write_text
-from ...train.bootstrap import TOO_FEW, words_for
+from ...train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
 from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
 from ...train.judging import Judging
@@ -191,8 +191,8 @@ def change_cell(change) -> Raw | str:
         return "–"
     value, (low, high), items = change
     text, words = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", words_for((low, high), items)
-    if words == TOO_FEW:
-        return Raw(f'<span class="muted">{text} {TOO_FEW} ({items} items)</span>')
+    if words == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
+        return Raw(f'<span class="muted">{value:+.3f}, {TOO_FEW} ({items} items)</span>')
     return Raw(f'<span class="{words_class(words)}">{text}</span>')
 
 
@@ -206,15 +206,21 @@ def test_section(test: dict | None, details: tuple[EvalDetails, EvalDetails] | N
     for key in SCORE_KEYS:
         if key not in test["before"] and key not in test["after"]:
             continue
-        cell = change_cell(paired_change(before, after, key))
-        rows.append((key, with_ci(test["before"].get(key), test["before"].get(ci_key(key))),
-                     with_ci(test["after"].get(key), test["after"].get(ci_key(key))), cell))
+        change = paired_change(before, after, key)
+        rows.append((key, *score_cells(test["before"], test["after"], key, change), change_cell(change)))
     rows += _rank_rows(test["before"], test["after"])
     return (f"<h2>Held-out test set (n = {esc(test['size'])}): before and after</h2>"
             f"<p class=muted>{esc(test['source'])}; after = the best model. Test set fingerprint "
             f"<code>{esc(test['fingerprint'][:12])}</code> (compare.py compares runs that share it).</p>"
             + table(["metric", "before [95 % CI]", "after [95 % CI]", "change [paired 95 % CI]"], rows,
                     numeric=(1, 2, 3)))
+
+
+def score_cells(before: dict, after: dict, key: str, change) -> tuple[str, str]:
+    """A score before and after with their intervals; none on fewer than MIN_ITEMS paired items
+    (two query images bootstrap to [1.000, 1.000], which says nothing)."""
+    few = change is not None and change[2] < MIN_ITEMS
+    return tuple(with_ci(row.get(key), None if few else row.get(ci_key(key))) for row in (before, after))
 
 
 def _rank_rows(before: dict, after: dict) -> list[tuple]:
@@ -229,9 +235,8 @@ def scores_section(history, best, before, after) -> str:
     for key in SCORE_KEYS:
         if key not in first and key not in last:
             continue
-        cell = change_cell(paired_change(before, after, key))
-        rows.append((key, with_ci(first.get(key), first.get(ci_key(key))),
-                     with_ci(last.get(key), last.get(ci_key(key))), cell))
+        change = paired_change(before, after, key)
+        rows.append((key, *score_cells(first, last, key, change), change_cell(change)))
     rows += _rank_rows(first, last)
     n = first.get("val_size", last.get("val_size"))
     return (f"<h2>Before and after on validation (n = {esc(n)}; it picked the epoch)</h2>"
