@@ -216,6 +216,31 @@ def test_retention_scores_the_bundled_emoji_and_caches_the_base(tmp_path):
     assert not second["out_of_domain"] and "not out-of-domain" in second["note"]
 
 
+def test_retention_from_a_base_model_at_chance_says_so_instead_of_a_share(monkeypatch):
+    """A random base model finds no name and guesses the category: 'kept 217 %' of that means nothing,
+    so the verdict and the report say it is not measurable."""
+    from mlx_clip.outputs.report.judging import retention_section, verdict_section
+    from mlx_clip.outputs.verdict import verdict
+    from mlx_clip.train import retention as module
+
+    def fake_evaluate(model, eval_set, prompt, details=True, threads=4):
+        n = len(eval_set.image_paths)
+        ranks = np.full(n, 5 if model == "base" else 1)
+        correct = (np.arange(n) % 2 == 0) if model == "base" else np.ones(n, bool)  # 2 classes: half is chance
+        return {}, _details(ranks, ranks, eval_set.captions, np.arange(n), correct)
+
+    monkeypatch.setattr(module, "evaluate", fake_evaluate)
+    kept = module.retention("tuned", lambda: "base", "base-x", 40, None)
+    assert kept["at_chance"] and all(s["at_chance"] for s in kept["scores"].values())
+    assert kept["scores"]["zero_shot_acc"]["chance"] == 0.5 and kept["kept_percent"] > 100
+    assert "scores at chance on image → its name, recall@1 and image → its category" in kept["chance_note"]
+    judged = verdict(None, None, "test", 40, retention=kept)
+    assert "kept" in judged["line"] and "not measurable: the base model scores at chance" in judged["line"]
+    assert "%" not in judged["line"]
+    assert "retention: not measurable" in verdict_section({"verdict": judged}, [])
+    assert "(base at chance)" in retention_section({"retention": kept})
+
+
 @pytest.fixture(scope="module")
 def wise_run(tiny_hf, shapes_manifest, tmp_path_factory):
     """A trained run exported as the a = 0 mix: model/ must hold the base model's weights."""

@@ -23,9 +23,10 @@ def judging_lines(metrics: Any) -> list[str]:
         for score in kept["scores"].values():
             if isinstance(score, Mapping) and score.get("kept_percent") is not None:
                 lines.append(f"- Retention, {score.get('measure')}: {_number(score.get('base'))} base → "
-                             f"{_number(score.get('after'))} fine-tuned ({float(score['kept_percent']):.0f} % kept; "
+                             f"{_number(score.get('after'))} fine-tuned ({float(score['kept_percent']):.0f} % kept"
+                             f"{', the base at chance' if score.get('at_chance') else ''}; "
                              f"{kept.get('set')})")
-        lines += [f"- {kept['note']}"] if kept.get("note") else []
+        lines += [f"- {kept[key]}" for key in ("note", "chance_note") if kept.get(key)]
         lines.append("")
     if isinstance(mix, Mapping) and mix.get("alpha") is not None:
         lines += [f"This model is a WiSE-FT mix: (1 − a) × base + a × fine-tuned with a = {float(mix['alpha']):g}, "

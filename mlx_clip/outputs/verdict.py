@@ -42,6 +42,7 @@ def retention_finding(retention: dict | None) -> dict | None:
         return None
     worse = [s for s in retention["scores"].values() if s["words"] == "worse"]
     return {"area": "retention", "key": "retention", "kept_percent": retention["kept_percent"],
+            "at_chance": retention.get("at_chance", False),
             "regression": bool(worse), "out_of_domain": retention.get("out_of_domain", True),
             "worse": [f"{s['measure']} {_signed(s['change'], s[ci_key('change')])}" for s in worse]}
 
@@ -49,8 +50,10 @@ def retention_finding(retention: dict | None) -> dict | None:
 def finding_text(found: dict, first: bool, where: str) -> str:
     """One clause of the sentence, e.g. "zero-shot tagging got worse: -0.060 [-0.100, -0.020]"."""
     if found["key"] == "retention":
-        text = f"it kept {found['kept_percent']:.0f} % of the base model's general skill (bundled emoji: image → " \
-               "name and category)"
+        text = ("what it kept of the base model's general skill is not measurable: the base model scores at chance "
+                "on the bundled emoji" if found.get("at_chance") else
+                f"it kept {found['kept_percent']:.0f} % of the base model's general skill (bundled emoji: image → "
+                "name and category)")
         if found["worse"]:
             text += "; forgetting is measurable: " + "; ".join(found["worse"])
         if not found["out_of_domain"]:

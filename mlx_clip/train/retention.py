@@ -103,6 +103,14 @@ def base_details(load_base, base_model: str, chosen: RetentionSet, cache_dir: Pa
     return details
 
 
+def chance_level(details, key: str) -> float:
+    """What guessing scores: one over the candidates (the distinct names an image's name is ranked
+    among; the categories for zero-shot)."""
+    if key == ZERO_SHOT:
+        return 1 / len(details.zero_shot.classes)
+    return 1 / len(set(details.captions))
+
+
 def retention(model, load_base, base_model: str, size: int = DEFAULT_SIZE, cache_dir: Path | None = None,
               trained_names: Sequence[str] = (), threads: int = 4) -> dict:
     """metrics.json's "retention": per skill the base and fine-tuned scores with intervals, the
@@ -118,11 +126,18 @@ def retention(model, load_base, base_model: str, size: int = DEFAULT_SIZE, cache
         change = scores.change(base, after, key)
         if b is None or a is None or change is None:
             continue
+        chance = chance_level(base, key)
         out["scores"][key] = {"measure": measure, "base": b[0], ci_key("base"): b[1], "after": a[0],
                               ci_key("after"): a[1], "kept_percent": 100 * a[0] / b[0] if b[0] > 0 else None,
+                              "chance": chance, "at_chance": b[1][0] <= chance,  # its interval reaches chance
                               "change": change[0], ci_key("change"): change[1], "words": words_for(change[1], change[2])}
     kept = [s["kept_percent"] for s in out["scores"].values() if s["kept_percent"] is not None]
     out["kept_percent"] = float(np.mean(kept)) if kept else None
+    at_chance = [s["measure"] for s in out["scores"].values() if s["at_chance"]]
+    out["at_chance"] = bool(out["scores"]) and len(at_chance) == len(out["scores"])
+    if at_chance:  # a share of a chance-level score says nothing of what was kept
+        out["chance_note"] = ("the base model scores at chance on " + " and ".join(at_chance) + " (its interval "
+                              "reaches the chance level), so the share kept there measures nothing")
     seen = len(set(chosen.names) & {str(n).lower() for n in trained_names})
     out["out_of_domain"] = seen < max(1, len(chosen.names) // 20)
     if not out["out_of_domain"]:

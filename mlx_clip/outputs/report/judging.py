@@ -21,7 +21,9 @@ def verdict_section(metrics: dict, warnings: list[str]) -> str:
     for found in (judged or {}).get("findings", []):
         cls = "down" if found["regression"] else "up" if found.get("words") == "better" else ""
         if found["key"] == "retention":
-            text = f"retention: kept {found['kept_percent']:.0f} % of the base model's general skill"
+            text = ("retention: not measurable (the base model scores at chance on the bundled emoji)"
+                    if found.get("at_chance") else
+                    f"retention: kept {found['kept_percent']:.0f} % of the base model's general skill")
             text += ("; worse: " + "; ".join(found["worse"])) if found["worse"] else ""
         elif found["words"] == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
             text = f"{found['area']} ({found['measure']}): {found['change']:+.3f}, {TOO_FEW} ({found['items']} items)"
@@ -50,10 +52,11 @@ def retention_section(metrics: dict) -> str:
         cls = words_class(score["words"])
         rows.append((score["measure"], with_ci(score["base"], score.get(ci_key("base"))),
                      with_ci(score["after"], score.get(ci_key("after"))),
-                     "–" if score["kept_percent"] is None else f"{score['kept_percent']:.0f} %",
+                     "–" if score["kept_percent"] is None else
+                     f"{score['kept_percent']:.0f} %" + (" (base at chance)" if score.get("at_chance") else ""),
                      Raw(f'<span class="{cls}">{esc(_signed(score["change"], score[ci_key("change")]))} '
                          f'{esc(score["words"])}</span>')))
-    note = f"<p><b>{esc(kept['note'], limit=None)}</b></p>" if kept.get("note") else ""
+    note = "".join(f"<p><b>{esc(kept[key], limit=None)}</b></p>" for key in ("note", "chance_note") if kept.get(key))
     return (f"<h2>What it kept of the base model</h2><p class=muted>Out-of-domain material that ships with the "
             f"package: {esc(kept['set'])}. Kept = fine-tuned / base.</p>" + note
             + table(["skill", "base [95 % CI]", "fine-tuned [95 % CI]", "kept", "change [paired 95 % CI]"], rows,
