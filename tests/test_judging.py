@@ -170,6 +170,9 @@ def test_wise_ft_mixes_weights_and_picks_by_rule():
     low = [dict(p, retention_percent=r) for p, r in zip(points, (60.0, 55.0, 40.0))]  # none keeps 95 %
     chosen, why = pick(low, "balanced")
     assert chosen["alpha"] == 0.0 and "no mix keeps" in why
+    at_chance = [dict(p, retention_at_chance=True) for p in low]  # shares of chance-level scores: not weighed
+    chosen, why = pick(at_chance, "balanced")
+    assert chosen["alpha"] == 1.0 and "retention not measurable" in why
 
 
 def test_retention_scores_the_bundled_emoji_and_caches_the_base(tmp_path):

@@ -143,7 +143,8 @@ def wise_ft(final: CLIP, base: BaseModel, data: TrainingSet, val_set: EvalSet, t
         scored = evaluate(final, val_set, config.label_prompt, threads=config.threads)
         kept = measure_retention(final, base, data, trained_names)
         point = {MEAN_R1: scored.get(MEAN_R1), ci_key(MEAN_R1): scored.get(ci_key(MEAN_R1)),
-                 "retention_percent": kept["kept_percent"] if kept else None}
+                 "retention_percent": kept["kept_percent"] if kept else None,
+                 "retention_at_chance": bool(kept and kept.get("at_chance"))}
         say(f"wise-ft a = {alpha:g}: validation mean recall@1 {point[MEAN_R1]:.3f}"
             + (f", retention {point['retention_percent']:.0f} %" if point["retention_percent"] is not None else ""))
         return point

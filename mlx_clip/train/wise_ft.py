@@ -2,7 +2,8 @@
 fine-tuned weights, theta = (1 - a) base + a fine-tuned, and keep the a that a rule picks on
 VALIDATION (never on test): `gain` keeps the best validation mean recall@1; `balanced` keeps the
 best validation mean recall@1 among the mixes that keep at least 95 % of the base model's general
-skill (retention, mlx_clip.train.retention), and the mix with the most retention when none does.
+skill (retention, mlx_clip.train.retention), and the mix with the most retention when none does
+(the best gain when retention is not measurable: a base model at chance on the bundled emoji).
 a = 0 is the base model, a = 1 the fine-tuned one. With LoRA the saved model has the adapters
 merged, so the merged weights are mixed.
 """
@@ -74,6 +75,10 @@ def pick(points: Sequence[dict], rule: str) -> tuple[dict, str]:
     if rule == "gain":
         best = max(scored, key=lambda p: (p[MEAN_R1], p["alpha"]))
         return best, f"gain: the best validation mean recall@1 ({best[MEAN_R1]:.3f}) of the mixes"
+    if not any(p.get("retention_percent") is not None and not p.get("retention_at_chance") for p in scored):
+        best = max(scored, key=lambda p: (p[MEAN_R1], p["alpha"]))
+        return best, (f"balanced, with retention not measurable (the base model scores at chance on the bundled "
+                      f"emoji, or retention failed): the best validation mean recall@1 ({best[MEAN_R1]:.3f})")
     keeping = [p for p in scored if (p.get("retention_percent") or 0) >= BALANCED_KEEP]
     if keeping:
         best = max(keeping, key=lambda p: (p[MEAN_R1], p["alpha"]))
