@@ -13,7 +13,7 @@ import mlx_clip
 from mlx_clip.search import main
 from mlx_clip.train.evaluate import class_embeddings
 from mlx_clip.use.curate import spreadsheet_cell
-from mlx_clip.use.neighbours import nearest_neighbours, similar_pairs
+from mlx_clip.use.neighbours import nearest_neighbours, similar_pairs, top_k_rows
 from mlx_clip.use.vector_search import read_collections
 from search_fixtures import EMOJI, variants, write_collection
 
@@ -188,3 +188,17 @@ def test_a_list_cut_by_max_pairs_is_said_with_how_many_pairs_passed(built, tmp_p
     line = next(line for line in said.splitlines() if "pairs at or above similarity 0.5" in line)
     assert int(line.split(": ")[1].split(" pairs")[0].replace(",", "")) > 3
     assert "duplicates.csv keeps the 3 most similar" in line
+
+
+@pytest.mark.parametrize("case", ["spread", "ties", "collapsed", "few columns"])
+def test_each_rows_top_k_is_the_full_sorts_first_k(case):
+    """The chunk-maximum floor path (spread), the whole-row path (a collapsed model's ties, and rows
+    shorter than k chunks) both give each row's k largest, best first, ties by the earlier column."""
+    rng = np.random.default_rng(3)
+    sims = {"spread": rng.normal(size=(40, 3000)), "ties": np.round(rng.normal(size=(40, 3000)), 0),
+            "collapsed": np.ones((40, 6000)), "few columns": rng.normal(size=(40, 300))}[case].astype(np.float32)
+    sims[np.arange(40), np.arange(40)] = -np.inf
+    index, score = top_k_rows(sims, 10)
+    expected = np.lexsort((np.broadcast_to(np.arange(sims.shape[1]), sims.shape), -sims), axis=1)[:, :10]
+    assert np.array_equal(index, expected)
+    assert np.array_equal(score, np.take_along_axis(sims, expected, axis=1))
