@@ -212,8 +212,9 @@ def verdict_lines(judged: dict | None) -> list[str]:
 
 
 def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: dict | None = None,
-            judged: dict | None = None) -> str:
-    """The closing lines: the verdict, before -> after, the warnings, peak memory and what was written."""
+            judged: dict | None = None, wise_ft_plot: bool = False) -> str:
+    """The closing lines: the verdict, before -> after, the warnings, peak memory and what the run
+    writes (`wise_ft_plot`: with --wise-ft's trade-off plot)."""
     before = history[0] if history and history[0]["epoch"] == 0 else None
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), None)
     lines = verdict_lines(judged)
@@ -235,7 +236,7 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
         peak += f", {gib(memory['mlx_peak_bytes'])} MLX arrays"
     paths = RunPaths(run_dir)
     written = [paths.config, paths.metrics, paths.report, paths.loss_plot, paths.recall_plot]
-    written += [paths.wise_ft_plot] if paths.wise_ft_plot.is_file() else []  # --wise-ft's trade-off
+    written += [paths.wise_ft_plot] if wise_ft_plot else []
     folders = [paths.model, paths.checkpoints]
     lines += [peak, f"wrote {paths.root}: " + " ".join([p.name for p in written] + [f"{p.name}/" for p in folders])]
     return "\n".join(lines)

@@ -31,10 +31,10 @@ def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict,
     if before is not None or judged.kept:  # metrics.json's "verdict"
         found = verdict(before, after, compared_on, size, judged.kept)
     memory, warnings = peak_memory(), run_warnings(history, best, judged.test)
+    closing = summary(paths.root, history, best, memory, judged.test, found, wise_ft_plot=bool(judged.mix))
     save_plots(paths, history, step_losses)
     if judged.mix:
         wise_ft_plot(paths.wise_ft_plot, judged.mix)
-    closing = summary(paths.root, history, best, memory, judged.test, found)  # after the plots: it lists them
     for line in one_model_folder(judged.final, paths, judged.mix):
         say(line)
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), {})
@@ -48,4 +48,4 @@ def finish(paths: RunPaths, prepared: Prepared, history: list[dict], best: dict,
     write_json(paths.card_data, data_summary)
     write_model_card(paths.model, CardInfo.from_run(paths.root))
     write_run_report(paths, prepared, history, best, warnings, judged, say)
-    say(closing)
+    say(closing)  # said once all is written
