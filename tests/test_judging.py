@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mlx_clip
-from mlx_clip.outputs.verdict import verdict
+from mlx_clip.train.verdict import verdict
 from mlx_clip.train import metric_names, scores
 from mlx_clip.train.bootstrap import bootstrap_ci, words_for
 from mlx_clip.train.evaluate import ZeroShot
@@ -223,7 +223,7 @@ def test_retention_from_a_base_model_at_chance_says_so_instead_of_a_share(monkey
     """A random base model finds no name and guesses the category: 'kept 217 %' of that means nothing,
     so the verdict and the report say it is not measurable."""
     from mlx_clip.outputs.report.judging import retention_section, verdict_section
-    from mlx_clip.outputs.verdict import verdict
+    from mlx_clip.train.verdict import verdict
     from mlx_clip.train import retention as module
 
     def fake_evaluate(model, eval_set, prompt, details=True, threads=4):

@@ -13,9 +13,9 @@ from ..outputs.model_card import write_model_card
 from ..outputs.plots import save_plots, wise_ft_plot
 from ..outputs.report import write_run_report
 from ..outputs.run_paths import RunPaths
-from ..outputs.verdict import verdict
 from ..train.judging import judge
 from ..train.metric_names import MEAN_R1, RETENTION
+from ..train.verdict import verdict
 from .console import peak_memory, run_warnings, summary
 from .prepare import Prepared
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..train import scores
-from ..train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
-from ..train.metric_names import HEADLINE, ci_key
+from . import scores
+from .bootstrap import MIN_ITEMS, TOO_FEW, words_for
+from .metric_names import HEADLINE, ci_key
 
 
 def _signed(change: float, interval: Sequence[float]) -> str:
