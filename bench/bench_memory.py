@@ -65,7 +65,8 @@ def child(model_name: str, mode: str, batch: int, steps: int, warmup: int) -> di
     from mlx_clip.models.lora import LoraConfig
     from mlx_clip.models.model import CLIPModel, set_grad_checkpoint
     from mlx_clip.train.optim import OptimConfig, make_optimizer
-    from mlx_clip.train.step import LockConfig, Trainer, apply_locks
+    from mlx_clip.models.trainable import LockConfig, apply_locks
+    from mlx_clip.train.step import Trainer
 
     rank, checkpoint = MODES[mode]
     mx.random.seed(0)

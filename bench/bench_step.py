@@ -41,7 +41,8 @@ from mlx_clip.models import model as model_module  # noqa: E402
 from mlx_clip.models.clip import CLIP  # noqa: E402
 from mlx_clip.models.config import CLIPConfig  # noqa: E402
 from mlx_clip.train.optim import OptimConfig, make_optimizer  # noqa: E402
-from mlx_clip.train.step import LockConfig, Trainer, apply_locks  # noqa: E402
+from mlx_clip.models.trainable import LockConfig, apply_locks  # noqa: E402
+from mlx_clip.train.step import Trainer  # noqa: E402
 
 VARIANTS = ("plain", "row-major")
 

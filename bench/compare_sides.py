@@ -35,7 +35,8 @@ def run_mlx(settings: Settings, case: str, init: Path) -> Result:
     from mlx_clip.models.text_length import trim_padding
     from mlx_clip.models.weights import hf_to_mlx, read_weights
     from mlx_clip.train.optim import OptimConfig, make_optimizer
-    from mlx_clip.train.step import LockConfig, Trainer, apply_locks
+    from mlx_clip.models.trainable import LockConfig, apply_locks
+    from mlx_clip.train.step import Trainer
 
     device = "cpu" if settings.device == "cpu" or not mx.is_available(mx.gpu) else "gpu"
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)

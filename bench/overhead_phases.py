@@ -51,7 +51,8 @@ def mlx_phases(settings: Settings, init: Path) -> dict:
     from mlx_clip.models.weights import hf_to_mlx, read_weights
     from mlx_clip.train.optim import GuardedAdamW, OptimConfig, make_optimizer
     from mlx_clip.train.nan_guard import gradient_sum
-    from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
+    from mlx_clip.models.trainable import LockConfig, apply_locks
+    from mlx_clip.train.step import Trainer, clip_loss
 
     mx.set_default_device(mx.cpu)
     steps, warmup = settings.steps, settings.warmup

@@ -5,7 +5,7 @@ and what runs/NAME/config.json holds (so `finetune.py --config runs/NAME/config.
       sample:  SampleConfig  (which records: sample | margin, stratify, seed)
       fetch:   FetchConfig   (reading the records and downloading their images; data/fetcher.py)
       optim:   OptimConfig   (train/optim.py)
-      locks:   LockConfig    (train/step.py)
+      locks:   LockConfig    (models/trainable.py)
       lora:    LoraConfig    (models/lora.py)
       augment: AugmentConfig (data/stream.py)
 """
@@ -25,10 +25,10 @@ from .data.stream import AugmentConfig
 from .errors import InputError
 from .data.dataset import split_sizes
 from .models.lora import ALL_LOCKED, LoraConfig
+from .models.trainable import LockConfig
 from .train.optim import OptimConfig
 from .train.retention import DEFAULT_SIZE as RETENTION_SIZE
 from .train.wise_ft import PICK_RULES, alpha_list, check_alphas
-from .train.step import LockConfig
 
 DEFAULT_LABEL_PROMPT = "a photo of {label}"
 

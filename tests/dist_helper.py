@@ -65,7 +65,7 @@ def adapt(model):
     """LoRA adapters of rank 4 on every block, and checkpointed blocks."""
     from mlx_clip.models.lora import LoraConfig
     from mlx_clip.models.model import set_grad_checkpoint
-    from mlx_clip.train.step import LockConfig, apply_locks
+    from mlx_clip.models.trainable import LockConfig, apply_locks
 
     apply_locks(model, LockConfig(), LoraConfig(rank=4), seed=0)
     set_grad_checkpoint(model)

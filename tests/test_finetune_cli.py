@@ -65,7 +65,8 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
     from mlx_clip.settings import FinetuneConfig
     from mlx_clip.run.console import describe
     from mlx_clip.run.prepare import prepare
-    from mlx_clip.train.step import LockConfig, apply_locks, count_parameters
+    from mlx_clip.models.trainable import LockConfig, apply_locks
+    from mlx_clip.train.step import count_parameters
 
     assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--dry-run", "--epochs", "1", "--lock-text",
                                "--unlock-last", "1")) == 0
@@ -77,8 +78,10 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
 
     prepared = prepare(FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=16,
                                       locks=LockConfig(lock_text=True, unlock_last=1)), say=lambda *_: None)
+    ready = count_parameters(prepared.model.trainable_parameters())
+    assert ready == trained  # prepare() applied the locks, before any Trainer is made
     describe(prepared, trained)
-    assert count_parameters(prepared.model.trainable_parameters()) == total  # no lock applied by describing
+    assert count_parameters(prepared.model.trainable_parameters()) == ready  # describing changed nothing
 
 
 def test_locked_text_tower_kept_except_last_layer(finished_run, tiny_hf):

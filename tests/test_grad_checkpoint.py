@@ -14,7 +14,8 @@ from mlx_clip.models.config import CLIPConfig
 from mlx_clip.models.lora import LoraConfig
 from mlx_clip.models.model import CLIPModel, Encoder, set_grad_checkpoint
 from mlx_clip.train.optim import OptimConfig, make_optimizer
-from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
+from mlx_clip.models.trainable import LockConfig, apply_locks
+from mlx_clip.train.step import Trainer, clip_loss
 
 # Activations dominate: 8 vision blocks over 65 tokens of width 128 for 32 images, ~0.4M weights each.
 CONFIG = {"model_type": "clip", "projection_dim": 64,

@@ -21,7 +21,8 @@ from mlx_clip.models.lora import LoraConfig, LoRALinear, merged_weights
 from mlx_clip.outputs.export import save_run_model
 from mlx_clip.run.loop import Float32View
 from mlx_clip.train.optim import OptimConfig, make_optimizer
-from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
+from mlx_clip.models.trainable import LockConfig, apply_locks
+from mlx_clip.train.step import Trainer, clip_loss
 
 CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle", "a yellow star"]
 GROUPS = [0, 1, 0, 3, 4]

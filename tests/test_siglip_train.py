@@ -16,7 +16,8 @@ from mlx_clip.models import weights as W
 from mlx_clip.models.lora import LoraConfig
 from mlx_clip.train.loss import chance_loss, sigmoid_loss
 from mlx_clip.train.optim import OptimConfig, make_optimizer, no_weight_decay
-from mlx_clip.train.step import LockConfig, Trainer, apply_locks, clip_loss
+from mlx_clip.models.trainable import LockConfig, apply_locks
+from mlx_clip.train.step import Trainer, clip_loss
 from siglip_fixtures import TINY_TEXT, make_hf_siglip
 from test_llm_plugin import LLM, cosine, plugin_site  # noqa: F401  (plugin_site: the fixture)
 

@@ -154,7 +154,7 @@ def test_trimmed_padding_gives_the_same_step(tiny_hf):
 
 @pytest.mark.parametrize("lock", [dict(lock_image=True, unlock_last=1), dict(lock_image=True, lock_text=True)])
 def test_locked_towers_stay_put(tiny_hf, lock):
-    from mlx_clip.train.step import LockConfig, apply_locks
+    from mlx_clip.models.trainable import LockConfig, apply_locks
     model, start = mlx_clip.load(tiny_hf), mlx_clip.load(tiny_hf)
     apply_locks(model, LockConfig(**lock))
     trainer = Trainer(model, make_optimizer(OptimConfig(lr=1e-2, warmup=0), total_steps=10))
@@ -178,7 +178,8 @@ def test_frozen_weights_get_no_gradient_and_no_optimizer_state(tiny_hf):
     the optimizer's state (what a checkpoint stores) cover exactly the trainable weights."""
     import mlx.nn as nn
 
-    from mlx_clip.train.step import LockConfig, apply_locks, clip_loss
+    from mlx_clip.models.trainable import LockConfig, apply_locks
+    from mlx_clip.train.step import clip_loss
     model = mlx_clip.load(tiny_hf)
     apply_locks(model, LockConfig(lock_image=True))
     trainable = {k for k, _ in tree_flatten(model.trainable_parameters())}

@@ -79,7 +79,6 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     model = prepared.model
     if plan is None:  # measured on the run's own records: its resolved settings
         config, plan = prepared.config, Plan(len(prepared.items), len(prepared.items))
-    prepared.ready_to_train()
     run_size = None
     if plan.fetched_for_measure:  # prepared holds the measured images only: describe the run's own sizes
         run_size = RunSize(plan.sample, plan.catalogue, *split_sizes(

@@ -200,7 +200,6 @@ def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist, 
         check_resumed_split(paths, prepared.split_ids)
     if dist.is_main:
         write_start(paths, prepared)
-    prepared.ready_to_train()
     trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
                            config.precision,
                            model.tokenizer.eos_token_id)

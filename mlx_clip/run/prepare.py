@@ -15,10 +15,9 @@ from ..data.source import resolve_manifest
 from ..data.training_set import TrainingSet, build_training_set
 from ..errors import InputError
 from ..models.clip import CLIP, load
-from ..models.model import set_grad_checkpoint
+from ..models.trainable import make_trainable
 from ..models.weights import resolve_model_folder
 from ..train.distributed import Dist
-from ..train.step import apply_locks
 
 
 @dataclass(kw_only=True)
@@ -28,12 +27,10 @@ class Prepared(TrainingSet):
     model: CLIP
     caption_check: CaptionCheck | None = None  # runs/NAME/captions.json
 
-    def ready_to_train(self, model: CLIP | None = None) -> None:
-        """Locks, LoRA adapters and gradient checkpointing as the config asks, on `model` (default:
-        the prepared one); before the Trainer is made, which takes what is trainable then."""
-        model = self.model if model is None else model
-        apply_locks(model, self.config.locks, self.config.lora, self.config.sample.seed)
-        set_grad_checkpoint(model, self.config.grad_checkpoint)
+    def ready_to_train(self, model: CLIP) -> None:
+        """Locks, LoRA adapters and gradient checkpointing as the config asks, on `model`
+        (prepare() has applied them to its own; curve.py applies them again to each subset's start)."""
+        make_trainable(model, self.config.locks, self.config.lora, self.config.sample.seed, self.config.grad_checkpoint)
 
 
 class RankFailed(InputError):
@@ -73,7 +70,7 @@ def manifest_once_per_host(config: FinetuneConfig, say: Callable[[str], None], b
 
 def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: CLIP | None = None,
             dist: Dist | None = None) -> Prepared:
-    """Settings -> the data step -> the model; all input errors surface here."""
+    """Settings -> the data step -> the model, ready to train; all input errors surface here."""
     config.check()
     if dist is not None:
         dist.check_batch_size(config.batch_size)  # the global batch splits over the processes
@@ -84,6 +81,8 @@ def prepare(config: FinetuneConfig, say: Callable[[str], None] = print, model: C
         find_manifest=lambda c, s, b: manifest_once_per_host(c, s, b, dist))
     if model is None:
         model = load(found[0] if found else config.model, dtype="float32")
+    # locks, adapters, checkpointing: before any Trainer is made (it trains what is trainable then)
+    make_trainable(model, config.locks, config.lora, config.sample.seed, config.grad_checkpoint)
     tokenizer = model.tokenizer  # a model without tokenizer files fails here, clearly
     check = check_captions(data.captions, data.groups.image_keys, tokenizer.count_tokens, tokenizer.context_length)
     for line in check.lines():

@@ -1,4 +1,4 @@
-"""The compiled training step, tower locking, and bfloat16 compute with float32 master weights.
+"""The compiled training step, and bfloat16 compute with float32 master weights.
 
 The NaN guard lives inside the compiled step: it sums every gradient (one extra reduction) and
 applies the update only while the loss, that sum and every earlier step were finite. A non-finite
@@ -19,50 +19,13 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ..flags import setting
-from ..errors import InputError
 from ..models.family import family_of
-from ..models.lora import ALL_LOCKED, LoraConfig, add_adapters
 from ..models.model import CLIPModel
 from ..models.text_length import trim_padding
 from .loss import LOSSES
 from .nan_guard import NonFiniteError, gradient_sum, keep_where, structure_copy
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16}
-
-
-@dataclass
-class LockConfig:
-    """Which towers to freeze, and how many of their last layers to train anyway."""
-
-    lock_image: bool = setting(False, "freeze the image tower")
-    lock_text: bool = setting(False, "freeze the text tower")
-    unlock_last: int = setting(0, "train the last N layers (and final norm + projection) of locked towers",
-                               metavar="N")
-
-
-def apply_locks(model: CLIPModel, config: LockConfig, lora: LoraConfig | None = None, seed: int = 0) -> None:
-    """Freeze locked towers, then unfreeze their last `unlock_last` layers, final norm and projection.
-    With `lora` (rank > 0) the blocks left trainable get adapters, and only the adapters train
-    (models/lora.py). The family's scalars (the temperature; SigLIP's bias too) train either way:
-    the loss needs them fitted to the embeddings, and they weigh nothing."""
-    model.unfreeze()
-    towers = []
-    if config.lock_image:
-        towers.append((model.vision_model, "post_layernorm", model.visual_projection))
-    if config.lock_text:
-        towers.append((model.text_model, "final_layer_norm", model.text_projection))
-    for tower, final_norm, projection in towers:
-        tower.freeze()
-        projection.freeze()
-        if config.unlock_last > 0:
-            for layer in tower.encoder.layers[-config.unlock_last:]:
-                layer.unfreeze()
-            getattr(tower, final_norm).unfreeze()
-            projection.unfreeze()
-    if lora is not None and lora.rank and not add_adapters(model, lora, seed):
-        raise InputError(ALL_LOCKED)
-    model.unfreeze(keys=list(family_of(model).scalars), recurse=False)
 
 
 def set_weights(model: CLIPModel, flat: dict[str, mx.array]) -> None:
