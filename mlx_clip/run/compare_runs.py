@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, too_few_text, words_for
 from ..train.evaluate import EvalDetails
 from ..train.metric_names import SCORE_KEYS, ci_key
 
@@ -146,8 +146,8 @@ def _cell(entry: dict | None) -> str:
 def _diff(entry: dict | None) -> str:
     if entry is None or "diff" not in entry:
         return ""
-    if entry["words"] == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
-        return f"{entry['diff']:+.3f}, {TOO_FEW} ({entry['items']} items)"
+    if entry["words"] == TOO_FEW:
+        return too_few_text(entry["diff"], entry["items"])
     low, high = entry[ci_key("diff")]
     return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['words']}"
 

@@ -106,6 +106,16 @@ picture)."""
 TOO_FEW = "too few to tell"
 
 
+def shown_interval(interval: Sequence[float] | None, items: int | None) -> Sequence[float] | None:
+    """The interval to print beside a score or a change: none on fewer than MIN_ITEMS items."""
+    return None if items is not None and items < MIN_ITEMS else interval
+
+
+def too_few_text(change: float, items: int) -> str:
+    """A change on a handful of items, as every table and line shows it: the point alone."""
+    return f"{change:+.3f}, {TOO_FEW} ({items} items)"
+
+
 def words_for(interval: Sequence[float] | None, items: int | None = None) -> str:
     """The only words a change may carry: they follow its interval, never the point estimate, and
     say nothing but TOO_FEW when it rests on fewer than MIN_ITEMS paired items."""

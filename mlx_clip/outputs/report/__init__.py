@@ -26,7 +26,7 @@ from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...io import write_text
-from ...train.bootstrap import MIN_ITEMS, TOO_FEW, words_for
+from ...train.bootstrap import TOO_FEW, shown_interval, too_few_text, words_for
 from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
 from ...train.judging import Judging
@@ -191,8 +191,8 @@ def change_cell(change) -> Raw | str:
         return "–"
     value, (low, high), items = change
     text, words = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", words_for((low, high), items)
-    if words == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
-        return Raw(f'<span class="muted">{value:+.3f}, {TOO_FEW} ({items} items)</span>')
+    if words == TOO_FEW:
+        return Raw(f'<span class="muted">{too_few_text(value, items)}</span>')
     return Raw(f'<span class="{words_class(words)}">{text}</span>')
 
 
@@ -217,10 +217,10 @@ def test_section(test: dict | None, details: tuple[EvalDetails, EvalDetails] | N
 
 
 def score_cells(before: dict, after: dict, key: str, change) -> tuple[str, str]:
-    """A score before and after with their intervals; none on fewer than MIN_ITEMS paired items
-    (two query images bootstrap to [1.000, 1.000], which says nothing)."""
-    few = change is not None and change[2] < MIN_ITEMS
-    return tuple(with_ci(row.get(key), None if few else row.get(ci_key(key))) for row in (before, after))
+    """A score before and after with their intervals; none on a handful of paired items (two
+    query images bootstrap to [1.000, 1.000], which says nothing)."""
+    items = change[2] if change is not None else None
+    return tuple(with_ci(row.get(key), shown_interval(row.get(ci_key(key)), items)) for row in (before, after))
 
 
 def _rank_rows(before: dict, after: dict) -> list[tuple]:

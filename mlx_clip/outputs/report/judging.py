@@ -3,7 +3,7 @@ base model's general skill, and the WiSE-FT trade-off, each read from metrics.js
 
 from __future__ import annotations
 
-from ...train.bootstrap import TOO_FEW
+from ...train.bootstrap import TOO_FEW, too_few_text
 from ...train.metric_names import MEAN_R1, ci_key
 from ..run_paths import RunPaths
 from .html import Raw, esc, img, png_file_uri, table, with_ci, words_class
@@ -25,8 +25,8 @@ def verdict_section(metrics: dict, warnings: list[str]) -> str:
                     if found.get("at_chance") else
                     f"retention: kept {found['kept_percent']:.0f} % of the base model's general skill")
             text += ("; worse: " + "; ".join(found["worse"])) if found["worse"] else ""
-        elif found["words"] == TOO_FEW:  # the point alone: an interval over a handful of items says nothing
-            text = f"{found['area']} ({found['measure']}): {found['change']:+.3f}, {TOO_FEW} ({found['items']} items)"
+        elif found["words"] == TOO_FEW:
+            text = f"{found['area']} ({found['measure']}): {too_few_text(found['change'], found['items'])}"
         else:
             text = f"{found['area']} ({found['measure']}): {_signed(found['change'], found['ci95'])}, {found['words']}"
         items.append(f'<li class="{cls}">{"<strong>" if found["regression"] else ""}{esc(text, limit=None)}'
