@@ -100,7 +100,7 @@ class FetchConfig:
 
     def list_paths(self) -> tuple[Path, Path]:
         """The manifest and failures list this fetch writes in `out`."""
-        return Path(self.out) / (self.list_prefix + MANIFEST_NAME), Path(self.out) / (self.list_prefix + FAILURES_NAME)
+        return self.out / (self.list_prefix + MANIFEST_NAME), self.out / (self.list_prefix + FAILURES_NAME)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

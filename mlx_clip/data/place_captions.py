@@ -51,8 +51,9 @@ def check_place_records(records: Sequence[dict], templates: PlaceTemplates, fiel
     base = Template.parse(templates.no_place)
     empty = [i for i, r in enumerate(records) if not base.render(r)]
     if empty:
-        raise InputError(f"{where(empty[0])}: {len(empty):,} of {len(records):,} records {'has' if len(empty) == 1 else 'have'} no caption without the "
-                         f"place ({templates.no_place!r}); the three runs must train on the same records: name "
+        verb = "has" if len(empty) == 1 else "have"
+        raise InputError(f"{where(empty[0])}: {len(empty):,} of {len(records):,} records {verb} no caption without "
+                         f"the place ({templates.no_place!r}); the three runs must train on the same records: name "
                          "fields every record fills in --caption, or leave those records out")
 
 

@@ -88,12 +88,13 @@ def similar_pairs(matrix: np.ndarray, threshold: float, max_pairs: int,
         sims = matrix[start:stop] @ matrix[start:].T  # only columns j >= start: the upper triangle
         sims[np.tril_indices(stop - start, 0, m=sims.shape[1])] = -np.inf  # j <= i
         flat = sims.ravel()
-        passing = int(np.count_nonzero(flat >= threshold))
+        passes = flat >= threshold
+        passing = int(np.count_nonzero(passes))  # counted first: indices only for what is kept
         if passing == 0:
             continue
         found += passing
         if passing <= max_pairs:
-            at = np.flatnonzero(flat >= threshold)
+            at = np.flatnonzero(passes)
         else:  # the block's max_pairs most similar; at the cut, ties in row-major order (earlier i, j)
             cut = -np.partition(-flat, max_pairs - 1)[max_pairs - 1]
             above = np.flatnonzero(flat > cut)
