@@ -208,8 +208,8 @@ def test_retention_scores_the_bundled_emoji_and_caches_the_base(tmp_path):
     original = module.evaluate
     module.evaluate = fake_evaluate
     try:
-        first = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_names=[])
-        second = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_names=chosen.names)
+        first = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_records=[])
+        second = retention(Fake(0.3), lambda: Fake(0.0), "base-x", 40, tmp_path, trained_records=[{"name": n} for n in chosen.names])
     finally:
         module.evaluate = original
     assert calls == [0.0, 0.3, 0.3]  # the base model was scored once, then read from the cache

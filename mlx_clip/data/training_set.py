@@ -43,6 +43,8 @@ class TrainingSet:
     split_line: str = ""  # how many records share an image
     split_ids: dict = field(default_factory=dict)  # split.json
     dropped_empty: int = 0  # records whose caption rendered empty
+    val_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))  # built once by the data step; picks the best epoch
+    test_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))  # the before/after figures
 
     def group_of(self, index: list[int]) -> list[int]:
         """The record groups of the records at `index` (each record its own without groups)."""
@@ -61,20 +63,14 @@ class TrainingSet:
         """How many records (all, or those at `index`) carry each label; "(missing)" counts the rest."""
         return Counter(self.label(i) or "(missing)" for i in (range(len(self.items)) if index is None else index))
 
-    def eval_set(self, index: list[int] | None = None) -> EvalSet:
-        """The validation set, or the records at `index` (the test set)."""
-        index = self.val_index if index is None else index
+    def eval_set(self, index: list[int]) -> EvalSet:
+        """The records at `index` as an evaluation set (the data step builds val_set and test_set with it)."""
         return EvalSet(
             image_paths=[str(self.items[i].image_path) for i in index],
             captions=[self.captions.first(i) for i in index],
             labels=[self.label(i) for i in index],
             groups=self.group_of(index),
         )
-
-    def trained_names(self) -> list[str]:
-        """The training records' `name` values (retention: did the run train on the emoji set)."""
-        records = [self.items[i].record for i in self.train_index]
-        return [str(r.get("name")) for r in records if isinstance(r, dict) and r.get("name")]
 
     def data_summary(self) -> dict:
         """What the model card says about the data (runs/NAME/data.json; CardInfo.from_run reads it)."""
@@ -146,5 +142,6 @@ def build_training_set(config: FinetuneConfig, say: Callable[[str], None] = prin
     train_index, val_index, test_index = ([position[id(item)] for item in side]
                                           for side in (parts.train, parts.val, parts.test))
     check_batch_size(config, len(train_index), "the training set")
-    return TrainingSet(config, manifest, items, captions, train_index, val_index, test_index, groups,
+    data = TrainingSet(config, manifest, items, captions, train_index, val_index, test_index, groups,
                        skipped_line, parts.line(), parts.ids(), dropped_empty)
+    return replace(data, val_set=data.eval_set(val_index), test_set=data.eval_set(test_index))

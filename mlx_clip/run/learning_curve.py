@@ -149,7 +149,7 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
     prepared = prepare(config, say, model)
     config, model = prepared.config, prepared.model  # the config as resolved by the data step
     subsets = nested_subsets(prepared.train_index, sizes, config.sample.seed)
-    eval_set = prepared.eval_set()
+    eval_set = prepared.val_set
     if not eval_set.image_paths:
         raise InputError("the learning curve needs a validation set; use --val-fraction > 0")
     paths = RunPaths.of(config.runs_dir, config.name)

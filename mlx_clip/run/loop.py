@@ -28,7 +28,7 @@ from ..outputs.export import save_run_model
 from ..outputs.run_paths import RunPaths
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, remove_partial_writes, restore_random_state, save_checkpoint
-from ..train.evaluate import EvalSet, evaluate
+from ..train.evaluate import evaluate
 from ..train.optim import make_optimizer
 from ..train.nan_guard import NonFiniteError, check_finite_weights
 from ..train.step import Trainer, count_parameters, set_weights
@@ -123,7 +123,6 @@ class Training:
     dist: distributed.Dist
     trainer: Trainer
     stream: TrainStream
-    eval_set: EvalSet  # validation: picks the best epoch
     view: Float32View
     history: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
@@ -203,15 +202,15 @@ def start_training(prepared: Prepared, paths: RunPaths, dist: distributed.Dist, 
     trainer = dist.trainer(model, make_optimizer(config.optim, config.total_steps(prepared.steps_per_epoch)),
                            config.precision,
                            model.tokenizer.eos_token_id)
-    stream, eval_set = dist.stream(prepared.train_stream(prepared.model)), prepared.eval_set()
+    stream = dist.stream(prepared.train_stream(prepared.model))
     if checkpoint is None:
-        return Training(prepared, paths, dist, trainer, stream, eval_set, Float32View(model, trainer))
+        return Training(prepared, paths, dist, trainer, stream, Float32View(model, trainer))
     trainer.load_fp32_parameters(tree_unflatten(list(checkpoint.weights.items())))
     trainer.load_optimizer_state(checkpoint.optimizer_state)
     restore_random_state(checkpoint.random_state)
     mx.eval(trainer.state)
     info = checkpoint.info
-    return Training(prepared, paths, dist, trainer, stream, eval_set, Float32View(model, trainer), info["history"],
+    return Training(prepared, paths, dist, trainer, stream, Float32View(model, trainer), info["history"],
                     info["step_losses"], info["best"], info["epoch"] + 1)
 
 
@@ -222,7 +221,7 @@ def evaluate_before(training: Training, say: Callable[[str], None]) -> None:
     label_prompt = prepared.config.label_prompt
     started = time.perf_counter()
     row = {"epoch": 0, "train_loss": None,
-           **evaluate(training.view.refresh(), training.eval_set, label_prompt, dist=dist,
+           **evaluate(training.view.refresh(), training.prepared.val_set, label_prompt, dist=dist,
                       keep=paths.eval_before if dist.is_main else None)}
     row["eval_seconds"] = time.perf_counter() - started
     training.history.append(row)
@@ -231,7 +230,7 @@ def evaluate_before(training: Training, say: Callable[[str], None]) -> None:
         say(row["zero_shot_note"])
     if prepared.test_index and dist.is_main:
         write_json(paths.test_before_metrics,
-                   evaluate(training.view.refresh(), prepared.eval_set(prepared.test_index), label_prompt,
+                   evaluate(training.view.refresh(), prepared.test_set, label_prompt,
                             keep=paths.test_before))
 
 
@@ -251,7 +250,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
     eval_started = time.perf_counter()
     row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),  # per image
            "lr": float(trainer.optimizer.optimizers[0].learning_rate),
-           **evaluate(eval_model, training.eval_set, config.label_prompt, dist=dist)}
+           **evaluate(eval_model, training.prepared.val_set, config.label_prompt, dist=dist)}
     row.update(seconds=train_seconds, train_images_per_s=len(prepared.train_index) / train_seconds,
                eval_seconds=time.perf_counter() - eval_started)
     if stuck:

@@ -18,7 +18,7 @@ import mlx.core as mx
 from ..data.training_set import TrainingSet
 from ..models.clip import CLIP, load
 from ..models.weights import resolve_model_folder
-from .evaluate import EvalDetails, EvalSet, evaluate
+from .evaluate import EvalDetails, evaluate
 from .metric_names import MEAN_R1, ci_key
 from .retention import retention
 from .nan_guard import check_finite_weights
@@ -82,54 +82,52 @@ class Judging:
 def judge(model_folder: Path, data: TrainingSet, files: RunFiles, say: Callable[[str], None] = print) -> Judging:
     """The best model from `model_folder`, checked finite first (it is what --register and --push
     use), then the mix (kept in `Judging.final`), the test set, retention and the per-item details,
-    in that order; the validation and test sets are built once."""
+    in that order."""
     final = load(model_folder)
     check_finite_weights(final.parameters(), str(model_folder))
-    val_set, test_set, names = data.eval_set(), data.eval_set(data.test_index), data.trained_names()
     base = BaseModel(data.config.model)
-    judged = Judging(final, mix=wise_ft(final, base, data, val_set, names, say),
-                     test=held_out_test(final, data, test_set, files))
+    judged = Judging(final, mix=wise_ft(final, base, data, say),
+                     test=held_out_test(final, data, files))
     try:
-        judged.kept = measure_retention(final, base, data, names)
+        judged.kept = measure_retention(final, base, data)
     except Exception as err:  # noqa: BLE001  (the model is already written; say why retention is missing)
         say(f"warning: retention (what the model kept of the base model's general skill) not measured: {err}")
     if judged.test:
         judged.test_before, judged.test_after = EvalDetails.load(files.test_before), EvalDetails.load(files.test_after)
-    if val_set.image_paths:
-        _, judged.val_after = evaluate(final, val_set, data.config.label_prompt, details=True,
+    if data.val_set.image_paths:
+        _, judged.val_after = evaluate(final, data.val_set, data.config.label_prompt, details=True,
                                        threads=data.config.threads)
-        judged.val_size = len(val_set.image_paths)
+        judged.val_size = len(data.val_set.image_paths)
     if files.eval_before.is_file():
         judged.val_before = EvalDetails.load(files.eval_before)
     return judged
 
 
-def measure_retention(model: CLIP, base: BaseModel, data: TrainingSet, trained_names: list[str]) -> dict | None:
+def measure_retention(model: CLIP, base: BaseModel, data: TrainingSet) -> dict | None:
     """metrics.json's "retention" (None with --retention-images 0)."""
     config = data.config
     if config.retention_images < 1:
         return None
     return retention(model, base, config.model, config.retention_images, Path(config.runs_dir) / ".cache",
-                     trained_names, config.threads)
+                     [data.items[i].record for i in data.train_index], config.threads)
 
 
-def held_out_test(final: CLIP, data: TrainingSet, test_set: EvalSet, files: RunFiles) -> dict | None:
+def held_out_test(final: CLIP, data: TrainingSet, files: RunFiles) -> dict | None:
     """The test set's scores before training and with the best model (chosen on validation, so
     these are the unbiased figures); per-item results go to eval_test*.npz for compare.py."""
     if not data.test_index:
         return None
-    after = evaluate(final, test_set, data.config.label_prompt, keep=files.test_after)
+    after = evaluate(final, data.test_set, data.config.label_prompt, keep=files.test_after)
     before = json.loads(files.test_before_metrics.read_text(encoding="utf-8"))
     return {"set": "test", "size": len(data.test_index), "fingerprint": data.split_ids["fingerprint"],
             "source": "held-out test set: not trained on, not used to pick the best epoch",
             "before": before, "after": after}
 
 
-def wise_ft(final: CLIP, base: BaseModel, data: TrainingSet, val_set: EvalSet, trained_names: list[str],
-            say: Callable[[str], None] = print) -> dict | None:
+def wise_ft(final: CLIP, base: BaseModel, data: TrainingSet, say: Callable[[str], None] = print) -> dict | None:
     """Score each mix on validation (gain and retention) and keep the picked one in `final` (the
     run saves it); metrics.json's "wise_ft" (None when not asked or without a validation set)."""
-    config = data.config
+    config, val_set = data.config, data.val_set
     if not config.wise_ft:
         return None
     if not val_set.image_paths:
@@ -141,7 +139,7 @@ def wise_ft(final: CLIP, base: BaseModel, data: TrainingSet, val_set: EvalSet, t
         set_weights(final, mixed(base_weights, tuned, alpha))
         mx.eval(final.parameters())
         scored = evaluate(final, val_set, config.label_prompt, threads=config.threads)
-        kept = measure_retention(final, base, data, trained_names)
+        kept = measure_retention(final, base, data)
         point = {MEAN_R1: scored.get(MEAN_R1), ci_key(MEAN_R1): scored.get(ci_key(MEAN_R1)),
                  "retention_percent": kept["kept_percent"] if kept else None,
                  "retention_at_chance": bool(kept and kept.get("at_chance"))}

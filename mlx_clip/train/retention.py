@@ -112,10 +112,10 @@ def chance_level(details, key: str) -> float:
 
 
 def retention(model, load_base, base_model: str, size: int = DEFAULT_SIZE, cache_dir: Path | None = None,
-              trained_names: Sequence[str] = (), threads: int = 4) -> dict:
+              trained_records: Sequence[dict] = (), threads: int = 4) -> dict:
     """metrics.json's "retention": per skill the base and fine-tuned scores with intervals, the
-    percentage kept and the paired change; `trained_names` (the training records' names) tells
-    whether the emoji set was trained on, when "kept" measures no forgetting of anything general."""
+    percentage kept and the paired change; `trained_records` (their `name` fields, as the emoji
+    records have) tell whether the emoji set was trained on, when "kept" measures no forgetting of anything general."""
     chosen = retention_set(size)
     base = base_details(load_base, base_model, chosen, cache_dir, threads)
     _, after = evaluate(model, chosen.eval_set, CATEGORY_PROMPT, details=True, threads=threads)
@@ -138,7 +138,8 @@ def retention(model, load_base, base_model: str, size: int = DEFAULT_SIZE, cache
     if at_chance:  # a share of a chance-level score says nothing of what was kept
         out["chance_note"] = ("the base model scores at chance on " + " and ".join(at_chance) + " (its interval "
                               "reaches the chance level), so the share kept there measures nothing")
-    seen = len(set(chosen.names) & {str(n).lower() for n in trained_names})
+    trained_names = {str(r['name']).lower() for r in trained_records if isinstance(r, dict) and r.get('name')}
+    seen = len(set(chosen.names) & trained_names)
     out["out_of_domain"] = seen < max(1, len(chosen.names) // 20)
     if not out["out_of_domain"]:
         out["note"] = (f"this run trained on the emoji set ({seen} of the {len(chosen.ids)} retention emoji are in its "

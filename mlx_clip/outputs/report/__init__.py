@@ -49,7 +49,7 @@ class RunData(Protocol):
     skipped_line: str | None
     model: CLIP
 
-    def eval_set(self, index: list[int] | None = None) -> EvalSet: ...
+    val_set: EvalSet
 
     def label_counts(self, index: list[int] | None = None) -> Counter: ...
 
@@ -60,7 +60,7 @@ def write_report(paths: RunPaths, prepared: RunData, history: list[dict], best: 
     (mlx_clip.train.judging); `warnings` are the run's (mlx_clip.run.console.run_warnings, as
     metrics.json holds them)."""
     config = prepared.config
-    eval_set = prepared.eval_set()
+    eval_set = prepared.val_set
     metrics = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.is_file() else {}
     before, after = judged.val_before, judged.val_after
     test = metrics.get("test")
