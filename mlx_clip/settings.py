@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,10 @@ class FinetuneConfig:
         locks = self.locks  # --lora needs some block left to adapt (said before any download)
         if self.lora.rank and locks.lock_image and locks.lock_text and not locks.unlock_last:
             raise InputError(ALL_LOCKED)
+
+    def steps_per_epoch(self, train_records: int) -> int:
+        """Optimizer steps of one epoch over `train_records` (the last batch may be short)."""
+        return math.ceil(train_records / self.batch_size)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run (at least 1, for the schedule)."""

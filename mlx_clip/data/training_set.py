@@ -7,7 +7,6 @@ the caller's config is never changed. Every input error surfaces here, before tr
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +51,7 @@ class TrainingSet:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_index) / self.config.batch_size)
+        return self.config.steps_per_epoch(len(self.train_index))
 
     def label(self, i: int) -> str | None:
         """Record i's --label-field value as text (None without a label field or value)."""

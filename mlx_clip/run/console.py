@@ -3,7 +3,6 @@ closing summary, and human-readable sizes and durations."""
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
 from dataclasses import dataclass
@@ -85,7 +84,7 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
         records = (f"records: the run draws a sample of {run_size.sample:,} of {run_size.catalogue:,} and fetches them; "
                    f"measured here on {len(prepared.items)} of them ({prepared.manifest})")
         train, val, test = run_size.train, run_size.val, run_size.test
-        spe, how = math.ceil(train / config.batch_size), " (the run's, before any image fails)"
+        spe, how = config.steps_per_epoch(train), " (the run's, before any image fails)"
     total_steps = config.total_steps(spe)
     lines = [
         records,

@@ -142,7 +142,7 @@ class EpochCost:
         return train, val
 
     def train_seconds(self, records: int) -> float:
-        steps = math.ceil(self.sizes(records)[0] / self.config.batch_size)
+        steps = self.config.steps_per_epoch(self.sizes(records)[0])
         return max(self.step_seconds, self.config.batch_size / self.stream_images_per_s) * steps
 
     def eval_seconds(self, records: int) -> float:
