@@ -119,6 +119,8 @@ def test_stuck_warning_after_warmup_only():
     assert "is above chance level" in falling and "falling" in falling and "not learning" not in falling
     assert stuck_warning(3, [chance * 0.9] * 4, [32] * 4, first_step=8, warmup_steps=2) is None  # learning
     assert stuck_warning(1, [chance] * 4, [32] * 4, first_step=0, warmup_steps=4) is None  # all in warmup
+    early = stuck_warning(1, [chance] * 8, [32] * 8, first_step=0, warmup_steps=6)  # 2 steps after warmup
+    assert "only 2 steps after warmup so far, too few to tell" in early and "not learning" not in early
 
 
 def test_stuck_epochs_a_later_epoch_left_behind_are_one_line():

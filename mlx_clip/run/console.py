@@ -130,8 +130,13 @@ def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step:
     where = "stays at" if loss <= chance * (1 + STUCK_TOLERANCE) else "is above"
     half = len(after) // 2
     falling = half >= 2 and np.mean([x for x, _ in after[half:]]) < np.mean([x for x, _ in after[:half]]) * (1 - STUCK_TOLERANCE)
-    advice = ("it is falling, so it may only need more epochs or a higher --lr" if falling else
-              "the model is not learning; try another --lr or check that the captions tell the images apart")
+    if half < 2:  # too few steps to see a trend: say so rather than "not learning"
+        advice = (f"only {counted(len(after), 'step')} after warmup so far, too few to tell whether it is falling; "
+                  "if later epochs stay there, try another --lr or check that the captions tell the images apart")
+    elif falling:
+        advice = "it is falling, so it may only need more epochs or a higher --lr"
+    else:
+        advice = "the model is not learning; try another --lr or check that the captions tell the images apart"
     return f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) {where} chance level ({named} = {chance:.3f}): {advice}"
 
 
