@@ -126,6 +126,13 @@ def test_detect_url_field_error_names_the_fields():
     assert "id, name" in str(error.value)
 
 
+def test_detect_url_field_error_names_a_field_of_local_image_paths():
+    records = [{"id": i, "Title": "coin", "photo": f"scans/{i}.JPG"} for i in range(4)]
+    with pytest.raises(InputError) as error:
+        detect_url_field(records, "records.csv")
+    assert str(error.value).endswith("field 'photo' holds local image paths: pass --path-field photo")
+
+
 def test_record_id():
     assert record_id({"id": 7}, None, 3) == "7"
     assert record_id({"objectID": "A-1"}, None, 3) == "A-1"

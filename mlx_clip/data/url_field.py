@@ -79,8 +79,19 @@ def detect_url_field(records: Sequence[dict], source: str = "records") -> str:
         if best is None or score < best:
             best, best_path = score, path
     if best_path is None:
-        raise InputError(
-            f"{source}: no field holds http(s) image URLs (fields: {fields}); "
-            "name it with --url-field, or use --path-field for local images"
-        )
+        local = _local_image_field(probe, paths)
+        hint = (f"field '{local}' holds local image paths: pass --path-field {local}" if local else
+                "name it with --url-field, or use --path-field for local images")
+        raise InputError(f"{source}: no field holds http(s) image URLs (fields: {fields}); {hint}")
     return best_path
+
+
+def _local_image_field(probe: Sequence[dict], paths: dict[str, None]) -> str | None:
+    """The first field whose values mostly look like image file names (not URLs): the hint for
+    records that point at images on disk."""
+    for path in paths:
+        values = [get_field(r, path, None) for r in probe]
+        names = [v for v in values if isinstance(v, str) and not _is_http_url(v) and _IMAGE_URL.search(v.strip())]
+        if names and len(names) * 2 >= len(probe):
+            return path
+    return None
