@@ -4,6 +4,7 @@ their label, plus a planted duplicate, a planted mislabel and an unlabelled reco
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import numpy as np
@@ -188,6 +189,16 @@ def test_a_list_cut_by_max_pairs_is_said_with_how_many_pairs_passed(built, tmp_p
     line = next(line for line in said.splitlines() if "pairs at or above similarity 0.5" in line)
     assert int(line.split(": ")[1].split(" pairs")[0].replace(",", "")) > 3
     assert "duplicates.csv keeps the 3 most similar" in line
+
+
+def test_a_model_that_tells_no_image_apart_is_said_not_read_as_duplicates(built, tmp_path, capsys):
+    assert main([str(built["index"]), "--curate", str(tmp_path / "a"), "--threshold", "0.9999"]) == 0
+    assert "hardly tells these images apart" not in capsys.readouterr().out  # one planted pair among 40 records
+    assert main([str(built["index"]), "--curate", str(tmp_path / "b"), "--threshold", "0.3"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "hardly tells" in line)
+    passing = int(re.match(r"warning: finds: ([\d,]+) of its 780 pairs \(\d+%\) are at or above similarity 0.3:",
+                           line).group(1).replace(",", ""))
+    assert passing >= 78  # a tenth of the 40 records' 780 pairs
 
 
 @pytest.mark.parametrize("case", ["spread", "ties", "collapsed", "few columns"])

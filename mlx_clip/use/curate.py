@@ -33,6 +33,7 @@ from .neighbours import blocks, label_disagreement, similar_pairs
 from .vector_search import LoadedCollection
 
 SUGGESTIONS = 3
+COLLAPSED_SHARE = 0.1  # real duplicates are a sliver of all pairs; a tenth of them says the model is blind
 
 
 @dataclass
@@ -91,6 +92,11 @@ def duplicates(found: LoadedCollection, config: CurateConfig, log=print) -> list
     """duplicates.csv's rows; says so when --max-pairs cut them (how many pairs passed the threshold)."""
     rows = []
     pairs, passing = similar_pairs(found.matrix, config.threshold, config.max_pairs)
+    records, total = len(found.ids), len(found.ids) * (len(found.ids) - 1) // 2
+    if records >= 20 and passing >= COLLAPSED_SHARE * total:
+        log(f"warning: {found.key}: {passing:,} of its {total:,} pairs ({passing / total:.0%}) are at or above "
+            f"similarity {config.threshold:g}: the model hardly tells these images apart, so this list says little "
+            "about duplicates (an untrained or collapsed model? index with another model, or raise --threshold)")
     if passing > len(pairs):
         log(f"{found.key}: {passing:,} pairs at or above similarity {config.threshold:g}; duplicates.csv keeps "
             f"the {len(pairs):,} most similar (raise --threshold, or --max-pairs for more)")
