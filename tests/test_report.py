@@ -155,3 +155,21 @@ def test_the_summary_gives_no_interval_to_image_to_image_recall_on_a_handful_of_
     assert "image-to-image recall@1 0.000 -> 1.000 (2 query images with another of their group: too few to tell" in few
     assert "[1.000, 1.000]" not in few and "0.500 [0.400, 0.600]" in few
     assert "1.000 [1.000, 1.000] (30 query images with another of their group)" in test_line(test_of(30))
+
+
+def test_the_validation_section_names_where_the_verdict_came_from_and_no_interval_on_a_handful():
+    """A run without a test set takes its verdict from validation too: the section must not say it
+    came from a held-out test set; on 12 images the scores stand alone, as the verdict's do."""
+    from mlx_clip.outputs.report import summary_section
+
+    def history(images: int) -> list[dict]:
+        return [{"epoch": epoch, "mean_R@1": score, "mean_R@1_ci95": [0.0, 0.208], "zero_shot_acc": 0.25,
+                 "zero_shot_acc_ci95": [0.0, 0.5], "val_size": images, "val_captions": images}
+                for epoch, score in ((0, 0.042), (1, 0.083))]
+
+    few = summary_section(history(12), {"epoch": 1}, None, None, has_test=False)
+    assert "this run has no test set (--test-fraction), so the verdict above comes from these images too" in few
+    assert "held-out test set" not in few and "[0.000, 0.208]" not in few and "0.042 before → 0.083 after" in few
+    enough = summary_section(history(40), {"epoch": 1}, None, None, has_test=True)
+    assert "the verdict above comes from the held-out test set" in enough
+    assert "0.042 [0.000, 0.208] before → 0.083 [0.000, 0.208] after" in enough

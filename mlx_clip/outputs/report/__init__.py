@@ -77,7 +77,7 @@ def write_report(paths: RunPaths, prepared: RunData, history: list[dict], best: 
         test_section(test, test_details),
         retention_section(metrics),
         wise_ft_section(metrics, paths),
-        summary_section(history, best, before, after),
+        summary_section(history, best, before, after, bool(test)),
         scores_section(history, best, before, after),
         plots_section(paths),
         data_section(prepared),
@@ -110,24 +110,34 @@ def _best_row(history: list[dict], best: dict) -> dict | None:
 
 # --- sections ------------------------------------------------------------------------------------------
 
-def summary_section(history, best, before, after) -> str:
-    """Validation: what picked the epoch (so its after-figures are optimistic), below the verdict."""
+def summary_section(history, best, before, after, has_test: bool) -> str:
+    """Validation: what picked the epoch (so its after-figures are optimistic), below the verdict;
+    on a handful of images the points alone (bootstrap.shown_interval), as everywhere else."""
     first = history[0] if history and history[0]["epoch"] == 0 else None
     last = _best_row(history, best)
     if not first or not last or MEAN_R1 not in first:
         return ""
-    lines = [f"validation mean recall@1: {with_ci(first[MEAN_R1], first.get(ci_key(MEAN_R1)))} before → "
-             f"{with_ci(last[MEAN_R1], last.get(ci_key(MEAN_R1)))} after (epoch {last['epoch']})"]
-    change = scores.change(before, after, MEAN_R1) if before is not None and after is not None else None
+
+    def before_after(key: str) -> tuple[str, str, tuple | None]:
+        change = paired_change(before, after, key)
+        items = change[2] if change else first.get("val_size")
+        return (*(with_ci(row[key], shown_interval(row.get(ci_key(key)), items)) for row in (first, last)), change)
+
+    was, now, change = before_after(MEAN_R1)
+    lines = [f"validation mean recall@1: {was} before → {now} after (epoch {last['epoch']})"]
     if change:
-        lines.append(f"change {change[0]:+.3f} [{change[1][0]:+.3f}, {change[1][1]:+.3f}]: "
-                     f"{words_for(change[1], change[2])} on this validation set")
+        value, (low, high), items = change
+        words = words_for((low, high), items)
+        lines.append("change " + (too_few_text(value, items) if words == TOO_FEW else
+                                  f"{value:+.3f} [{low:+.3f}, {high:+.3f}]: {words}") + " on this validation set")
     if ZERO_SHOT in first and ZERO_SHOT in last:
-        lines.append(f"zero-shot accuracy: {with_ci(first[ZERO_SHOT], first.get(ci_key(ZERO_SHOT)))} → "
-                     f"{with_ci(last[ZERO_SHOT], last.get(ci_key(ZERO_SHOT)))}")
+        was, now, _ = before_after(ZERO_SHOT)
+        lines.append(f"zero-shot accuracy: {was} → {now}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
+    source = ("the verdict above comes from the held-out test set" if has_test else
+              "this run has no test set (--test-fraction), so the verdict above comes from these images too")
     return ("<h2>Validation: what picked the epoch</h2><p class=muted>The best epoch was chosen on these images, so "
-            "its figures flatter the model; the verdict above comes from the held-out test set.</p><ul>"
+            f"its figures flatter the model; {source}.</p><ul>"
             + "".join(f"<li>{esc(x, limit=None)}</li>" for x in lines) + "</ul>")
 
 
