@@ -135,6 +135,28 @@ def test_metrics_without_intervals_say_so():
     assert "| recall@1 | 0.200 [0.100, 0.300] | 0.400 | +0.200 |" in render({"metrics": by_metric})
 
 
+def test_card_gives_no_interval_on_a_handful_and_no_row_to_a_count():
+    """As the report and console: two image-to-image queries (or 12 validation images) bootstrap
+    to intervals that say nothing, so the card shows the points and says why; i2i_queries is how
+    many queries there were, not a score; a mean rank keeps one decimal even at 1."""
+    side = {"mean_R@1": 0.5, "mean_R@1_ci95": [0.4, 0.6], "i2i_R@1": 1.0, "i2i_R@1_ci95": [1.0, 1.0],
+            "i2i_mean_rank": 1.0, "i2i_queries": 2}
+    text = render({"metrics": {"before": dict(side, **{"i2i_R@1": 0.0, "i2i_R@1_ci95": [0.0, 0.0]}), "after": side,
+                               "val_size": 61}})
+    assert "| mean_R@1 | 0.500 [0.400, 0.600] | 0.500 [0.400, 0.600] | +0.000 |" in text
+    assert "| i2i_R@1 | 0.000 | 1.000 | +1.000 |" in text and "| i2i_mean_rank | 1.0 | 1.0 | +0.0 |" in text
+    assert "No interval on i2i_R@1: too few to tell on 2 items (fewer than 20)." in text
+    assert "i2i_queries" not in text and "Brackets give the 95% interval" in text
+    few = render({"metrics": {"before": side, "after": side, "val_size": 12}})
+    assert "| mean_R@1 | 0.500 | 0.500 | +0.000 |" in few and "Brackets give" not in few
+
+
+def test_card_split_names_the_held_out_test_set():
+    assert "- Split: 479 train / 60 validation / 61 test (held out, never trained on)" in render(
+        {"data": {"train": 479, "val": 60, "test": 61}})
+    assert "- Split: 90 train / 10 validation\n" in render({"data": {"train": 90, "val": 10, "test": 0}})
+
+
 def test_base_licence_read_from_local_card(tmp_path):
     (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# base\n")
     assert build_card({"base_model": str(tmp_path)}).data.license == "apache-2.0"
@@ -348,7 +370,7 @@ def test_load_from_hub_cache_offline(tiny_hf, tmp_path, monkeypatch):
 
 def test_card_after_is_the_best_epoch_not_the_last():
     """finetune.py keeps the best epoch's weights, so the card's "after" must be that epoch."""
-    from mlx_clip.outputs.card_sections import split_metrics
+    from mlx_clip.outputs.card_metrics import split_metrics
 
     metrics = {"best_epoch": 1, "history": [
         {"epoch": 0, "mean_R@1": 0.10, "train_images_per_s": None},

@@ -76,6 +76,7 @@ def test_batch_ids_are_fetchs_ids_and_name_the_image_files(server, tmp_path):
 
 
 def test_an_id_field_names_the_files_and_the_batches(server, tmp_path):
+    _records(server)  # serves /img/r0 ... (a test alone on its worker has no other to do it)
     records = [{"id": k, "inv": {"no": f"X.{k}"}, "title": "t", "image_url": server.url(f"/img/r{k}")}
                for k in range(3)]
     manifest_path = _fetch(server, tmp_path, records, id_field="inv.no")

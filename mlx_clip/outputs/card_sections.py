@@ -6,123 +6,43 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..models.family import Family
 from .card_info import CardInfo
+from .card_metrics import Value, first_value, split_metrics
 from .shown_text import md_cell, md_code, public_value
 from .card_judging import judging_lines
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval
+from ..train.metric_names import I2I_QUERIES
 
 SECRET_KEY = re.compile(r"(^|[_.-])(token|secret|password|passwd|api_?key|auth|credentials?)($|[_.-])",
                          re.IGNORECASE)
 
 
-def first_value(mapping: Mapping | None, *keys: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        return None
-    for key in keys:
-        if mapping.get(key) not in (None, "", []):
-            return mapping[key]
-    return None
-
-
-@dataclass
-class Value:
-    value: float | None
-    interval: tuple[float, float] | None = None
-
-
-def _as_pair(obj: Any) -> tuple[float, float] | None:
-    if isinstance(obj, Mapping):
-        obj = (first_value(obj, "low", "lo", "lower"), first_value(obj, "high", "hi", "upper"))
-    if isinstance(obj, (list, tuple)) and len(obj) == 2 and all(isinstance(x, (int, float)) for x in obj):
-        return float(obj[0]), float(obj[1])
-    return None
-
-
-def _value(raw: Any, siblings: Mapping, name: str) -> Value | None:
-    interval = None
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, Mapping):
-        number = first_value(raw, "value", "mean", "estimate", "point")
-        interval = _as_pair(first_value(raw, "ci95", "interval", "ci")) or _as_pair(
-            (raw.get("ci95_low", raw.get("low")), raw.get("ci95_high", raw.get("high"))))
-        raw = number
-    if not isinstance(raw, (int, float)) or isinstance(raw, bool):
-        return None
-    interval = interval or _as_pair(first_value(siblings, f"{name}_ci95", f"{name}_interval", f"{name}_ci"))
-    return Value(float(raw), interval)
-
-
-_NOT_METRICS = {"epoch", "step", "steps", "seconds", "time", "elapsed", "lr", "learning_rate", "n", "count",
-                "val_size", "n_val", "validation_size", "before", "after", "val_captions", "zero_shot_size",
-                "zero_shot_classes", "train_loss", "eval_seconds", "train_images_per_s"}
-
-
-def _metric_dict(raw: Any) -> dict[str, Value]:
-    if not isinstance(raw, Mapping):
-        return {}
-    out = {}
-    for name, item in raw.items():
-        if name in _NOT_METRICS or re.search(r"_(ci95|interval|ci)(_low|_high)?$", name):
-            continue
-        if isinstance(item, Mapping) and not any(k in item for k in ("value", "mean", "estimate", "point")):
-            for sub, subitem in item.items():  # {"zero_shot": {"accuracy": ...}} -> "zero_shot/accuracy"
-                value = _value(subitem, item, sub)
-                if value is not None:
-                    out[f"{name}/{sub}"] = value
-            continue
-        value = _value(item, raw, name)
-        if value is not None:
-            out[name] = value
-    return out
-
-
-def split_metrics(metrics: Mapping | None) -> tuple[dict[str, Value], dict[str, Value], list[dict]]:
-    """(before, after, per-epoch rows) from any of the accepted metrics shapes."""
-    if not isinstance(metrics, Mapping):
-        return {}, {}, []
-    before = _metric_dict(first_value(metrics, "before", "baseline", "initial", "pretrained"))
-    after = _metric_dict(first_value(metrics, "after", "final", "finetuned", "fine_tuned"))
-    epochs = first_value(metrics, "epochs", "history", "per_epoch")
-    rows: list[dict] = []
-    if isinstance(epochs, list) and epochs and all(isinstance(e, Mapping) for e in epochs):
-        if any("after" in e or "before" in e for e in epochs):
-            before = before or _metric_dict(epochs[0].get("before"))
-            after = after or _metric_dict(epochs[-1].get("after"))
-            rows = [dict(epoch=e.get("epoch", i + 1), **_metric_dict(e.get("after"))) for i, e in enumerate(epochs)]
-        else:
-            rows = [dict(epoch=e.get("epoch", i), **_metric_dict(e)) for i, e in enumerate(epochs)]
-            if not before and rows[0]["epoch"] == 0:
-                before = _metric_dict(epochs[0])
-            # finetune.py keeps the best epoch's weights (metrics["best_epoch"]), not the last's
-            chosen = next((e for e in epochs if metrics.get("best_epoch") is not None
-                           and e.get("epoch") == metrics["best_epoch"]), epochs[-1])
-            after = after or _metric_dict(chosen)
-    if not before and not after:  # {"recall@1": {"before": 0.3, "after": 0.5}, ...}
-        pairs = {k: v for k, v in metrics.items() if isinstance(v, Mapping) and ("before" in v or "after" in v)}
-        before = _metric_dict({k: v["before"] for k, v in pairs.items() if "before" in v})
-        after = _metric_dict({k: v["after"] for k, v in pairs.items() if "after" in v})
-    if not before and not after:
-        after = _metric_dict(metrics)  # a flat dict of final metrics
-    return before, after, rows
-
-
-def _fmt(x: float | None) -> str:
+def _fmt(x: float | None, rank: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # shares to 3 places, ranks to 1
+    return f"{x:.1f}" if rank or abs(x) > 1 else f"{x:.3f}"  # shares to 3 places, ranks to 1
 
 
-def _fmt_value(v: Value | None) -> str:
+def _is_rank(name: str) -> bool:
+    return "rank" in name
+
+
+def _fmt_value(v: Value | None, name: str = "", items: int | None = None) -> str:
+    """A value with its interval; none on fewer than MIN_ITEMS items (bootstrap.shown_interval)."""
     if v is None:
         return "–"
-    text = _fmt(v.value)
-    if v.interval:
-        text += f" [{_fmt(v.interval[0])}, {_fmt(v.interval[1])}]"
+    text = _fmt(v.value, _is_rank(name))
+    interval = shown_interval(v.interval, items)
+    if interval:
+        text += f" [{_fmt(interval[0], _is_rank(name))}, {_fmt(interval[1], _is_rank(name))}]"
     return text
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _val_size(info: CardInfo) -> Any:
@@ -134,9 +54,15 @@ def metrics_section(info: CardInfo) -> list[str]:
     before, after, rows = split_metrics(info.metrics)
     if not before and not after:
         return []
+    counts = [side.pop(I2I_QUERIES, None) for side in (after, before)]  # a count, not a score
+    queries = next((count for count in counts if count is not None), None)
     names = list(dict.fromkeys([*before, *after]))
-    has_interval = any(v.interval for v in [*before.values(), *after.values()])
-    n_val = _val_size(info)
+    n_val = _count(_val_size(info))
+
+    def items(name: str) -> int | None:
+        """What a score rests on: image-to-image recall its query images, the rest the set's images."""
+        return _count(queries.value) if name.startswith("i2i_") and queries is not None else n_val
+
     lines = ["## Evaluation: before and after fine-tuning", ""]
     kind = info.metrics.get("set", "validation") if isinstance(info.metrics, Mapping) else "validation"
     warnings = info.metrics.get("warnings") if isinstance(info.metrics, Mapping) else None
@@ -147,9 +73,14 @@ def metrics_section(info: CardInfo) -> list[str]:
     if kind == "test":
         where += ", which was neither trained on nor used to pick the best epoch"
     lines.append(f"Measured on {where}; \"before\" is the base model, \"after\" the fine-tuned one.")
-    if has_interval:
+    with_interval = [name for name in names if any(v is not None and v.interval for v in (before.get(name), after.get(name)))]
+    few = [name for name in with_interval if (items(name) or MIN_ITEMS) < MIN_ITEMS]
+    if len(few) < len(with_interval):
         lines.append("Brackets give the 95% interval reported with each value.")
-    else:
+    if few:
+        lines.append(f"No interval on {', '.join(md_cell(name) for name in few)}: {TOO_FEW} on "
+                     + ", ".join(dict.fromkeys(f"{items(name)} items" for name in few)) + f" (fewer than {MIN_ITEMS}).")
+    if not with_interval:
         size = f" ({n_val} images)" if n_val else ""
         lines.append(f"No confidence interval was computed: read the values with the validation-set size{size} in mind.")
     lines += ["", "| metric | before | after | change |", "|---|---|---|---|"]
@@ -157,17 +88,19 @@ def metrics_section(info: CardInfo) -> list[str]:
         b, a = before.get(name), after.get(name)
         change = "–"
         if b is not None and a is not None and b.value is not None and a.value is not None:
-            small = abs(a.value) <= 1 and abs(b.value) <= 1
+            small = abs(a.value) <= 1 and abs(b.value) <= 1 and not _is_rank(name)
             change = f"{a.value - b.value:+.3f}" if small else f"{a.value - b.value:+.1f}"
-        lines.append(f"| {md_cell(name)} | {_fmt_value(b)} | {_fmt_value(a)} | {change} |")
+        lines.append(f"| {md_cell(name)} | {_fmt_value(b, name, items(name))} | {_fmt_value(a, name, items(name))} "
+                     f"| {change} |")
     lines.append("")
     lines.append("Recall@k: share of queries whose match ranks in the top k; mean rank: lower is better.")
     if len(rows) > 1:
-        columns = list(dict.fromkeys(k for r in rows for k in r if k != "epoch"))
+        columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("epoch", I2I_QUERIES)))
         lines += ["", "Per epoch:", "", "| epoch | " + " | ".join(md_cell(c) for c in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
         for r in rows:
-            lines.append(f"| {md_cell(r['epoch'])} | " + " | ".join(_fmt_value(r.get(c)) for c in columns) + " |")
+            lines.append(f"| {md_cell(r['epoch'])} | "
+                         + " | ".join(_fmt_value(r.get(c), c, items(c)) for c in columns) + " |")
     return lines + [""]
 
 
@@ -196,7 +129,9 @@ def data_section(info: CardInfo) -> list[str]:
         lines.append(f"- Images used: {images}")
     train, val = first_value(data, "train", "n_train"), first_value(data, "val", "n_val", "validation")
     if train is not None or val is not None:
-        lines.append(f"- Split: {train if train is not None else '?'} train / {val if val is not None else '?'} validation")
+        test = first_value(data, "test", "n_test")  # held out: the before/after figures (0 or absent: none)
+        lines.append(f"- Split: {train if train is not None else '?'} train / {val if val is not None else '?'} validation"
+                     + (f" / {test} test (held out, never trained on)" if test else ""))
     labels = data.get("labels") if isinstance(data.get("labels"), Mapping) else {}
     label_field = first_value(labels, "field") or first_value(data, "label_field")
     counts = first_value(labels, "counts", "distribution") or first_value(data, "label_counts", "label_distribution")

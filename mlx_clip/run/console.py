@@ -14,7 +14,7 @@ import numpy as np
 from ..outputs.run_paths import RunPaths
 from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval
 from ..train.loss import chance_loss
-from ..train.metric_names import I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
+from ..train.metric_names import I2I_QUERIES, I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
 from ..train.step import count_parameters
 from ..wording import counted
 from .prepare import Prepared
@@ -193,7 +193,7 @@ def test_line(test: dict) -> str:
     if ZERO_SHOT in test["after"] and ZERO_SHOT in test["before"]:
         line += f"; zero-shot accuracy {fmt(test['before'], ZERO_SHOT)} -> {fmt(test['after'], ZERO_SHOT)}"
     if I2I_R1 in test["after"] and I2I_R1 in test["before"]:
-        queries = test["after"]["i2i_queries"]
+        queries = test["after"][I2I_QUERIES]
         line += (f"; image-to-image recall@1 {fmt(test['before'], I2I_R1, queries)} -> "
                  f"{fmt(test['after'], I2I_R1, queries)} ({queries} query images with another of their group"
                  + (f": {TOO_FEW}, fewer than {MIN_ITEMS})" if queries < MIN_ITEMS else ")"))
@@ -230,7 +230,7 @@ def summary(run_dir: Path, history: list[dict], best: dict, memory: dict, test: 
                      f"{best_row[ZERO_SHOT]:.3f} after")
     if best_row and I2I_R1 in best_row and before and I2I_R1 in before:
         lines.append(f"validation image-to-image recall@1: {before[I2I_R1]:.3f} before -> {best_row[I2I_R1]:.3f} "
-                     f"after ({best_row['i2i_queries']} query images)")
+                     f"after ({best_row[I2I_QUERIES]} query images)")
     if test:
         lines.append(test_line(test))
     below = below_start_warning(history, best, test)  # each epoch's own warning was said with its row

@@ -30,9 +30,8 @@ from ..errors import InputError
 from ..io import atomic_file
 from ..data.stream import EvalSet, EvalStream  # noqa: F401  (EvalSet: the data step's, scored here)
 from . import scores
-from .metric_names import I2I_MEAN_RANK, MEAN_R1, RECALL_AT, ZERO_SHOT, mean_rank_key, recall_key
+from .metric_names import I2I_MEAN_RANK, I2I_QUERIES, MEAN_R1, RECALL_AT, ZERO_SHOT, mean_rank_key, recall_key
 
-COUNT_KEYS = ("val_size", "val_captions", "zero_shot_size", "i2i_queries")  # sizes, not scores
 
 
 class NonFiniteEmbeddings(InputError):
@@ -117,7 +116,7 @@ def i2i_metrics(ranks: np.ndarray) -> dict:
     their intervals come with the others from mlx_clip.train.scores); with no query (no image has
     another of its group here) only the count and `i2i_note`: absent, never 0."""
     ranks = ranks[np.isfinite(ranks)]
-    out: dict = {"i2i_queries": int(ranks.size)}
+    out: dict = {I2I_QUERIES: int(ranks.size)}
     if not ranks.size:
         out["i2i_note"] = ("image-to-image recall skipped: no evaluation image has another image of its group "
                            "(one object's photos, --group-field, or one image shared by records) beside it")

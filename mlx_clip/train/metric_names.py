@@ -14,6 +14,7 @@ ZERO_SHOT = "zero_shot_acc"
 I2I_R1 = "i2i_R@1"  # image -> another image of its group (issue 23's --group-field)
 I2I_R5 = "i2i_R@5"
 I2I_MEAN_RANK = "i2i_mean_rank"
+I2I_QUERIES = "i2i_queries"  # a count: the query images image-to-image recall rests on
 RETENTION = "retention"  # metrics.json: what the fine-tuned model kept of the base model's general skill
 
 
