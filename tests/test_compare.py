@@ -65,6 +65,12 @@ def test_a_copy_of_the_same_run_includes_zero(runs, capsys):
     assert _diff({"diff": 1.0, "diff_ci95": [1.0, 1.0], "items": 2, "words": "too few to tell"}) == \
         "+1.000, too few to tell (2 items)"
     assert _diff({"diff": 0.1, "diff_ci95": [0.05, 0.2], "items": 40, "words": "better"}) == "+0.100 [+0.050, +0.200] better"
+    from mlx_clip.run.compare_runs import _cell  # a score on a handful too: 2 queries bootstrap to [1, 1]
+    assert _cell({"value": 1.0, "ci95": [1.0, 1.0], "n": 2}) == "1.000"
+    assert _cell({"value": 0.5, "ci95": [0.4, 0.6], "n": 40}) == "0.500 [0.400, 0.600]"
+    for row in result["runs"]:  # each score's items are counted as its paired change counts them
+        for metric, entry in row["metrics"].items():
+            assert entry["n"] == result["runs"][1]["metrics"][metric]["items"], metric
 
 
 def test_paired_interval_is_narrower_than_separate_ones(runs, capsys):

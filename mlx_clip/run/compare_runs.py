@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import MIN_ITEMS, TOO_FEW, too_few_text, words_for
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval, too_few_text, words_for
 from ..train.evaluate import EvalDetails
 from ..train.metric_names import SCORE_KEYS, ci_key
 
@@ -104,7 +104,7 @@ def run_row(run: RunResult, first: RunResult | None, name: str) -> dict:
         found = scores.score_and_interval(run.details, key)
         if found is None:
             continue
-        entry = {"value": found[0], "ci95": found[1]}
+        entry = {"value": found[0], "ci95": found[1], "n": scores.items_of(run.details, key)}
         if first is not None:
             change = scores.change(first.details, run.details, key, first.record_ids, run.record_ids)
             if change is not None:
@@ -137,10 +137,12 @@ def compare(folders: Sequence[str | Path]) -> dict:
 
 
 def _cell(entry: dict | None) -> str:
+    """A score with its interval; the point alone on fewer than MIN_ITEMS items (2 query images
+    bootstrap to [1.000, 1.000], which says nothing)."""
     if entry is None:
         return "-"
-    low, high = entry["ci95"]
-    return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
+    interval = shown_interval(entry["ci95"], entry.get("n"))
+    return f"{entry['value']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def _diff(entry: dict | None) -> str:

@@ -67,6 +67,12 @@ def score_and_interval(details, key: str) -> tuple[float, list[float]] | None:
     return score_of(parts), parts_interval(parts)
 
 
+def items_of(details, key: str) -> int:
+    """The items score `key` rests on, counted as a paired change counts them (its larger part:
+    mean recall@1's images, not images plus captions): what decides whether it gets an interval."""
+    return max((len(part.values) for part in parts_of(details, key) or []), default=0)
+
+
 def change(before, after, key: str, before_ids: Sequence[str] | None = None,
            after_ids: Sequence[str] | None = None) -> tuple[float, list[float], int] | None:
     """(after - before, paired 95 % interval, items paired) of score `key` between two evaluations
