@@ -55,6 +55,7 @@ def test_convert_card_for_a_run_is_the_card_the_run_wrote(finished_run):
     card = str(build_card(card_info(args, mlx_clip.load(finished_run / "model"))))
     written = (finished_run / "model" / "README.md").read_text()
     assert "Measured on the held-out validation set" in written and "| epoch |" not in written
+    assert "which picked the best epoch, so these figures flatter the model" in written
     assert card == written
 
 

@@ -93,4 +93,4 @@ def run_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     before = history[0] if history and history[0].get("epoch") == 0 else {}
     after = next((h for h in history if h.get("epoch") == metrics.get("best_epoch")), None) or {}
     return {"before": before, "after": after, "val_size": metrics.get("val_records"), "set": "validation",
-            "warnings": metrics.get("warnings") or [], **judged}
+            "picked_epoch": True, "warnings": metrics.get("warnings") or [], **judged}

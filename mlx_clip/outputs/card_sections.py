@@ -72,6 +72,8 @@ def metrics_section(info: CardInfo) -> list[str]:
     where = f"the held-out {kind} set ({n_val} images)" if n_val else f"the held-out {kind} set"
     if kind == "test":
         where += ", which was neither trained on nor used to pick the best epoch"
+    elif info.metrics.get("picked_epoch"):  # a run without a test set: its validation chose the epoch
+        where += ", which picked the best epoch, so these figures flatter the model"
     lines.append(f"Measured on {where}; \"before\" is the base model, \"after\" the fine-tuned one.")
     with_interval = [name for name in names if any(v is not None and v.interval for v in (before.get(name), after.get(name)))]
     few = [name for name in with_interval if (items(name) or MIN_ITEMS) < MIN_ITEMS]
