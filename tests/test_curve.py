@@ -126,7 +126,7 @@ def test_curve_cli_rejects_sizes_beyond_the_training_split(tiny_hf, shapes_manif
 def _point(size, change, low, high, items=None):
     from mlx_clip.train.bootstrap import words_for
 
-    step = {"change": change, "ci95": [low, high], "words": words_for([low, high], items)}
+    step = {"change": change, "ci95": [low, high], "items": items, "words": words_for([low, high], items)}
     return {"size": size, "mean_R@1": 0.2 + change, "vs_start": step, "vs_previous": step}
 
 
@@ -151,3 +151,13 @@ def test_curve_words_never_contradict_the_intervals():
     assert "cannot tell yet: at no" not in clear
     few = curve_summary(_curve_result([_point(300, 0.02, -0.01, 0.05), _point(600, -0.5, -0.6, -0.4, items=8)]))
     assert "cannot tell yet whether more images help" in few and "made it worse" not in few  # 8 items: no words
+    assert "-0.500, too few to tell (8 items)" in few and "[-0.600" not in few  # and no interval
+
+
+def test_curve_lines_give_no_interval_on_a_handful_of_validation_images():
+    from mlx_clip.run.learning_curve import _point_line
+
+    point = {"size": 16, "mean_R@1": 0.25, "mean_R@1_ci95": [0.1, 0.4], "zero_shot_acc": 0.5,
+             "zero_shot_acc_ci95": [0.3, 0.7]}
+    assert "mean R@1 0.250, zero-shot 0.500 (" in _point_line(dict(point, val_size=12), 1.0)
+    assert "mean R@1 0.250 [0.100, 0.400], zero-shot 0.500 [0.300, 0.700]" in _point_line(dict(point, val_size=40), 1.0)

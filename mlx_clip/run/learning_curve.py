@@ -33,7 +33,7 @@ from ..io import write_json, write_text
 from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import TOO_FEW, words_for
+from ..train.bootstrap import TOO_FEW, shown_interval, too_few_text, words_for
 from ..train.evaluate import evaluate
 from ..train.metric_names import MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 from ..train.optim import make_optimizer
@@ -186,7 +186,8 @@ def _curve_in_folder(config: FinetuneConfig, sizes: Sequence[int], flat_threshol
 def paired(before, after) -> dict | None:
     """The paired change of mean recall@1 between two evaluations of the validation set, in words."""
     found = scores.change(before, after, MEAN_R1)
-    return None if found is None else {"change": found[0], "ci95": found[1], "words": words_for(found[1], found[2])}
+    return None if found is None else {"change": found[0], "ci95": found[1], "items": found[2],
+                                       "words": words_for(found[1], found[2])}
 
 
 def distinguishable_at(points: Sequence[dict]) -> int | None:
@@ -195,19 +196,25 @@ def distinguishable_at(points: Sequence[dict]) -> int | None:
                 None)
 
 
+def _score_text(point: dict, key: str) -> str:
+    """A score with its interval; the point alone on a validation set of fewer than MIN_ITEMS images."""
+    interval = shown_interval(point.get(ci_key(key)) or [math.nan, math.nan], point.get("val_size"))
+    return f"{point[key]:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
 def _point_line(point: dict, seconds: float) -> str:
     label = "before" if point["size"] == 0 else f"{point['size']} images"
-    ci = point.get(ci_key(MEAN_R1)) or [math.nan, math.nan]
-    line = f"{label:>12}: mean R@1 {point[MEAN_R1]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    line = f"{label:>12}: mean R@1 {_score_text(point, MEAN_R1)}"
     if ZERO_SHOT in point:
-        zci = point.get(ci_key(ZERO_SHOT)) or [math.nan, math.nan]
-        line += f", zero-shot {point[ZERO_SHOT]:.3f} [{zci[0]:.3f}, {zci[1]:.3f}]"
+        line += f", zero-shot {_score_text(point, ZERO_SHOT)}"
     if point.get("vs_start"):
         line += f", vs start {_change_text(point['vs_start'])}"
     return line + f" ({seconds:.1f}s)"
 
 
 def _change_text(change: dict) -> str:
+    if change["words"] == TOO_FEW:
+        return too_few_text(change["change"], change["items"])
     low, high = change["ci95"]
     return f"{change['change']:+.3f} [{low:+.3f}, {high:+.3f}] {change['words']}"
 
@@ -290,7 +297,7 @@ def write_curve_html(path: Path, result: dict, png: Path) -> Path:
     for i, p in enumerate(result["points"]):
         gain = gains[i - 1] if i > 0 else None
         rows.append([("before" if p["size"] == 0 else p["size"])]
-                    + [with_ci(p.get(k), p.get(ci_key(k))) for k in keys]
+                    + [with_ci(p.get(k), shown_interval(p.get(ci_key(k)), result["val_size"])) for k in keys]
                     + [_change_cell(p.get("vs_start")), _change_cell(p.get("vs_previous"))]
                     + ["" if gain is None else f"{gain:+.4f}"])
     summary = "".join(f"<li>{esc(line, limit=None)}</li>" for line in curve_summary(result).splitlines())
