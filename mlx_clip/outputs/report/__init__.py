@@ -118,20 +118,23 @@ def summary_section(history, best, before, after, has_test: bool) -> str:
     if not first or not last or MEAN_R1 not in first:
         return ""
 
-    def before_after(key: str) -> tuple[str, str, tuple | None]:
+    def before_after(key: str) -> tuple[str, str]:
+        """The score before and after, each with its interval unless it rests on a handful of items."""
         change = paired_change(before, after, key)
         items = change[2] if change else first.get("val_size")
-        return (*(with_ci(row[key], shown_interval(row.get(ci_key(key)), items)) for row in (first, last)), change)
+        was, now = (with_ci(row[key], shown_interval(row.get(ci_key(key)), items)) for row in (first, last))
+        return was, now
 
-    was, now, change = before_after(MEAN_R1)
+    was, now = before_after(MEAN_R1)
     lines = [f"validation mean recall@1: {was} before → {now} after (epoch {last['epoch']})"]
+    change = paired_change(before, after, MEAN_R1)
     if change:
-        value, (low, high), items = change
-        words = words_for((low, high), items)
-        lines.append("change " + (too_few_text(value, items) if words == TOO_FEW else
+        value, (low, high), paired = change
+        words = words_for((low, high), paired)
+        lines.append("change " + (too_few_text(value, paired) if words == TOO_FEW else
                                   f"{value:+.3f} [{low:+.3f}, {high:+.3f}]: {words}") + " on this validation set")
     if ZERO_SHOT in first and ZERO_SHOT in last:
-        was, now, _ = before_after(ZERO_SHOT)
+        was, now = before_after(ZERO_SHOT)
         lines.append(f"zero-shot accuracy: {was} → {now}")
     lines.append(f"validation: {first.get('val_size', '?')} images, {first.get('val_captions', '?')} distinct captions")
     source = ("the verdict above comes from the held-out test set" if has_test else
