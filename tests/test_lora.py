@@ -19,7 +19,7 @@ import mlx_clip
 from mlx_clip import finetune
 from mlx_clip.models.lora import LoraConfig, LoRALinear, merged_weights
 from mlx_clip.outputs.export import save_run_model
-from mlx_clip.run.loop import Float32View
+from mlx_clip.train.epoch import Float32View
 from mlx_clip.train.optim import OptimConfig, make_optimizer
 from mlx_clip.models.trainable import LockConfig, apply_locks
 from mlx_clip.train.step import Trainer, clip_loss

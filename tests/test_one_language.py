@@ -143,7 +143,7 @@ def test_each_epoch_warning_is_said_once():
 
 
 def test_the_training_bar_is_for_terminals_and_logs_get_plain_lines(monkeypatch, capsys):
-    from mlx_clip.run import loop
+    from mlx_clip.train import epoch as loop
 
     class Trainer:  # the loop submits a step and settles it a step later (train/step.py)
         def submit(self, ids, pixels, groups=None):

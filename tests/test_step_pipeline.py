@@ -8,7 +8,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_clip
-from mlx_clip.run.loop import train_epoch
+from mlx_clip.train.epoch import train_epoch
 from mlx_clip.train.optim import OptimConfig, make_optimizer
 from mlx_clip.train.nan_guard import NonFiniteError
 from mlx_clip.train.step import Trainer

@@ -37,9 +37,9 @@ from ..train.bootstrap import TOO_FEW, shown_interval, too_few_text, words_for
 from ..train.evaluate import evaluate
 from ..train.metric_names import MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 from ..train.optim import make_optimizer
+from ..train.epoch import Float32View, train_epoch
 from ..train.step import Trainer, set_weights
 from .folder import claim_run_folder, lock_run_folder, run_name
-from .loop import Float32View, train_epoch
 from ..outputs.plots import plot_curve
 from ..wording import counted
 from .prepare import Prepared, prepare
