@@ -68,6 +68,7 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
     from mlx_clip.run.prepare import prepare
     from mlx_clip.models.trainable import LockConfig, apply_locks
     from mlx_clip.train.step import count_parameters
+    from mlx_clip.wording import millions
 
     assert finetune.main(_args(tiny_hf, shapes_manifest, tmp_path, "--dry-run", "--epochs", "1", "--lock-text",
                                "--unlock-last", "1")) == 0
@@ -75,7 +76,7 @@ def test_plan_counts_what_the_locks_train_and_describing_it_changes_nothing(tiny
     apply_locks(locked, LockConfig(lock_text=True, unlock_last=1))
     trained, total = count_parameters(locked.trainable_parameters()), count_parameters(locked.parameters())
     assert trained < total / 2
-    assert f"({total / 1e6:.1f}M parameters, {trained / 1e6:.2f}M trained)" in capsys.readouterr().out
+    assert f"({millions(total)} parameters, {millions(trained)} trained)" in capsys.readouterr().out
 
     prepared = prepare(FinetuneConfig(model=str(tiny_hf), manifest=str(shapes_manifest), batch_size=16,
                                       locks=LockConfig(lock_text=True, unlock_last=1)), say=lambda *_: None)

@@ -23,6 +23,7 @@ from mlx_clip.train.epoch import Float32View
 from mlx_clip.train.optim import OptimConfig, make_optimizer
 from mlx_clip.models.trainable import LockConfig, apply_locks
 from mlx_clip.train.step import Trainer, clip_loss
+from mlx_clip.wording import millions
 
 CAPTIONS = ["a red circle", "a blue square", "a red circle", "a green triangle", "a yellow star"]
 GROUPS = [0, 1, 0, 3, 4]
@@ -184,7 +185,7 @@ def test_a_lora_run_learns_the_shapes_and_saves_a_plain_model(tiny_hf, shapes_ma
     base = mlx_clip.load(tiny_hf)
     total = sum(v.size for _, v in tree_flatten(base.parameters()))
     adapter = 2 * 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)) + 1  # 2 towers x 2 blocks, + temperature
-    assert f"({total / 1e6:.1f}M parameters, {adapter / 1e6:.2f}M trained)" in out
+    assert f"({millions(total + adapter - 1)} parameters, {millions(adapter)} trained)" in out  # base + adapters
     run = tmp_path / "lora"
     history = json.loads((run / "metrics.json").read_text())["history"]
     chance = 1 / 12

@@ -19,7 +19,7 @@ from mlx_clip.flags import key_flag, leaf_fields, setting_of_flag
 from mlx_clip.command import run_command
 from mlx_clip.settings import FinetuneConfig, config_from_args, load_config
 from mlx_clip.errors import InputError
-from mlx_clip.wording import counted
+from mlx_clip.wording import counted, millions
 
 ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {"fetch": fetch.build_parser, "finetune": finetune.build_parser, "curve": curve.curve_parser}
@@ -126,6 +126,8 @@ def test_the_runner_owns_the_exit_codes(capsys):
 def test_counts_are_said_in_the_right_number():
     assert [counted(n, "step") for n in (0, 1, 2)] == ["0 steps", "1 step", "2 steps"]
     assert counted(1906, "image", thousands=True) == "1,906 images"
+    # a model's total and trained parameters at one precision: 0.34M trained never beside "0.3M" in all
+    assert [millions(n) for n in (338_000, 1_182_000, 151_277_313)] == ["0.338M", "1.18M", "151M"]
     from mlx_clip.data.dataset import Split
 
     split = Split.__new__(Split)

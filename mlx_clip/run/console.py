@@ -16,7 +16,7 @@ from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval
 from ..train.loss import chance_loss
 from ..train.metric_names import I2I_QUERIES, I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
 from ..train.step import count_parameters
-from ..wording import counted
+from ..wording import counted, millions
 from .prepare import Prepared
 
 
@@ -94,7 +94,8 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
         + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + how,
         f"captions{' of the measured images' if run_size else ''}: {report.line(model.tokenizer.context_length)}",
         f"example caption: {prepared.captions.first(prepared.train_index[0])!r}",
-        f"model: {config.model} ({total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained), "
+        f"model: {config.model} ({millions(total)} parameters, "
+        f"{'all trained' if trainable == total else millions(trainable) + ' trained'}), "
         f"{config.precision}, image {model.config.vision.image_size}px",
         f"schedule: {counted(config.epochs, 'epoch')} x {counted(spe, 'step')} of {config.batch_size} = "
         f"{counted(spe * config.epochs, 'step')}, lr {config.optim.lr:g} "
