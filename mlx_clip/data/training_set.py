@@ -42,8 +42,9 @@ class TrainingSet:
     split_line: str = ""  # how many records share an image
     split_ids: dict = field(default_factory=dict)  # split.json
     dropped_empty: int = 0  # records whose caption rendered empty
-    val_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))  # built once by the data step; picks the best epoch
-    test_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))  # the before/after figures
+    # built once by the data step: validation picks the best epoch, the test set gives the before/after figures
+    val_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))
+    test_set: EvalSet = field(default_factory=lambda: EvalSet([], [], []))
 
     def group_of(self, index: list[int]) -> list[int]:
         """The record groups of the records at `index` (each record its own without groups)."""

@@ -75,7 +75,8 @@ def metrics_section(info: CardInfo) -> list[str]:
     elif info.metrics.get("picked_epoch"):  # a run without a test set: its validation chose the epoch
         where += ", which picked the best epoch, so these figures flatter the model"
     lines.append(f"Measured on {where}; \"before\" is the base model, \"after\" the fine-tuned one.")
-    with_interval = [name for name in names if any(v is not None and v.interval for v in (before.get(name), after.get(name)))]
+    with_interval = [name for name in names
+                     if any(v is not None and v.interval for v in (before.get(name), after.get(name)))]
     few = [name for name in with_interval if (items(name) or MIN_ITEMS) < MIN_ITEMS]
     if len(few) < len(with_interval):
         lines.append("Brackets give the 95% interval reported with each value.")

@@ -14,7 +14,8 @@ import numpy as np
 from ..outputs.run_paths import RunPaths
 from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval
 from ..train.loss import chance_loss
-from ..train.metric_names import I2I_QUERIES, I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key, short_name
+from ..train.metric_names import (I2I_QUERIES, I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key,
+                                  short_name)
 from ..train.step import count_parameters
 from ..wording import counted, millions
 from .prepare import Prepared

@@ -33,7 +33,6 @@ from . import scores
 from .metric_names import I2I_MEAN_RANK, I2I_QUERIES, MEAN_R1, RECALL_AT, ZERO_SHOT, mean_rank_key, recall_key
 
 
-
 class NonFiniteEmbeddings(InputError):
     """The model produced NaN/inf embeddings (diverged weights): there is nothing honest to score."""
 
