@@ -84,6 +84,27 @@ def test_missing_and_binary_files(tmp_path):
         read_records(tmp_path / "bin.json")
 
 
+def test_a_records_file_that_would_never_end_or_not_fit_is_refused_before_reading(tmp_path, monkeypatch):
+    """Someone else's records path: a FIFO would block forever and /dev/zero fill the memory, so
+    both are refused from fstat; a file over the cap is refused from its size, before a byte is read."""
+    import os
+    from mlx_clip.data import records
+
+    fifo = tmp_path / "records.json"
+    os.mkfifo(fifo)
+    for special in (fifo, "/dev/zero"):
+        with pytest.raises(InputError, match=r": not a regular file \(a FIFO or device\)"):
+            read_records(special)
+    with pytest.raises(InputError, match=r": is a folder, not a records file"):
+        read_records(tmp_path)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps([{"id": i, "title": "x" * 50} for i in range(40)]))
+    monkeypatch.setattr(records, "MAX_RECORDS_BYTES", 1 << 10)
+    monkeypatch.setattr(records.os, "fdopen", lambda *a, **k: pytest.fail("read past the size check"))
+    with pytest.raises(InputError, match=r"big.json: 0.0 GiB is more than the 0 GiB a records file may have"):
+        read_records(big)
+
+
 def test_get_field_dotted_paths():
     record = {
         "media": [{"url": "https://x/a.jpg"}, {"url": "https://x/b.jpg"}],

@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,7 @@ def load_records(path: str | os.PathLike, encoding: str | None = None) -> Record
     without a byte-order mark, so a CSV exported by Excel as "CSV UTF-8" works as it is.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a records file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    raw = _records_bytes(path)
     try:
         text = raw.decode(encoding or "utf-8").removeprefix("\ufeff")  # a byte-order mark is not content
     except UnicodeDecodeError as e:
@@ -108,6 +102,40 @@ def load_records(path: str | os.PathLike, encoding: str | None = None) -> Record
         if _too_deep(record):  # refused here: deeper values crash caption and report code after the download
             raise InputError(f"{result.where(index)}: nested more than {MAX_DEPTH} levels deep")
     return result
+
+
+MAX_RECORDS_BYTES = 2 << 30  # parsed, a record takes about 4x its JSON: 2 GiB is already 8 GB of memory
+
+
+def _records_bytes(path: Path) -> bytes:
+    """The records file's bytes, refused before any is read when it is not a regular file (a FIFO
+    would block forever, /dev/zero never end) or larger than MAX_RECORDS_BYTES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO's writer
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a records file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    info = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = "is a folder, not a records file"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file (a FIFO or device); name a JSON, JSON Lines or CSV file"
+    elif info.st_size > MAX_RECORDS_BYTES:
+        problem = (f"{info.st_size / 2**30:.1f} GiB is more than the {MAX_RECORDS_BYTES >> 30} GiB a records file "
+                   "may have (about 4x that in memory once parsed); split it into parts")
+    if problem:
+        os.close(fd)
+        raise InputError(f"{path}: {problem}")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(MAX_RECORDS_BYTES + 1)
+    if len(raw) > MAX_RECORDS_BYTES:  # it grew while being read
+        raise InputError(f"{path}: more than the {MAX_RECORDS_BYTES >> 30} GiB a records file may have")
+    return raw
 
 
 MAX_DEPTH = 64  # real catalogue records nest a few levels; 800 crashed later steps (issue 24)
