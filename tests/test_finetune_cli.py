@@ -368,6 +368,10 @@ def test_records_with_image_path_are_sampled_not_taken_whole(tiny_hf, shapes_man
     assert "the whole catalogue (192 records, --sample left out)" in out and "per epoch on this machine" in out
     assert "estimate for a 16 GB M1 (not measured)" in out and "GFLOP per training image" in out
     assert not (tmp_path / "runs").exists()
+    assert finetune.main(["--data", str(data), "--path-field", "image_path", "--out", str(tmp_path / "fetched"),
+                          "--model", str(tiny_hf), "--dry-run", "--batch-size", "8", "--caption", "a {colour} {shape}",
+                          "--runs-dir", str(tmp_path / "runs")]) == 0  # no --sample: every record, not "a sample"
+    assert "records: the run uses all 192 records and fetches them; measured here on 24" in capsys.readouterr().out
 
 
 def test_review_regressions(tiny_hf, shapes_manifest, tmp_path, capsys):

@@ -128,6 +128,8 @@ def test_counts_are_said_in_the_right_number():
     assert counted(1906, "image", thousands=True) == "1,906 images"
     # a model's total and trained parameters at one precision: 0.34M trained never beside "0.3M" in all
     assert [millions(n) for n in (338_000, 1_182_000, 151_277_313)] == ["0.338M", "1.18M", "151M"]
+    from mlx_clip.run.console import duration  # a tiny model's epoch is not "0.0s"
+    assert [duration(s) for s in (0.0437, 0.5, 8.14, 125, 12_000)] == ["0.044s", "0.5s", "8.1s", "2m05s", "3h20m"]
     from mlx_clip.data.dataset import Split
 
     split = Split.__new__(Split)

@@ -53,6 +53,9 @@ def gib(n: float) -> str:
 
 
 def duration(seconds: float) -> str:
+    """0.044s, 8.1s, 2m05s, 3h20m: never 0.0s for a time too short for one decimal."""
+    if seconds < 1:
+        return f"{seconds:.2g}s"
     if seconds < 60:
         return f"{seconds:.1f}s"
     seconds = int(round(seconds))
@@ -82,8 +85,10 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
         train, val, test = len(prepared.train_index), len(prepared.val_index), len(prepared.test_index)
         spe, how = prepared.steps_per_epoch, f"; {prepared.split_line}"
     else:
-        records = (f"records: the run draws a sample of {run_size.sample:,} of {run_size.catalogue:,} and fetches them; "
-                   f"measured here on {len(prepared.items)} of them ({prepared.manifest})")
+        drawn = (f"uses all {run_size.catalogue:,} records" if run_size.sample == run_size.catalogue else
+                 f"draws a sample of {run_size.sample:,} of {run_size.catalogue:,}")
+        records = f"records: the run {drawn} and fetches them; measured here on {len(prepared.items)} of them " \
+                  f"({prepared.manifest})"
         train, val, test = run_size.train, run_size.val, run_size.test
         spe, how = config.steps_per_epoch(train), " (the run's, before any image fails)"
     total_steps = config.total_steps(spe)

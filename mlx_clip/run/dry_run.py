@@ -226,6 +226,6 @@ def mac_estimate(model: CLIP, prepared, step_s: float, catalogue: int, cost: Epo
                                                                  else "does NOT fit"))
     return (f"estimate for a {M1_RAM_GB} GB M1 (not measured): about {duration(image_s * train_images)} of training "
             f"per epoch of the whole catalogue ({train_images:,} training images; {1 / image_s:,.0f} images/s "
-            f"against {here:.1f} measured here), from {flops / 1e9:.1f} GFLOP per training image (6 x parameters "
+            f"against {here:.1f} measured here), from {flops / 1e9:.3g} GFLOP per training image (6 x parameters "
             f"x tokens) at an assumed {M1_UTILISATION:.0%} of the M1 GPU's {M1_GPU_FLOPS / 1e12:.1f} TFLOPS fp32"
             + fits)
