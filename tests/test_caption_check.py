@@ -34,3 +34,15 @@ def test_near_identical_captions_warn():
     assert near_identical_share([prefix + "a", prefix + "b"], ["one", "one"]) == 0  # one image's two records
     distinct = check_captions(CaptionBuilder(["{t}"], records[6:]), images[6:], _words, context_length=77)
     assert distinct.near_identical_share == 0.5 and distinct.warning is None  # half: not most
+
+
+def test_a_template_field_some_records_lack_is_counted_and_said():
+    """The findspot a quarter of the finds lack: said per field, so a run's captions are known to
+    name it for only some records (their captions leave it out, without debris)."""
+    records = [{"type": "coin", "findspot": {"name": "Knossos"}}, {"type": "lamp", "findspot": {"name": ""}},
+               {"type": "sherd"}, {"type": "pin", "findspot": {"name": "Delphi"}}]
+    builder = CaptionBuilder(["{type}, found at {findspot.name}"], records)
+    check = check_captions(builder, ["a", "b", "c", "d"], _words, context_length=77)
+    assert check.field_gaps == {"type": 0, "findspot.name": 2} and builder.options[2] == ["sherd"]
+    assert "caption field 'findspot.name': no text in 2 of 4 records (their captions leave it out)" in check.lines()
+    assert not any("'type'" in line for line in check.lines())  # a field every record fills says nothing

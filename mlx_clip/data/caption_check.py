@@ -34,6 +34,7 @@ class CaptionCheck:
     context_length: int = 77
     cut_captions: int = 0  # distinct captions longer than the context length (the model cuts them)
     near_identical_share: float = 0.0  # records whose caption starts like another image's caption
+    field_gaps: dict[str, int] = field(default_factory=dict)  # template field -> records without its text
     warning: str | None = None
 
     def to_dict(self) -> dict:
@@ -47,6 +48,8 @@ class CaptionCheck:
                f"{self.cut_captions:,} cut at {self.context_length} tokens"]
         for row in self.top_repeated[:3]:
             out.append(f"  {row['images']:,} images: {row['caption']!r}")
+        out += [f"caption field {name!r}: no text in {missing:,} of {self.records:,} records (their captions leave it "
+                "out)" for name, missing in self.field_gaps.items() if missing]
         if self.warning:
             out.append(self.warning)
         return out
@@ -71,7 +74,7 @@ def check_captions(captions: CaptionBuilder, image_keys: Sequence[str],
         top_repeated=[{"caption": c, "images": len(keys)} for c, keys in repeated],
         median_tokens=float(np.median(tokens)) if tokens.size else 0.0, longest_tokens=int(tokens.max(initial=0)),
         context_length=context_length, cut_captions=int((tokens > context_length).sum()),
-        near_identical_share=near)
+        near_identical_share=near, field_gaps=dict(captions.field_gaps))
     if near > NEAR_IDENTICAL_WARN:
         check.warning = (f"warning: {near:.0%} of the records' captions begin with the same {PREFIX_CHARS} "
                          "characters as another image's caption; the model can hardly tell these images apart by "

@@ -237,6 +237,9 @@ class CaptionBuilder:
                 if not any(has_field(r, name) for r in records):
                     raise InputError(
                         f"caption template {template.text!r}: no record has the field {name!r}")
+        # per template field, the records that give it no text: their captions leave it out
+        self.field_gaps: dict[str, int] = {name: sum(not value_text(get_field_or_none(r, name)) for r in records)
+                                           for template in self.templates for name in template.fields}
         self.options: list[list[str]] = [self._options(r) for r in records]
 
     def _options(self, record: dict) -> list[str]:
