@@ -103,6 +103,33 @@ def test_more_like_this_uses_each_collections_own_vector(server, index_files):
         or [r["score"] for r in answers["base"]["results"]] != [r["score"] for r in answers["tuned"]["results"]]
     _, listed = get_json(server, "/api/collections")
     assert [c["name"] for c in listed["collections"]] == ["base", "tuned"]
+    assert all("warning" in c for c in listed["collections"])  # the blind-model line, or null
+
+
+def test_a_model_that_tells_no_image_apart_is_said_on_the_page_and_a_real_spread_is_not():
+    """The page's column says when a collection's images nearly all score alike (a collapsed or
+    untrained model: its rankings say little); spread vectors, and a few true copies, say nothing."""
+    from mlx_clip.use import neighbours
+    from mlx_clip.use.store import CollectionInfo
+    from mlx_clip.use.vector_search import LoadedCollection
+
+    rng = np.random.default_rng(0)
+
+    def collection(matrix):
+        matrix = (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
+        ids = [f"r{i}" for i in range(len(matrix))]
+        info = CollectionInfo("c", "mlx-clip/c", "m", "clip", matrix.shape[1])
+        return LoadedCollection("c", Path("x.db"), 1, info, ids, matrix, [{} for _ in ids])
+
+    spread = rng.normal(size=(300, 32))
+    spread[1] = spread[0]  # one true copy: a sliver of the pairs
+    assert collection(spread).blind_note is None
+    collapsed = collection(np.ones((300, 32)) + 0.01 * rng.normal(size=(300, 32)))
+    assert collapsed.blind_note.startswith("this model hardly tells these images apart: 100% of the pairs of its "
+                                           "300 images score 0.95 or more (cosine)")
+    assert not neighbours.hardly_tells_apart(10, 10, 5)  # 5 images, all copies: too few to call the model blind
+    big = collection(np.ones((2500, 8)))
+    assert "2,000 of its 2,500 images (a seeded sample)" in big.blind_note
 
 
 def test_two_files_with_one_collection_name_both_open(index_files):

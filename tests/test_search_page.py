@@ -23,8 +23,9 @@ CARDS = "Array.from(document.querySelectorAll('.column')).map(c => Array.from(c.
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_hf, openai_vocab):
     built = build_search_index(tmp_path_factory.mktemp("search_page"), tiny_hf, openai_vocab)
-    running = RunningServer(SearchService(read_collections([built["index"]])))
-    running.records = built["records"]
+    collections = read_collections([built["index"]])
+    running = RunningServer(SearchService(collections))
+    running.records, running.collections = built["records"], collections
     yield running
     running.stop()
 
@@ -41,6 +42,8 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
                                             f"&& c[1].length === 12 && c; }})()")
         seen["heads"] = await page.evaluate("Array.from(document.querySelectorAll('.column-head b')).map(b => b.textContent)")
         seen["models"] = await page.evaluate("Array.from(document.querySelectorAll('.column-head .muted')).map(s => s.textContent)")
+        seen["warnings"] = await page.evaluate("Array.from(document.querySelectorAll('.column')).map("
+                                               "c => (c.querySelector('.warning') || {}).textContent || null)")
         seen["thumbs"] = await page.wait_for("(() => { const i = Array.from(document.querySelectorAll('.card .thumb img'));"
                                              " return i.every(x => x.complete && x.naturalWidth > 0) && i.length; })()")
         await page.screenshot(tmp_path / "search.png")
@@ -80,6 +83,10 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
     assert seen["heads"] == ["base", "tuned"]  # side by side
     assert seen["models"][1].startswith("model finds/model · ")  # a run's model/ named with its run
     assert seen["thumbs"] == 24
+    # each column says what its collection's blind-model check found: the warning when its model is
+    # blind, else nothing (the API decides it; tests/test_search_api.py proves the rule)
+    expected = [c.blind_note for c in server.collections]
+    assert seen["warnings"] == expected and any(expected)
     assert seen["words"][0] != seen["words"][1]  # two models, two rankings of one query
     assert HOSTILE_TITLE in seen["titles"] and seen["pwned"] is True
     assert all(link.startswith("https://example.org/emoji/") for link in seen["links"]) and len(seen["links"]) == 60

@@ -29,11 +29,10 @@ from ..io import atomic_file
 from ..outputs.label_prompt import recorded_label_prompt
 from ..train.evaluate import class_embeddings
 from .collection_map import WORTH_CHECKING, collection_map, labels_of
-from .neighbours import blocks, label_disagreement, similar_pairs
+from .neighbours import blocks, hardly_tells_apart, label_disagreement, similar_pairs
 from .vector_search import LoadedCollection
 
 SUGGESTIONS = 3
-COLLAPSED_SHARE = 0.1  # real duplicates are a sliver of all pairs; a tenth of them says the model is blind
 
 
 @dataclass
@@ -93,7 +92,7 @@ def duplicates(found: LoadedCollection, config: CurateConfig, log=print) -> list
     rows = []
     pairs, passing = similar_pairs(found.matrix, config.threshold, config.max_pairs)
     records, total = len(found.ids), len(found.ids) * (len(found.ids) - 1) // 2
-    if records >= 20 and passing >= COLLAPSED_SHARE * total:
+    if hardly_tells_apart(passing, total, records):
         log(f"warning: {found.key}: {passing:,} of its {total:,} pairs ({passing / total:.0%}) are at or above "
             f"similarity {config.threshold:g}: the model hardly tells these images apart, so this list says little "
             "about duplicates (an untrained or collapsed model? index with another model, or raise --threshold)")

@@ -10,6 +10,25 @@ from typing import Iterator
 import numpy as np
 
 BLOCK_ROWS = 512
+INDISTINCT_SHARE = 0.1  # real near-copies are a sliver of all pairs; a tenth of them says the model is blind
+INDISTINCT_SIMILARITY = 0.95  # the page's test (and --curate's default duplicate threshold)
+SAMPLE_ROWS = 2000  # the page's test reads the pairs of this many images, seeded: 2 million pairs, ~0.1 s
+
+
+def hardly_tells_apart(passing: int, pairs: int, images: int) -> bool:
+    """Whether `passing` of `pairs` pairs at a near-copy similarity says the model does not tell
+    the images apart (never on fewer than 20 images, where a few true copies are a large share)."""
+    return images >= 20 and pairs > 0 and passing >= INDISTINCT_SHARE * pairs
+
+
+def indistinct_share(matrix: np.ndarray, similarity: float = INDISTINCT_SIMILARITY, rows: int = SAMPLE_ROWS,
+                     seed: int = 0) -> tuple[int, int, int]:
+    """(pairs at `similarity` or more, pairs, images) among a seeded sample of at most `rows` images."""
+    count = len(matrix)
+    pick = np.sort(np.random.default_rng(seed).choice(count, min(count, rows), replace=False))
+    sims = matrix[pick] @ matrix[pick].T
+    upper = np.triu_indices(len(pick), 1)
+    return int((sims[upper] >= similarity).sum()), len(upper[0]), len(pick)
 
 
 def blocks(count: int, block: int = BLOCK_ROWS) -> Iterator[tuple[int, int]]:

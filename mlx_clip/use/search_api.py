@@ -87,7 +87,8 @@ class SearchService:
         return {"collections": [{"name": c.key, "records": len(c), "model": c.info.model_source,
                                  "family": c.info.family, "dimensions": c.info.dimensions,
                                  "label_field": c.info.label_field, "fields": c.fields,
-                                 "index_file": c.index_path.name, "coordinates": self.describe_coordinates(c.key)}
+                                 "index_file": c.index_path.name, "coordinates": self.describe_coordinates(c.key),
+                                 "warning": c.blind_note}
                                 for c in self.collections.values()]}
 
     def describe_coordinates(self, key: str) -> dict | None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from ..errors import InputError
+from .neighbours import INDISTINCT_SIMILARITY, hardly_tells_apart, indistinct_share
 from .store import CollectionInfo, IndexFile
 
 RESERVED_FIELDS = ("record_id", "image_path", "record_url", "title", "sha256")
@@ -57,6 +59,19 @@ class LoadedCollection:
         self.fields = sorted({k for r in records for k in r if k not in RESERVED_FIELDS})
         self.facets_by_limit: dict[int, dict[str, list[tuple[str, int]]]] = {}
         self.value_rows: dict[str, dict[str, np.ndarray]] = {}
+
+    @cached_property
+    def blind_note(self) -> str | None:
+        """A line for the page when the model hardly tells this collection's images apart (its
+        rankings then say little), from a seeded sample of pairs; None when it does tell them apart."""
+        passing, pairs, images = indistinct_share(self.matrix)
+        if not hardly_tells_apart(passing, pairs, images):
+            return None
+        which = (f"its {images:,} images" if images == len(self.ids) else
+                 f"{images:,} of its {len(self.ids):,} images (a seeded sample)")
+        return (f"this model hardly tells these images apart: {passing / pairs:.0%} of the pairs of {which} score "
+                f"{INDISTINCT_SIMILARITY:g} or more (cosine), so its rankings say little (an untrained or collapsed "
+                "model?)")
 
     @classmethod
     def read(cls, index: IndexFile, name: str, key: str | None = None) -> "LoadedCollection":

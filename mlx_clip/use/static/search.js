@@ -78,7 +78,8 @@ function renderColumn(answer, likeId) {
     el("span", { class: "muted", title: info.model || "",
                  text: `model ${model} · ${filtered ? `${answer.matched} of ` : ""}${answer.records} records` }));
   const grid = el("div", { class: "grid" }, ...answer.results.map((r, i) => renderCard(answer.collection, r, i, likeId)));
-  return el("section", { class: "column", "data-collection": answer.collection }, head,
+  const warning = info.warning ? [el("p", { class: "warning", text: info.warning })] : [];
+  return el("section", { class: "column", "data-collection": answer.collection }, head, ...warning,
             answer.results.length ? grid : el("p", { class: "empty", text: "No record passes these filters." }));
 }
 
