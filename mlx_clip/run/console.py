@@ -87,8 +87,8 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
     else:
         drawn = (f"uses all {run_size.catalogue:,} records" if run_size.sample == run_size.catalogue else
                  f"draws a sample of {run_size.sample:,} of {run_size.catalogue:,}")
-        records = f"records: the run {drawn} and fetches them; measured here on {len(prepared.items)} of them " \
-                  f"({prepared.manifest})"
+        records = (f"records: the run {drawn} and fetches them; measured here on {len(prepared.items)} of them "
+                   f"({prepared.manifest})")
         train, val, test = run_size.train, run_size.val, run_size.test
         spe, how = config.steps_per_epoch(train), " (the run's, before any image fails)"
     total_steps = config.total_steps(spe)
