@@ -95,6 +95,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
     assert seen["image"][0][0] == seen["image"][1][0] == server.records[7]["id"]  # found first, in both
     assert seen["like"][0][0] == seen["like"][1][0] == seen["like_target"]
     assert seen["legend"] == 4 and seen["inked"] > 200  # three categories + "other", and points drawn
+    assert ("Careful: " + expected[0]) in seen["method"]  # the map of a blind model's collection says so too
     shots = os.environ.get("SEARCH_SCREENSHOTS")
     if shots:  # to look at them: SEARCH_SCREENSHOTS=/some/folder pytest tests/test_search_page.py
         for name in ("search.png", "map.png"):

@@ -94,8 +94,9 @@ def duplicates(found: LoadedCollection, config: CurateConfig, log=print) -> list
     records, total = len(found.ids), len(found.ids) * (len(found.ids) - 1) // 2
     if hardly_tells_apart(passing, total, records):
         log(f"warning: {found.key}: {passing:,} of its {total:,} pairs ({passing / total:.0%}) are at or above "
-            f"similarity {config.threshold:g}: the model hardly tells these images apart, so this list says little "
-            "about duplicates (an untrained or collapsed model? index with another model, or raise --threshold)")
+            f"similarity {config.threshold:g}: the model hardly tells these images apart, so duplicates.csv and "
+            "suspects.csv (both read its similarities) say little (an untrained or collapsed model? index with "
+            "another model, or raise --threshold)")
     if passing > len(pairs):
         log(f"{found.key}: {passing:,} pairs at or above similarity {config.threshold:g}; duplicates.csv keeps "
             f"the {len(pairs):,} most similar (raise --threshold, or --max-pairs for more)")

@@ -21,6 +21,7 @@ from .search_api import SearchService, parse_query
 STATIC = {"/": ("search.html", "text/html; charset=utf-8"),
           "/static/search.js": ("search.js", "text/javascript; charset=utf-8"),
           "/static/places.js": ("places.js", "text/javascript; charset=utf-8"),
+          "/static/map.js": ("map.js", "text/javascript; charset=utf-8"),
           "/static/search.css": ("search.css", "text/css; charset=utf-8")}
 MAX_UPLOAD_BYTES = 20 * 2**20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
