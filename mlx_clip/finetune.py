@@ -72,8 +72,7 @@ def publish(run_dir, args: argparse.Namespace) -> None:
 
 def resume_hint(config: FinetuneConfig, resume: str | None) -> str:
     epoch = last_checkpoint_epoch(stopped_run(config, resume))
-    return "run again (no checkpoint was written)" if epoch is None else \
-        f"--resume continues after epoch {epoch}"
+    return "run again (no checkpoint was written)" if epoch is None else f"--resume continues after epoch {epoch}"
 
 
 def interrupted_line(config: FinetuneConfig | None, args: argparse.Namespace) -> str:

@@ -133,8 +133,8 @@ def _unreadable(data: bytes, index: int, count: int, model_id: str, reason: str)
     """The one line naming a bad item: its file when `embed-multi --files` read it, else its place."""
     path = _file_holding(data)
     if path is None:
-        where = f"the input ({len(data):,} bytes)" if count == 1 else \
-            f"item {index + 1} of {count} in this batch ({len(data):,} bytes)"
+        where = (f"the input ({len(data):,} bytes)" if count == 1 else
+                 f"item {index + 1} of {count} in this batch ({len(data):,} bytes)")
         return EmbeddingError(f"{model_id}: {where} is not a readable image ({reason})")
     # llm has no option to skip an item a plugin cannot embed: the run stops, earlier batches stay stored.
     return EmbeddingError(f"{model_id}: {path} is not a readable image ({reason}); fix or remove the file "

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .flags import add_config_arguments, apply, flag_of, from_dict, given, leaf_fields, margin_text, \
-    positive_int, setting, to_dict
+from .flags import (add_config_arguments, apply, flag_of, from_dict, given, leaf_fields, margin_text,
+                    positive_int, setting, to_dict)
 from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
 from .errors import InputError
@@ -233,8 +233,8 @@ def ignored_on_resume(given_config: FinetuneConfig, saved: FinetuneConfig) -> li
     saved run's value. Where the run's files and records come from is not a setting to compare."""
     defaults, ignored = FinetuneConfig(), []
     for path in leaf_fields(FinetuneConfig):
-        if path in ("runs_dir", "name", "data", "manifest", "sample.sample", "sample.margin") \
-                or (path.startswith("fetch.") and path != "fetch.id_field"):
+        if (path in ("runs_dir", "name", "data", "manifest", "sample.sample", "sample.margin")
+                or (path.startswith("fetch.") and path != "fetch.id_field")):
             continue
         value = _get(given_config, path)
         if value != _get(defaults, path) and value != _get(saved, path):

@@ -198,8 +198,8 @@ def shard_files(folder: Path) -> list[Path]:
     shards = []
     for name in names:
         shard = folder / str(name)
-        if not isinstance(name, str) or Path(name).name != name or name in (".", "..") \
-                or shard.resolve().parent != inside:
+        if (not isinstance(name, str) or Path(name).name != name or name in (".", "..")
+                or shard.resolve().parent != inside):
             raise InputError(f"{index}: names the shard {name!r} outside its folder; a shard is a file beside the index")
         if not shard.is_file():
             raise InputError(f"{shard}: missing shard named in {HF_INDEX}")

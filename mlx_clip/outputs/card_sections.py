@@ -46,8 +46,8 @@ def _count(value: Any) -> int | None:
 
 
 def _val_size(info: CardInfo) -> Any:
-    return first_value(info.metrics, "val_size", "n_val", "validation_size", "n") or \
-        first_value(info.data, "val", "val_size", "validation")
+    return (first_value(info.metrics, "val_size", "n_val", "validation_size", "n")
+            or first_value(info.data, "val", "val_size", "validation"))
 
 
 def metrics_section(info: CardInfo) -> list[str]:

@@ -111,8 +111,8 @@ def base_model_license(base_model: str | None) -> str | None:
 
 
 def _caption_templates(info: CardInfo) -> list[str]:
-    found = info.caption_templates or first_value(info.data, "caption_templates", "captions", "templates") \
-        or first_value(info.config, "caption_templates", "captions", "templates")
+    found = (info.caption_templates or first_value(info.data, "caption_templates", "captions", "templates")
+             or first_value(info.config, "caption_templates", "captions", "templates"))
     if isinstance(found, str):
         return [found]
     if isinstance(found, Mapping):  # e.g. {"templates": [...], "default": ...}

@@ -183,8 +183,8 @@ def memory_line(memory: dict[str, int], ram: int | None = None, gpu_budget: int 
     ram = ram or machine_ram()
     gpu_budget = gpu_budget or mx.device_info().get("max_recommended_working_set_size")
     rss, arrays = memory["max_rss_bytes"], memory.get("mlx_peak_bytes", memory["max_rss_bytes"])
-    verdict = "fits" if rss <= TIGHT * ram else \
-        "does NOT fit comfortably (try --lora 8, --grad-checkpoint or a smaller --batch-size)"
+    verdict = ("fits" if rss <= TIGHT * ram else
+               "does NOT fit comfortably (try --lora 8, --grad-checkpoint or a smaller --batch-size)")
     line = (f"estimated peak memory: {gib(rss)} process RSS ({gib(arrays)} MLX arrays) = {rss / ram:.0%} of this "
             f"machine's {gib(ram)} RAM: {verdict}")
     if gpu_budget:

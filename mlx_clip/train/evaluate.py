@@ -173,8 +173,8 @@ def single_label_note(labels: Sequence[str | None]) -> str | None:
     """Why zero-shot is skipped when every labelled image has the same label (it would be trivially 1.0)."""
     present = {label for label in labels if label}
     if len(present) == 1:
-        return f"zero-shot skipped: every labelled validation image has the label {next(iter(present))!r}, " \
-               "so it would be trivially 1.0"
+        return (f"zero-shot skipped: every labelled validation image has the label {next(iter(present))!r}, "
+                "so it would be trivially 1.0")
     return None
 
 

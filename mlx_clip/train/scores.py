@@ -29,8 +29,8 @@ def parts_of(details, key: str, image_ids: Sequence[str] | None = None,
     `per_image_captions` (runs whose caption templates differ), each image stands for its caption."""
     images = _image_keys(details, image_ids)
     if key == MEAN_R1:
-        i2t, t2i = parts_of(details, recall_key("i2t", 1), image_ids, per_image_captions), \
-            parts_of(details, recall_key("t2i", 1), image_ids, per_image_captions)
+        i2t, t2i = (parts_of(details, recall_key(direction, 1), image_ids, per_image_captions)
+                    for direction in ("i2t", "t2i"))
         return i2t + t2i if i2t and t2i else None
     if key == ZERO_SHOT:
         zs = details.zero_shot

@@ -108,8 +108,8 @@ def _read_cache(db: sqlite3.Connection, collection: LoadedCollection, digest: st
         return None
     method, _, k, coords, near, explained = row
     count = len(collection)
-    if not isinstance(k, int) or not 0 <= k < max(count, 1) or len(coords or b"") != count * 8 \
-            or len(near or b"") != count * k * 4:
+    if (not isinstance(k, int) or not 0 <= k < max(count, 1) or len(coords or b"") != count * 8
+            or len(near or b"") != count * k * 4):
         return None  # a damaged or foreign cache is recomputed, never trusted
     neighbours = np.frombuffer(near, dtype="<i4").reshape(count, k).astype(np.int32)
     if neighbours.size and (neighbours.min() < 0 or neighbours.max() >= count):

@@ -144,8 +144,8 @@ class SearchService:
             vector, asked = self.embed_text(found, query.text), {"q": query.text}
         else:
             raise InputError("give q=TEXT, like=RECORD_ID, or POST an image")
-        also = None if query.place is None else \
-            place_mask(self.coordinates[found.key], query.place, f"collection {found.key!r}")
+        also = (None if query.place is None else
+                place_mask(self.coordinates[found.key], query.place, f"collection {found.key!r}"))
         hits, kept = found.search(vector, query.k, query.filters, also)
         out = {"collection": found.key, "query": dict(asked, k=query.k, filters=query.filters),
                "records": len(found), "matched": kept,

@@ -100,8 +100,8 @@ def worst_section(before, after, thumbs, captions) -> str:
     for c in order:
         c = int(c)
         truth = int(np.flatnonzero(after.caption_of_image == c)[0])
-        rank_before = f"{int(before.ranks['t2i'][c])} → " if before is not None and before.ranks["t2i"].shape == \
-            after.ranks["t2i"].shape else ""
+        same_items = before is not None and before.ranks["t2i"].shape == after.ranks["t2i"].shape
+        rank_before = f"{int(before.ranks['t2i'][c])} → " if same_items else ""
         retrieved = "".join(_thumb(thumbs, int(i), captions, False) for i in _top_images(after, c, 4))
         out += (f'<div class="query"><div class="caption">“{esc(after.captions[c])}” — rank '
                 f"{rank_before}{int(after.ranks['t2i'][c])}</div><div class=row><span class=tag>correct</span>"
