@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io import write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval, too_few_text, words_for
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, change_text, score_text, words_for
 from ..train.evaluate import EvalDetails
 from ..train.metric_names import SCORE_KEYS, ci_key
 
@@ -139,19 +139,13 @@ def compare(folders: Sequence[str | Path]) -> dict:
 def _cell(entry: dict | None) -> str:
     """A score with its interval; the point alone on fewer than MIN_ITEMS items (2 query images
     bootstrap to [1.000, 1.000], which says nothing)."""
-    if entry is None:
-        return "-"
-    interval = shown_interval(entry["ci95"], entry.get("n"))
-    return f"{entry['value']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return "-" if entry is None else score_text(entry["value"], entry["ci95"], entry.get("n"))
 
 
 def _diff(entry: dict | None) -> str:
     if entry is None or "diff" not in entry:
         return ""
-    if entry["words"] == TOO_FEW:
-        return too_few_text(entry["diff"], entry["items"])
-    low, high = entry[ci_key("diff")]
-    return f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['words']}"
+    return change_text(entry["diff"], entry[ci_key("diff")], entry["items"])
 
 
 def _rows(result: dict) -> list[dict]:

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..outputs.run_paths import RunPaths
-from ..train.bootstrap import MIN_ITEMS, TOO_FEW, shown_interval
+from ..train.bootstrap import MIN_ITEMS, TOO_FEW, score_text
 from ..train.loss import chance_loss
 from ..train.metric_names import (I2I_QUERIES, I2I_R1, MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key, mean_rank_key,
                                   short_name)
@@ -192,8 +192,7 @@ def _epochs(numbers: list[int]) -> str:
 def test_line(test: dict) -> str:
     """The summary's held-out line: before -> after on the test set, with intervals."""
     def fmt(row: dict, key: str, items: int | None = None) -> str:
-        ci = shown_interval(row.get(ci_key(key)), items)
-        return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        return score_text(row[key], row.get(ci_key(key)), items)
 
     line = (f"held-out test ({test['size']} images, not used for training or picking the epoch): mean recall@1 "
             f"{fmt(test['before'], MEAN_R1)} before -> {fmt(test['after'], MEAN_R1)} after")

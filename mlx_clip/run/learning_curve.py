@@ -33,7 +33,7 @@ from ..io import write_json, write_text
 from ..models.clip import CLIP
 from ..outputs.run_paths import RunPaths
 from ..train import scores
-from ..train.bootstrap import TOO_FEW, shown_interval, too_few_text, words_for
+from ..train.bootstrap import TOO_FEW, change_text, score_text, shown_interval, words_for
 from ..train.evaluate import evaluate
 from ..train.metric_names import MEAN_R1, RETRIEVAL_RECALLS, ZERO_SHOT, ci_key
 from ..train.optim import make_optimizer
@@ -198,8 +198,7 @@ def distinguishable_at(points: Sequence[dict]) -> int | None:
 
 def _score_text(point: dict, key: str) -> str:
     """A score with its interval; the point alone on a validation set of fewer than MIN_ITEMS images."""
-    interval = shown_interval(point.get(ci_key(key)) or [math.nan, math.nan], point.get("val_size"))
-    return f"{point[key]:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return score_text(point[key], point.get(ci_key(key)) or [math.nan, math.nan], point.get("val_size"))
 
 
 def _point_line(point: dict, seconds: float) -> str:
@@ -213,10 +212,7 @@ def _point_line(point: dict, seconds: float) -> str:
 
 
 def _change_text(change: dict) -> str:
-    if change["words"] == TOO_FEW:
-        return too_few_text(change["change"], change["items"])
-    low, high = change["ci95"]
-    return f"{change['change']:+.3f} [{low:+.3f}, {high:+.3f}] {change['words']}"
+    return change_text(change["change"], change["ci95"], change["items"])
 
 
 def _curve_json(config, prepared, subsets, points, val_ids, threshold, survey, details: dict) -> dict:

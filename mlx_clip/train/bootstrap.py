@@ -116,6 +116,23 @@ def too_few_text(change: float, items: int) -> str:
     return f"{change:+.3f}, {TOO_FEW} ({items} items)"
 
 
+def signed_text(change: float, interval: Sequence[float]) -> str:
+    """A change with its paired interval: `+0.042 [+0.000, +0.125]`."""
+    return f"{change:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
+def change_text(change: float, interval: Sequence[float], items: int | None) -> str:
+    """A change as a line says it: with its interval and words, or the point alone on a handful."""
+    words = words_for(interval, items)
+    return too_few_text(change, items) if words == TOO_FEW else f"{signed_text(change, interval)} {words}"
+
+
+def score_text(value: float, interval: Sequence[float] | None, items: int | None) -> str:
+    """A score with its interval (`0.250 [0.100, 0.400]`), the point alone on a handful of items."""
+    shown = shown_interval(interval, items)
+    return f"{value:.3f}" + (f" [{shown[0]:.3f}, {shown[1]:.3f}]" if shown else "")
+
+
 def words_for(interval: Sequence[float] | None, items: int | None = None) -> str:
     """The only words a change may carry: they follow its interval, never the point estimate, and
     say nothing but TOO_FEW when it rests on fewer than MIN_ITEMS paired items."""

@@ -13,12 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import scores
-from .bootstrap import MIN_ITEMS, TOO_FEW, words_for
+from .bootstrap import MIN_ITEMS, TOO_FEW, signed_text, words_for
 from .metric_names import HEADLINE, ci_key
-
-
-def _signed(change: float, interval: Sequence[float]) -> str:
-    return f"{change:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
 
 def findings(before, after, keys: Sequence[str] = tuple(HEADLINE)) -> list[dict]:
@@ -44,7 +40,7 @@ def retention_finding(retention: dict | None) -> dict | None:
     return {"area": "retention", "key": "retention", "kept_percent": retention["kept_percent"],
             "at_chance": retention.get("at_chance", False),
             "regression": bool(worse), "out_of_domain": retention.get("out_of_domain", True),
-            "worse": [f"{s['measure']} {_signed(s['change'], s[ci_key('change')])}" for s in worse]}
+            "worse": [f"{s['measure']} {signed_text(s['change'], s[ci_key('change')])}" for s in worse]}
 
 
 def finding_text(found: dict, first: bool, where: str) -> str:

@@ -26,7 +26,7 @@ from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
 from ...models.clip import CLIP
 from ...io import write_text
-from ...train.bootstrap import TOO_FEW, shown_interval, too_few_text, words_for
+from ...train.bootstrap import TOO_FEW, shown_interval, signed_text, too_few_text, words_for
 from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
 from ...train.judging import Judging
@@ -132,7 +132,7 @@ def summary_section(history, best, before, after, has_test: bool) -> str:
         value, (low, high), paired = change
         words = words_for((low, high), paired)
         lines.append("change " + (too_few_text(value, paired) if words == TOO_FEW else
-                                  f"{value:+.3f} [{low:+.3f}, {high:+.3f}]: {words}") + " on this validation set")
+                                  f"{signed_text(value, (low, high))}: {words}") + " on this validation set")
     if ZERO_SHOT in first and ZERO_SHOT in last:
         was, now = before_after(ZERO_SHOT)
         lines.append(f"zero-shot accuracy: {was} → {now}")
@@ -203,7 +203,7 @@ def change_cell(change) -> Raw | str:
     if not change:
         return "–"
     value, (low, high), items = change
-    text, words = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", words_for((low, high), items)
+    text, words = signed_text(value, (low, high)), words_for((low, high), items)
     if words == TOO_FEW:
         return Raw(f'<span class="muted">{too_few_text(value, items)}</span>')
     return Raw(f'<span class="{words_class(words)}">{text}</span>')

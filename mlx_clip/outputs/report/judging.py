@@ -3,14 +3,10 @@ base model's general skill, and the WiSE-FT trade-off, each read from metrics.js
 
 from __future__ import annotations
 
-from ...train.bootstrap import TOO_FEW, too_few_text
+from ...train.bootstrap import TOO_FEW, signed_text, too_few_text
 from ...train.metric_names import MEAN_R1, ci_key
 from ..run_paths import RunPaths
 from .html import Raw, esc, img, png_file_uri, table, with_ci, words_class
-
-
-def _signed(change: float, interval) -> str:
-    return f"{change:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
 
 def verdict_section(metrics: dict, warnings: list[str]) -> str:
@@ -28,7 +24,7 @@ def verdict_section(metrics: dict, warnings: list[str]) -> str:
         elif found["words"] == TOO_FEW:
             text = f"{found['area']} ({found['measure']}): {too_few_text(found['change'], found['items'])}"
         else:
-            text = f"{found['area']} ({found['measure']}): {_signed(found['change'], found['ci95'])}, {found['words']}"
+            text = f"{found['area']} ({found['measure']}): {signed_text(found['change'], found['ci95'])}, {found['words']}"
         items.append(f'<li class="{cls}">{"<strong>" if found["regression"] else ""}{esc(text, limit=None)}'
                      f'{"</strong>" if found["regression"] else ""}</li>')
     items += [f'<li class="down"><strong>{esc(w, limit=None)}</strong></li>' for w in warnings]
@@ -54,7 +50,7 @@ def retention_section(metrics: dict) -> str:
                      with_ci(score["after"], score.get(ci_key("after"))),
                      "–" if score["kept_percent"] is None else
                      f"{score['kept_percent']:.0f} %" + (" (base at chance)" if score.get("at_chance") else ""),
-                     Raw(f'<span class="{cls}">{esc(_signed(score["change"], score[ci_key("change")]))} '
+                     Raw(f'<span class="{cls}">{esc(signed_text(score["change"], score[ci_key("change")]))} '
                          f'{esc(score["words"])}</span>')))
     note = "".join(f"<p><b>{esc(kept[key], limit=None)}</b></p>" for key in ("note", "chance_note") if kept.get(key))
     return (f"<h2>What it kept of the base model</h2><p class=muted>Out-of-domain material that ships with the "
