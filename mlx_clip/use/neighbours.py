@@ -26,7 +26,8 @@ def indistinct_share(matrix: np.ndarray, similarity: float = INDISTINCT_SIMILARI
     """(pairs at `similarity` or more, pairs, images) among a seeded sample of at most `rows` images."""
     count = len(matrix)
     pick = np.sort(np.random.default_rng(seed).choice(count, min(count, rows), replace=False))
-    sims = matrix[pick] @ matrix[pick].T
+    sample = matrix[pick]
+    sims = sample @ sample.T
     upper = np.triu_indices(len(pick), 1)
     return int((sims[upper] >= similarity).sum()), len(upper[0]), len(pick)
 
