@@ -11,7 +11,8 @@ The child reports the MLX peak (mx.get_peak_memory over a measured step: weights
 AdamW moments and activations) and the process's peak RSS.
 
 A case that would not fit must not take the machine down: the parent kills a child whose
-resident memory passes --limit-gib (polled with `ps`) or that runs past --timeout, and on
+resident memory passes --limit-gib (polled with `ps`; a child that ends first is judged by
+its own peak, which `wait4` reports) or that runs past --timeout, and on
 Linux the child also runs under RLIMIT_AS (the limit plus --address-slack-gib for libraries
 and thread stacks); such a case is reported as "did not fit" (or "timed out"), and the next
 one runs. A case whose weights, gradients and moments alone pass the limit is not started.
@@ -123,6 +124,15 @@ def rss_of(pid: int) -> int:
     return int(out) * 1024 if out.isdigit() else 0
 
 
+def reap(proc: subprocess.Popen) -> int | None:
+    """The ended child's peak resident bytes (its exit code set on `proc`); None while it runs."""
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if not pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # macOS: bytes; Linux: KiB
+
+
 def read(handle) -> str:
     handle.seek(0)
     text = handle.read()
@@ -151,22 +161,24 @@ def run_case(model_name: str, mode: str, args: argparse.Namespace) -> dict:
     proc = subprocess.Popen(command, stdout=out, stderr=err, text=True,
                             preexec_fn=limit_address_space if sys.platform.startswith("linux") else None)
     started, peak_seen, verdict = time.monotonic(), 0, None
-    while proc.poll() is None:
-        peak_seen = max(peak_seen, rss_of(proc.pid))
+    while True:
+        ended = reap(proc)  # the child's own peak once it ends: a peak between two polls counts too
+        peak_seen = max(peak_seen, ended if ended is not None else rss_of(proc.pid))
         if peak_seen > limit:
             verdict = "did not fit"
-        elif time.monotonic() - started > args.timeout:
+        elif ended is None and time.monotonic() - started > args.timeout:
             verdict = "timed out"
-        if verdict:
-            proc.kill()
+        if ended is not None or verdict:
             break
         time.sleep(0.25)
-    proc.wait()
+    if ended is None:
+        proc.kill()
+        proc.wait()
     stdout, stderr = (read(f) for f in (out, err))
     base["wall_seconds"] = round(time.monotonic() - started, 1)
     if verdict:
-        reason = f"resident memory passed the limit ({peak_seen / GIB:.2f} GiB seen)" if verdict == "did not fit" \
-            else f"ran past --timeout {args.timeout:g}s"
+        reason = (f"resident memory passed the limit ({peak_seen / GIB:.2f} GiB seen)" if verdict == "did not fit"
+                  else f"ran past --timeout {args.timeout:g}s")
         return dict(base, status=verdict, reason=reason, rss_seen_bytes=peak_seen)
     if proc.returncode == 0:
         return dict(base, **json.loads(stdout.strip().splitlines()[-1]))
