@@ -8,6 +8,9 @@ and what runs/NAME/config.json holds (so `finetune.py --config runs/NAME/config.
       locks:   LockConfig    (models/trainable.py)
       lora:    LoraConfig    (models/lora.py)
       augment: AugmentConfig (data/stream.py)
+
+Every part is a frozen dataclass: a run resolves its settings with `dataclasses.replace`, so no
+step changes what another step (or the saved config.json) already read.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def _prompts(given_prompts: list[str]) -> str | list[str]:
     return given_prompts[0] if len(given_prompts) == 1 else given_prompts
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
     """Which records a run (or fetch.py) draws: all, a random sample, or one sized by a margin of error."""
 
@@ -60,7 +63,7 @@ class SampleConfig:
         return self.sample is not None or self.margin is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Everything a run depends on; written to runs/NAME/config.json."""
 
@@ -121,7 +124,9 @@ class FinetuneConfig:
         """The tree from a nested dict (a --config file, a run's config.json) or from the flat
         config.json of runs made before the tree; a run's `resolved` facts are skipped."""
         data = {k: v for k, v in data.items() if k != "resolved"} if isinstance(data, dict) else data
-        return from_dict(cls, nest_legacy(data) if is_legacy(data) else data, where)
+        if is_legacy(data):
+            data = nest_legacy(data)
+        return from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         """The nested JSON-ready dict that runs/NAME/config.json holds."""

@@ -2,6 +2,7 @@
 work (before the data step and any download), and the config is never changed by checking it."""
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -37,3 +38,14 @@ def test_checking_changes_nothing():
     before = copy.deepcopy(config)
     config.check()
     assert config == before
+
+
+@pytest.mark.parametrize("part", ["", "sample", "fetch", "optim", "locks", "lora", "augment"])
+def test_a_config_cannot_be_changed_in_place(part):
+    """Every settings dataclass is frozen: a run resolves its config by `replace`, so no step can
+    change the settings another step (or config.json) already read."""
+    config = FinetuneConfig()
+    node = getattr(config, part) if part else config
+    field = dataclasses.fields(node)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(node, field, getattr(node, field))

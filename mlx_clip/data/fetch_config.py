@@ -36,7 +36,7 @@ image_path`` is simply rewritten relative to the manifest.
 RECORDS_GROUP = "records and sample"  # the argument group of the fields that read the records
 
 
-@dataclass
+@dataclass(frozen=True)
 class FetchConfig:
     """Where to put the images and how to fetch them (fetch.py's and finetune.py's download flags)."""
 
@@ -103,7 +103,7 @@ class FetchConfig:
         return self.out / (self.list_prefix + MANIFEST_NAME), self.out / (self.list_prefix + FAILURES_NAME)
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        object.__setattr__(self, "out", Path(self.out))  # a str from a settings file or a caller
         for name in ("connect_timeout", "read_timeout", "deadline"):
             value = getattr(self, name)
             if not (value is None and name == "connect_timeout") and not value > 0:

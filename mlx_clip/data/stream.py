@@ -33,7 +33,7 @@ from ..models.preprocess import ImageProcessor
 SCALE, LOG_RATIO, U, V, HFLIP, VFLIP, ANGLE, BRIGHT, CONTRAST, SATUR = range(10)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentations: random resized crop, flips, rotation, colour jitter."""
 

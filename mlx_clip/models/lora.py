@@ -32,7 +32,7 @@ def target_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraConfig:
     """Low-rank adapters instead of full fine-tuning (0: off)."""
 

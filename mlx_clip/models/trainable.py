@@ -15,7 +15,7 @@ from .lora import ALL_LOCKED, LoraConfig, add_adapters
 from .model import CLIPModel, set_grad_checkpoint
 
 
-@dataclass
+@dataclass(frozen=True)
 class LockConfig:
     """Which towers to freeze, and how many of their last layers to train anyway."""
 

@@ -124,12 +124,12 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
         run_dir = runs_dir / config.name if config.name else latest_run(runs_dir)
         checkpoint = resolve_checkpoint("latest", RunPaths(run_dir).checkpoints)
     saved = json.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
-    resumed = FinetuneConfig.from_dict(saved)
-    resumed.runs_dir, resumed.name = str(run_dir.parent), check_run_name(run_dir.name, "--resume's run folder")
+    resumed = replace(FinetuneConfig.from_dict(saved), runs_dir=str(run_dir.parent),
+                      name=check_run_name(run_dir.name, "--resume's run folder"))
     recorded = (saved.get("resolved") or {}).get("manifest")
     if recorded and Path(recorded).is_file():  # the same records and split, never a new fetch
-        resumed.manifest, resumed.fetch = recorded, FetchConfig(id_field=resumed.fetch.id_field)
-        resumed.sample = replace(resumed.sample, sample=None, margin=None)
+        resumed = replace(resumed, manifest=recorded, fetch=FetchConfig(id_field=resumed.fetch.id_field),
+                          sample=replace(resumed.sample, sample=None, margin=None))
     return resumed, checkpoint
 
 

@@ -24,7 +24,7 @@ def no_weight_decay(path: str, _array: mx.array | None = None) -> bool:
     return bool(_NO_DECAY.search(path)) and not path.endswith("patch_embedding.weight")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW and its learning-rate schedule (the steps are known once the split is)."""
 
