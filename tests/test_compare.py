@@ -137,7 +137,7 @@ def test_different_base_models_are_allowed_but_said(runs, tmp_path, capsys):
     assert "different base models" in printed and "someone/else" in printed
 
 
-def test_runs_with_no_caption_in_common_pair_the_images_and_say_so(runs, tiny_hf, shapes_manifest, tmp_path, capsys):
+def test_runs_with_other_captions_pair_the_images_and_say_so(runs, tiny_hf, shapes_manifest, tmp_path, capsys):
     """Another caption template: t2i differences pair each test image's own caption rank, and the
     console says why a difference need not be the gap between the per-caption scores."""
     from mlx_clip.run.compare_runs import load_run
@@ -149,13 +149,40 @@ def test_runs_with_no_caption_in_common_pair_the_images_and_say_so(runs, tiny_hf
             "--val-fraction", "0.15", "--test-fraction", "0.3", "--epochs", "0", "--no-progress"]
     assert finetune.main(argv) == 0
     result, printed, _ = _result(capsys, runs["trained"], tmp_path / "shape_only", out=tmp_path / "cmp")
-    assert "shape_only shares no test caption with trained, so its t2i and mean_R@1 differences pair" in printed
+    assert "shape_only ranks other test captions than trained, so its t2i and mean_R@1 differences pair" in printed
     first, other = load_run(runs["trained"]), load_run(tmp_path / "shape_only")
-    assert not scores.shares_captions(first.details, other.details)
+    assert not scores.same_captions(first.details, other.details)
     for key in ("t2i_R@1", MEAN_R1):
         expected = paired_change(scores.parts_of(first.details, key, first.record_ids, True),
                                  scores.parts_of(other.details, key, other.record_ids, True))
         entry = result["runs"][1]["metrics"][key]
         assert entry["diff"] == pytest.approx(expected[0]) and entry["items"] == expected[2]
     _, printed, _ = _result(capsys, runs["base"], runs["trained"], out=tmp_path / "cmp2")
-    assert "shares no test caption" not in printed
+    assert "other test captions" not in printed
+
+
+def _details(captions: list[str], t2i_hits: list[bool]):
+    """An evaluation of len(captions) images, one distinct caption each, the given t2i hits at 1."""
+    from mlx_clip.train.evaluate import EvalDetails
+
+    n = len(captions)
+    t2i = np.where(np.asarray(t2i_hits), 1, 5)
+    return EvalDetails(np.zeros((n, 2)), np.zeros((n, 2)), list(captions), np.arange(n),
+                       {"i2t": np.full(n, 3), "t2i": t2i})
+
+
+def test_captions_two_templates_happen_to_share_do_not_narrow_the_pairing():
+    """Two templates whose captions coincide on a few records (a field empty there): the t2i
+    change pairs all 30 test images, not the 5 shared captions, so it is the gap between the
+    two scores (one distinct caption per image here)."""
+    from mlx_clip.train import scores
+
+    ids = [f"r{i}" for i in range(30)]
+    before = _details([f"coin {i}" + (f", found at site {i}" if i >= 5 else "") for i in range(30)],
+                      [i < 6 for i in range(30)])
+    after = _details([f"coin {i}" for i in range(30)], [i < 3 or i >= 20 for i in range(30)])
+    assert not scores.same_captions(before, after) and scores.same_captions(before, before)
+    diff, interval, items = scores.change(before, after, "t2i_R@1", ids, ids)
+    assert items == 30 and diff == pytest.approx(13 / 30 - 6 / 30)
+    diff, interval, items = scores.change(before, after, MEAN_R1, ids, ids)
+    assert items == 30 and diff == pytest.approx((13 / 30 - 6 / 30) / 2)

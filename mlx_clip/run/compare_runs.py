@@ -7,7 +7,7 @@ are computed exactly as finetune computed them (mlx_clip.train.scores: same func
 so compare prints the figures of the run's metrics.json); each later run's difference from the
 first resamples the same test items for both (a paired bootstrap), which is much tighter than
 comparing two separate intervals. Test images pair by record id, captions by their text; when
-two runs' caption templates differ (no caption in common), each image stands for its caption.
+two runs rank other captions (other templates), each image stands for its own caption.
 The first run's starting model (eval_test_before.npz) is shown as a "base model" row.
 """
 
@@ -89,9 +89,9 @@ def notes(runs: Sequence[RunResult]) -> list[str]:
     if len({tuple(r.captions) for r in runs}) > 1:
         out.append("note: the runs use different caption templates; retrieval is scored against each run's own "
                    "test captions (the same images), zero-shot against the same label prompts")
-    apart = [r.folder.name for r in runs[1:] if not scores.shares_captions(runs[0].details, r.details)]
+    apart = [r.folder.name for r in runs[1:] if not scores.same_captions(runs[0].details, r.details)]
     if apart:
-        out.append(f"note: {', '.join(apart)} shares no test caption with {runs[0].folder.name}, so its t2i and "
+        out.append(f"note: {', '.join(apart)} ranks other test captions than {runs[0].folder.name}, so its t2i and "
                    "mean_R@1 differences pair the test images (each image's own caption, ranked in its own run); "
                    "the scores count each distinct caption once, so a difference need not equal their gap")
     return out

@@ -77,14 +77,14 @@ def change(before, after, key: str, before_ids: Sequence[str] | None = None,
            after_ids: Sequence[str] | None = None) -> tuple[float, list[float], int] | None:
     """(after - before, paired 95 % interval, items paired) of score `key` between two evaluations
     of the same items (the count is what bootstrap.words_for needs to say "too few to tell");
-    captions pair by text, and when the two caption sets share none (other templates), each image
-    stands for its caption on both sides."""
-    per_image = not shares_captions(before, after) and (key.startswith("t2i") or key == MEAN_R1)
+    captions pair by text when both evaluations have the same captions, and otherwise (other
+    templates) each image stands for its own caption on both sides: pairing the few captions two
+    templates happen to share (a field empty in some records) would judge a biased handful."""
+    per_image = not same_captions(before, after) and (key.startswith("t2i") or key == MEAN_R1)
     b, a = parts_of(before, key, before_ids, per_image), parts_of(after, key, after_ids, per_image)
     return paired_change(b, a) if b and a else None
 
 
-def shares_captions(before, after) -> bool:
-    """Whether two evaluations have any caption text in common (else their t2i changes pair images)."""
-    return np.intersect1d(np.asarray(before.captions, dtype=object),
-                          np.asarray(after.captions, dtype=object)).size > 0
+def same_captions(before, after) -> bool:
+    """Whether two evaluations rank the same distinct captions (else their t2i changes pair images)."""
+    return set(before.captions) == set(after.captions)
