@@ -251,3 +251,40 @@ def test_help_is_the_same_from_every_way_in_and_takes_fetchs_flags(capsys, monke
     for flag in ("--url-field", "--path-field", "--id-field", "--max-side", "--timeout", "--images", "--parquet"):
         assert flag in as_module
     assert "--out FILE.db" in as_module and "output folder for manifest.jsonl" not in as_module
+
+
+def test_a_field_typo_or_a_taken_llm_name_is_said_before_any_image_is_fetched(tmp_path, tiny_hf, user_dir,
+                                                                              fetch_server, capsys):
+    """A --label-field, --title-field or link-template field no record has, and a collection name
+    llm gives another model, are each one line naming the file or the name, before a single image
+    is requested; the index file gets no collection and llm no registration from a refused run."""
+    from mlx_clip import registry
+
+    for record_id in PICKED:
+        fetch_server.images[f"{record_id}.png"] = (EMOJI / "images" / "1f44d.png").read_bytes()
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({"id": rid, "title": f"emoji {rid}", "type": "sign",
+                                           "url": fetch_server.url(f"/img/{rid}.png")}) + "\n"
+                               for rid in PICKED), encoding="utf-8")
+    db = tmp_path / "c.db"
+
+    def refused(*flags: str) -> str:
+        code = main(["--model", str(tiny_hf), "--data", str(records), "--out", str(db), "--no-progress", *flags])
+        assert code == 2
+        return capsys.readouterr().err.strip()
+
+    for flags, said in [(("--label-field", "typ"), f"{records}: --label-field 'typ': no record has this field"),
+                        (("--title-field", "titel"), f"{records}: --title-field 'titel': no record has this field"),
+                        (("--link-template", "https://m.example/{uid}"),
+                         f"{records}: --link-template field 'uid': no record has this field")]:
+        assert refused("--collection", "finds", *flags) == f"error: {said}"
+    registry.register_model("taken", str(EMOJI), replace=True, validate=False)  # another model holds the name
+    assert "mlx-clip/taken is registered for" in refused("--collection", "taken", "--label-field", "type")
+    assert sum(fetch_server.hits.values()) == 0 and not (tmp_path / "c_images").exists()
+    with IndexFile(db) as index_file:
+        assert index_file.collections() == {}
+    assert set(registry.read_registry()) == {"taken"}
+
+    assert main(["--model", str(tiny_hf), "--data", str(records), "--out", str(db), "--no-progress",
+                 "--collection", "finds", "--label-field", "type"]) == 0  # the same, spelled right
+    assert sum(fetch_server.hits.values()) == len(PICKED) and len(rows(db, "finds")) == len(PICKED)

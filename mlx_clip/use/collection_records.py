@@ -18,9 +18,9 @@ from ..data.dataset import is_manifest, read_manifest
 from ..data.fetch_config import FAILURES_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig
 from ..data.image_files import sha256_hex
 from ..data.imagefolder import FILE_COLUMN, metadata_file
-from ..data.records import MISSING, get_field
+from ..data.records import get_field
 from ..errors import InputError
-from .record_link import record_link
+from .record_link import check_link_template, record_link
 
 TITLE_FIELDS = ("title", "name", "caption", "label", "description")
 """Fields tried, in order, for a record's title when --title-field is not given."""
@@ -35,9 +35,13 @@ class Entry:
     metadata: dict[str, Any]
 
 
-def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any]) -> tuple[Path, Path | None]:
-    """(manifest of every usable record, fetch's failures file or None): fetching what is missing."""
+def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any],
+                        check: Callable[[list[dict], Path], None] = lambda records, where: None
+                        ) -> tuple[Path, Path | None]:
+    """(manifest of every usable record, fetch's failures file or None): fetching what is missing.
+    `check(records, file)` sees a records file's records before a single image is fetched."""
     from ..data.fetcher import fetch_records
+    from ..data.records import load_records
 
     if data.is_dir():
         if is_manifest(data / MANIFEST_NAME) and not fetch.path_field:
@@ -52,8 +56,10 @@ def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any
         records = data
     if Path(fetch.out).resolve() == Path(records).resolve().parent and Path(records).name == MANIFEST_NAME:
         raise InputError(f"{records}: is the manifest the fetch would rewrite; pass another --images")
+    loaded = load_records(records, fetch.encoding)
+    check(loaded.records, loaded.path)
     log(f"fetching every record's image from {records} into {fetch.out} (files already there are kept)")
-    summary = fetch_records(records, fetch, sample=None, log=log)
+    summary = fetch_records(records, fetch, sample=None, log=log, loaded=loaded)
     log(str(summary))
     return summary.manifest_path, summary.failures_path
 
@@ -63,13 +69,31 @@ def _failures_beside(manifest: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def read_entries(manifest: Path, title_field: str | None, link_template: str | None,
-                 id_field: str | None = None) -> list[Entry]:
-    """The manifest's records as entries; a title field or link placeholder no record has is one line."""
+@dataclass(frozen=True)
+class EntryFields:
+    """The fields index.py is told to read from every record (each named by a flag)."""
+
+    title_field: str | None = None
+    link_template: str | None = None
+    label_field: str | None = None
+
+    def check(self, records: list[dict], where: Path) -> None:
+        """A field these flags name that no record in `where` has is one line: a typo is said
+        before 72,000 images are fetched, not after."""
+        named = [("--title-field", self.title_field), ("--label-field", self.label_field)]
+        named += [("--link-template field", name) for name in (check_link_template(self.link_template)
+                                                          if self.link_template else [])]
+        for flag, name in named:
+            if name and all(get_field(r, name, None) in (None, "") for r in records):
+                raise InputError(f"{where}: {flag} {name!r}: no record has this field")
+
+
+def read_entries(manifest: Path, fields: EntryFields, id_field: str | None = None) -> list[Entry]:
+    """The manifest's records as entries; a field the flags name that no record has is one line."""
     items = read_manifest(manifest, id_field)
     records = [item.record for item in items]
-    if title_field and all(get_field(r, title_field, MISSING) is MISSING for r in records):
-        raise InputError(f"{manifest}: --title-field {title_field!r}: no record has this field")
+    fields.check(records, manifest)
+    title_field, link_template = fields.title_field, fields.link_template
     title_field = title_field or next((f for f in TITLE_FIELDS if any(f in r for r in records)), None)
     entries, seen = [], set()
     for number, item in enumerate(items, 1):

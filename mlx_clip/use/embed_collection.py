@@ -1,9 +1,11 @@
 """index: embed every record of a collection into an index file (use/store.py, llm's own schema).
 
 The steps, each checked before the next costs time: the index file opens (an unreadable one is
-refused), the model loads and its collection opens (a model of another family or size is
-refused), the model is registered for llm, every record's image is fetched (fetch's rules; a
-failed one is listed, not fatal), then only what is new or changed is embedded: a row's
+refused), the model loads, its collection is checked (a model of another family or size is
+refused, as is a name llm gives another model), the records are read and the fields the flags
+name checked, every record's image is fetched (fetch's rules; a failed one is listed, not
+fatal), and only then is anything written: the collection opens, the model is registered for
+llm, and only what is new or changed is embedded: a row's
 content_hash is a digest of its image's identity and the model's, so a second run embeds
 nothing, a changed image or new weights re-embed, and records gone from the records file leave
 the collection. Images decode on background threads while the model embeds, and each batch's
@@ -23,14 +25,14 @@ import mlx.core as mx
 import numpy as np
 
 from ..data.fetch_config import FetchConfig
-from ..data.records import get_field_or_none
 from ..errors import InputError
 from ..io import write_jsonl
 from ..models.family import family_of
 from ..progress import Progress
-from .collection_records import Entry, collection_manifest, fill_missing_identities, read_entries, stale_ids
+from .collection_records import (Entry, EntryFields, collection_manifest, fill_missing_identities, read_entries,
+                                 stale_ids)
 from ..data.decode_threads import DEFAULT_THREADS, image_pixels, ordered_map
-from .index_model import collection_name, model_identity, register_for_llm, resolve_model
+from .index_model import check_llm_name, collection_name, model_identity, register_for_llm, resolve_model
 from .record_link import check_link_template
 from .store import CollectionInfo, IndexFile
 
@@ -115,13 +117,14 @@ def build_index(settings: IndexSettings, log: Callable[[str], Any] = print) -> I
             records_source=str(Path(settings.data).resolve()), link_template=settings.link_template,
             label_field=settings.label_field, title_field=settings.title_field,
             created=old[1].created if old else time.time())
-        cid = index.open_collection(info)  # refuses a model that would mix vectors
+        index.check_collection(info)  # a model that would mix vectors, said before any fetch
+        check_llm_name(name, chosen.source)  # ... and a name llm gives another model
+        fields = EntryFields(settings.title_field, settings.link_template, settings.label_field)
+        manifest, fetch_failures = collection_manifest(Path(settings.data), settings.fetch, log, fields.check)
+        entries = fill_missing_identities(read_entries(manifest, fields, settings.fetch.id_field))
+        cid = index.open_collection(info)  # written only now: a refused run leaves the index as it was
         log(f"collection {name!r} in {settings.out}: {info.family}, {info.dimensions} dimensions, from {chosen.source}")
         register_for_llm(name, chosen.source)
-        manifest, fetch_failures = collection_manifest(Path(settings.data), settings.fetch, log)
-        entries = fill_missing_identities(read_entries(manifest, settings.title_field, settings.link_template,
-                                                       settings.fetch.id_field))
-        _check_label_field(entries, settings.label_field, manifest)
         identity = model_identity(model, chosen.folder)
         hashes = {e.record_id: hashlib.sha256(identity + e.image_identity.encode()).digest() for e in entries}
         stored = index.content_hashes(cid)
@@ -238,6 +241,3 @@ def _refresh_fields(index: IndexFile, cid: int, entries: list[Entry]) -> None:
         index.update_fields(cid, [(e.record_id, e.title, e.metadata) for e in entries[start:start + WRITE_CHUNK]])
 
 
-def _check_label_field(entries: list[Entry], label_field: str | None, manifest: Path) -> None:
-    if label_field and not any(get_field_or_none(e.metadata, label_field) not in (None, "") for e in entries):
-        raise InputError(f"{manifest}: --label-field {label_field!r}: no record has this field")

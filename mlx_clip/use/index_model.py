@@ -67,9 +67,9 @@ def model_identity(model, folder: Path) -> bytes:
     return digest.digest()
 
 
-def register_for_llm(name: str, source: str) -> str:
-    """Register `source` as mlx-clip/NAME (already loaded here, so not loaded again); refuses to
-    repoint a NAME that another model holds, which would silently break that model's collections."""
+def check_llm_name(name: str, source: str) -> None:
+    """Refuse a NAME whose mlx-clip/NAME llm gives another model: repointing it would silently
+    break that model's collections. Writes nothing (said before any fetch)."""
     try:
         current = registry.read_registry().get(name)
     except InputError as err:
@@ -77,4 +77,10 @@ def register_for_llm(name: str, source: str) -> str:
     if current is not None and current.source != registry.resolve_source(source)[0]:
         raise InputError(f"mlx-clip/{name} is registered for {current.source}, not this model; pass another "
                          f"--collection (or: llm mlx-clip register {name} {source} --replace)")
+
+
+def register_for_llm(name: str, source: str) -> str:
+    """Register `source` as mlx-clip/NAME (already loaded here, so not loaded again), after
+    check_llm_name."""
+    check_llm_name(name, source)
     return registry.register_model(name, source, replace=True, validate=False).model_id

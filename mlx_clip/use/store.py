@@ -144,24 +144,32 @@ class IndexFile:
             raise InputError(f"{self.path}: no collection {name!r} (collections: {have})")
         return found[name]
 
-    def open_collection(self, info: CollectionInfo) -> int:
-        """The collection's id, creating it; refuses to add one model's vectors to another's collection."""
+    def check_collection(self, info: CollectionInfo) -> None:
+        """Refuse to add one model's vectors to another's collection, or to take a collection
+        another tool made; writes nothing."""
         existing = self.collections().get(info.name)
         if existing:
-            cid, old = existing
+            old = existing[1]
             if not old.same_model(info):
                 raise InputError(
                     f"{self.path}: collection {info.name!r} holds {old.family} vectors of {old.dimensions} "
                     f"dimensions from {old.model_source}; this model ({info.family}, {info.dimensions}, "
                     f"{info.model_source}) would mix vectors: pass another --collection or --out")
+        elif self.db.execute("SELECT 1 FROM collections WHERE name = ?", (info.name,)).fetchone():
+            raise InputError(f"{self.path}: collection {info.name!r} was made by another tool (llm "
+                             "embed-multi?); pass another --collection")
+
+    def open_collection(self, info: CollectionInfo) -> int:
+        """The collection's id, creating it (after check_collection)."""
+        self.check_collection(info)
+        existing = self.collections().get(info.name)
+        if existing:
+            cid = existing[0]
             with self.db:
                 self.db.execute("UPDATE collections SET model = ? WHERE id = ?", (info.model_id, cid))
                 self.db.execute(f'UPDATE "{INFO_TABLE}" SET info = ? WHERE collection_id = ?',
                                 (json.dumps(asdict(info)), cid))
             return cid
-        if self.db.execute("SELECT 1 FROM collections WHERE name = ?", (info.name,)).fetchone():
-            raise InputError(f"{self.path}: collection {info.name!r} was made by another tool (llm "
-                             "embed-multi?); pass another --collection")
         with self.db:
             cid = self.db.execute("INSERT INTO collections (name, model) VALUES (?, ?)",
                                   (info.name, info.model_id)).lastrowid
