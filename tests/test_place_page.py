@@ -82,7 +82,7 @@ def test_the_place_filter_and_the_findspot_map(server, tmp_path):
 
     seen = drive_page(server.url + "/", script, timeout=120)
     assert seen["errors"] == []
-    assert seen["note"].startswith("26 of 30 records have coordinates (findspot.lat, findspot.lon); the 4 without")
+    assert seen["note"].startswith("26 of 30 records have coordinates (findspot.lat, findspot.lon); the 4 without them never pass a place filter")
     assert sorted(seen["athens"]) == sorted(ids[:10])
     assert "26 of 30 records have coordinates" in seen["method"] and "equirectangular" in seen["method"]
     assert seen["legend"][:3] == ["Athens (10)", "Corinth (10)", "Knossos (6)"]

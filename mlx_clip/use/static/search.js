@@ -128,7 +128,7 @@ async function loadFacets() {
   $("place-box").hidden = !places;
   if (places) {
     $("place-note").textContent = `${places.with} of ${info.records} records have coordinates (${places.lat_field}, ` +
-      `${places.lon_field}); the ${info.records - places.with} without never pass a place filter. ` +
+      `${places.lon_field}); the ${info.records - places.with} without them never pass a place filter. ` +
       "Or click a point on the map's findspot layout.";
   }
 }
