@@ -125,7 +125,8 @@ def test_stuck_warning_after_warmup_only():
 
 
 def test_stuck_epochs_a_later_epoch_left_behind_are_one_line():
-    """The tour's run: epochs 1-3 at chance, then learning. Its record says so once, not as stuck."""
+    """The tour's run: epochs 1-3 at chance, then learning. Its record says so once, not as stuck;
+    a run stuck to its end is one line too, not one per epoch."""
     from mlx_clip.run.console import run_warnings
 
     def row(epoch, stuck):
@@ -137,8 +138,11 @@ def test_stuck_epochs_a_later_epoch_left_behind_are_one_line():
     assert run_warnings(late, {"epoch": 5}) == [
         "warning: epochs 1-3: the training loss after warmup stayed at chance level; it fell below from epoch 4, "
         "so the model learned late (a higher --lr may get there sooner)"]
-    still = [start, row(1, False), row(2, True), row(3, True)]  # stuck at the end: every epoch's own line
-    assert run_warnings(still, {"epoch": 3}) == [still[2]["warning"], still[3]["warning"]]
+    still = [start, row(1, False), row(2, True), row(3, True)]  # stuck at the end: which epochs, and the last's line
+    assert run_warnings(still, {"epoch": 3}) == ["warning: epochs 2-3 stayed at chance level; epoch 3: ... stays at "
+                                                 "chance level"]
+    once = [start, row(1, False), row(2, True)]
+    assert run_warnings(once, {"epoch": 2}) == [once[2]["warning"]]
     gaps = [start, row(1, True), row(2, False), row(3, True), row(4, False)]
     assert run_warnings(gaps, {"epoch": 4})[0].startswith("warning: epochs 1, 3: ")
 

@@ -166,16 +166,20 @@ def below_start_warning(history: list[dict], best: dict, test: dict | None = Non
 
 def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> list[str]:
     """Every warning of a run (stuck epochs, a result below the start), for metrics, report and card.
-    Stuck epochs that a later epoch left behind (its loss fell below chance) are one line that says
-    so: the console printed each as it happened, but the run's record must not read as stuck."""
+    The console printed each stuck epoch as it happened; the run's record says them in one line:
+    left behind by a later epoch (its loss fell below chance), that the model learned late; still
+    stuck at the end, which epochs and the last one's own figures and advice."""
     trained = [row for row in history if row.get("epoch", 0) > 0]
     stuck = [row["epoch"] for row in trained if row.get("warning")]
     if stuck and trained[-1]["epoch"] not in stuck:
         recovered = next(row["epoch"] for row in trained if row["epoch"] > stuck[-1])
         warnings = [f"warning: {_epochs(stuck)}: the training loss after warmup stayed at chance level; it fell "
                     f"below from epoch {recovered}, so the model learned late (a higher --lr may get there sooner)"]
+    elif len(stuck) > 1:
+        last = trained[-1]["warning"].removeprefix("warning: ")
+        warnings = [f"warning: {_epochs(stuck)} stayed at chance level; {last}"]
     else:
-        warnings = [row["warning"] for row in history if row.get("warning")]
+        warnings = [row["warning"] for row in trained if row.get("warning")]
     below = below_start_warning(history, best, test)
     return warnings + ([below] if below else [])
 
