@@ -1,4 +1,5 @@
-"""The one atomic write: every file the package writes goes through `atomic_file`.
+"""The one atomic write (every file the package writes goes through `atomic_file`), and the one
+guarded open for files someone else named (`open_regular`).
 
 A reader (or a run started after a crash) sees the old file or the new one, never half of
 one: the bytes go to `NAME.<random>.part` in the same folder (so the rename stays on one file
@@ -12,18 +13,44 @@ the fetcher).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import stat
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, BinaryIO, Iterable, Iterator
 
 import mlx.core as mx
 
 from .errors import InputError
 
 PART_SUFFIX = ".part"
+
+
+class NotARegularFile(OSError):
+    """A path naming a FIFO, a device or a socket: reading it could block forever or never end."""
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """`path` opened for binary reading, refused before a byte is read unless it is a regular file.
+
+    A file named by someone else's manifest, index or model folder may be a FIFO (an open would
+    wait forever for its writer, so the open here never waits) or /dev/zero (a read would never
+    end). Raises FileNotFoundError, IsADirectoryError, NotARegularFile or another OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def flush_to_disk(handle: IO) -> None:

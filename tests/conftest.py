@@ -11,6 +11,16 @@ import mlx_clip  # noqa: E402,F401  (first: puts OpenBLAS under MLX on Linux)
 from clip_fixtures import make_hf_clip, write_openai_vocab  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_llm_settings(tmp_path_factory):
+    """No test writes the user's own llm settings: index.py, --register and the plugin register
+    models there (a test's own `LLM_USER_PATH` still wins inside it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LLM_USER_PATH", str(tmp_path_factory.mktemp("llm-user")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def openai_vocab(tmp_path_factory) -> Path:
     """A folder with OpenAI CLIP's real vocab.json and merges.txt."""

@@ -100,7 +100,25 @@ def test_a_records_file_that_would_never_end_or_not_fit_is_refused_before_readin
     big = tmp_path / "big.json"
     big.write_text(json.dumps([{"id": i, "title": "x" * 50} for i in range(40)]))
     monkeypatch.setattr(records, "MAX_RECORDS_BYTES", 1 << 10)
-    monkeypatch.setattr(records.os, "fdopen", lambda *a, **k: pytest.fail("read past the size check"))
+    opened = records.open_regular
+
+    class Unread:  # the opened file, whose bytes the size check must not reach
+        def __init__(self, path):
+            self.handle = opened(path)
+
+        def fileno(self):
+            return self.handle.fileno()
+
+        def read(self, *args):
+            pytest.fail("read past the size check")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(records, "open_regular", Unread)
     with pytest.raises(InputError, match=r"big.json: 0.0 GiB is more than the 0 GiB a records file may have"):
         read_records(big)
 

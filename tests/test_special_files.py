@@ -54,3 +54,56 @@ def test_reading_a_local_file_stops_at_the_deadline(tmp_path, monkeypatch):
     with pytest.raises(ImageProblem, match="deadline"):
         local_images.read_local_file(path, deadline=15)
     assert local_images.read_local_file(path, deadline=None) == b"x" * (3 << 20)
+
+
+def _in_time(work, seconds: float = 30):
+    """work() in a thread: a read that blocked on a FIFO would hang the test, not fail it."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = work()
+        except Exception as err:  # noqa: BLE001  (the test reads what was raised)
+            result["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked on a special file"
+    return result
+
+
+def test_special_files_named_by_someone_elses_files_are_refused_not_waited_on(tmp_path, tiny_hf):
+    """Paths that a manifest, an index or a model folder from someone else names: the one image
+    opener (embed_images, the index, thumbnails, evaluation), a manifest's image the index hashes
+    and a model's weights file are refused in one line when they are a FIFO or a device."""
+    import mlx_clip
+    from mlx_clip.errors import InputError
+    from mlx_clip.index import main as index_main
+    from mlx_clip.models.image_open import open_image_bounded
+    from mlx_clip.models.weights import read_header
+
+    os.mkfifo(tmp_path / "pipe.png")
+    good = tmp_path / "good.png"
+    good.write_bytes(encoded(Image.fromarray(picture(64, 48)), "PNG"))
+    for special in (tmp_path / "pipe.png", "/dev/zero"):
+        error = _in_time(lambda: open_image_bounded(special))["error"]
+        assert isinstance(error, InputError) and str(error) == (
+            f"{special}: not a regular file (a FIFO, device or socket), not an image file")
+    model = mlx_clip.load(tiny_hf)
+    error = _in_time(lambda: model.embed_images([str(good), str(tmp_path / "pipe.png")]))["error"]
+    assert "pipe.png: not a regular file" in str(error)
+
+    # an index of a manifest that names the FIFO (its record has no sha256: the index hashes the file)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"record_id": "good", "image_path": "good.png", "sha256": "0" * 64}) + "\n"
+                        + json.dumps({"record_id": "pipe", "image_path": "pipe.png"}) + "\n")
+    code = _in_time(lambda: index_main(["--model", str(tiny_hf), "--data", str(manifest), "--out",
+                                        str(tmp_path / "c.db"), "--collection", "c", "--no-progress"]))["value"]
+    assert code == 0
+    failures = [json.loads(line) for line in (tmp_path / "c.c.failures.jsonl").read_text().splitlines()]
+    assert [(f["record_id"], f["reason"]) for f in failures] == [("pipe", "unreadable_image")]
+
+    os.mkfifo(tmp_path / "model.safetensors")
+    error = _in_time(lambda: read_header(tmp_path / "model.safetensors"))["error"]
+    assert str(error) == f"{tmp_path / 'model.safetensors'}: cannot read (not a regular file (a FIFO, device or socket))"

@@ -13,8 +13,6 @@ OUT/originals (``--keep-originals`` has nothing to keep for them).
 from __future__ import annotations
 
 import io
-import os
-import stat
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Sequence
 
 from PIL import Image
 
+from ..io import NotARegularFile, open_regular
 from .image_files import ImageProblem, inspect_image, sha256_hex
 from .image_store import ImageStore, Stored
 from .stored_copy import Original
@@ -76,16 +75,14 @@ def read_local_file(source: Path, deadline: float | None = None) -> bytes:
     block forever and /dev/zero never end, so those (and folders, devices) are the record's
     failure before any byte is read. The read stops after ``deadline`` seconds (fetch's --deadline)."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO's writer
+        handle = open_regular(source)
     except (FileNotFoundError, NotADirectoryError):
         raise ImageProblem("missing_file", "no such file") from None
+    except (IsADirectoryError, NotARegularFile):
+        raise ImageProblem("not_a_file", "not a regular file (a folder, FIFO or device); name an image file") from None
     except OSError as e:
         raise ImageProblem("missing_file", e.strerror or str(e)) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ImageProblem("not_a_file", "not a regular file (a folder, FIFO or device); name an image file")
-    os.set_blocking(fd, True)
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
         ends = time.monotonic() + deadline if deadline else None
         chunks = []
         while chunk := handle.read(1 << 20):

@@ -18,13 +18,12 @@ import csv
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import json_kind, jsonl_objects
+from ..io import NotARegularFile, json_kind, jsonl_objects, open_regular
 
 __all__ = [
     "Records",
@@ -113,27 +112,20 @@ def _records_bytes(path: Path) -> bytes:
     """The records file's bytes, refused before any is read when it is not a regular file (a FIFO
     would block forever, /dev/zero never end) or larger than MAX_RECORDS_BYTES."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits on a FIFO's writer
+        handle = open_regular(path)
     except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a records file") from None
+    except NotARegularFile:
+        raise InputError(f"{path}: not a regular file (a FIFO or device); name a JSON, JSON Lines or CSV file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    info = os.fstat(fd)
-    problem = None
-    if stat.S_ISDIR(info.st_mode):
-        problem = "is a folder, not a records file"
-    elif not stat.S_ISREG(info.st_mode):
-        problem = "not a regular file (a FIFO or device); name a JSON, JSON Lines or CSV file"
-    elif info.st_size > MAX_RECORDS_BYTES:
-        problem = (f"{info.st_size / 2**30:.1f} GiB is more than the {MAX_RECORDS_BYTES >> 30} GiB a records file "
-                   "may have (2.5 to 5 times that in memory once parsed); split it into parts")
-    if problem:
-        os.close(fd)
-        raise InputError(f"{path}: {problem}")
-    os.set_blocking(fd, True)
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_RECORDS_BYTES:
+            raise InputError(f"{path}: {size / 2**30:.1f} GiB is more than the {MAX_RECORDS_BYTES >> 30} GiB a "
+                             "records file may have (2.5 to 5 times that in memory once parsed); split it into parts")
         raw = handle.read(MAX_RECORDS_BYTES + 1)
     if len(raw) > MAX_RECORDS_BYTES:  # it grew while being read
         raise InputError(f"{path}: more than the {MAX_RECORDS_BYTES >> 30} GiB a records file may have")

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from ..io import NotARegularFile, open_regular
 
 __all__ = ["MAX_PIXELS", "ImageTooLarge", "Decoded", "check_pixels", "open_image_bounded", "decode_reduced",
            "load_image", "to_rgb", "has_alpha", "shown_size", "ImageInput"]
@@ -101,8 +102,8 @@ def open_image_bounded(source: ImageSource, max_pixels: int = MAX_PIXELS, min_si
             check_pixels(*source.size, where, max_pixels)
             rgb, full, scale = to_rgb(source), shown_size(source), 1
         else:
-            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
-            with opened as image:
+            handle = io.BytesIO(source) if isinstance(source, bytes) else open_regular(Path(source))
+            with handle, Image.open(handle) as image:
                 check_pixels(*image.size, where, max_pixels)
                 full, scale = shown_size(image), 1
                 if image.format == "JPEG" and min_side:
@@ -117,6 +118,8 @@ def open_image_bounded(source: ImageSource, max_pixels: int = MAX_PIXELS, min_si
         raise
     except FileNotFoundError:
         raise InputError(f"{where}: image file not found") from None
+    except (NotARegularFile, IsADirectoryError) as err:
+        raise InputError(f"{where}: {err.strerror}, not an image file") from None
     except UnidentifiedImageError:
         raise InputError(f"{where}: unreadable image (not an image format Pillow can read)") from None
     except Image.DecompressionBombError as err:

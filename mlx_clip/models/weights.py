@@ -7,6 +7,7 @@ convolution kernel stored (out, in, kh, kw) by PyTorch and (out, kh, kw, in) by 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..errors import InputError
+from ..io import open_regular
 
 MLX_WEIGHTS = "mlx_model.safetensors"
 HF_WEIGHTS = "model.safetensors"
@@ -96,9 +98,13 @@ def read_header(path: Path) -> dict[str, tuple[int, ...]]:
     MAX_HEADER and the file's size), every entry checked against the file: an InputError naming
     the file for a header that is not JSON, longer than the file, with offsets outside it, sizes
     that do not match the shape, or weights of an integer dtype (only unused buffers may be)."""
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as handle:
+        handle = open_regular(path)  # a FIFO named model.safetensors would block the open forever
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
             header_len = struct.unpack("<Q", handle.read(8))[0]
             if header_len > min(MAX_HEADER, size - 8):
                 raise InputError(f"{path}: truncated or corrupt safetensors file (its header claims "
