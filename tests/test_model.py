@@ -174,6 +174,31 @@ def test_cpu_streams_embed_like_one_pass(tiny_hf):
         assert ctypes.CDLL(_blas.loaded_blas).openblas_get_num_threads() == threads
 
 
+def test_cpu_streams_embed_from_any_thread(tiny_hf):
+    """An MLX stream exists only in the thread that made it: embedding in a worker thread (a search
+    server's request, a caller's pool) and then in this one both work, with the same vectors."""
+    import threading
+
+    model = mlx_clip.load(tiny_hf)
+    pixels = np.random.default_rng(4).standard_normal((16, 32, 32, 3)).astype(np.float32)
+    found = {}
+
+    def embed(name):
+        try:
+            found[name] = np.array(model.embed_pixels(pixels))
+        except Exception as err:  # noqa: BLE001  (the assertion below says what was raised)
+            found[name] = err
+
+    for name in ("worker", "another worker"):
+        worker = threading.Thread(target=embed, args=(name,))
+        worker.start()
+        worker.join(60)
+    embed("main")
+    assert all(isinstance(v, np.ndarray) for v in found.values()), found
+    np.testing.assert_allclose(found["worker"], found["main"], atol=1e-6)
+    np.testing.assert_allclose(found["another worker"], found["main"], atol=1e-6)
+
+
 def test_mlx_folder_keeps_hf_names_and_the_mlx_patch_layout(tiny_hf, tmp_path):
     """The MLX folder's tensors are HF's, the patch kernel stored (out, kh, kw, in) as MLX folders
     always were, and both folders load to bit-identical weights (PatchEmbedding is a module)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from functools import cache
+import threading
 from typing import Callable
 
 import mlx.core as mx
@@ -139,10 +139,18 @@ def cpu_streams() -> tuple:
     return _streams_per_core() if mx.default_device() == mx.cpu else ()
 
 
-@cache
+_THREAD = threading.local()
+
+
 def _streams_per_core() -> tuple:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return tuple(mx.new_stream(mx.cpu) for _ in range(min(cores, MAX_STREAMS))) if cores > 1 else ()
+    """Made once per thread: an MLX stream exists only in the thread that made it, and a search
+    server's request threads or a caller's worker threads embed too."""
+    streams = getattr(_THREAD, "streams", None)
+    if streams is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        streams = _THREAD.streams = (tuple(mx.new_stream(mx.cpu) for _ in range(min(cores, MAX_STREAMS)))
+                                     if cores > 1 else ())
+    return streams
 
 
 def batch_streams(batch_size: int) -> tuple:
