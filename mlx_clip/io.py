@@ -53,6 +53,29 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
+SMALL_FILE_BYTES = 64 << 20
+"""The most a settings-sized file may hold (a config.json, a tokenizer's vocabulary, a run's
+split.json, a model's README): the largest a model ships, SigLIP 2's tokenizer.json, is 34 MB."""
+
+
+def read_small_bytes(path: str | Path, limit: int = SMALL_FILE_BYTES) -> bytes:
+    """A settings-sized file from a folder someone else may have made: a regular file (open_regular)
+    of at most `limit` bytes, refused from its size before it is read (a sparse file of terabytes
+    costs its maker nothing). Raises what open_regular raises, or InputError naming the file."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise InputError(f"{path}: {max(size, len(data)):,} bytes is more than the {limit >> 20} MiB a settings "
+                         "file may hold")
+    return data
+
+
+def read_small_text(path: str | Path, limit: int = SMALL_FILE_BYTES) -> str:
+    """read_small_bytes as UTF-8 text (a UnicodeDecodeError as read_text would raise it)."""
+    return read_small_bytes(path, limit).decode("utf-8")
+
+
 def flush_to_disk(handle: IO) -> None:
     """Python's buffer to the OS, the OS's cache to the disk: a full disk fails here, not later."""
     handle.flush()

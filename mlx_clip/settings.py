@@ -27,6 +27,7 @@ from .flags import (add_config_arguments, apply, flag_of, from_dict, given, leaf
 from .data.fetch_config import RECORDS_GROUP, FetchConfig
 from .data.stream import AugmentConfig
 from .errors import InputError
+from .io import read_small_text
 from .data.dataset import split_sizes
 from .models.lora import ALL_LOCKED, LoraConfig
 from .models.trainable import LockConfig
@@ -201,7 +202,7 @@ def load_config(path: str | Path) -> FinetuneConfig:
     """A --config file: JSON, or YAML for a .yaml/.yml name (PyYAML comes with huggingface_hub)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     if path.suffix.lower() in (".yaml", ".yml"):

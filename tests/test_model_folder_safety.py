@@ -138,3 +138,33 @@ def test_a_sharded_checkpoint_inside_its_folder_still_loads(folder):
     tensors = _shard(folder, "model-00001-of-00001.safetensors")
     save_file(tensors, folder / "model-00001-of-00001.safetensors", metadata={"format": "pt"})
     assert mlx_clip.load(folder).embed_texts(["a coin"]).shape == (1, 16)
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"])
+def test_a_settings_file_of_100_gib_is_refused_from_its_size(folder, name):
+    """A sparse file that claims 100 GiB costs its maker nothing and would fill the memory once
+    read: every settings-sized file of a model folder is refused from its size, in one line."""
+    import os
+
+    os.truncate(folder / name, 100 << 30)
+    with pytest.raises(InputError, match=rf"{name}: 107,374,182,400 bytes is more than the 64 MiB a settings file may hold"):
+        mlx_clip.load(folder)
+
+
+def test_a_run_folders_files_of_100_gib_are_refused_from_their_size(tmp_path):
+    """The files of a run folder from someone else (its split.json, config.json, checkpoint
+    pointer) are read the same way: compare and --resume say so in one line."""
+    import os
+
+    from mlx_clip.run.compare_runs import load_run
+    from mlx_clip.train.checkpoint import resolve_checkpoint
+
+    run = tmp_path / "runs" / "theirs"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "split.json", "checkpoints/latest"):
+        (run / name).write_text("{}")
+        os.truncate(run / name, 100 << 30)
+    with pytest.raises(InputError, match=r"split.json: 107,374,182,400 bytes is more than"):
+        load_run(run)
+    with pytest.raises(InputError, match=r"latest: 107,374,182,400 bytes is more than"):
+        resolve_checkpoint(str(run), tmp_path / "runs")

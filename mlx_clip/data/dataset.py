@@ -23,7 +23,7 @@ from .captions import value_text
 from ..errors import InputError
 from ..io import read_jsonl
 from .groups import RecordGroups, record_groups
-from .image_files import sha256_hex
+from .image_files import file_sha256
 from ..models.image_open import MAX_PIXELS, ImageTooLarge, check_pixels
 from .records import get_field_or_none, manifest_record_id
 from ..wording import counted
@@ -130,7 +130,7 @@ def image_key(item: Item) -> str:
     if sha:
         return str(sha)
     if item.image_path is not None and Path(item.image_path).is_file():
-        return sha256_hex(Path(item.image_path).read_bytes())
+        return file_sha256(item.image_path)
     return f"record:{item.record_id}"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..io import PART_SUFFIX
+from ..io import PART_SUFFIX, open_regular
 from ..models.image_open import ImageTooLarge, check_pixels
 
 __all__ = [
@@ -99,6 +99,16 @@ def inspect_image(data: bytes) -> ImageInfo:
 def sha256_hex(data: bytes) -> str:
     """The SHA-256 of ``data`` as hex."""
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file as hex, read in blocks (an image of any size costs 1 MiB of memory)
+    through open_regular (a FIFO a manifest names is refused, never waited on)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def image_stem(key: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io import read_small_text
 
 # Defaults of transformers' CLIPTextConfig / CLIPVisionConfig / CLIPConfig.
 _TEXT_DEFAULTS = dict(
@@ -119,7 +120,7 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: missing (a model folder needs a config.json)")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_small_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(raw, dict):

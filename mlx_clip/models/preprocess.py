@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..io import read_small_text
 from .image_open import ImageInput, load_image
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -94,7 +95,7 @@ class ImageProcessor:
         if not path.is_file():
             return cls.from_dict(defaults or {}, image_size)
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), image_size)
+            return cls.from_dict(json.loads(read_small_text(path)), image_size)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: not valid JSON ({err})") from None
 

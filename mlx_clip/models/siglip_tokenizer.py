@@ -20,7 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, 
 from tokenizers.models import Unigram
 
 from ..errors import InputError
-from ..io import write_bytes, write_text
+from ..io import read_small_bytes, read_small_text, write_bytes, write_text
 from .tokenizer import PaddedTokenizer, TokenizerUnreadable, read_json_object, read_tokenizer_file
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
@@ -57,8 +57,9 @@ def spiece_to_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
                          "needs `pip install sentencepiece protobuf` once (saved or exported models then carry a "
                          "tokenizer.json)") from None
     proto = sentencepiece_model_pb2.ModelProto()
+    data = read_small_bytes(path)
     try:
-        proto.ParseFromString(path.read_bytes())
+        proto.ParseFromString(data)
     except Exception as err:  # protobuf's DecodeError and friends
         raise TokenizerUnreadable(f"{path}: not a SentencePiece model ({err})") from None
     if proto.trainer_spec.model_type != 1:  # 1 = UNIGRAM, what SigLIP's (T5's) vocabulary is
@@ -110,7 +111,7 @@ class SiglipTokenizer(PaddedTokenizer):
         config = read_tokenizer_file(config_path, read_json_object) if config_path.is_file() else {}
         if (folder / "tokenizer.json").is_file():
             # as transformers 5: the file's template wins over the config's add_bos/eos_token
-            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_file(str(p)))
+            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_str(read_small_text(p)))
         elif (folder / "spiece.model").is_file():
             print(f"{folder}: converting spiece.model to a tokenizer.json", file=sys.stderr)
             tokenizer = spiece_to_tokenizer(folder / "spiece.model", config)

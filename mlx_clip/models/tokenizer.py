@@ -14,7 +14,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 
 from ..errors import InputError
-from ..io import write_bytes, write_text
+from ..io import read_small_text, write_bytes, write_text
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -32,11 +32,14 @@ class TokenizerUnreadable(InputError):
 
 def read_tokenizer_file(path: Path, read):
     """`read(path)`'s result; any failure (bad JSON, a tokenizer.json the tokenizers library
-    refuses, wrong types) becomes one TokenizerUnreadable line naming the file."""
+    refuses, wrong types, a file too large to read) becomes one TokenizerUnreadable line naming
+    the file."""
     try:
         return read(path)
-    except InputError:
+    except TokenizerUnreadable:
         raise
+    except InputError as err:  # e.g. a file over the settings-file size (io.read_small_bytes)
+        raise TokenizerUnreadable(str(err)) from None
     except Exception as err:  # json, UnicodeDecodeError, tokenizers' own Exception, TypeError ...
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise TokenizerUnreadable(f"{path}: not a readable tokenizer file ({first})") from None
@@ -44,7 +47,7 @@ def read_tokenizer_file(path: Path, read):
 
 def read_json_object(path: Path) -> dict:
     """A tokenizer's JSON settings file (tokenizer_config.json) as a dict."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(read_small_text(path))
     if not isinstance(data, dict):
         raise TokenizerUnreadable(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -52,8 +55,8 @@ def read_json_object(path: Path) -> dict:
 
 def _from_vocab_and_merges(vocab_path: Path, merges_path: Path) -> Tokenizer:
     """Build the same pipeline as transformers' CLIPTokenizer from the two classic files."""
-    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    lines = merges_path.read_text(encoding="utf-8").split("\n")
+    vocab = json.loads(read_small_text(vocab_path))
+    lines = read_small_text(merges_path).split("\n")
     merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
     tokenizer = Tokenizer(
         BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
@@ -134,7 +137,7 @@ class CLIPTokenizer(PaddedTokenizer):
             if not isinstance(pad_token, str):
                 raise TokenizerUnreadable(f"{config_path}: pad_token is {pad_token!r}, not a token")
         if (folder / "tokenizer.json").is_file():
-            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_file(str(p)))
+            tokenizer = read_tokenizer_file(folder / "tokenizer.json", lambda p: Tokenizer.from_str(read_small_text(p)))
         elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             tokenizer = read_tokenizer_file(folder / "vocab.json",
                                             lambda p: _from_vocab_and_merges(p, folder / "merges.txt"))

@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..errors import InputError
-from ..io import open_regular
+from ..io import open_regular, read_small_text
 
 MLX_WEIGHTS = "mlx_model.safetensors"
 HF_WEIGHTS = "model.safetensors"
@@ -196,7 +196,7 @@ def shard_files(folder: Path) -> list[Path]:
     the hub or a colleague may name `../x`, an absolute path or a link leading out, never read."""
     index = folder / HF_INDEX
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = json.loads(read_small_text(index))["weight_map"]
         names = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         raise InputError(f"{index}: not a sharded checkpoint index (no weight_map of tensor -> file)") from None

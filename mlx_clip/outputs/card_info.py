@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..io import read_small_text
 
 
 @dataclass
@@ -66,7 +67,7 @@ class CardInfo:
         for key, path in (("config", paths.config), ("metrics", paths.metrics), ("data", paths.card_data)):
             if path.is_file():
                 try:
-                    parts[key] = json.loads(path.read_text(encoding="utf-8"))
+                    parts[key] = json.loads(read_small_text(path))
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
                     raise InputError(f"{path}: not valid JSON ({err})") from None
         if isinstance(parts.get("metrics"), Mapping) and isinstance(parts["metrics"].get("history"), list):
@@ -75,7 +76,7 @@ class CardInfo:
         model_config = paths.model / "config.json"
         if model_config.is_file():
             try:
-                parts["model_type"] = json.loads(model_config.read_text(encoding="utf-8")).get("model_type")
+                parts["model_type"] = json.loads(read_small_text(model_config)).get("model_type")
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 pass  # loading the model says what is wrong with it
         parts.update({k: v for k, v in overrides.items() if v is not None})

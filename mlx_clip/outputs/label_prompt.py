@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+from ..io import read_small_text
 from .run_paths import RunPaths
 
 CARD_KEY = "label_prompt"  # the front matter key: the same word as the flag and config.json's key
@@ -30,11 +32,10 @@ def usable_label_prompt(prompt: Any) -> bool:
 
 
 def _small_text(path: Path) -> str | None:
+    """The file's text, or None for one that is missing, unreadable or over MAX_FILE_BYTES."""
     try:
-        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_small_text(path, MAX_FILE_BYTES)
+    except (OSError, UnicodeDecodeError, InputError):
         return None
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError, scrub_tokens
-from ..io import write_text
+from ..io import read_small_text, write_text
 from ..models.family import FAMILIES, Family
 from ..models.weights import is_repo_id
 from .card_info import CardInfo
@@ -81,8 +81,8 @@ def _license_from_readme(path: Path) -> str | None:
     try:
         from huggingface_hub import ModelCard
 
-        return ModelCard.load(path).data.license
-    except Exception:  # an unreadable or foreign README: no licence known
+        return ModelCard(read_small_text(path)).data.license
+    except Exception:  # an unreadable, oversized or foreign README: no licence known
         return None
 
 

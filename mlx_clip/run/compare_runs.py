@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 
 from ..errors import InputError
-from ..io import write_json, write_text
+from ..io import read_small_text, write_json, write_text
 from ..outputs.run_paths import RunPaths
 from ..train import scores
 from ..train.bootstrap import MIN_ITEMS, TOO_FEW, change_text, score_text, words_for
@@ -53,12 +53,12 @@ def load_run(folder: str | Path, before: bool = False) -> RunResult:
                          "wrote under runs/")
     if not split_path.is_file():
         raise InputError(f"{folder}: has no {split_path.name} (a run from before test sets); rerun it to compare")
-    split = json.loads(split_path.read_text(encoding="utf-8"))
+    split = json.loads(read_small_text(split_path))
     if not split.get("test"):
         raise InputError(f"{folder}: has no test set; rerun with --test-fraction (e.g. 0.1) to compare runs")
     if not results.is_file():
         raise InputError(f"{folder}: has no {results.name}; the run did not finish (finetune.py --resume finishes it)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = json.loads(read_small_text(config_path))
     details = EvalDetails.load(results)
     ids = [str(i) for i in split["test"]]
     if len(ids) != details.ranks["i2t"].size:

@@ -15,6 +15,7 @@ from ..settings import FinetuneConfig, ignored_on_resume
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
 from ..folder_lock import hold_folder_lock
+from ..io import read_small_text
 from ..outputs.run_paths import RUN_LOCK, RunPaths, check_run_name
 from ..train.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from ..train.distributed import Dist
@@ -123,7 +124,7 @@ def resume_config(config: FinetuneConfig, resume: str) -> tuple[FinetuneConfig, 
     else:
         run_dir = runs_dir / config.name if config.name else latest_run(runs_dir)
         checkpoint = resolve_checkpoint("latest", RunPaths(run_dir).checkpoints)
-    saved = json.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
+    saved = json.loads(read_small_text(RunPaths(run_dir).config))
     resumed = replace(FinetuneConfig.from_dict(saved), runs_dir=str(run_dir.parent),
                       name=check_run_name(run_dir.name, "--resume's run folder"))
     recorded = (saved.get("resolved") or {}).get("manifest")
@@ -151,7 +152,7 @@ def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
     """The epoch of the run's `latest` checkpoint (None when it has none)."""
     pointer = RunPaths(run_dir).latest_checkpoint if run_dir else None
     try:
-        return int(pointer.read_text(encoding="utf-8").strip().removeprefix("epoch-")) if pointer else None
+        return int(read_small_text(pointer).strip().removeprefix("epoch-")) if pointer else None
     except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
         return None
 
@@ -165,7 +166,7 @@ def check_resumed_split(paths: RunPaths, split_ids: dict) -> None:
     """
     if not paths.split.is_file():
         return
-    saved = json.loads(paths.split.read_text(encoding="utf-8"))
+    saved = json.loads(read_small_text(paths.split))
     differ = [side for side in ("train", "val", "test") if saved.get(side) != split_ids.get(side)]
     if differ:
         raise InputError(f"{paths.split}: the {'/'.join(differ)} record ids recomputed from the manifest differ from "

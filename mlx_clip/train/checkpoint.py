@@ -19,7 +19,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
-from ..io import PART_SUFFIX, atomic_file, fsync_folder, write_json, write_safetensors
+from ..io import PART_SUFFIX, atomic_file, fsync_folder, read_small_text, write_json, write_safetensors
 
 LATEST = "latest"
 TMP_PREFIX = ".tmp-"  # checkpoints/.tmp-epoch-NNNN-PID: a checkpoint being written
@@ -106,13 +106,13 @@ def resolve_checkpoint(spec: str | Path, checkpoints: Path) -> Path:
     pointer = checkpoints / LATEST
     if not pointer.is_file():
         raise InputError(f"{checkpoints}: no checkpoint to resume from")
-    return checkpoints / pointer.read_text(encoding="utf-8").strip()
+    return checkpoints / read_small_text(pointer).strip()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint; a missing, truncated or corrupt one is one line naming the older one kept."""
     try:
-        info = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        info = json.loads(read_small_text(path / "state.json"))
         weights = mx.load(str(path / "weights.safetensors"))
         optimizer_state = tree_unflatten(list(mx.load(str(path / "optimizer.safetensors")).items()))
         random = mx.load(str(path / "random.safetensors"))

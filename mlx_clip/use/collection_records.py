@@ -16,11 +16,10 @@ from typing import Any, Callable, Iterable
 
 from ..data.dataset import is_manifest, read_manifest
 from ..data.fetch_config import FAILURES_NAME, MANIFEST_KEYS, MANIFEST_NAME, FetchConfig
-from ..data.image_files import sha256_hex
+from ..data.image_files import file_sha256
 from ..data.imagefolder import FILE_COLUMN, metadata_file
 from ..data.records import get_field
 from ..errors import InputError
-from ..io import open_regular
 from .record_link import check_link_template, record_link
 
 TITLE_FIELDS = ("title", "name", "caption", "label", "description")
@@ -120,7 +119,7 @@ def read_entries(manifest: Path, fields: EntryFields, id_field: str | None = Non
 
 def fill_missing_identities(entries: list[Entry], hash_file: Callable[[Path], str] | None = None) -> list[Entry]:
     """Entries of a manifest not written by fetch (no sha256) get the digest of their file's bytes."""
-    hash_file = hash_file or _file_digest
+    hash_file = hash_file or file_sha256
     out = []
     for entry in entries:
         if entry.image_identity.startswith(":"):
@@ -130,11 +129,6 @@ def fill_missing_identities(entries: list[Entry], hash_file: Callable[[Path], st
                 pass  # the decode lists the file as unreadable
         out.append(entry)
     return out
-
-
-def _file_digest(path: Path) -> str:
-    with open_regular(path) as handle:  # a FIFO in someone's manifest folder: refused, never waited on
-        return sha256_hex(handle.read())
 
 
 def _text(value: Any) -> str:
