@@ -119,6 +119,30 @@ def test_i2i_recall_queries_other_images_of_the_group():
     assert none["i2i_queries"] == 0 and "i2i_R@1" not in none and "skipped" in none["i2i_note"]
 
 
+def test_i2i_is_scored_only_where_an_image_can_have_a_partner(tmp_path):
+    """Every record alone (no --group-field, no shared image): image-to-image recall asks nothing,
+    so an evaluation set carries no groups and the run says nothing of it; a group field, or two
+    records sharing an image, make it a question (and a test set without a pair says it skipped)."""
+    records = [{"object": f"o{i // 2}"} for i in range(6)]
+    assert not record_groups([f"img{i}" for i in range(6)], records).can_pair
+    assert record_groups([f"img{i}" for i in range(6)], records, "object").can_pair
+    assert record_groups(["img0", "img0"] + [f"img{i}" for i in range(2, 6)], records).can_pair
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(40):  # 40 different pictures, two records per object
+        Image.fromarray(np.full((8, 8, 3), (i * 6, 255 - i * 6, i), np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        rows.append({"id": f"r{i}", "object_uri": f"o{i // 2}", "title": f"thing {i}", "image_path": f"images/{i}.png"})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = FinetuneConfig(manifest=str(tmp_path / "manifest.jsonl"), captions=["{title}"], batch_size=4,
+                            val_fraction=0.25, test_fraction=0.25)
+    alone = build_training_set(config, lambda line: None)  # every record its own image, no --group-field
+    assert alone.test_set.groups is None and alone.val_set.groups is None
+    grouped = build_training_set(replace(config, group_field="object_uri"), lambda line: None)
+    assert grouped.test_set.groups is not None and grouped.val_set.groups is not None
+
+
 def test_run_reports_i2i_recall_and_keeps_objects_apart(tiny_hf, catalogue, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert finetune.main(["--model", str(tiny_hf), "--manifest", str(catalogue), "--runs-dir", str(runs),

@@ -36,6 +36,12 @@ class RecordGroups:
     def sizes(self) -> np.ndarray:
         return np.bincount(np.asarray(self.of_record, np.int64)) if self.of_record else np.zeros(0, np.int64)
 
+    @property
+    def can_pair(self) -> bool:
+        """Whether image-to-image recall asks anything: a --group-field was named, or some records
+        share an image. (Every record alone: no image has a partner to find, so it is not scored.)"""
+        return bool(self.group_field) or self.count < len(self.of_record)
+
     def members(self) -> list[list[int]]:
         """Record positions of each group, in group order."""
         out: list[list[int]] = [[] for _ in range(self.count)]

@@ -69,7 +69,7 @@ class TrainingSet:
             image_paths=[str(self.items[i].image_path) for i in index],
             captions=[self.captions.first(i) for i in index],
             labels=[self.label(i) for i in index],
-            groups=self.group_of(index),
+            groups=self.group_of(index) if self.groups and self.groups.can_pair else None,
         )
 
     def data_summary(self) -> dict:
