@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten
 
 from .command import add_version, run_command
 from .errors import InputError
-from .models.clip import CLIP, DTYPES, SigLIP, dtype_name, load
+from .models.clip import CLIP, DTYPES, SigLIP, dtype_key, dtype_name, load
 from .models.weights import MLX_WEIGHTS
 from .models.family import family_of
 from .outputs.export import export_hf
@@ -42,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="what to write: mlx (mlx_model.safetensors) or hf (transformers + "
                              "sentence-transformers). Default: the other format than --from's; hf with "
                              "--push-to-hub")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="store the weights in this dtype (default: as stored in the source). "
-                             "float32 on CPUs; bfloat16/float16 halve memory on Apple GPUs")
+    parser.add_argument("--dtype", type=dtype_key, choices=sorted(DTYPES), default=None,
+                        help="store the weights in this dtype (default: as stored in the source); bf16, fp16 "
+                             "and fp32 also work. float32 on CPUs; bfloat16/float16 halve memory on Apple GPUs")
     # the spelling before --from/--to: --hf-path was the input, or the output with --to-hf
     parser.add_argument("--hf-path", help=argparse.SUPPRESS)
     parser.add_argument("--mlx-path", help=argparse.SUPPRESS)
@@ -79,6 +79,9 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         source, target, fmt = args.source, args.target, args.format
     if not source or not target:
         raise InputError("name the model to read and the folder to write: --from MODEL --to FOLDER")
+    if Path(source).exists() and Path(target).resolve() == Path(source).resolve():
+        raise InputError(f"--to {target}: is the folder --from reads; write the conversion to another folder "
+                         "(one folder holds one model)")
     if fmt is None:  # the other format than the source's; an upload is always an HF export
         fmt = "hf" if args.push_to_hub or (Path(source) / MLX_WEIGHTS).is_file() else "mlx"
     return argparse.Namespace(**{**vars(args), "source": source, "target": target, "format": fmt,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,6 +60,19 @@ def test_bfloat16_conversion_cli(tiny_hf, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "bfloat16" in done.stdout
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["mlx_clip_dtype"] == "bfloat16"
+    done = run_convert("--from", tiny_hf, "--to", tmp_path / "short", "--dtype", "BF16")  # as users write it
+    assert done.returncode == 0 and "bfloat16" in done.stdout, done.stderr
+    assert mlx_clip.load(tiny_hf, dtype="fp16").dtype == mx.float16
+
+
+def test_converting_a_folder_onto_itself_is_refused(tiny_hf, tmp_path):
+    """--to naming --from's own folder would leave two models in one folder (an MLX file beside the
+    HF one) or rewrite the files being read: one line, nothing written."""
+    folder = _copy(tiny_hf, tmp_path / "model")
+    before = sorted(p.name for p in folder.iterdir())
+    done = run_convert("--from", folder, "--to", tmp_path / "." / "model")
+    assert done.returncode == 2 and done.stderr.startswith("error: --to ") and "is the folder --from reads" in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -29,13 +29,22 @@ from .tokenizer import CLIPTokenizer, TokenizerUnreadable
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+"""Short names as users write them (accelerate's --mixed_precision bf16, PyTorch's .half())."""
+
+
+def dtype_key(text: str) -> str:
+    """A dtype name or its short form (bf16, fp16, fp32) as the full name DTYPES knows."""
+    return DTYPE_ALIASES.get(str(text).lower(), str(text).lower())
+
+
 def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     if dtype is None or isinstance(dtype, mx.Dtype):
         return dtype
     try:
-        return DTYPES[str(dtype)]
+        return DTYPES[dtype_key(dtype)]
     except KeyError:
-        raise InputError(f"unknown dtype {dtype!r} (choose float32, bfloat16 or float16)") from None
+        raise InputError(f"unknown dtype {dtype!r} (choose float32, bfloat16 or float16; or fp32, bf16, fp16)") from None
 
 
 def dtype_name(dtype: mx.Dtype) -> str:
