@@ -290,9 +290,15 @@ def test_wise_ft_exports_the_picked_mix_and_says_why(wise_run, tiny_hf):
     assert again["kept_percent"] == pytest.approx(kept_point["retention_percent"])
     assert metrics["retention"]["kept_percent"] == pytest.approx(kept_point["retention_percent"])
     assert f"kept a = {mix['alpha']:g}" in printed
+    if all(p["retention_at_chance"] for p in mix["points"]):  # the tiny base model: a share would say nothing
+        mixes = [line for line in printed.splitlines() if line.startswith("wise-ft a = ")]
+        assert len(mixes) == 3 and all(line.endswith("retention not measurable (the base model scores at chance "
+                                                     "on the bundled emoji)") for line in mixes), mixes
     assert (folder / "wise_ft.png").stat().st_size > 10_000
     report = (folder / "report.html").read_text()
     assert f"WiSE-FT: the kept mix a = {mix['alpha']:g}" in report and report.count("data:image/png;base64,") == 3
+    if all(p["retention_at_chance"] for p in mix["points"]):
+        assert report.count(">not measurable (the base model scores at chance on the bundled emoji)<") == 3  # cells
     card = (folder / "model" / "README.md").read_text()
     assert f"a = {mix['alpha']:g}" in card and "WiSE-FT" in card
 

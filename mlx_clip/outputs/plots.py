@@ -123,7 +123,7 @@ def wise_ft_plot(path: Path, mix: dict) -> Path | None:
     if not points:
         return None
     kept = [p.get("retention_percent") for p in points]
-    has_retention = all(k is not None for k in kept)
+    has_retention = all(k is not None for k in kept) and not any(p.get("retention_at_chance") for p in points)
     xs = kept if has_retention else [p["alpha"] for p in points]
     fig, ax = plt.subplots(figsize=(6, 4))
     for x, p in zip(xs, points):

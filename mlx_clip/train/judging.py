@@ -23,7 +23,7 @@ from .metric_names import MEAN_R1, ci_key
 from .retention import retention
 from .nan_guard import check_finite_weights
 from .step import set_weights
-from .wise_ft import flat_weights, mixed, pick, sweep
+from .wise_ft import flat_weights, mixed, pick, retention_text, sweep
 
 
 class RunFiles(Protocol):
@@ -142,9 +142,9 @@ def wise_ft(final: CLIP, base: BaseModel, data: TrainingSet, say: Callable[[str]
         kept = measure_retention(final, base, data)
         point = {MEAN_R1: scored.get(MEAN_R1), ci_key(MEAN_R1): scored.get(ci_key(MEAN_R1)),
                  "retention_percent": kept["kept_percent"] if kept else None,
-                 "retention_at_chance": bool(kept and kept.get("at_chance"))}
-        say(f"wise-ft a = {alpha:g}: validation mean recall@1 {point[MEAN_R1]:.3f}"
-            + (f", retention {point['retention_percent']:.0f} %" if point["retention_percent"] is not None else ""))
+                 "retention_at_chance": bool(kept and kept.get("at_chance"))}  # then the share says nothing
+        say(f"wise-ft a = {alpha:g}: validation mean recall@1 {point[MEAN_R1]:.3f}, "
+            + retention_text(point))
         return point
 
     points = sweep(config.wise_ft, measure)

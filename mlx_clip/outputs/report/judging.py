@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ...train.bootstrap import TOO_FEW, signed_text, too_few_text
 from ...train.metric_names import MEAN_R1, ci_key
+from ...train.wise_ft import retention_text
 from ..run_paths import RunPaths
 from .html import Raw, esc, img, png_file_uri, table, with_ci, words_class
 
@@ -67,7 +68,7 @@ def wise_ft_section(metrics: dict, paths: RunPaths) -> str:
     uri = png_file_uri(paths.wise_ft_plot)
     rows = [(f"{p['alpha']:g}" + (" (kept)" if p["alpha"] == mix["alpha"] else ""),
              with_ci(p.get(MEAN_R1), p.get(ci_key(MEAN_R1))),
-             "–" if p.get("retention_percent") is None else f"{p['retention_percent']:.0f} %") for p in mix["points"]]
+             retention_text(p).removeprefix("retention ")) for p in mix["points"]]
     return (f"<h2>WiSE-FT: the kept mix a = {mix['alpha']:g}</h2><p>model/ holds (1 − a) × base + a × fine-tuned "
             f"with a = {mix['alpha']:g}, picked on validation by the rule {esc(mix['why'], limit=None)}. The verdict and the test "
             "figures are this mix's.</p>"
