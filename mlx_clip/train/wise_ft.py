@@ -67,11 +67,12 @@ def sweep(alphas: Sequence[float], measure: Callable[[float], dict]) -> list[dic
     return [{"alpha": float(a), **measure(float(a))} for a in alphas]
 
 
-def retention_text(point: dict) -> str:
-    """A mix's retention as the console and the report say it: never a share of a chance-level
-    score (metrics.json keeps the number beside `retention_at_chance`)."""
+def retention_text(point: dict, short: bool = False) -> str:
+    """A mix's retention as the console (and, `short`, a report cell) says it: never a share of a
+    chance-level score (metrics.json keeps the number beside `retention_at_chance`)."""
     if point.get("retention_at_chance"):
-        return "retention not measurable (the base model scores at chance on the bundled emoji)"
+        return ("retention not measurable (base at chance)" if short
+                else "retention not measurable (the base model scores at chance on the bundled emoji)")
     if point.get("retention_percent") is None:
         return "retention not measured"
     return f"retention {point['retention_percent']:.0f} %"

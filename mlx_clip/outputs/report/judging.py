@@ -68,7 +68,7 @@ def wise_ft_section(metrics: dict, paths: RunPaths) -> str:
     uri = png_file_uri(paths.wise_ft_plot)
     rows = [(f"{p['alpha']:g}" + (" (kept)" if p["alpha"] == mix["alpha"] else ""),
              with_ci(p.get(MEAN_R1), p.get(ci_key(MEAN_R1))),
-             retention_text(p).removeprefix("retention ")) for p in mix["points"]]
+             retention_text(p, short=True).removeprefix("retention ")) for p in mix["points"]]
     return (f"<h2>WiSE-FT: the kept mix a = {mix['alpha']:g}</h2><p>model/ holds (1 − a) × base + a × fine-tuned "
             f"with a = {mix['alpha']:g}, picked on validation by the rule {esc(mix['why'], limit=None)}. The verdict and the test "
             "figures are this mix's.</p>"
