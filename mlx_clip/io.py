@@ -61,8 +61,13 @@ split.json, a model's README): the largest a model ships, SigLIP 2's tokenizer.j
 def read_small_bytes(path: str | Path, limit: int = SMALL_FILE_BYTES) -> bytes:
     """A settings-sized file from a folder someone else may have made: a regular file (open_regular)
     of at most `limit` bytes, refused from its size before it is read (a sparse file of terabytes
-    costs its maker nothing). Raises what open_regular raises, or InputError naming the file."""
-    with open_regular(path) as handle:
+    costs its maker nothing). Raises FileNotFoundError (callers say what was missing) or InputError
+    naming the file: a FIFO, a device or a folder, or one too large."""
+    try:
+        handle = open_regular(path)
+    except (NotARegularFile, IsADirectoryError) as err:
+        raise InputError(f"{path}: {err.strerror}, not a file of settings") from None
+    with handle:
         size = os.fstat(handle.fileno()).st_size
         data = handle.read(limit + 1) if size <= limit else b""
     if size > limit or len(data) > limit:

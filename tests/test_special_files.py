@@ -107,3 +107,14 @@ def test_special_files_named_by_someone_elses_files_are_refused_not_waited_on(tm
     os.mkfifo(tmp_path / "model.safetensors")
     error = _in_time(lambda: read_header(tmp_path / "model.safetensors"))["error"]
     assert str(error) == f"{tmp_path / 'model.safetensors'}: cannot read (not a regular file (a FIFO, device or socket))"
+
+
+def test_a_settings_file_that_is_a_fifo_device_or_folder_is_one_line(tmp_path, capsys):
+    """--config naming a FIFO, /dev/zero or a folder: exit 2 and one line naming it, never a wait."""
+    from mlx_clip import finetune
+
+    os.mkfifo(tmp_path / "run.yaml")
+    for path, said in ((tmp_path / "run.yaml", "not a regular file (a FIFO, device or socket)"),
+                       ("/dev/zero", "not a regular file (a FIFO, device or socket)"), (tmp_path, "is a folder")):
+        assert _in_time(lambda: finetune.main(["--config", str(path)]))["value"] == 2
+        assert capsys.readouterr().err == f"error: {path}: {said}, not a file of settings\n"
