@@ -153,7 +153,7 @@ def last_checkpoint_epoch(run_dir: Path | None) -> int | None:
     pointer = RunPaths(run_dir).latest_checkpoint if run_dir else None
     try:
         return int(read_small_text(pointer).strip().removeprefix("epoch-")) if pointer else None
-    except (OSError, ValueError):  # no checkpoint yet, or a damaged pointer
+    except (OSError, ValueError, InputError):  # no checkpoint yet, or a damaged pointer
         return None
 
 
