@@ -136,7 +136,7 @@ def test_unreadable_images_are_listed_not_fatal(tmp_path, tiny_hf, user_dir, cap
     assert [f["record_id"] for f in failures] == ["broken"]
     assert set(rows(db, "finds")) == set(PICKED)
     # a manifest given as it is, whose file broke after fetching: listed at the embedding stage
-    manifest = tmp_path / "c_images" / "manifest.jsonl"
+    manifest = tmp_path / "c_images" / "index-manifest.jsonl"
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     bad = Path(entries[0]["image_path"])
     bad = bad if bad.is_absolute() else manifest.parent / bad
@@ -288,3 +288,30 @@ def test_a_field_typo_or_a_taken_llm_name_is_said_before_any_image_is_fetched(tm
     assert main(["--model", str(tiny_hf), "--data", str(records), "--out", str(db), "--no-progress",
                  "--collection", "finds", "--label-field", "type"]) == 0  # the same, spelled right
     assert sum(fetch_server.hits.values()) == len(PICKED) and len(rows(db, "finds")) == len(PICKED)
+
+
+def test_the_folder_a_training_sample_was_fetched_into_is_reused_and_its_manifest_kept(tmp_path, tiny_hf, user_dir,
+                                                                                     fetch_server):
+    """--images naming the fetch folder of a fine-tuning sample (data/): the sample's images are
+    not downloaded again and its manifest.jsonl (what the run trained on, what --resume reads)
+    stays the sample's; the index's own lists are index-manifest.jsonl and index-failures.jsonl."""
+    from mlx_clip.data.fetch_config import FetchConfig
+    from mlx_clip.data.fetcher import fetch_records
+
+    names = [f"{rid}.png" for rid in PICKED]
+    for name in names:
+        fetch_server.images[name] = (EMOJI / "images" / "1f44d.png").read_bytes()
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({"id": rid, "title": f"emoji {rid}", "url": fetch_server.url(f"/img/{rid}.png")})
+                               + "\n" for rid in PICKED), encoding="utf-8")
+    data = tmp_path / "data"
+    fetch_records(records, FetchConfig(out=data, progress=False), sample=3, seed=1)  # the training sample
+    sample_manifest = (data / "manifest.jsonl").read_bytes()
+    hits = sum(fetch_server.hits.values())
+    assert hits == 3
+    code = main(["--model", str(tiny_hf), "--data", str(records), "--out", str(tmp_path / "c.db"), "--images", str(data),
+                 "--collection", "all", "--no-progress"])
+    assert code == 0 and len(rows(tmp_path / "c.db", "all")) == len(PICKED)
+    assert sum(fetch_server.hits.values()) == hits + len(PICKED) - 3  # only what the sample did not have
+    assert (data / "manifest.jsonl").read_bytes() == sample_manifest
+    assert len((data / "index-manifest.jsonl").read_text().splitlines()) == len(PICKED)

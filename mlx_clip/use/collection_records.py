@@ -54,8 +54,8 @@ def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any
         return data, _failures_beside(data)
     else:
         records = data
-    if Path(fetch.out).resolve() == Path(records).resolve().parent and Path(records).name == MANIFEST_NAME:
-        raise InputError(f"{records}: is the manifest the fetch would rewrite; pass another --images")
+    if any(Path(records).resolve() == written.resolve() for written in fetch.list_paths()):
+        raise InputError(f"{records}: is the list the fetch would rewrite; pass another --images")
     loaded = load_records(records, fetch.encoding)
     check(loaded.records, loaded.path)
     log(f"fetching every record's image from {records} into {fetch.out} (files already there are kept)")
@@ -65,7 +65,9 @@ def collection_manifest(data: Path, fetch: FetchConfig, log: Callable[[str], Any
 
 
 def _failures_beside(manifest: Path) -> Path | None:
-    path = manifest.parent / FAILURES_NAME
+    """The fetch's failures list written with `manifest` (index-manifest.jsonl: index-failures.jsonl)."""
+    prefix = manifest.name[:-len(MANIFEST_NAME)] if manifest.name.endswith(MANIFEST_NAME) else ""
+    path = manifest.parent / (prefix + FAILURES_NAME)
     return path if path.is_file() else None
 
 

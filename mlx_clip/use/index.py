@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="collection name, also the llm model name mlx-clip/NAME (default: the model "
                       "folder's or run's name)")
     main.add_argument("--images", "--fetch.out", dest="images", type=Path, metavar="DIR",
-                      help="where fetched images, manifest.jsonl and failures.jsonl go (default: FILE_images "
-                      "beside FILE.db)")
+                      help="where fetched images, index-manifest.jsonl and index-failures.jsonl go (default: "
+                      "FILE_images beside FILE.db); the folder a training sample was fetched into works too: its "
+                      "images are reused and its manifest.jsonl is left as it is")
     main.add_argument("--link-template", metavar="URL",
                       help="each record's own page, fields in braces: https://opencontext.org/media/{uuid}")
     main.add_argument("--title-field", metavar="FIELD",
@@ -56,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INDEX_LISTS = "index-"
+"""index-manifest.jsonl, index-failures.jsonl: --images may name the folder a training sample was
+fetched into (its images are then reused), and that sample's manifest.jsonl stays the sample's."""
+
+
 def settings_from(args: argparse.Namespace) -> IndexSettings:
     fetch = apply(FinetuneConfig(), given(args, FinetuneConfig)).fetch
     images = args.images or args.out.with_name(f"{args.out.stem}_images")
-    fetch = apply(fetch, {"out": images})
+    fetch = apply(fetch, {"out": images, "list_prefix": INDEX_LISTS})
     return IndexSettings(model=args.model, data=args.data, out=args.out, fetch=fetch, collection=args.collection,
                          link_template=args.link_template, title_field=args.title_field,
                          label_field=args.label_field, batch_size=args.batch_size, threads=args.threads,
