@@ -141,6 +141,11 @@ def test_i2i_is_scored_only_where_an_image_can_have_a_partner(tmp_path):
     assert alone.test_set.groups is None and alone.val_set.groups is None
     grouped = build_training_set(replace(config, group_field="object_uri"), lambda line: None)
     assert grouped.test_set.groups is not None and grouped.val_set.groups is not None
+    from mlx_clip.run.console import table_columns  # the epoch table: no column of dashes
+
+    assert [title for _, title in table_columns(alone)][-2:] == ["i2t rank", "t2i rank"]
+    labelled = build_training_set(replace(config, group_field="object_uri", label_field="title"), lambda line: None)
+    assert [title for _, title in table_columns(labelled)][-2:] == ["0-shot", "i2i@1"]
 
 
 def test_run_reports_i2i_recall_and_keeps_objects_apart(tiny_hf, catalogue, tmp_path, capsys):

@@ -21,18 +21,25 @@ from ..wording import counted, millions
 from .prepare import Prepared
 
 
-METRIC_COLUMNS = [(key, short_name(key)) for key in RETRIEVAL_RECALLS] + [
-    (mean_rank_key("i2t"), "i2t rank"), (mean_rank_key("t2i"), "t2i rank"), (ZERO_SHOT, short_name(ZERO_SHOT)), (I2I_R1, short_name(I2I_R1))]
+RETRIEVAL_COLUMNS = [(key, short_name(key)) for key in RETRIEVAL_RECALLS] + [
+    (mean_rank_key("i2t"), "i2t rank"), (mean_rank_key("t2i"), "t2i rank")]
 
 
-def table_header() -> str:
-    return f"{'epoch':>5} {'loss':>8} " + " ".join(f"{title:>8}" for _, title in METRIC_COLUMNS)
+def table_columns(prepared: Prepared) -> list[tuple[str, str]]:
+    """The epoch table's columns for this run: zero-shot accuracy only with a --label-field, and
+    image-to-image recall only where an image can have a partner (no column of dashes)."""
+    return (RETRIEVAL_COLUMNS + ([(ZERO_SHOT, short_name(ZERO_SHOT))] if prepared.config.label_field else [])
+            + ([(I2I_R1, short_name(I2I_R1))] if prepared.val_set.groups is not None else []))
 
 
-def table_row(row: dict) -> str:
+def table_header(columns: list[tuple[str, str]]) -> str:
+    return f"{'epoch':>5} {'loss':>8} " + " ".join(f"{title:>8}" for _, title in columns)
+
+
+def table_row(row: dict, columns: list[tuple[str, str]]) -> str:
     loss = f"{row['train_loss']:8.4f}" if row.get("train_loss") is not None else f"{'-':>8}"
     cells = []
-    for key, _ in METRIC_COLUMNS:
+    for key, _ in columns:
         value = row.get(key)
         cells.append(f"{'-':>8}" if value is None else (f"{value:8.1f}" if "rank" in key else f"{value:8.3f}"))
     label = "before" if row["epoch"] == 0 else str(row["epoch"])
@@ -114,7 +121,8 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
 def start_lines(prepared: Prepared, trainable: int, distributed: str | None, history: list[dict]) -> list[str]:
     """What a run says before its first epoch: the plan, the distributed line, the epoch table's
     header and the rows a resumed run already has."""
-    table = [table_header()] + [table_row(row) for row in history]
+    columns = table_columns(prepared)
+    table = [table_header(columns)] + [table_row(row, columns) for row in history]
     return [describe(prepared, trainable)] + ([distributed] if distributed else []) + table
 
 
