@@ -36,6 +36,11 @@ def table_header(columns: list[tuple[str, str]]) -> str:
     return f"{'epoch':>5} {'loss':>8} " + " ".join(f"{title:>8}" for _, title in columns)
 
 
+def epoch_line(prepared: Prepared, row: dict) -> str:
+    """An epoch's row of the table, in this run's columns."""
+    return table_row(row, table_columns(prepared))
+
+
 def table_row(row: dict, columns: list[tuple[str, str]]) -> str:
     loss = f"{row['train_loss']:8.4f}" if row.get("train_loss") is not None else f"{'-':>8}"
     cells = []

@@ -32,7 +32,7 @@ from ..train.epoch import Float32View, train_epoch
 from ..train.nan_guard import check_finite_weights
 from ..train.step import Trainer, count_parameters
 from ..train.metric_names import MEAN_R1
-from .console import start_lines, stuck_warning, table_columns, table_row
+from .console import epoch_line, start_lines, stuck_warning
 from .finish import finish
 from .folder import check_resumed_split, open_run
 from .prepare import Prepared, prepare
@@ -160,7 +160,7 @@ def evaluate_before(training: Training, say: Callable[[str], None]) -> None:
                       keep=paths.eval_before if dist.is_main else None)}
     row["eval_seconds"] = time.perf_counter() - started
     training.history.append(row)
-    say(table_row(row, table_columns(prepared)))
+    say(epoch_line(prepared, row))
     if row.get("zero_shot_note"):
         say(row["zero_shot_note"])
     if prepared.test_index and dist.is_main:
@@ -191,7 +191,7 @@ def train_and_save(training: Training, epoch: int, progress: bool, hooks: Hooks,
     if stuck:
         row["warning"] = stuck
     training.history.append(row)
-    say(table_row(row, table_columns(prepared)))
+    say(epoch_line(prepared, row))
     if stuck:
         say(stuck)
     score = row.get(MEAN_R1, -row["train_loss"])
