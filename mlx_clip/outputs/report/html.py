@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
+from ...train.bootstrap import score_text
 from ..shown_text import MAX_SHOWN, shorten
 
 MAX_ROWS = 200  # rows of one table; the rest are counted in a last row
@@ -110,11 +111,11 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def with_ci(value, interval) -> str:
+    """A table cell: bootstrap.score_text's `0.250 [0.100, 0.400]` (the interval already chosen by
+    the caller), the plain value without one, `–` for none."""
     if value is None:
         return "–"
-    if not interval:
-        return fmt(value)
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return score_text(value, interval, None) if interval else fmt(value)
 
 
 def page(title: str, body: str) -> str:
