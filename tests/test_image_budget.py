@@ -121,3 +121,13 @@ def test_an_upright_rgb_picture_is_not_copied_on_its_way_to_the_model():
     turned = Image.new("RGB", (40, 30), "red")
     turned.getexif()[0x0112] = 6  # shown sideways: turned, so a new picture
     assert to_rgb(turned).size == (30, 40)
+
+
+def test_a_header_past_pillows_own_bomb_limit_is_said_in_the_budgets_words():
+    """Pillow refuses a header of over 179 megapixels before our check reads it: the line is ours."""
+    from mlx_clip.models.image_open import open_image_bounded
+
+    with pytest.raises(ImageTooLarge) as caught:
+        open_image_bounded(png_claiming(60000, 60000), max_pixels=50_000_000)  # 3,600 megapixels
+    assert str(caught.value) == ("the image (69 bytes): more than 179 megapixels is over the pixel budget of 50 "
+                                 "megapixels; downscale the picture first")

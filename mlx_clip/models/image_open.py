@@ -122,8 +122,9 @@ def open_image_bounded(source: ImageSource, max_pixels: int = MAX_PIXELS, min_si
         raise InputError(f"{where}: {err.strerror}, not an image file") from None
     except UnidentifiedImageError:
         raise InputError(f"{where}: unreadable image (not an image format Pillow can read)") from None
-    except Image.DecompressionBombError as err:
-        raise ImageTooLarge(f"{where}: {err}") from None
+    except Image.DecompressionBombError:  # Pillow refuses such a header itself, before ours is read
+        raise ImageTooLarge(f"{where}: more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels is over the pixel "
+                            f"budget of {max_pixels / 1e6:g} megapixels; downscale the picture first") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise InputError(f"{where}: unreadable image ({err})") from None
     factor = min(rgb.size) // max(1, min_side) if min_side else 1
