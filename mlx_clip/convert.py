@@ -18,7 +18,8 @@ from mlx.utils import tree_flatten
 
 from .command import add_version, run_command
 from .errors import InputError
-from .models.clip import CLIP, DTYPES, SigLIP, dtype_key, dtype_name, load
+from .models.clip import CLIP, DTYPES, SigLIP, dtype_name, load
+from .models.config import dtype_key
 from .models.weights import MLX_WEIGHTS
 from .models.family import family_of
 from .outputs.export import export_hf

@@ -29,6 +29,7 @@ from .data.stream import AugmentConfig
 from .errors import InputError
 from .io import read_small_text
 from .data.dataset import split_sizes
+from .models.config import dtype_key
 from .models.lora import ALL_LOCKED, LoraConfig
 from .models.trainable import LockConfig
 from .train.optim import OptimConfig
@@ -115,8 +116,9 @@ class FinetuneConfig:
     lora: LoraConfig = setting(default_factory=LoraConfig, help="training")
     grad_checkpoint: bool = setting(False, "recompute each transformer block in the backward pass instead of "
                                     "keeping its activations: less memory, more time per step", group="training")
-    precision: str = setting("float32", "compute precision; bfloat16 keeps float32 master weights (Apple GPUs; "
-                             "slow on CPUs)", choices=["float32", "bfloat16"], group="training")
+    precision: str = setting("float32", "compute precision (bf16 also works); bfloat16 keeps float32 master weights "
+                             "(Apple GPUs; slow on CPUs)", type=dtype_key, choices=["float32", "bfloat16"],
+                             group="training")
     threads: int = setting(4, "image loading threads", group="training")
     augment: AugmentConfig = setting(default_factory=AugmentConfig, help="augmentation")
 
@@ -149,6 +151,10 @@ class FinetuneConfig:
         locks = self.locks  # --lora needs some block left to adapt (said before any download)
         if self.lora.rank and locks.lock_image and locks.lock_text and not locks.unlock_last:
             raise InputError(ALL_LOCKED)
+
+    def __post_init__(self) -> None:
+        # `precision: bf16` in a settings file means what --precision bf16 does (and is saved as bfloat16)
+        object.__setattr__(self, "precision", dtype_key(self.precision))
 
     def steps_per_epoch(self, train_records: int) -> int:
         """Optimizer steps of one epoch over `train_records` (the last batch may be short)."""

@@ -78,6 +78,22 @@ def test_config_files_take_numbers_in_any_notation(tmp_path):
         load_config(path)
 
 
+def test_precision_takes_bf16_as_users_write_it_in_flags_and_files(tmp_path):
+    """`--precision bf16` and `precision: bf16` in a settings file both mean bfloat16 (and the run's
+    config.json says bfloat16); fp16 stays refused: the trainer keeps float32 or bfloat16."""
+    parser = argparse.ArgumentParser()
+    from mlx_clip.settings import add_arguments
+
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(["--precision", "BF16"])).precision == "bfloat16"
+    path = tmp_path / "run.yaml"
+    path.write_text("precision: bf16\n")
+    assert load_config(path).precision == "bfloat16" and load_config(path).to_dict()["precision"] == "bfloat16"
+    path.write_text("precision: fp16\n")
+    with pytest.raises(InputError, match="--precision must be float32 or bfloat16, got 'float16'"):
+        load_config(path).check()
+
+
 MAINS = {"fetch": fetch.main, "finetune": finetune.main, "curve": curve.main, "compare": compare.main,
          "convert": convert.main, "index": index.main, "search": search.main}
 

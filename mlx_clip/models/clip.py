@@ -12,7 +12,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from . import weights as W
-from .config import CLIPConfig
+from .config import CLIPConfig, dtype_key
 from ..errors import InputError
 from ..io import write_json, write_safetensors
 from .family import family_of, read_config
@@ -27,15 +27,6 @@ from .text_length import end_positions, trim_padding
 from .tokenizer import CLIPTokenizer, TokenizerUnreadable
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-
-
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-"""Short names as users write them (accelerate's --mixed_precision bf16, PyTorch's .half())."""
-
-
-def dtype_key(text: str) -> str:
-    """A dtype name or its short form (bf16, fp16, fp32) as the full name DTYPES knows."""
-    return DTYPE_ALIASES.get(str(text).lower(), str(text).lower())
 
 
 def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:

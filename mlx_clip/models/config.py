@@ -10,6 +10,16 @@ from typing import Any
 from ..errors import InputError
 from ..io import read_small_text
 
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+"""Short names as users write them (accelerate's --mixed_precision bf16, PyTorch's .half())."""
+
+
+def dtype_key(text: str) -> str:
+    """A dtype name or its short form (bf16, fp16, fp32) as its full name (float32, bfloat16,
+    float16): what --dtype, --precision, settings files and mlx_clip.load(dtype=...) accept."""
+    return DTYPE_ALIASES.get(str(text).lower(), str(text).lower())
+
+
 # Defaults of transformers' CLIPTextConfig / CLIPVisionConfig / CLIPConfig.
 _TEXT_DEFAULTS = dict(
     vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
