@@ -241,7 +241,12 @@ def test_retention_from_a_base_model_at_chance_says_so_instead_of_a_share(monkey
     assert "kept" in judged["line"] and "not measurable: the base model scores at chance" in judged["line"]
     assert "%" not in judged["line"]
     assert "retention: not measurable" in verdict_section({"verdict": judged}, [])
-    assert "(base at chance)" in retention_section({"retention": kept})
+    section = retention_section({"retention": kept})
+    assert section.count(">not measurable (base at chance)<") == 2 and " %<" not in section  # no share of chance
+    from mlx_clip.outputs.card_judging import judging_lines
+
+    card = "\n".join(judging_lines({"retention": kept}))
+    assert card.count("no share kept: the base is at chance") == 2 and "% kept" not in card
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +303,8 @@ def test_wise_ft_exports_the_picked_mix_and_says_why(wise_run, tiny_hf):
     report = (folder / "report.html").read_text()
     assert f"WiSE-FT: the kept mix a = {mix['alpha']:g}" in report and report.count("data:image/png;base64,") == 3
     if all(p["retention_at_chance"] for p in mix["points"]):
-        assert report.count(">not measurable (base at chance)<") == 3  # its cells
+        at_chance = sum(bool(s.get("at_chance")) for s in metrics["retention"]["scores"].values())
+        assert report.count(">not measurable (base at chance)<") == 3 + at_chance  # its cells, the retention table's
     card = (folder / "model" / "README.md").read_text()
     assert f"a = {mix['alpha']:g}" in card and "WiSE-FT" in card
 

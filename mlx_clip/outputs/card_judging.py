@@ -21,11 +21,11 @@ def judging_lines(metrics: Any) -> list[str]:
         lines += [f"**Verdict ({where}):** {str(judged['line']).replace(chr(10), ' ')}", ""]
     if isinstance(kept, Mapping) and isinstance(kept.get("scores"), Mapping):
         for score in kept["scores"].values():
-            if isinstance(score, Mapping) and score.get("kept_percent") is not None:
+            if isinstance(score, Mapping) and (score.get("kept_percent") is not None or score.get("at_chance")):
+                share = ("no share kept: the base is at chance" if score.get("at_chance")
+                         else f"{float(score['kept_percent']):.0f} % kept")
                 lines.append(f"- Retention, {score.get('measure')}: {_number(score.get('base'))} base → "
-                             f"{_number(score.get('after'))} fine-tuned ({float(score['kept_percent']):.0f} % kept"
-                             f"{', the base at chance' if score.get('at_chance') else ''}; "
-                             f"{kept.get('set')})")
+                             f"{_number(score.get('after'))} fine-tuned ({share}; {kept.get('set')})")
         lines += [f"- {kept[key]}" for key in ("note", "chance_note") if kept.get(key)]
         lines.append("")
     if isinstance(mix, Mapping) and mix.get("alpha") is not None:

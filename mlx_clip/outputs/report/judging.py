@@ -49,8 +49,8 @@ def retention_section(metrics: dict) -> str:
         cls = words_class(score["words"])
         rows.append((score["measure"], with_ci(score["base"], score.get(ci_key("base"))),
                      with_ci(score["after"], score.get(ci_key("after"))),
-                     "–" if score["kept_percent"] is None else
-                     f"{score['kept_percent']:.0f} %" + (" (base at chance)" if score.get("at_chance") else ""),
+                     "not measurable (base at chance)" if score.get("at_chance") else
+                     "–" if score["kept_percent"] is None else f"{score['kept_percent']:.0f} %",
                      Raw(f'<span class="{cls}">{esc(signed_text(score["change"], score[ci_key("change")]))} '
                          f'{esc(score["words"])}</span>')))
     note = "".join(f"<p><b>{esc(kept[key], limit=None)}</b></p>" for key in ("note", "chance_note") if kept.get(key))
