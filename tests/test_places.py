@@ -59,6 +59,8 @@ def test_coordinates_come_from_dotted_fields_and_bad_ones_are_counted_by_why():
                             "(2 missing, 1 not a number, 1 out of range)")
     assert detect_coordinate_fields(place_records()) == ("findspot.lat", "findspot.lon")
     assert detect_coordinate_fields([{"latitude": "n/a", "longitude": 3}]) is None
+    some = read_coordinates([{"lat": 40.75, "lon": 14.48}, {"lat": "", "lon": ""}, {}], "lat", "lon")
+    assert some.line() == "1 of 3 records have coordinates (lat, lon); 2 do not (all missing)"  # not "(2 missing)"
 
 
 def test_haversine_km_matches_the_spheres_arcs():

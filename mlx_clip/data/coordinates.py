@@ -74,12 +74,14 @@ class Coordinates:
         return int(self.valid.sum())
 
     def line(self) -> str:
-        """ "27 of 30 records have coordinates (lat, lon); 3 do not (2 missing, 1 out of range)" """
+        """ "27 of 30 records have coordinates (lat, lon); 3 do not (2 missing, 1 out of range)", or
+        "... 3 do not (all missing)" when one reason holds for all of them."""
         total = len(self.lat)
         line = f"{self.count:,} of {total:,} records have coordinates ({self.lat_field}, {self.lon_field})"
         if self.count == total:
             return line
-        why = ", ".join(f"{n:,} {w}" for w in WHY if (n := self.without.get(w, 0)))
+        reasons = [(w, n) for w in WHY if (n := self.without.get(w, 0))]
+        why = f"all {reasons[0][0]}" if len(reasons) == 1 else ", ".join(f"{n:,} {w}" for w, n in reasons)
         return f"{line}; {total - self.count:,} do not ({why})"
 
 
