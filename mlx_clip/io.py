@@ -58,22 +58,40 @@ SMALL_FILE_BYTES = 64 << 20
 split.json, a model's README): the largest a model ships, SigLIP 2's tokenizer.json, is 34 MB."""
 
 
+class OverLimit(Exception):
+    """A file holding more than its reader's limit: `size` from its size before a byte was read
+    (or as read, when it grew while being read)."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
+def read_capped(path: str | Path, limit: int) -> bytes:
+    """`path`'s bytes through open_regular, refused (OverLimit) from its size before a byte is read
+    when it holds more than `limit` (a sparse file of terabytes costs its maker nothing), and when
+    it grows past `limit` while read. The one bounded read: settings files and records files."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise OverLimit(size)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OverLimit(len(data))
+    return data
+
+
 def read_small_bytes(path: str | Path, limit: int = SMALL_FILE_BYTES) -> bytes:
-    """A settings-sized file from a folder someone else may have made: a regular file (open_regular)
-    of at most `limit` bytes, refused from its size before it is read (a sparse file of terabytes
-    costs its maker nothing). Raises FileNotFoundError (callers say what was missing) or InputError
-    naming the file: a FIFO, a device or a folder, or one too large."""
+    """A settings-sized file from a folder someone else may have made (read_capped). Raises
+    FileNotFoundError (callers say what was missing) or InputError naming the file: a FIFO, a
+    device or a folder, or one too large."""
     try:
-        handle = open_regular(path)
+        return read_capped(path, limit)
     except (NotARegularFile, IsADirectoryError) as err:
         raise InputError(f"{path}: {err.strerror}, not a file of settings") from None
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = handle.read(limit + 1) if size <= limit else b""
-    if size > limit or len(data) > limit:
-        raise InputError(f"{path}: {max(size, len(data)):,} bytes is more than the {limit >> 20} MiB a settings "
-                         "file may hold")
-    return data
+    except OverLimit as over:
+        raise InputError(f"{path}: {over.size:,} bytes is more than the {limit >> 20} MiB a settings "
+                         "file may hold") from None
 
 
 def read_small_text(path: str | Path, limit: int = SMALL_FILE_BYTES) -> str:

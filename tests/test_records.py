@@ -88,6 +88,7 @@ def test_a_records_file_that_would_never_end_or_not_fit_is_refused_before_readin
     """Someone else's records path: a FIFO would block forever and /dev/zero fill the memory, so
     both are refused from fstat; a file over the cap is refused from its size, before a byte is read."""
     import os
+    from mlx_clip import io as io_module
     from mlx_clip.data import records
 
     fifo = tmp_path / "records.json"
@@ -100,7 +101,7 @@ def test_a_records_file_that_would_never_end_or_not_fit_is_refused_before_readin
     big = tmp_path / "big.json"
     big.write_text(json.dumps([{"id": i, "title": "x" * 50} for i in range(40)]))
     monkeypatch.setattr(records, "MAX_RECORDS_BYTES", 1 << 10)
-    opened = records.open_regular
+    opened = io_module.open_regular  # what io.read_capped, the records' bounded read, opens with
 
     class Unread:  # the opened file, whose bytes the size check must not reach
         def __init__(self, path):
@@ -118,7 +119,7 @@ def test_a_records_file_that_would_never_end_or_not_fit_is_refused_before_readin
         def __exit__(self, *exc):
             self.handle.close()
 
-    monkeypatch.setattr(records, "open_regular", Unread)
+    monkeypatch.setattr(io_module, "open_regular", Unread)
     with pytest.raises(InputError, match=r"big.json: 0.0 GiB is more than the 0 GiB a records file may have"):
         read_records(big)
 

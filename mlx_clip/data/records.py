@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import NotARegularFile, json_kind, jsonl_objects, open_regular
+from ..io import NotARegularFile, OverLimit, json_kind, jsonl_objects, read_capped
 
 __all__ = [
     "Records",
@@ -109,10 +109,10 @@ MAX_RECORDS_BYTES = 2 << 30
 
 
 def _records_bytes(path: Path) -> bytes:
-    """The records file's bytes, refused before any is read when it is not a regular file (a FIFO
-    would block forever, /dev/zero never end) or larger than MAX_RECORDS_BYTES."""
+    """The records file's bytes (io.read_capped), refused before any is read when it is not a
+    regular file (a FIFO would block forever, /dev/zero never end) or larger than MAX_RECORDS_BYTES."""
     try:
-        handle = open_regular(path)
+        return read_capped(path, MAX_RECORDS_BYTES)
     except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -121,15 +121,9 @@ def _records_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: not a regular file (a FIFO or device); name a JSON, JSON Lines or CSV file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > MAX_RECORDS_BYTES:
-            raise InputError(f"{path}: {size / 2**30:.1f} GiB is more than the {MAX_RECORDS_BYTES >> 30} GiB a "
-                             "records file may have (2.5 to 5 times that in memory once parsed); split it into parts")
-        raw = handle.read(MAX_RECORDS_BYTES + 1)
-    if len(raw) > MAX_RECORDS_BYTES:  # it grew while being read
-        raise InputError(f"{path}: more than the {MAX_RECORDS_BYTES >> 30} GiB a records file may have")
-    return raw
+    except OverLimit as over:
+        raise InputError(f"{path}: {over.size / 2**30:.1f} GiB is more than the {MAX_RECORDS_BYTES >> 30} GiB a "
+                         "records file may have (2.5 to 5 times that in memory once parsed); split it into parts") from None
 
 
 MAX_DEPTH = 64  # real catalogue records nest a few levels; 800 crashed later steps (issue 24)
