@@ -14,6 +14,7 @@ the fetcher).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -51,6 +52,16 @@ def open_regular(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def hash_file(path: str | Path, digest: Any = None) -> Any:
+    """`digest` (a new sha256 when None) updated with the file's bytes in 1 MiB blocks, through
+    open_regular: a file of any size costs one block of memory, and a FIFO is refused, never waited on."""
+    digest = hashlib.sha256() if digest is None else digest
+    with open_regular(path) as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest
 
 
 SMALL_FILE_BYTES = 64 << 20

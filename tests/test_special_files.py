@@ -118,3 +118,19 @@ def test_a_settings_file_that_is_a_fifo_device_or_folder_is_one_line(tmp_path, c
                        ("/dev/zero", "not a regular file (a FIFO, device or socket)"), (tmp_path, "is a folder")):
         assert _in_time(lambda: finetune.main(["--config", str(path)]))["value"] == 2
         assert capsys.readouterr().err == f"error: {path}: {said}, not a file of settings\n"
+
+
+def test_a_fifo_beside_a_models_weights_is_refused_when_the_index_hashes_the_model(tmp_path, tiny_hf):
+    """index.py hashes every weights file of the model folder (what a re-run compares): a FIFO named
+    like one is refused in one line, never waited on."""
+    import shutil
+
+    from mlx_clip.use.index_model import model_identity
+
+    folder = shutil.copytree(tiny_hf, tmp_path / "model")
+    os.mkfifo(folder / "stray.safetensors")
+    import mlx_clip
+
+    model = mlx_clip.load(folder)
+    error = _in_time(lambda: model_identity(model, folder))["error"]
+    assert isinstance(error, OSError) and "not a regular file" in str(error) and "stray.safetensors" in str(error)

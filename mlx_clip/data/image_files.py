@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..io import PART_SUFFIX, open_regular
+from ..io import PART_SUFFIX, hash_file
 from ..models.image_open import ImageTooLarge, check_pixels
 
 __all__ = [
@@ -102,13 +102,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file as hex, read in blocks (an image of any size costs 1 MiB of memory)
-    through open_regular (a FIFO a manifest names is refused, never waited on)."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a file as hex (io.hash_file: in blocks, a FIFO refused)."""
+    return hash_file(path).hexdigest()
 
 
 def image_stem(key: str) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from .. import registry
 from ..errors import InputError
+from ..io import hash_file
 from ..models import weights as W
 from ..models.family import family_of
 from ..outputs.run_paths import RunPaths
 
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,7 @@ def model_identity(model, folder: Path) -> bytes:
                               model.image_processor.to_dict()], sort_keys=True, default=str).encode())
     for path in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")):
         digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while block := handle.read(CHUNK):
-                digest.update(block)
+        hash_file(path, digest)
     return digest.digest()
 
 
