@@ -101,3 +101,26 @@ def test_one_get_field_raising_or_reading_none():
     assert get_field_or_none(record, "a.x") is None
     with pytest.raises(KeyError):
         get_field(record, "a.x")
+
+
+def test_one_id_on_two_records_is_refused_before_any_download_and_in_a_manifest(server, tmp_path):
+    """A catalogue with one row per photo repeats the object's id: taken as the record id, it put
+    one object's photos on both sides of the split and made split.json ambiguous. fetch (and so
+    finetune and index.py) refuses it before a request, naming both records and --group-field;
+    read_manifest refuses a manifest that holds it."""
+    server.images["p0"] = make_image((10, 20, 30), "PNG")
+    records = [{"object": "OBJ-1", "image_url": server.url("/img/p0")},
+               {"object": "OBJ-2", "image_url": server.url("/img/p0")},
+               {"object": "OBJ-1", "image_url": server.url("/img/p0")}]
+    with pytest.raises(InputError, match=r"records.json: record 3: record id 'OBJ-1' is also record 1's; "
+                                         r".*--id-field.*--group-field"):
+        _fetch(server, tmp_path, records, id_field="object")
+    assert not (tmp_path / "out").exists() and server.count("/img/p0") == 0  # nothing requested or made
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"record_id": rid, "image_path": "a.png", "sha256": "0"}) + "\n"
+                                for rid in ("a", "b", "a")))
+    with pytest.raises(InputError, match=r"manifest.jsonl: line 3: record id 'a' is also line 1's"):
+        read_manifest(manifest)
+    manifest.write_text("".join(json.dumps({"record_id": rid, "image_path": "a.png", "sha256": "0"}) + "\n"
+                                for rid in ("a", "b", "c")))
+    assert [item.record_id for item in read_manifest(manifest)] == ["a", "b", "c"]

@@ -25,7 +25,7 @@ from ..io import read_jsonl
 from .groups import RecordGroups, record_groups
 from .image_files import file_sha256
 from ..models.image_open import MAX_PIXELS, ImageTooLarge, check_pixels
-from .records import get_field_or_none, manifest_record_id
+from .records import check_unique_ids, get_field_or_none, manifest_record_id
 from ..wording import counted
 
 
@@ -58,7 +58,7 @@ def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: manifest not found (write one with fetch.py, or pass --data RECORDS)")
-    items = []
+    items, lines = [], []
     for number, record in read_jsonl(path):
         if not record.get("image_path"):
             raise InputError(f"{path}: line {number}: record has no image_path; is this a fetch.py manifest?")
@@ -70,8 +70,10 @@ def read_manifest(path: str | Path, id_field: str | None = None) -> list[Item]:
         except KeyError:
             raise InputError(f"{path}: line {number}: field '{id_field}' is missing or empty") from None
         items.append(Item(rid, image_path, record))
+        lines.append(f"line {number}")
     if not items:
         raise InputError(f"{path}: manifest has no records")
+    check_unique_ids((item.record_id for item in items), path, lines)
     return items
 
 

@@ -55,8 +55,9 @@ class FetchConfig:
         "(default: UTF-8, with or without a byte-order mark)", type=encoding_name, metavar="NAME",
         group=RECORDS_GROUP)
     id_field: str | None = setting(
-        None, "field holding each record's identifier (names its image file and its failure "
-        "line). Default: an id-like field (id, identifier, objectID) if present", metavar="FIELD",
+        None, "field holding each record's identifier, unique to each record (names its image file, "
+        "its failure line and its place in split.json). Default: an id-like field (id, identifier, "
+        "objectID) if present", metavar="FIELD",
         group=RECORDS_GROUP)
     concurrency: int = setting(16, "requests in flight overall", type=positive_int, metavar="N")
     per_host: int = setting(4, "requests in flight per host", type=positive_int, metavar="N")

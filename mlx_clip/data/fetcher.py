@@ -46,7 +46,7 @@ from ..errors import InputError
 from ..folder_lock import hold_folder_lock
 from ..io import write_jsonl
 from .image_files import remove_partial_files
-from .records import MISSING, Records, get_field, has_own_id, load_records, record_id
+from .records import MISSING, Records, check_unique_ids, get_field, has_own_id, load_records, record_id
 from .sampling import choose_sample
 from .url_field import detect_url_field
 from .fetch_config import IMAGES_DIR, LOCK_NAME, ORIGINALS_DIR, FetchConfig, FetchSummary
@@ -102,6 +102,7 @@ async def fetch_records_async(
                              "pass another --out to draw a sample from it")
     records = load_records(records_path, config.encoding) if loaded is None else loaded
     url_field = _check_fields(records, config)
+    check_unique_ids(_record_ids(records, config.id_field), records.path, records.locations)
     try:
         indices, explanation = choose_sample(records.records, sample, margin, stratify, seed)
     except ValueError as e:
@@ -183,6 +184,15 @@ def _check_fields(records: Records, config: FetchConfig) -> str | None:
         if get_field(record, needed, MISSING) is MISSING:
             raise InputError(f"{records.where(index)}: field '{needed}' is missing")
     return url_field
+
+
+def _record_ids(records: Records, id_field: str | None) -> Iterator[str | None]:
+    """Every record's id (None where id_field is missing: _plan_jobs says so for a sampled record)."""
+    for index, record in enumerate(records.records):
+        try:
+            yield record_id(record, id_field, index)
+        except KeyError:
+            yield None
 
 
 def _plan_jobs(

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from ..errors import InputError
 from ..io import NotARegularFile, OverLimit, json_kind, jsonl_objects, read_capped
@@ -37,6 +37,7 @@ __all__ = [
     "MANIFEST_ID",
     "has_own_id",
     "manifest_record_id",
+    "check_unique_ids",
     "MISSING",
 ]
 
@@ -327,6 +328,20 @@ def manifest_record_id(entry: dict, id_field: str | None, index: int) -> str:
     if not id_field and entry.get(MANIFEST_ID) not in (None, ""):
         return str(entry[MANIFEST_ID])
     return record_id(entry, id_field, index)
+
+
+def check_unique_ids(ids: Iterable[str | None], file: str | os.PathLike, places: Sequence[str]) -> None:
+    """Refuse one id on two records (an object's id on each of its photos put them on both sides
+    of the split and made split.json ambiguous); None: no id, left to its own check. `places[i]`
+    says where record i is ("record 3", "line 18")."""
+    seen: dict[str, int] = {}
+    for position, rid in enumerate(ids):
+        if rid is not None and seen.setdefault(rid, position) != position:
+            first = seen[rid]
+            raise InputError(
+                f"{file}: {places[position]}: record id {rid!r} is also {places[first]}'s; each record needs "
+                "its own id: pass --id-field with a field unique to each record (several images of one "
+                "object: give the object's field to --group-field)")
 
 
 def has_own_id(record_identifier: str) -> bool:

@@ -97,12 +97,8 @@ def read_entries(manifest: Path, fields: EntryFields, id_field: str | None = Non
     fields.check(records, manifest)
     title_field, link_template = fields.title_field, fields.link_template
     title_field = title_field or next((f for f in TITLE_FIELDS if any(f in r for r in records)), None)
-    entries, seen = [], set()
-    for number, item in enumerate(items, 1):
-        if item.record_id in seen:
-            raise InputError(f"{manifest}:{number}: record id {item.record_id!r} appears twice "
-                             "(pass --id-field with a field unique to each record)")
-        seen.add(item.record_id)
+    entries = []
+    for item in items:  # read_manifest refused two records with one id
         record, path = item.record, item.image_path.resolve()
         title = _text(get_field(record, title_field, None)) if title_field else ""
         metadata = {k: v for k, v in record.items() if k not in MANIFEST_KEYS}
