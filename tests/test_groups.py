@@ -79,6 +79,7 @@ def test_no_object_crosses_the_split_and_split_json_can_tell(catalogue):
     joined = next(g for g in groups if "o008-x" in g)  # object 7 and 8, joined by one shared file
     assert set(joined) == {"o007-0", "o007-1", "o007-2", "o007-3", "o008-0", "o008-x"}
     assert "101 records in 39 objects (--group-field object_uri): 1-6 records each, median 3" in said
+    assert data.split_line.endswith("; each object's records (--group-field object_uri) stay on one side")
     home = next(name for name in ("train", "val", "test") if "o008-x" in data.split_ids[name])
     other = "val" if home != "val" else "train"
     moved = dict(data.split_ids, **{home: [r for r in data.split_ids[home] if r != "o008-x"],
@@ -91,6 +92,7 @@ def test_no_object_crosses_the_split_and_split_json_can_tell(catalogue):
         for item in part:
             sides.setdefault(item.record["object_uri"], set()).add(name)
     assert any(len(s) > 1 for s in sides.values())
+    assert "object" not in plain.line()  # no --group-field: only images are kept together
 
 
 def test_a_group_field_no_record_has_is_one_line(catalogue):

@@ -168,6 +168,7 @@ class Split:
     shared_records: int  # records whose image at least one other record also has
     shared_images: int  # distinct images attached to two or more records
     joined: list[list[str]] = field(default_factory=list)  # record ids of each group of two or more
+    group_field: str | None = None  # --group-field, whose objects stay on one side too
 
 
     def ids(self) -> dict[str, Any]:
@@ -178,10 +179,12 @@ class Split:
                 "test": test_ids, "fingerprint": fingerprint_of(test_ids), "groups": self.joined}
 
     def line(self) -> str:
+        objects = (f"; each object's records (--group-field {self.group_field}) stay on one side"
+                   if self.group_field else "")
         if not self.shared_records:
-            return "every record has its own image"
+            return "every record has its own image" + objects
         return (f"{self.shared_records} records share {counted(self.shared_images, 'image')} with another record; "
-                "each image's records stay on one side of the split")
+                "each image's records stay on one side of the split" + objects)
 
 
 def _largest_remainder(sizes: dict[str, int], total: int) -> dict[str, int]:
@@ -233,7 +236,8 @@ def split(items: Sequence[Item], val_fraction: float, seed: int, stratify: str |
                 side[i] = name
     parts = {name: [items[i] for i in range(len(items)) if side[i] == name] for name in ("train", "val", "test")}
     joined = [[items[i].record_id for i in members] for members in members_of.values() if len(members) > 1]
-    return Split(parts["train"], parts["val"], parts["test"], shared_records, shared_images, joined)
+    return Split(parts["train"], parts["val"], parts["test"], shared_records, shared_images, joined,
+                 groups.group_field)
 
 
 def crossing_groups(split_ids: dict[str, Any]) -> list[list[str]]:
