@@ -148,13 +148,16 @@ def stuck_warning(epoch: int, losses: list[float], sizes: list[int], first_step:
         return None
     named = "ln of the batch size" if loss_kind == "softmax" else "chance for this batch size"
     where = "stays at" if loss <= chance * (1 + STUCK_TOLERANCE) else "is above"
-    half = len(after) // 2
-    falling = half >= 2 and np.mean([x for x, _ in after[half:]]) < np.mean([x for x, _ in after[:half]]) * (1 - STUCK_TOLERANCE)
-    if half < 2:  # too few steps to see a trend: say so rather than "not learning"
+    # the trend over the whole epoch, warmup included: a SigLIP starting at 136 fell to 28 in its first
+    # epoch, with a spike after warmup that made the post-warmup halves say "not learning"
+    trend = [loss for loss, size in zip(losses, sizes) if size > 1]
+    half = len(trend) // 2
+    falling = half >= 2 and np.mean(trend[half:]) < np.mean(trend[:half]) * (1 - STUCK_TOLERANCE)
+    if falling:
+        advice = "it is falling, so it may only need more epochs or a higher --lr"
+    elif len(after) < 4:  # too few steps to see a trend: say so rather than "not learning"
         advice = (f"only {counted(len(after), 'step')} after warmup so far, too few to tell whether it is falling; "
                   "if later epochs stay there, try another --lr or check that the captions tell the images apart")
-    elif falling:
-        advice = "it is falling, so it may only need more epochs or a higher --lr"
     else:
         advice = "the model is not learning; try another --lr or check that the captions tell the images apart"
     return f"warning: epoch {epoch}: the training loss after warmup ({loss:.3f}) {where} chance level ({named} = {chance:.3f}): {advice}"
@@ -186,11 +189,12 @@ def run_warnings(history: list[dict], best: dict, test: dict | None = None) -> l
     stuck = [row["epoch"] for row in trained if row.get("warning")]
     if stuck and trained[-1]["epoch"] not in stuck:
         recovered = next(row["epoch"] for row in trained if row["epoch"] > stuck[-1])
-        warnings = [f"warning: {_epochs(stuck)}: the training loss after warmup stayed at chance level; it fell "
-                    f"below from epoch {recovered}, so the model learned late (a higher --lr may get there sooner)"]
+        warnings = [f"warning: {_epochs(stuck)}: the training loss after warmup stayed at or above chance level; "
+                    f"it fell below from epoch {recovered}, so the model learned late (a higher --lr may get there "
+                    "sooner)"]
     elif len(stuck) > 1:
         last = trained[-1]["warning"].removeprefix("warning: ")
-        warnings = [f"warning: {_epochs(stuck)} stayed at chance level; {last}"]
+        warnings = [f"warning: {_epochs(stuck)} stayed at or above chance level; {last}"]
     else:
         warnings = [row["warning"] for row in trained if row.get("warning")]
     below = below_start_warning(history, best, test)
