@@ -133,8 +133,9 @@ def test_different_base_models_are_allowed_but_said(runs, tmp_path, capsys):
     config = json.loads((other / "config.json").read_text())
     config["model"] = "someone/else"
     (other / "config.json").write_text(json.dumps(config))
-    _, printed, _ = _result(capsys, runs["base"], other, out=tmp_path / "cmp")
+    result, printed, _ = _result(capsys, runs["base"], other, out=tmp_path / "cmp")
     assert "different base models" in printed and "someone/else" in printed
+    assert result["base"]["run"] == f"{runs['base'].name}'s base model (before fine-tuning)"  # whose base it is
 
 
 def test_runs_with_other_captions_pair_the_images_and_say_so(runs, tiny_hf, shapes_manifest, tmp_path, capsys):

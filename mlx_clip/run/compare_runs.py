@@ -125,8 +125,9 @@ def compare(folders: Sequence[str | Path]) -> dict:
     first = runs[0]
     rows = [run_row(run, None if run is first else first, str(run.folder)) for run in runs]
     base = None
-    if RunPaths(first.folder).test_before.is_file():
-        base = run_row(load_run(first.folder, before=True), first, BASE_ROW)
+    if RunPaths(first.folder).test_before.is_file():  # which base, when the runs start from several
+        named = BASE_ROW if len({r.base_model for r in runs}) == 1 else f"{first.folder.name}'s {BASE_ROW}"
+        base = run_row(load_run(first.folder, before=True), first, named)
         base["base_model"] = first.base_model
     return {"test_size": len(first.record_ids), "fingerprint": first.fingerprint, "runs": rows, "base": base,
             "notes": notes(runs),
