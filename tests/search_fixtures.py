@@ -69,6 +69,7 @@ def build_search_index(folder: Path, base_model: Path, vocab: Path) -> dict:
     tuned = make_hf_clip(folder / "finds" / "model", vocab_folder=vocab, seed=1)  # where a run keeps its model
     records = emoji_records(30)
     records[3] = dict(records[3], name=HOSTILE_TITLE, subcategory="<b>bold</b>")
+    records[5] = dict(records[5], media=[{"role": "primary", "rights": None}], note=None)  # a nested export's fields
     template = "https://example.org/emoji/{unicode}"
     write_collection(folder / "index.db", "base", base_model, records, label_field="category", link_template=template)
     write_collection(folder / "index.db", "tuned", tuned, records, label_field="category", link_template=template)

@@ -224,3 +224,35 @@ def test_bad_index_files_are_one_line(tmp_path, index_files):
         result = subprocess.run([sys.executable, str(ROOT / "search.py"), *args, "--port", "0"],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), args
+
+
+def test_a_nested_catalogues_fields_are_dotted_paths_for_filters_map_and_curator(tmp_path, tiny_hf):
+    """A museum's JSON nests its fields (object.type, findspot.name): index.py took --label-field
+    object.type, then the curator and the map refused it ("has no field") and the page offered no
+    filter on either. Fields are the dotted paths every flag uses, a null parent is not one."""
+    from mlx_clip.use.collection_map import labels_of
+    from mlx_clip.use.curate import label_field_of
+    from search_fixtures import emoji_records, write_collection
+
+    records = [{"id": r["id"], "name": r["name"], "image_path": r["image_path"],
+                "object": {"type": r["category"], "sub": r["subcategory"]},
+                "findspot": {"name": "Knossos" if i % 3 else "Troy"} if i % 5 else None}
+               for i, r in enumerate(emoji_records(20))]
+    write_collection(tmp_path / "nested.db", "nested", tiny_hf, records, label_field="object.type")
+    found = read_collections([tmp_path / "nested.db"])[0]
+    assert {"object.type", "object.sub", "findspot.name"} <= set(found.fields)
+    assert "object" not in found.fields and "findspot" not in found.fields
+    assert label_field_of(found, None) == "object.type"
+    assert labels_of(found, "object.type") == [r["object"]["type"] for r in records]
+    facets = found.facets()
+    assert dict(facets["findspot.name"]) == {"Knossos": sum(1 for i in range(20) if i % 5 and i % 3),
+                                             "Troy": sum(1 for i in range(20) if i % 5 and not i % 3)}
+    service = SearchService([found])
+    running = RunningServer(service)
+    try:
+        status, result = get_json(running, "/api/search?q=a+face&k=20&findspot.name=Troy")
+    finally:
+        running.stop()
+    assert status == 200
+    assert {r["fields"]["findspot"]["name"] for r in result["results"]} == {"Troy"}
+    assert result["matched"] == dict(facets["findspot.name"])["Troy"]

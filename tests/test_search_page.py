@@ -54,6 +54,7 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
         seen["titles"] = await page.evaluate("Array.from(document.querySelectorAll('.card .title')).map(t => t.textContent)")
         seen["pwned"] = await page.evaluate("window.__pwned === undefined && !document.querySelector('.card b, .card script')")
         seen["links"] = await page.evaluate("Array.from(document.querySelectorAll('.card .title a')).map(a => a.href)")
+        seen["fields"] = await page.evaluate("Array.from(document.querySelectorAll('.card dd')).map(d => d.textContent)")
         # a filter: only Food & Drink, before ranking
         await page.evaluate("const s = document.querySelector('select[data-field=category]'); s.value = 'Food & Drink'; "
                             "s.dispatchEvent(new Event('change')); true")
@@ -90,6 +91,8 @@ def test_the_page_searches_by_words_image_and_likeness_and_draws_the_map(server,
     assert seen["words"][0] != seen["words"][1]  # two models, two rankings of one query
     assert HOSTILE_TITLE in seen["titles"] and seen["pwned"] is True
     assert all(link.startswith("https://example.org/emoji/") for link in seen["links"]) and len(seen["links"]) == 60
+    assert "role primary" in seen["fields"]  # a list of objects in words, a null left out
+    assert not any("[object" in text or text == "null" for text in seen["fields"])
     food = {r["id"] for r in server.records if r["category"] == "Food & Drink"}
     assert set(seen["filtered"][0]) == food and set(seen["filtered"][1]) == food
     assert seen["image"][0][0] == seen["image"][1][0] == server.records[7]["id"]  # found first, in both

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.records import get_field_or_none
 from ..errors import InputError
 from .neighbours import blocks, label_disagreement, nearest_neighbours
 from .store import IndexFile
@@ -78,7 +79,7 @@ def pca_layout(matrix: np.ndarray) -> tuple[np.ndarray, list[float]]:
 
 def labels_of(collection: LoadedCollection, field: str) -> list[str | None]:
     """Each record's value of `field` (a list field: its first item) as a label, or None."""
-    return [(field_values(r.get(field)) or [None])[0] for r in collection.records]
+    return [(field_values(get_field_or_none(r, field)) or [None])[0] for r in collection.records]
 
 
 def colouring(collection: LoadedCollection, field: str | None, skip: set[str] = frozenset()) -> dict:

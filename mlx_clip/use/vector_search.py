@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..data.coordinates import field_paths
+from ..data.records import get_field_or_none
 from ..errors import InputError
 from .neighbours import INDISTINCT_SIMILARITY, hardly_tells_apart, indistinct_share
 from .store import CollectionInfo, IndexFile
@@ -56,7 +58,9 @@ class LoadedCollection:
         self.matrix = matrix
         self.records = records
         self.row_of = {rid: i for i, rid in enumerate(ids)}
-        self.fields = sorted({k for r in records for k in r if k not in RESERVED_FIELDS})
+        # dotted paths, as every flag names a field: a nested catalogue's object.type is a field of its own
+        paths = {k for r in records for k in field_paths(r) if k not in RESERVED_FIELDS}
+        self.fields = sorted(k for k in paths if not any(p.startswith(k + ".") for p in paths))  # not a null parent
         self.facets_by_limit: dict[int, dict[str, list[tuple[str, int]]]] = {}
         self.value_rows: dict[str, dict[str, np.ndarray]] = {}
 
@@ -99,7 +103,7 @@ class LoadedCollection:
         record = self.records[row]
         title = record.get("title")
         if title in (None, "") and self.info.title_field:
-            title = record.get(self.info.title_field)
+            title = get_field_or_none(record, self.info.title_field)
         return str(title) if title not in (None, "") else self.ids[row]
 
     def facets(self, limit: int = FACET_LIMIT) -> dict[str, list[tuple[str, int]]]:
@@ -113,7 +117,7 @@ class LoadedCollection:
         for name in self.fields:
             counts: Counter[str] = Counter()
             for record in self.records:
-                counts.update(set(field_values(record.get(name))))
+                counts.update(set(field_values(get_field_or_none(record, name))))
                 if len(counts) > limit:
                     break
             if 0 < len(counts) <= limit and any(c > 1 for c in counts.values()):
@@ -140,7 +144,7 @@ class LoadedCollection:
         if name not in self.value_rows:
             found: dict[str, list[int]] = {}
             for row, record in enumerate(self.records):
-                for value in set(field_values(record.get(name))):
+                for value in set(field_values(get_field_or_none(record, name))):
                     found.setdefault(value, []).append(row)
             self.value_rows[name] = {v: np.array(rows, dtype=np.int64) for v, rows in found.items()}
         return self.value_rows[name]

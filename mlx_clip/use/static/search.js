@@ -83,6 +83,18 @@ function renderColumn(answer, likeId) {
             answer.results.length ? grid : el("p", { class: "empty", text: "No record passes these filters." }));
 }
 
+// A field as words: null says nothing, a list its items, an object "key value" pairs, nested or in a
+// list too (findspot: name Knossos, lat 35.3, lon 25.16; media: url ..., role primary).
+function fieldText(value) {
+  if (value === null || value === undefined) return "";
+  if (Array.isArray(value)) return value.map(fieldText).filter(t => t !== "").join("; ");
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => [k, fieldText(v)]).filter(([, t]) => t !== "")
+      .map(([k, t]) => `${k} ${t}`).join(", ");
+  }
+  return String(value);
+}
+
 function renderCard(collection, record, index, likeId) {
   const thumb = el("img", { src: `/thumb?${new URLSearchParams({ collection, id: record.record_id })}`,
                             alt: record.title });
@@ -92,9 +104,7 @@ function renderCard(collection, record, index, likeId) {
   const fields = el("dl");
   let shown = 0;
   for (const [name, value] of Object.entries(record.fields)) {
-    const text = Array.isArray(value) ? value.join(", ") : (typeof value === "object" && value !== null
-      ? Object.entries(value).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")  // findspot: lat 37.97, lon 23.72
-      : String(value));
+    const text = fieldText(value);
     if (text === "" || text === record.title || text === record.record_id) continue;
     if (++shown > 5) break;
     fields.append(el("dt", { text: name }), el("dd", { text: text.length > 80 ? text.slice(0, 79) + "…" : text }));
