@@ -182,3 +182,15 @@ def test_the_validation_section_names_where_the_verdict_came_from_and_no_interva
     enough = summary_section(history(40), {"epoch": 1}, None, None, has_test=True)
     assert "the verdict above comes from the held-out test set" in enough
     assert "0.042 [0.000, 0.208] before → 0.083 [0.000, 0.208] after" in enough
+
+
+def test_records_without_a_label_are_not_a_label_value():
+    """A nested catalogue's untyped records counted '(missing)' as one of '10 values' of object.type."""
+    from collections import Counter
+
+    from mlx_clip.data.training_set import MISSING_LABEL
+    from mlx_clip.outputs.report import labels_heading
+
+    counts = Counter({"Flags": 3, MISSING_LABEL: 2, "Coins": 1})
+    assert labels_heading("object.type", counts) == "<h3>Labels (object.type): 2 values (2 records without one)</h3>"
+    assert labels_heading("period", Counter({"Roman": 1})) == "<h3>Labels (period): 1 value</h3>"

@@ -24,6 +24,7 @@ from .source import (check_batch_size, check_label_field, resolve_manifest, reso
 from .stream import EvalSet, TrainStream
 
 DEFAULT_CAPTIONS = "(default: built from the record's text fields)"  # the card's line when no --caption
+MISSING_LABEL = "(missing)"  # label_counts' row for records without a --label-field value (not a label)
 
 
 @dataclass
@@ -60,8 +61,8 @@ class TrainingSet:
         return (value_text(get_field_or_none(self.items[i].record, field_name)) or None) if field_name else None
 
     def label_counts(self, index: list[int] | None = None) -> Counter:
-        """How many records (all, or those at `index`) carry each label; "(missing)" counts the rest."""
-        return Counter(self.label(i) or "(missing)" for i in (range(len(self.items)) if index is None else index))
+        """How many records (all, or those at `index`) carry each label; MISSING_LABEL counts the rest."""
+        return Counter(self.label(i) or MISSING_LABEL for i in (range(len(self.items)) if index is None else index))
 
     def eval_set(self, index: list[int]) -> EvalSet:
         """The records at `index` as an evaluation set (the data step builds val_set and test_set with it)."""

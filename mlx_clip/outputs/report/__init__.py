@@ -24,8 +24,10 @@ from ...flags import rows as config_rows
 from ...settings import FinetuneConfig
 from ...data.captions import CaptionBuilder
 from ...data.dataset import Item
+from ...data.training_set import MISSING_LABEL
 from ...models.clip import CLIP
 from ...io import write_text
+from ...wording import counted
 from ...train.bootstrap import TOO_FEW, shown_interval, signed_text, too_few_text, words_for
 from ...train import scores
 from ...train.evaluate import EvalDetails, EvalSet
@@ -173,10 +175,17 @@ def data_section(prepared: RunData) -> str:
         rows = [(label, n, val_counts.get(label, 0),
                  Raw(f'<span class="bar" style="width:{max(1, round(160 * n / most))}px"></span>'))
                 for label, n in top]
-        out += (f"<h3>Labels ({esc(config.label_field)}): {len(counts)} values"
-                + (", the 40 most common shown" if len(counts) > 40 else "") + "</h3>"
+        out += (labels_heading(config.label_field, counts)
                 + table(["label", "records", "validation", ""], rows, numeric=(1, 2)))
     return out
+
+
+def labels_heading(label_field: str, counts: Counter) -> str:
+    """"Labels (period): 9 values (38 records without one)": records without a value are no label."""
+    values, without = len(counts) - (MISSING_LABEL in counts), counts.get(MISSING_LABEL, 0)
+    return (f"<h3>Labels ({esc(label_field)}): {counted(values, 'value')}"
+            + (f" ({counted(without, 'record')} without one)" if without else "")
+            + (", the 40 most common shown" if len(counts) > 40 else "") + "</h3>")
 
 
 def plots_section(paths: RunPaths) -> str:
