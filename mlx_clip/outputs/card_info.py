@@ -18,6 +18,8 @@ class CardInfo:
 
     base_model: str | None = None
     """Hub repo id (or local path) of the model that was fine-tuned or converted."""
+    base_model_on_hub: bool = False
+    """Whether base_model is a hub repo id (linked, and in the front matter); model_card.resolve decides it."""
     repo_id: str | None = None
     """Where the model lives on the hub; the usage snippets use it."""
     license: str | None = None

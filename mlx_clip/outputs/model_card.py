@@ -86,14 +86,14 @@ def _license_from_readme(path: Path) -> str | None:
         return None
 
 
-def base_model_license(base_model: str | None) -> str | None:
+def base_model_license(base_model: str | None, on_hub: bool) -> str | None:
     """The base model's licence from its card (local folder or hub cache, no network) or a known list."""
     if not base_model:
         return None
     local = Path(base_model).expanduser()
     if local.is_dir():
         return _license_from_readme(local / "README.md") if (local / "README.md").is_file() else None
-    if is_repo_id(base_model):
+    if on_hub:
         try:
             from huggingface_hub import try_to_load_from_cache
 
@@ -126,16 +126,19 @@ def resolve(info: CardInfo) -> CardInfo:
     if isinstance(base, Mapping):
         base = first_value(base, "name", "path", "repo_id")
     base = str(base) if base else None
-    licence = str(info.license or first_value(info.config, "license") or base_model_license(base) or "other").lower()
-    if not _LICENSE_ID.match(licence):
-        raise InputError(f"license {licence!r}: not a hub licence id (e.g. mit, apache-2.0, cc-by-4.0, "
-                         "cc-by-nc-4.0, openrail, other)")
     datasets = info.datasets or first_value(info.config, "datasets")
     if isinstance(datasets, str):
         datasets = [datasets]
+    # which names are hub ids, decided once: the licence, the front matter and the link read it
+    on_hub, hub_datasets = base is not None and is_repo_id(base), [d for d in (datasets or []) if is_repo_id(d)]
+    licence = str(info.license or first_value(info.config, "license") or base_model_license(base, on_hub)
+                  or "other").lower()
+    if not _LICENSE_ID.match(licence):
+        raise InputError(f"license {licence!r}: not a hub licence id (e.g. mit, apache-2.0, cc-by-4.0, "
+                         "cc-by-nc-4.0, openrail, other)")
     return CardInfo(
-        base_model=base, repo_id=info.repo_id, license=licence, model_name=info.model_name,
-        datasets=[d for d in (datasets or []) if is_repo_id(d)] or None, config=info.config,
+        base_model=base, base_model_on_hub=on_hub, repo_id=info.repo_id, license=licence, model_name=info.model_name,
+        datasets=hub_datasets or None, config=info.config,
         metrics=info.metrics, data=info.data, caption_templates=_caption_templates(info),
         tags=list(info.tags or []), language=info.language, description=info.description,
         model_type=info.model_type,
@@ -157,7 +160,7 @@ def card_data(info: CardInfo):
 
     family = family_of_card(info)
     tags = list(dict.fromkeys([family.model_type] + BASE_TAGS[1:] + [t for t in info.tags if t]))
-    base = info.base_model if is_repo_id(info.base_model) else None
+    base = info.base_model if info.base_model_on_hub else None
     prompt = first_value(info.config, LABEL_PROMPT_KEY)  # what the curator asks the model with (label_prompt.py)
     return ModelCardData(
         base_model=base, license=info.license, library_name=LIBRARY_NAME, pipeline_tag=PIPELINE_TAG,
@@ -178,7 +181,7 @@ def render(info: CardInfo | Mapping[str, Any] | None = None) -> str:
         body += [info.description.strip(), ""]
     fine_tuned = bool(info.metrics or info.config or info.data)
     what = "fine-tuned with" if fine_tuned else "converted with"
-    base = (f"[`{info.base_model}`](https://huggingface.co/{info.base_model})" if is_repo_id(info.base_model)
+    base = (f"[`{info.base_model}`](https://huggingface.co/{info.base_model})" if info.base_model_on_hub
             else md_code(public_value(info.base_model)) if info.base_model else f"a {family.name} model")
     body += [
         f"A {family.name} model (image and text encoders sharing one embedding space) {what} "
