@@ -113,6 +113,24 @@ def test_a_collapsed_model_keeps_the_earliest_of_tied_pairs_and_counts_every_pai
     assert all(score == pytest.approx(1.0) for score, _, _ in pairs)
 
 
+def test_a_full_duplicates_list_takes_only_what_beats_it_and_matches_the_whole_sort():
+    """Once max_pairs are held, a block adds only pairs above the list's lowest (no partition of it):
+    20 pictures, 6 copies of each, with noise, give pairs tied at 1.0 and others near it; the list
+    equals the first max_pairs of all pairs sorted by (-similarity, i, j)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(20, 6)).astype(np.float32)
+    matrix = np.repeat(base, 6, axis=0) + np.where(np.arange(120)[:, None] % 3 == 0, 0.0,
+                                                   rng.normal(scale=0.05, size=(120, 6))).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    full = matrix @ matrix.T
+    everything = sorted(((full[i, j], i, j) for i in range(120) for j in range(i + 1, 120) if full[i, j] >= 0.5),
+                        key=lambda t: (-t[0], t[1], t[2]))
+    for max_pairs in (7, 50, 400):
+        pairs, passing = similar_pairs(matrix, 0.5, max_pairs, block=9)
+        assert passing == len(everything) > max_pairs
+        assert [(i, j) for _, i, j in pairs] == [(i, j) for _, i, j in everything[:max_pairs]], max_pairs
+
+
 def _suggestion_scores(out, model_folder, prompt):
     """The unlabelled record's three scores as written, and as computed here with `prompt`."""
     row = next(csv.DictReader(open(out / "suggestions.csv", encoding="utf-8-sig")))
