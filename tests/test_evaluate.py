@@ -141,3 +141,14 @@ def test_zero_shot_over_a_single_label_is_skipped(tiny_hf, images):
                    label_prompt=["a {label}", "a photo of a {label}"])
     assert two["zero_shot_classes"] == 2 and "zero_shot_note" not in two
     json.dumps(two)  # metrics stay JSON
+
+
+def test_evaluate_passes_each_images_content_to_image_to_image_recall(tiny_hf, images):
+    """One object's photos where two records share one file: the copy is no partner, so only the
+    other photo is a hit; a set of copies alone has no query (was +1.000 for any untied model)."""
+    model = mlx_clip.load(tiny_hf)
+    paths = [images[0], images[0], images[1], images[2]]
+    copies = evaluate(model, EvalSet(paths, list("abcd"), [None] * 4, groups=[0, 0, 1, 2], images=["p", "p", "q", "r"]))
+    assert copies["i2i_queries"] == 0 and "i2i_R@1" not in copies
+    pair = evaluate(model, EvalSet(paths, list("abcd"), [None] * 4, groups=[0, 0, 0, 1], images=["p", "p", "q", "r"]))
+    assert pair["i2i_queries"] == 3  # 0 and 1 look for 2, 2 for either of them

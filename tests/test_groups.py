@@ -119,16 +119,24 @@ def test_i2i_recall_queries_other_images_of_the_group():
     assert len(scores.intervals(details)["i2i_R@1_ci95"]) == 2  # the one bootstrap, over the 4 queries
     none = i2i_metrics(i2i_ranks(embeds, [0, 1, 2, 3, 4]))
     assert none["i2i_queries"] == 0 and "i2i_R@1" not in none and "skipped" in none["i2i_note"]
+    # a copy of the query's own picture (same content) is neither its hit nor ranked above one
+    copies = np.array([[1, 0], [1, 0], [0.6, 0.8], [0.8, 0.6], [0, 1]], np.float32)
+    ranks = i2i_ranks(copies, [0, 0, 0, 1, 1], images=["p", "p", "q", "r", "s"])
+    assert ranks.tolist() == [2, 2, 3, 4, 2]  # 0 and 1 find 2 behind 3 (.8 > .6), never each other (1.0)
+    alone = i2i_ranks(copies[:2], [0, 0], images=["p", "p"])
+    assert np.isnan(alone).all()  # two copies of one picture: no query at all
 
 
 def test_i2i_is_scored_only_where_an_image_can_have_a_partner(tmp_path):
     """Every record alone (no --group-field, no shared image): image-to-image recall asks nothing,
-    so an evaluation set carries no groups and the run says nothing of it; a group field, or two
-    records sharing an image, make it a question (and a test set without a pair says it skipped)."""
+    so an evaluation set carries no groups and the run says nothing of it; a group field whose
+    objects have two photos makes it a question. Two records sharing one image do not: a copy is
+    the same picture (a collapsed model, every image tied, scored 0 before and 1.000 after)."""
     records = [{"object": f"o{i // 2}"} for i in range(6)]
     assert not record_groups([f"img{i}" for i in range(6)], records).can_pair
     assert record_groups([f"img{i}" for i in range(6)], records, "object").can_pair
-    assert record_groups(["img0", "img0"] + [f"img{i}" for i in range(2, 6)], records).can_pair
+    assert not record_groups(["img0", "img0"] + [f"img{i}" for i in range(2, 6)], records).can_pair
+    assert not record_groups(["a", "a", "b", "b", "c", "c"], records, "object").can_pair  # each object one picture
     from PIL import Image
 
     (tmp_path / "images").mkdir()

@@ -38,9 +38,11 @@ class RecordGroups:
 
     @property
     def can_pair(self) -> bool:
-        """Whether image-to-image recall asks anything: a --group-field was named, or some records
-        share an image. (Every record alone: no image has a partner to find, so it is not scored.)"""
-        return bool(self.group_field) or self.count < len(self.of_record)
+        """Whether image-to-image recall asks anything: some group holds two different images (two
+        photos of one object). Records sharing one image are one picture, not a pair: any model
+        finds its copy, and a collapsed one (every image tied) read that as +1.000 recall."""
+        first: dict[int, str] = {}
+        return any(first.setdefault(group, key) != key for group, key in zip(self.of_record, self.image_keys))
 
     def members(self) -> list[list[int]]:
         """Record positions of each group, in group order."""

@@ -134,6 +134,7 @@ class EvalSet:
     captions: list[str]
     labels: list[str | None]
     groups: list[int] | None = None  # record groups (one image or object): image-to-image recall's hits
+    images: list[str] | None = None  # each image's content (dataset.image_key): a copy is no other photo
 
 
 class TrainStream:

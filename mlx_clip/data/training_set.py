@@ -71,6 +71,7 @@ class TrainingSet:
             captions=[self.captions.first(i) for i in index],
             labels=[self.label(i) for i in index],
             groups=self.group_of(index) if self.groups and self.groups.can_pair else None,
+            images=[self.groups.image_keys[i] for i in index] if self.groups and self.groups.can_pair else None,
         )
 
     def data_summary(self) -> dict:

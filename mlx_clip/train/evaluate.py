@@ -93,17 +93,22 @@ def retrieval_metrics(image_embeds: np.ndarray, caption_embeds: np.ndarray,
 I2I_AT = (1, 5)
 
 
-def i2i_ranks(image_embeds: np.ndarray, groups: Sequence[int] | None) -> np.ndarray:
+def i2i_ranks(image_embeds: np.ndarray, groups: Sequence[int] | None,
+              images: Sequence[str] | None = None) -> np.ndarray:
     """Per image, the rank of the best-ranked other image of its group (NaN for an image with none
     beside it: not a query, as mlx_clip.train.scores reads it): each image queries the OTHER
-    evaluation images, itself excluded; ties count against."""
+    evaluation images, itself excluded; ties count against. `images` (each image's content): a
+    copy of the query's own picture is neither a hit nor ranked above one."""
     if groups is None or len(image_embeds) < 2:
         return np.full(len(image_embeds), np.nan)
     groups = np.asarray(groups)
     similarity = image_embeds @ image_embeds.T
-    np.fill_diagonal(similarity, -np.inf)  # never its own hit, never ranked above one
-    correct = groups[:, None] == groups[None, :]
-    np.fill_diagonal(correct, False)
+    same = np.eye(len(groups), dtype=bool)
+    if images is not None:
+        keys = np.asarray(images)
+        same = keys[:, None] == keys[None, :]
+    similarity[same] = -np.inf  # never its own hit, never ranked above one
+    correct = (groups[:, None] == groups[None, :]) & ~same
     queries = correct.any(axis=1)
     ranks = np.full(len(image_embeds), np.nan)
     ranks[queries] = ranks_of_correct(similarity[queries], correct[queries])
@@ -117,8 +122,8 @@ def i2i_metrics(ranks: np.ndarray) -> dict:
     ranks = ranks[np.isfinite(ranks)]
     out: dict = {I2I_QUERIES: int(ranks.size)}
     if not ranks.size:
-        out["i2i_note"] = ("image-to-image recall skipped: no evaluation image has another image of its group "
-                           "(one object's photos, --group-field, or one image shared by records) beside it")
+        out["i2i_note"] = ("image-to-image recall skipped: no evaluation image has another photo of its object "
+                           "(--group-field) beside it")
         return out
     for k in I2I_AT:
         out[recall_key("i2i", k)] = float((ranks <= k).mean())
@@ -284,7 +289,7 @@ def evaluate(model, eval_set: EvalSet, label_prompt: str | Sequence[str] = "a ph
     metrics["val_size"] = len(eval_set.image_paths)
     metrics["val_captions"] = len(distinct)
     if eval_set.groups is not None:
-        i2i = i2i_ranks(image_embeds, eval_set.groups)
+        i2i = i2i_ranks(image_embeds, eval_set.groups, eval_set.images)
         metrics.update(i2i_metrics(i2i))
         if np.isfinite(i2i).any():  # a score only where some image has another of its group beside it
             ranks["i2i"] = i2i
