@@ -221,7 +221,7 @@ class CaptionReport:
     empty_records: int
 
     def line(self, context_length: int) -> str:
-        return (f"{self.captions} captions, {self.truncated} longer than {context_length} tokens "
+        return (f"{self.captions:,} captions, {self.truncated:,} longer than {context_length} tokens "
                 f"(truncated), longest {self.max_tokens} tokens"
                 + (f"; {counted(self.empty_records, 'record has', 'records have')} no caption text"
                    if self.empty_records else ""))

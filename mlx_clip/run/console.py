@@ -93,21 +93,21 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
     report = prepared.captions.report(model.tokenizer.count_tokens, model.tokenizer.context_length)
     total = count_parameters(model.parameters())
     if run_size is None:
-        records = f"records: {len(prepared.items)} with images ({prepared.manifest})"
+        records = f"records: {len(prepared.items):,} with images ({prepared.manifest})"
         train, val, test = len(prepared.train_index), len(prepared.val_index), len(prepared.test_index)
         spe, how = prepared.steps_per_epoch, f"; {prepared.split_line}"
     else:
         drawn = (f"uses all {run_size.catalogue:,} records" if run_size.sample == run_size.catalogue else
                  f"draws a sample of {run_size.sample:,} of {run_size.catalogue:,}")
-        records = (f"records: the run {drawn} and fetches them; measured here on {len(prepared.items)} of them "
+        records = (f"records: the run {drawn} and fetches them; measured here on {len(prepared.items):,} of them "
                    f"({prepared.manifest})")
         train, val, test = run_size.train, run_size.val, run_size.test
         spe, how = config.steps_per_epoch(train), " (the run's, before any image fails)"
     total_steps = config.total_steps(spe)
     lines = [
         records,
-        f"split: {train} train, {val} validation (picks the best epoch), "
-        + (f"{test} test (held out for the before/after figures)" if test
+        f"split: {train:,} train, {val:,} validation (picks the best epoch), "
+        + (f"{test:,} test (held out for the before/after figures)" if test
            else "no test set (--test-fraction; the before/after figures come from validation)")
         + (f" (stratified by {config.sample.stratify})" if config.sample.stratify else "") + how,
         f"captions{' of the measured images' if run_size else ''}: {report.line(model.tokenizer.context_length)}",
@@ -115,9 +115,9 @@ def describe(prepared: Prepared, trainable: int, run_size: RunSize | None = None
         f"model: {config.model} ({millions(total)} parameters, "
         f"{'all trained' if trainable == total else millions(trainable) + ' trained'}), "
         f"{config.precision}, image {model.config.vision.image_size}px",
-        f"schedule: {counted(config.epochs, 'epoch')} x {counted(spe, 'step')} of {config.batch_size} = "
-        f"{counted(spe * config.epochs, 'step')}, lr {config.optim.lr:g} "
-        f"(warmup {counted(config.optim.warmup_steps(total_steps), 'step')}, cosine), "
+        f"schedule: {counted(config.epochs, 'epoch')} x {counted(spe, 'step', thousands=True)} of {config.batch_size} = "
+        f"{counted(spe * config.epochs, 'step', thousands=True)}, lr {config.optim.lr:g} "
+        f"(warmup {counted(config.optim.warmup_steps(total_steps), 'step', thousands=True)}, cosine), "
         f"weight decay {config.optim.weight_decay:g}",
     ]
     return "\n".join(lines)
