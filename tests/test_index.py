@@ -179,6 +179,21 @@ def test_refusals_are_one_line(tmp_path, tiny_hf, openai_vocab, user_dir, capsys
         assert set(index_file.collections()) == {"finds"}
 
 
+def test_a_second_index_on_one_file_stops_in_one_line_naming_the_first(tmp_path, tiny_hf, user_dir, capsys):
+    """Two index.py on one index file each embedded every record (72,000 twice, on two cores)."""
+    import os
+
+    from mlx_clip.folder_lock import hold_folder_lock
+
+    records = write_records(tmp_path / "data")
+    db = tmp_path / "c.db"
+    with hold_folder_lock(tmp_path, ".c.db.lock", "held"):  # what a running index.py holds
+        assert index(records, tiny_hf, db, "--collection", "finds") == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {db}: another index.py (pid {os.getpid()}) is writing to this index file; wait for it to finish"
+    assert index(records, tiny_hf, db, "--collection", "finds") == 0  # the lock goes with its holder
+
+
 def test_a_run_folder_is_a_model_and_two_models_share_a_file(tmp_path, tiny_hf, user_dir):
     from mlx_clip import registry
 

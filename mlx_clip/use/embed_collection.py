@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.fetch_config import FetchConfig
 from ..errors import InputError
+from ..folder_lock import hold_folder_lock
 from ..io import write_jsonl
 from ..models.family import family_of
 from ..progress import Progress
@@ -106,7 +107,9 @@ def build_index(settings: IndexSettings, log: Callable[[str], Any] = print) -> I
     started = time.perf_counter()
     check_settings(settings)
     settings.out.parent.mkdir(parents=True, exist_ok=True)
-    with IndexFile(settings.out, create=True) as index:
+    busy = f"{settings.out}: another index.py (pid {{pid}}) is writing to this index file; wait for it to finish"
+    with (hold_folder_lock(settings.out.parent, f".{settings.out.name}.lock", busy),  # two at once each embedded all
+          IndexFile(settings.out, create=True) as index):
         chosen = resolve_model(settings.model)
         name = collection_name(settings.collection or chosen.default_name)
         model = _load(chosen.source)
