@@ -131,3 +131,19 @@ def test_a_header_past_pillows_own_bomb_limit_is_said_in_the_budgets_words():
         open_image_bounded(png_claiming(60000, 60000), max_pixels=50_000_000)  # 3,600 megapixels
     assert str(caught.value) == ("the image (69 bytes): more than 179 megapixels is over the pixel budget of 50 "
                                  "megapixels; downscale the picture first")
+
+
+def test_a_heic_photo_without_pillow_heif_says_what_reads_it(tmp_path, monkeypatch):
+    """An iPhone photo (HEIC) was "not an image format Pillow can read": it now says that
+    pillow-heif reads it (the `.[heic]` extra), from a file or an upload; other junk is unchanged."""
+    from mlx_clip.errors import InputError
+    from mlx_clip.models import image_open
+
+    monkeypatch.setattr(image_open, "HEIF_READABLE", False)  # as installed without the extra
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(range(256)) * 8
+    (tmp_path / "IMG_0001.HEIC").write_bytes(heic)
+    for source in (tmp_path / "IMG_0001.HEIC", heic):
+        with pytest.raises(InputError, match=r"a HEIC/HEIF picture \(an iPhone photo\?\).*pip install pillow-heif"):
+            open_image_bounded(source)
+    with pytest.raises(InputError, match="not an image format Pillow can read"):
+        open_image_bounded(b"\x00\x00\x00\x18ftypisom" + bytes(64))  # an MP4 is no HEIC

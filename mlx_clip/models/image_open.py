@@ -40,6 +40,39 @@ class ImageTooLarge(InputError):
     """A picture whose header claims more pixels than the budget; nothing was decoded."""
 
 
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")  # ISO-BMFF major brands
+
+
+def _register_heif() -> bool:
+    """iPhones save photos as HEIC, which Pillow reads once pillow-heif is installed (the optional
+    `.[heic]` extra; not a default: its wheels bundle libheif's codecs under their own licences)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_READABLE = _register_heif()
+
+
+def unreadable_text(source: "ImageSource") -> str:
+    """Why Pillow could not identify `source`: a HEIC/HEIF header without pillow-heif says what to do."""
+    try:
+        if isinstance(source, bytes):
+            head = source[:12]
+        else:
+            with open_regular(Path(source)) as handle:
+                head = handle.read(12)
+    except OSError:
+        head = b""
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and not HEIF_READABLE:
+        return ("a HEIC/HEIF picture (an iPhone photo?), which Pillow reads with pillow-heif: "
+                "pip install pillow-heif (or export it as JPEG)")
+    return "unreadable image (not an image format Pillow can read)"
+
+
 def has_alpha(image: Image.Image) -> bool:
     """Whether the picture has transparency (an alpha band, or a palette/colour key marked transparent)."""
     return "A" in image.getbands() or image.info.get("transparency") is not None
@@ -121,7 +154,7 @@ def open_image_bounded(source: ImageSource, max_pixels: int = MAX_PIXELS, min_si
     except (NotARegularFile, IsADirectoryError) as err:
         raise InputError(f"{where}: {err.strerror}, not an image file") from None
     except UnidentifiedImageError:
-        raise InputError(f"{where}: unreadable image (not an image format Pillow can read)") from None
+        raise InputError(f"{where}: {unreadable_text(source)}") from None
     except Image.DecompressionBombError:  # Pillow refuses such a header itself, before ours is read
         raise ImageTooLarge(f"{where}: more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels is over the pixel "
                             f"budget of {max_pixels / 1e6:g} megapixels; downscale the picture first") from None
