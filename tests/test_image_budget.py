@@ -147,3 +147,6 @@ def test_a_heic_photo_without_pillow_heif_says_what_reads_it(tmp_path, monkeypat
             open_image_bounded(source)
     with pytest.raises(InputError, match="not an image format Pillow can read"):
         open_image_bounded(b"\x00\x00\x00\x18ftypisom" + bytes(64))  # an MP4 is no HEIC
+    with pytest.raises(ImageProblem) as fetched:  # a catalogue's HEIC download: its failures.jsonl detail
+        inspect_image(heic)
+    assert fetched.value.reason == "not_an_image" and "pip install pillow-heif" in fetched.value.detail

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..io import PART_SUFFIX, hash_file
-from ..models.image_open import ImageTooLarge, check_pixels
+from ..models.image_open import HEIF_HINT, ImageTooLarge, check_pixels, unreadable_heif
 
 __all__ = [
     "ImageInfo",
@@ -80,7 +80,8 @@ def inspect_image(data: bytes) -> ImageInfo:
             width, height = image.size
     except UnidentifiedImageError:
         head = data[:64].lstrip().lower()
-        kind = "HTML page" if head.startswith((b"<!doctype html", b"<html")) else "unknown data"
+        kind = ("HTML page" if head.startswith((b"<!doctype html", b"<html")) else
+                HEIF_HINT if unreadable_heif(data[:12]) else "unknown data")
         raise ImageProblem("not_an_image", f"{kind}, {len(data):,} bytes") from None
     except ImageTooLarge as e:
         raise ImageProblem("too_large", str(e).split(": ", 1)[1]) from None

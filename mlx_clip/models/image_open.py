@@ -57,6 +57,15 @@ def _register_heif() -> bool:
 HEIF_READABLE = _register_heif()
 
 
+HEIF_HINT = ("a HEIC/HEIF picture (an iPhone photo?), which Pillow reads with pillow-heif: pip install pillow-heif "
+             "(or export it as JPEG)")
+
+
+def unreadable_heif(head: bytes) -> bool:
+    """Whether a file Pillow could not identify starts as a HEIC/HEIF picture (and pillow-heif is missing)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and not HEIF_READABLE
+
+
 def unreadable_text(source: "ImageSource") -> str:
     """Why Pillow could not identify `source`: a HEIC/HEIF header without pillow-heif says what to do."""
     try:
@@ -67,10 +76,7 @@ def unreadable_text(source: "ImageSource") -> str:
                 head = handle.read(12)
     except OSError:
         head = b""
-    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and not HEIF_READABLE:
-        return ("a HEIC/HEIF picture (an iPhone photo?), which Pillow reads with pillow-heif: "
-                "pip install pillow-heif (or export it as JPEG)")
-    return "unreadable image (not an image format Pillow can read)"
+    return HEIF_HINT if unreadable_heif(head) else "unreadable image (not an image format Pillow can read)"
 
 
 def has_alpha(image: Image.Image) -> bool:
