@@ -66,12 +66,13 @@ class TrainingSet:
 
     def eval_set(self, index: list[int]) -> EvalSet:
         """The records at `index` as an evaluation set (the data step builds val_set and test_set with it)."""
+        pairs = self.groups is not None and self.groups.can_pair  # else image-to-image recall asks nothing
         return EvalSet(
             image_paths=[str(self.items[i].image_path) for i in index],
             captions=[self.captions.first(i) for i in index],
             labels=[self.label(i) for i in index],
-            groups=self.group_of(index) if self.groups and self.groups.can_pair else None,
-            images=[self.groups.image_keys[i] for i in index] if self.groups and self.groups.can_pair else None,
+            groups=self.group_of(index) if pairs else None,
+            images=[self.groups.image_keys[i] for i in index] if pairs else None,
         )
 
     def data_summary(self) -> dict:
