@@ -358,6 +358,7 @@ LONG_LABEL = "a" * 64
     (f"http://{LONG_LABEL}.example.org/a.jpg", "bad_url"),
     ("http://\ud83d.example.org/a.jpg", "bad_url"),
     ("/img/dds-broken", "decode_error"),
+    ("http://127.0.0.1:9/a.jpg|http://127.0.0.1:9/b.jpg", "several_urls"),  # one CSV cell, two images
 ])
 def test_one_bad_record_is_one_failure_line(fetch_server, tmp_path, bad_url, reason):
     """Each of these stopped the whole run with a traceback (no manifest) before."""

@@ -91,6 +91,10 @@ class Downloader:
         every try and every wait between tries.
         """
         c = self.config
+        several = len(re.findall(r"https?://", url, re.IGNORECASE))
+        if several > 1:  # "a.jpg|b.jpg" in one CSV cell was requested whole and said http_404
+            raise DownloadFailure("several_urls", f"the field holds {several} URLs; fetch takes one image per record: "
+                                  "give each image its own record, or --url-field one of them (media.0.url)")
         try:
             parsed = URL(url)
         except (ValueError, TypeError) as e:
