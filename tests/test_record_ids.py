@@ -14,7 +14,8 @@ from mlx_clip.data.dataset import read_manifest, split
 from mlx_clip.data.fetch_config import FetchConfig
 from mlx_clip.data.fetcher import fetch_records
 from mlx_clip.data.image_files import image_stem
-from mlx_clip.data.records import get_field, get_field_or_none, record_id
+from mlx_clip.data.record_ids import record_id
+from mlx_clip.data.records import get_field, get_field_or_none
 from mlx_clip.data.stream import AugmentConfig, TrainStream
 from mlx_clip.errors import InputError
 from mlx_clip.models.preprocess import ImageProcessor
@@ -124,3 +125,25 @@ def test_one_id_on_two_records_is_refused_before_any_download_and_in_a_manifest(
     manifest.write_text("".join(json.dumps({"record_id": rid, "image_path": "a.png", "sha256": "0"}) + "\n"
                                 for rid in ("a", "b", "c")))
     assert [item.record_id for item in read_manifest(manifest)] == ["a", "b", "c"]
+
+
+def test_an_id_like_field_that_repeats_names_records_by_position_and_says_to_group(server, tmp_path):
+    """A museum's export has one row per photo, each with the object's objectNumber and no field of
+    its own: found by name, objectNumber names no record, so records are named by their position
+    (and the console says --group-field objectNumber keeps each object's photos together)."""
+    for k in range(3):
+        server.images[f"q{k}"] = make_image((60 * k, 90, 30), "PNG")
+    records = [{"objectNumber": "BM.1", "image_url": server.url("/img/q0")},
+               {"objectNumber": "BM.1", "image_url": server.url("/img/q1")},
+               {"objectNumber": "BM.2", "image_url": server.url("/img/q2")}]
+    (tmp_path / "records.json").write_text(json.dumps(records))
+    said = []
+    summary = fetch_records(tmp_path / "records.json", FetchConfig(out=tmp_path / "out", progress=False, retries=0),
+                            log=said.append)
+    assert ("records.json: 'objectNumber' repeats (record 2 is also record 1's 'BM.1'), so it names no record: "
+            "records are named by their position; --group-field objectNumber keeps each object's photos "
+            "together") in "\n".join(said)
+    entries = [item.record for item in read_manifest(summary.manifest_path)]
+    assert [e["record_id"] for e in entries] == ["#0", "#1", "#2"]
+    assert [e["objectNumber"] for e in entries] == ["BM.1", "BM.1", "BM.2"]  # the field stays, for --group-field
+    assert len({e["image_path"] for e in entries}) == 3

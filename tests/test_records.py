@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlx_clip.errors import InputError
-from mlx_clip.data.records import MISSING, get_field, load_records, read_records, record_id
+from mlx_clip.data.record_ids import record_id
+from mlx_clip.data.records import MISSING, get_field, load_records, read_records
 from mlx_clip.data.url_field import detect_url_field
 
 RECORDS = [

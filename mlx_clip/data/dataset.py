@@ -25,7 +25,8 @@ from ..io import read_jsonl
 from .groups import RecordGroups, record_groups
 from .image_files import file_sha256
 from ..models.image_open import MAX_PIXELS, ImageTooLarge, check_pixels
-from .records import check_unique_ids, get_field_or_none, manifest_record_id
+from .record_ids import check_unique_ids, manifest_record_id
+from .records import get_field_or_none
 from ..wording import counted
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 from ..flags import encoding_name, positive_int, positive_seconds, setting
 from .redirect_guard import IPAddress, is_private_address
-from .records import MANIFEST_ID
+from .record_ids import MANIFEST_ID
 from .stored_copy import DEFAULT_MAX_SIDE
 
 USER_AGENT = "mlx-clip-finetune/0.1 (+https://github.com/mlx-clip-finetune/mlx-clip-finetune)"

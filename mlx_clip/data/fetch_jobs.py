@@ -16,7 +16,7 @@ from .download import DownloadFailure, Downloader, open_downloader
 from .image_files import ImageInfo, ImageProblem, inspect_image
 from .image_store import Existing, ImageStore, Stored
 from .local_images import settle_local
-from .records import MANIFEST_ID
+from .record_ids import MANIFEST_ID
 from ..progress import Progress
 from .fetch_config import ORIGINALS_DIR, FetchConfig
 

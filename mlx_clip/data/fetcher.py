@@ -39,6 +39,7 @@ import os
 import time
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -46,7 +47,8 @@ from ..errors import InputError
 from ..folder_lock import hold_folder_lock
 from ..io import write_jsonl
 from .image_files import remove_partial_files
-from .records import MISSING, Records, check_unique_ids, get_field, has_own_id, load_records, record_id
+from .record_ids import choose_id_field, has_own_id, record_id
+from .records import MISSING, Records, get_field, load_records
 from .sampling import choose_sample
 from .url_field import detect_url_field
 from .fetch_config import IMAGES_DIR, LOCK_NAME, ORIGINALS_DIR, FetchConfig, FetchSummary
@@ -102,7 +104,10 @@ async def fetch_records_async(
                              "pass another --out to draw a sample from it")
     records = load_records(records_path, config.encoding) if loaded is None else loaded
     url_field = _check_fields(records, config)
-    check_unique_ids(_record_ids(records, config.id_field), records.path, records.locations)
+    id_field, said = choose_id_field(records, config.id_field)  # one id per record, or their positions
+    if said and log:
+        log(said)
+    config = replace(config, id_field=id_field)
     try:
         indices, explanation = choose_sample(records.records, sample, margin, stratify, seed)
     except ValueError as e:
@@ -184,15 +189,6 @@ def _check_fields(records: Records, config: FetchConfig) -> str | None:
         if get_field(record, needed, MISSING) is MISSING:
             raise InputError(f"{records.where(index)}: field '{needed}' is missing")
     return url_field
-
-
-def _record_ids(records: Records, id_field: str | None) -> Iterator[str | None]:
-    """Every record's id (None where id_field is missing: _plan_jobs says so for a sampled record)."""
-    for index, record in enumerate(records.records):
-        try:
-            yield record_id(record, id_field, index)
-        except KeyError:
-            yield None
 
 
 def _plan_jobs(

@@ -1,5 +1,5 @@
-"""Read catalogue records (JSON, JSON Lines, CSV), reach into them with dotted field paths, and
-name each one (``record_id``: the one rule for ids).
+"""Read catalogue records (JSON, JSON Lines, CSV) and reach into them with dotted field paths
+(each record's id: data/record_ids.py).
 
 The format is detected from the file's content, not its extension:
 
@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import InputError
 from ..io import NotARegularFile, OverLimit, json_kind, jsonl_objects, read_capped
@@ -32,12 +32,6 @@ __all__ = [
     "get_field",
     "get_field_or_none",
     "has_field",
-    "record_id",
-    "ID_FIELD_NAMES",
-    "MANIFEST_ID",
-    "has_own_id",
-    "manifest_record_id",
-    "check_unique_ids",
     "MISSING",
 ]
 
@@ -293,57 +287,3 @@ def get_field_or_none(record: Any, path: str) -> Any:
 def has_field(record: Any, path: str) -> bool:
     """Whether ``record`` has a value (possibly null) at the dotted ``path``."""
     return get_field(record, path, MISSING) is not MISSING
-
-
-ID_FIELD_NAMES = ("id", "ID", "Id", "record_id", "_id", "identifier", "objectID", "objectId", "object_id",
-                  "objectNumber", "accession_number", "uuid")
-MANIFEST_ID = "record_id"
-"""The key fetch writes each record's id under in manifest.jsonl (a record's own ``record_id``
-moves to ``record_record_id``), so training reads back the id fetch named the image after."""
-
-
-def record_id(record: dict, id_field: str | None, index: int) -> str:
-    """The record's identifier as a string: the one rule for fetch's image file names and
-    failures lines, the manifest, the training batches and split.json.
-
-    With ``id_field`` it is that field (a missing or empty value raises ``KeyError``); without
-    it, the first top-level ``id``-like field (``ID_FIELD_NAMES``) if present, and otherwise
-    ``"#<index>"``, the record's position in its file.
-    """
-    if id_field:
-        value = get_field(record, id_field)
-        if value is None or value == "":
-            raise KeyError(id_field)
-        return str(value)
-    for name in ID_FIELD_NAMES:
-        value = record.get(name)
-        if value is not None and value != "" and not isinstance(value, (dict, list)):
-            return str(value)
-    return f"#{index}"
-
-
-def manifest_record_id(entry: dict, id_field: str | None, index: int) -> str:
-    """The id of a manifest entry: ``id_field`` when given, else the id fetch wrote
-    (``MANIFEST_ID``), else :func:`record_id`'s rule (a manifest fetch did not write)."""
-    if not id_field and entry.get(MANIFEST_ID) not in (None, ""):
-        return str(entry[MANIFEST_ID])
-    return record_id(entry, id_field, index)
-
-
-def check_unique_ids(ids: Iterable[str | None], file: str | os.PathLike, places: Sequence[str]) -> None:
-    """Refuse one id on two records (an object's id on each of its photos put them on both sides
-    of the split and made split.json ambiguous); None: no id, left to its own check. `places[i]`
-    says where record i is ("record 3", "line 18")."""
-    seen: dict[str, int] = {}
-    for position, rid in enumerate(ids):
-        if rid is not None and seen.setdefault(rid, position) != position:
-            first = seen[rid]
-            raise InputError(
-                f"{file}: {places[position]}: record id {rid!r} is also {places[first]}'s; each record needs "
-                "its own id: pass --id-field with a field unique to each record (several images of one "
-                "object: give the object's field to --group-field)")
-
-
-def has_own_id(record_identifier: str) -> bool:
-    """Whether ``record_id`` came from the record itself rather than its position."""
-    return not re.fullmatch(r"#\d+", record_identifier)
