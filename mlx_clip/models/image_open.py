@@ -48,9 +48,10 @@ def _register_heif() -> bool:
     `.[heic]` extra; not a default: its wheels bundle libheif's codecs under their own licences)."""
     try:
         from pillow_heif import register_heif_opener
-    except ImportError:
+
+        register_heif_opener()
+    except Exception:  # noqa: BLE001  (absent, or a broken install: the package still opens every other format)
         return False
-    register_heif_opener()
     return True
 
 

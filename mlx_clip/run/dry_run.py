@@ -99,7 +99,7 @@ def dry_run(config: FinetuneConfig, say: Callable[[str], None] = print, measure_
     mx.reset_peak_memory()  # from here: the weights, the optimizer state and the steps' activations
     step_times = []
     # full batches only, where there are any: a short last batch (failed downloads, the split) is a new
-    # shape, so it compiled again inside the measurement (0.05 s steps measured as 0.6 s) and its images
+    # shape, so it compiled again inside the measurement (0.03 s steps measured as 0.6 s) and its images
     # were counted as a whole batch's
     full = [b for b in batches if len(b["record_id"]) == len(batches[0]["record_id"])] or batches
     for i in range(measure_steps):
