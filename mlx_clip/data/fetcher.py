@@ -47,7 +47,7 @@ from ..errors import InputError
 from ..folder_lock import hold_folder_lock
 from ..io import write_jsonl
 from .image_files import remove_partial_files
-from .record_ids import choose_id_field, has_own_id, record_id
+from .record_ids import choose_id_field, has_own_id
 from .records import MISSING, Records, get_field, load_records
 from .sampling import choose_sample
 from .url_field import detect_url_field
@@ -104,7 +104,7 @@ async def fetch_records_async(
                              "pass another --out to draw a sample from it")
     records = load_records(records_path, config.encoding) if loaded is None else loaded
     url_field = _check_fields(records, config)
-    id_field, said = choose_id_field(records, config.id_field)  # one id per record, or their positions
+    id_field, ids, said = choose_id_field(records, config.id_field)  # one id per record, or their positions
     if said and log:
         log(said)
     config = replace(config, id_field=id_field)
@@ -114,7 +114,7 @@ async def fetch_records_async(
         raise InputError(f"{records.path}: {e}") from None
     if log:
         log(explanation)
-    jobs = _plan_jobs(records, indices, config, url_field)
+    jobs = _plan_jobs(records, indices, ids, config, url_field)
 
     images_dir = out / IMAGES_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -192,19 +192,15 @@ def _check_fields(records: Records, config: FetchConfig) -> str | None:
 
 
 def _plan_jobs(
-    records: Records, indices: list[int], config: FetchConfig, url_field: str | None
+    records: Records, indices: list[int], ids: list[str | None], config: FetchConfig, url_field: str | None
 ) -> list[Job]:
-    """One job per sampled record: its id, and its URL or local path."""
+    """One job per sampled record: its id (`ids`, choose_id_field's), and its URL or local path."""
     base = records.path.resolve().parent
     jobs = []
     for position, index in enumerate(indices):
-        record = records.records[index]
-        try:
-            rid = record_id(record, config.id_field, index)
-        except KeyError:
-            raise InputError(
-                f"{records.where(index)}: field '{config.id_field}' is missing or empty"
-            ) from None
+        record, rid = records.records[index], ids[index]
+        if rid is None:
+            raise InputError(f"{records.where(index)}: field '{config.id_field}' is missing or empty")
         job = Job(position=position, index=index, record=record, record_id=rid)
         path_value = get_field(record, config.path_field, None) if config.path_field else None
         url_value = get_field(record, url_field, None) if url_field else None

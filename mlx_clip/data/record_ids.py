@@ -45,11 +45,17 @@ def record_id(record: dict, id_field: str | None, index: int) -> str:
         if value is None or value == "":
             raise KeyError(id_field)
         return str(value)
+    name = id_like_field(record)
+    return str(record[name]) if name else f"#{index}"
+
+
+def id_like_field(record: dict) -> str | None:
+    """The first top-level field of ID_FIELD_NAMES holding a scalar: what names a record without --id-field."""
     for name in ID_FIELD_NAMES:
         value = record.get(name)
         if value is not None and value != "" and not isinstance(value, (dict, list)):
-            return str(value)
-    return f"#{index}"
+            return name
+    return None
 
 
 def manifest_record_id(entry: dict, id_field: str | None, index: int) -> str:
@@ -93,20 +99,21 @@ def record_ids(records: Records, id_field: str | None) -> list[str | None]:
     return out
 
 
-def choose_id_field(records: Records, id_field: str | None) -> tuple[str | None, str | None]:
-    """The id rule for these records, and the line that says so when an id-like field found by name
-    repeats (one row per photo): then BY_POSITION. A repeated --id-field is refused."""
+def choose_id_field(records: Records, id_field: str | None) -> tuple[str | None, list[str | None], str | None]:
+    """The id rule for these records, every record's id under it (record_ids), and the line that
+    says so when an id-like field found by name repeats (one row per photo): then BY_POSITION. A
+    repeated --id-field is refused."""
     ids = record_ids(records, id_field)
     found = repeated_id(ids)
     if found is None or id_field is not None or not has_own_id(found[0]):
         check_unique_ids(ids, records.path, records.locations)
-        return id_field, None
+        return id_field, ids, None
     rid, first, position = found
-    record = records.records[position]
-    field = next(n for n in ID_FIELD_NAMES if str(record.get(n)) == rid)
-    return BY_POSITION, (f"{records.path}: '{field}' repeats ({records.locations[position]} is also "
-                         f"{records.locations[first]}'s {rid!r}), so it names no record: records are named by "
-                         f"their position; --group-field {field} keeps each object's photos together")
+    field = id_like_field(records.records[position])
+    return BY_POSITION, record_ids(records, BY_POSITION), (
+        f"{records.path}: '{field}' repeats ({records.locations[position]} is also {records.locations[first]}'s "
+        f"{rid!r}), so it names no record: records are named by their position; --group-field {field} keeps "
+        "each object's photos together")
 
 
 def has_own_id(record_identifier: str) -> bool:
